@@ -1,0 +1,89 @@
+"""The layer encoding of paper Appendix 6.2: one vector per layer, length m + 6 + 2n.
+
+For layer i of a topologically sorted architecture the vector is
+
+    [ one-hot type (m) | kernel, stride, padding, groups, in channels, out channels (6) |
+      incoming edges (n) | outgoing edges (n) ]
+
+For an edge i -> j (i < j) element (j - i - 1) of i's outgoing vector and of j's incoming vector is
+1 (offset 1 is the first element). An edge from the network input is not a layer-to-layer edge and
+is not encoded. A network may have more than n layers: only an edge whose offset exceeds n is an
+error.
+
+Numeric attributes are ``log`` scaled by default, log2(1 + x): channel counts span 3..2048 while
+the one-hot and edge entries are 0/1, and raw counts would dominate the LSTM's input (and saturate
+its gates) so that two architectures differing only in topology would look alike. ``raw`` keeps
+the paper's unnormalised numbers (the `paper` kernel preset uses it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+LAYER_TYPES: tuple[str, ...] = (
+    "identity", "conv", "linear", "batchnorm",
+    "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu",
+    "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
+    "flatten", "shuffle", "concat", "add", "dropout", "zero",
+)
+NUM_ATTRIBUTES = 6  # kernel, stride, padding, groups, in channels, out channels
+DEFAULT_MAX_OFFSET = 128  # n of the paper / reference code
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer as the encoding sees it. ``inputs`` are indices of earlier layers; -1 is the
+    network input. Attributes a type lacks are 0."""
+
+    type: str
+    kernel: int = 0
+    stride: int = 0
+    padding: int = 0
+    groups: int = 0
+    in_channels: int = 0
+    out_channels: int = 0
+    inputs: tuple[int, ...] = field(default=())
+
+    def attributes(self) -> tuple[int, int, int, int, int, int]:
+        return (self.kernel, self.stride, self.padding, self.groups, self.in_channels, self.out_channels)
+
+
+def encoding_width(n: int = DEFAULT_MAX_OFFSET) -> int:
+    """m + 6 + 2n."""
+    return len(LAYER_TYPES) + NUM_ATTRIBUTES + 2 * n
+
+
+def encode(layers: Sequence[LayerSpec], n: int = DEFAULT_MAX_OFFSET, numeric: str = "log") -> torch.Tensor:
+    """Encode a topologically sorted list of layers.
+
+    Returns a float32 tensor of shape (L, m + 6 + 2n).
+    """
+    if numeric not in ("log", "raw"):
+        raise ValueError(f"numeric must be 'log' or 'raw', got {numeric!r}")
+    m = len(LAYER_TYPES)
+    out = torch.zeros(len(layers), m + NUM_ATTRIBUTES + 2 * n)
+    type_index = {t: i for i, t in enumerate(LAYER_TYPES)}
+    for j, layer in enumerate(layers):
+        if layer.type not in type_index:
+            raise ValueError(f"layer {j} has unknown type {layer.type!r}; known types: {', '.join(LAYER_TYPES)}")
+        out[j, type_index[layer.type]] = 1.0
+        attrs = layer.attributes()
+        if numeric == "log":
+            attrs = tuple(math.log2(1.0 + a) for a in attrs)
+        out[j, m : m + NUM_ATTRIBUTES] = torch.tensor(attrs, dtype=torch.float32)
+        for i in layer.inputs:
+            if i < 0:
+                continue
+            offset = j - i
+            if offset <= 0:
+                raise ValueError(f"layer {j} has input {i}: layers must be topologically sorted")
+            if offset > n:
+                raise ValueError(
+                    f"edge {i} -> {j} has offset {offset} > n = {n}; raise the encoding's max offset (n)"
+                )
+            out[j, m + NUM_ATTRIBUTES + offset - 1] = 1.0  # incoming vector of j
+            out[i, m + NUM_ATTRIBUTES + n + offset - 1] = 1.0  # outgoing vector of i
+    return out

@@ -1,0 +1,276 @@
+"""Teacher networks: a registry of the paper's CIFAR teachers (REFERENCE §6) and user classes.
+
+``create("resnet18", num_classes=10)`` resolves a registered name; ``create("pkg.mod:Class", ...)``
+imports a user's own class and passes the keyword arguments to its constructor. Either may load a
+checkpoint (a plain state_dict, or a dict holding one under ``state_dict``) with
+``weights_only=True``.
+
+``width`` multiplies every channel count (1.0 = the paper's networks; 0.125 gives CPU-sized
+teachers with the same topology).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    """The registered teacher names."""
+    return sorted(_REGISTRY)
+
+
+def _scaled(channels: int, width: float, multiple: int = 1) -> int:
+    return max(multiple, int(round(channels * width / multiple)) * multiple)
+
+
+# --------------------------------------------------------------------------- VGG-19
+class VGG(nn.Module):
+    """CIFAR VGG: (3x3 conv with bias, BN, ReLU) blocks, 5 max-pools, flatten, one Linear."""
+
+    def __init__(self, cfg: list, num_classes: int = 10, width: float = 1.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                c_out = _scaled(v, width)
+                layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.flatten(self.features(x)))
+
+
+_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+
+
+@register("vgg19")
+def vgg19(num_classes: int = 10, width: float = 1.0) -> nn.Module:
+    return VGG(_VGG19, num_classes, width)
+
+
+# --------------------------------------------------------------------------- ResNet-18/34
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet: 3x3 stem, no max-pool, BasicBlocks, 1x1 conv + BN downsample, avg-pool, Linear."""
+
+    def __init__(self, blocks: list[int], num_classes: int = 10, width: float = 1.0):
+        super().__init__()
+        widths = [_scaled(w, width) for w in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        stages = []
+        c_in = widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            stage = []
+            for b in range(n):
+                stage.append(BasicBlock(c_in, w, 2 if (b == 0 and i > 0) else 1))
+                c_in = w
+            stages.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.linear(torch.flatten(self.pool(x), 1))
+
+
+@register("resnet18")
+def resnet18(num_classes: int = 10, width: float = 1.0) -> nn.Module:
+    return ResNet([2, 2, 2, 2], num_classes, width)
+
+
+@register("resnet34")
+def resnet34(num_classes: int = 10, width: float = 1.0) -> nn.Module:
+    return ResNet([3, 4, 6, 3], num_classes, width)
+
+
+# --------------------------------------------------------------------------- ShuffleNet 1x (g=2)
+class ShuffleUnit(nn.Module):
+    """ShuffleNet v1 unit. Stride 2: the shortcut is a 1x1 conv then a 3x3 avg-pool, concatenated
+    with the branch (the 1x1 conv is the paper's 6.5 modification, so that the shortcut can shrink)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, groups: int):
+        super().__init__()
+        self.stride = stride
+        g1 = 1 if c_in == 24 else groups  # the stem output is not grouped (ShuffleNet v1)
+        branch_out = c_out - c_in if stride == 2 else c_out
+        mid = branch_out // 4
+        self.conv1 = nn.Conv2d(c_in, mid, 1, groups=g1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.shuffle = nn.ChannelShuffle(g1)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, branch_out, 1, groups=groups, bias=False)
+        self.bn3 = nn.BatchNorm2d(branch_out)
+        if stride == 2:
+            self.shortcut_conv = nn.Conv2d(c_in, c_in, 1, groups=g1, bias=False)
+            self.shortcut_pool = nn.AvgPool2d(3, 2, 1)
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.bn3(self.conv3(self.bn2(self.conv2(self.shuffle(self.relu1(self.bn1(self.conv1(x))))))))
+        if self.stride == 2:
+            return self.relu2(torch.cat([out, self.shortcut_pool(self.shortcut_conv(x))], 1))
+        return self.relu2(out + x)
+
+
+class ShuffleNet(nn.Module):
+    def __init__(self, widths: list[int], blocks: list[int], groups: int, num_classes: int = 10, width: float = 1.0):
+        super().__init__()
+        stem = _scaled(24, width, 4 * groups) if width != 1.0 else 24
+        self.conv1 = nn.Conv2d(3, stem, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        units = []
+        c_in = stem
+        for w, n in zip(widths, blocks):
+            w = _scaled(w, width, 4 * groups)
+            for b in range(n):
+                units.append(ShuffleUnit(c_in, w, 2 if b == 0 else 1, groups))
+                c_in = w
+        self.units = nn.Sequential(*units)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        x = self.units(self.relu(self.bn1(self.conv1(x))))
+        return self.linear(torch.flatten(self.pool(x), 1))
+
+
+@register("shufflenet_g2")
+def shufflenet_g2(num_classes: int = 10, width: float = 1.0) -> nn.Module:
+    return ShuffleNet([200, 400, 800], [4, 8, 4], 2, num_classes, width)
+
+
+# --------------------------------------------------------------------------- small CNN (quickstart)
+class SmallResNet(nn.Module):
+    """A small residual CNN for tiny images (digits, 8x8): stem, two residual stages, avg-pool, Linear."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 1):
+        super().__init__()
+        w1, w2 = _scaled(32, width), _scaled(64, width)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w1, 3, 1, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True))
+        self.block1 = BasicBlock(w1, w1, 1)
+        self.block2 = BasicBlock(w1, w1, 1)
+        self.block3 = BasicBlock(w1, w2, 2)
+        self.block4 = BasicBlock(w2, w2, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(w2, num_classes)
+
+    def forward(self, x):
+        x = self.block4(self.block3(self.block2(self.block1(self.stem(x)))))
+        return self.linear(torch.flatten(self.pool(x), 1))
+
+
+@register("small_resnet")
+def small_resnet(num_classes: int = 10, width: float = 1.0, in_channels: int = 1) -> nn.Module:
+    return SmallResNet(num_classes, width, in_channels)
+
+
+# --------------------------------------------------------------------------- entry points
+def _import(path: str):
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(
+            f"teacher {path!r} is neither a registered name ({', '.join(names())}) nor an importable "
+            f"class path such as 'my_package.models:MyNet' ({exc})"
+        ) from exc
+
+
+def create(name: str, num_classes: int = 10, width: float = 1.0, checkpoint: str | Path | None = None, **kwargs) -> nn.Module:
+    """A teacher by registered name or by class path ``"pkg.module:Class"`` (kwargs go to its
+    constructor; ``num_classes`` and ``width`` too, when it accepts them). With ``checkpoint`` the
+    weights are loaded strictly; a mismatch raises ``ValueError`` naming the offending keys."""
+    if name in _REGISTRY:
+        model = _REGISTRY[name](num_classes=num_classes, width=width, **kwargs)
+    else:
+        cls = _import(name)
+        params = inspect.signature(cls).parameters
+        for key, value in (("num_classes", num_classes), ("width", width)):
+            if key in params and key not in kwargs:
+                kwargs[key] = value
+        model = cls(**kwargs)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, name)
+    return model
+
+
+def load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str = "teacher") -> nn.Module:
+    """Load a state_dict checkpoint into ``model`` (``weights_only=True``), with a clear error."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, pickled module, ...
+        raise ValueError(f"{name} checkpoint {str(path)!r} cannot be read as a weights-only state_dict: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{name} checkpoint {str(path)!r} holds a {type(state).__name__}, not a state_dict")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:5]))
+        if missing:
+            parts.append(f"missing keys {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}")
+        raise ValueError(
+            f"{name} checkpoint {str(path)!r} does not match the {name} architecture "
+            f"(wrong teacher, width or number of classes?): " + "; ".join(parts)
+        )
+    model.load_state_dict(state)
+    return model
