@@ -1,0 +1,105 @@
+"""Datasets through the real loaders: CIFAR in its on-disk format, digits, ImageFolder; loader and augmentation."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.cifar as tv_cifar
+
+from nascomp import data, training
+
+N_PER_BATCH = 8  # 5 train batches -> 40 training images, 8 test images
+
+
+def _write_cifar(root, folder="cifar-10-batches-py", num_classes=10):
+    """A tiny CIFAR-10 in the pickled python format; image i has every pixel equal to i."""
+    d = root / folder
+    d.mkdir(parents=True)
+    n = 0
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in files:
+        pixels = np.repeat(np.arange(n, n + N_PER_BATCH, dtype=np.uint8), 3072).reshape(N_PER_BATCH, 3072)
+        batch = {"data": pixels, "labels": [i % num_classes for i in range(n, n + N_PER_BATCH)]}
+        (d / name).write_bytes(pickle.dumps(batch))
+        n += N_PER_BATCH
+    (d / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(num_classes)]}))
+    return root
+
+
+@pytest.fixture
+def cifar_root(tmp_path, monkeypatch):
+    # Bypass only the md5 comparison: the files must still exist.
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: __import__("os").path.isfile(fpath))
+    return _write_cifar(tmp_path)
+
+
+def test_cifar_split_is_last_val_size_images(cifar_root):
+    cfg = training.config("dataset", "cifar10", [f"root={cifar_root}", "val_size=10"])
+    ds = data.load(cfg)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (30, 10, 8)
+    assert ds.train.images.shape == (30, 3, 32, 32) and ds.in_channels == 3
+    mean, std = torch.tensor(list(cfg.mean)), torch.tensor(list(cfg.std))
+    raw = lambda split: (split.images[:, :, 0, 0] * std + mean) * 255  # (N, 3) the pixel value = image index
+    assert torch.allclose(raw(ds.train)[:, 0], torch.arange(30.0), atol=1e-3)
+    assert torch.allclose(raw(ds.val)[:, 0], torch.arange(30.0, 40.0), atol=1e-3)  # the last 10
+    assert torch.allclose(raw(ds.test)[:, 2], torch.arange(40.0, 48.0), atol=1e-3)
+    assert ds.val.labels.tolist() == [i % 10 for i in range(30, 40)]
+
+
+def test_cifar_missing_without_download_says_where_and_what_to_do(tmp_path):
+    cfg = training.config("dataset", "cifar100", [f"root={tmp_path / 'nowhere'}"])
+    with pytest.raises(FileNotFoundError, match=r"nowhere/cifar-100-python.*download=true"):
+        data.load(cfg)
+
+
+def test_cifar100_has_its_own_normalisation():
+    c10, c100 = training.config("dataset", "cifar10"), training.config("dataset", "cifar100")
+    assert list(c10.mean) != list(c100.mean) and c100.num_classes == 100 and c10.val_size == c100.val_size == 5000
+
+
+def test_digits_split_is_fixed_disjoint_and_normalised():
+    cfg = training.config("dataset", "digits")
+    a, b = data.load(cfg), data.load(cfg)
+    assert (len(a.train), len(a.val), len(a.test)) == (1200, 300, 297)
+    assert a.train.images.shape == (1200, 1, 8, 8) and a.num_classes == 10
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.test.labels, b.test.labels)
+    rows = lambda s: {tuple(r) for r in s.images.flatten(1).tolist()}
+    assert not rows(a.val) & rows(a.test)  # no image in two splits (digits has few exact duplicates)
+    assert abs(a.train.images.mean().item()) < 0.05 and abs(a.train.images.std().item() - 1) < 0.05
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / f"class{c}").mkdir()
+        for i in range(6):
+            Image.new("RGB", (20, 12), colour).save(tmp_path / f"class{c}" / f"{i}.png")
+    cfg = training.config("dataset", "imagefolder", [f"root={tmp_path}", "image_size=8", "split.val=2", "split.test=3"])
+    ds = data.load(cfg)
+    assert (len(ds.train), len(ds.val), len(ds.test), ds.num_classes) == (7, 2, 3, 2)
+    assert ds.train.images.shape[1:] == (3, 8, 8)
+    red = ds.train.labels == 0  # class0 is red: channel 0 above channel 2 everywhere
+    assert (ds.train.images[red, 0] > ds.train.images[red, 2]).all()
+
+
+def test_device_loader_covers_the_split_and_repeats_with_the_seed():
+    split = data.Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    loader = data.DeviceLoader(split, 4, shuffle=True, seed=3)
+    assert len(loader) == 3
+    first = [y.tolist() for _, y in loader]
+    assert sorted(sum(first, [])) == list(range(10)) and [len(b) for b in first] == [4, 4, 2]
+    assert first == [y.tolist() for _, y in data.DeviceLoader(split, 4, shuffle=True, seed=3)]
+    assert first != [y.tolist() for _, y in loader]  # next epoch, next permutation
+
+
+def test_augment_crops_a_shifted_window_and_flips():
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(64, 1, 1, 1)  # (64, 1, 4, 4)
+    out = data.Augment(padding=1, flip=True)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x[0], (1, 1, 1, 1))[0]  # (6, 6)
+    windows = {tuple(w.flatten().tolist()) for dy in range(3) for dx in range(3)
+               for w in (padded[dy:dy + 4, dx:dx + 4], padded[dy:dy + 4, dx:dx + 4].flip(1))}
+    got = {tuple(o.flatten().tolist()) for o in out[:, 0]}
+    assert got <= windows and len(got) > 9  # only legal windows, and both flips occur
+    assert torch.equal(data.Augment()(x), x)
