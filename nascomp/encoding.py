@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
 LAYER_TYPES: tuple[str, ...] = (
@@ -64,7 +65,7 @@ def encode(layers: Sequence[LayerSpec], n: int = DEFAULT_MAX_OFFSET, numeric: st
     if numeric not in ("log", "raw"):
         raise ValueError(f"numeric must be 'log' or 'raw', got {numeric!r}")
     m = len(LAYER_TYPES)
-    out = torch.zeros(len(layers), m + NUM_ATTRIBUTES + 2 * n)
+    out = np.zeros((len(layers), m + NUM_ATTRIBUTES + 2 * n), dtype=np.float32)
     type_index = {t: i for i, t in enumerate(LAYER_TYPES)}
     for j, layer in enumerate(layers):
         if layer.type not in type_index:
@@ -73,7 +74,7 @@ def encode(layers: Sequence[LayerSpec], n: int = DEFAULT_MAX_OFFSET, numeric: st
         attrs = layer.attributes()
         if numeric == "log":
             attrs = tuple(math.log2(1.0 + a) for a in attrs)
-        out[j, m : m + NUM_ATTRIBUTES] = torch.tensor(attrs, dtype=torch.float32)
+        out[j, m : m + NUM_ATTRIBUTES] = attrs
         for i in layer.inputs:
             if i < 0:
                 continue
@@ -86,4 +87,4 @@ def encode(layers: Sequence[LayerSpec], n: int = DEFAULT_MAX_OFFSET, numeric: st
                 )
             out[j, m + NUM_ATTRIBUTES + offset - 1] = 1.0  # incoming vector of j
             out[i, m + NUM_ATTRIBUTES + n + offset - 1] = 1.0  # outgoing vector of i
-    return out
+    return torch.from_numpy(out)

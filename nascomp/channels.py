@@ -1,0 +1,148 @@
+"""Channel groups: which layers must shrink together (paper 6.5, layer shrinkage).
+
+Every tensor's channel count is a symbolic expression: an ordered tuple of terms (symbol,
+multiplier), its value sum(multiplier * width(symbol)). Each conv or linear layer creates a symbol
+(named by its layer index) for its output channels; the network input is the fixed symbol -1.
+
+    pass-through layers (BN, activations, pools, ...)  out = in
+    depthwise conv (groups == channels)                 out = in
+    concat                                              out = in_1 ++ in_2 ++ ...
+    flatten of (C, H, W)                                out = in with multipliers * H*W
+    several inputs summed (residual, added skip)        in_1 = in_2 = ...   (solved by substitution)
+    the network output                                  fixed (the number of classes)
+
+An equation ``a = e`` with ``a`` a free single symbol not in ``e`` substitutes ``a := e``; two single
+symbols keep the lower index. An equation that cannot be solved that way fixes every symbol in it
+(their teacher widths already agree). Grouped convs and channel shuffles require divisibility by
+their group count: the symbol's ``divisor``. What is left free are the shrinkable channel groups.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from nascomp.graph import Layer
+
+INPUT = -1
+Expr = tuple[tuple[int, int], ...]  # ((symbol, multiplier), ...)
+
+
+@dataclass
+class ChannelSolution:
+    """Resolved channel expressions of a layer list."""
+
+    out_exprs: list[Expr]  # per layer: its output channels
+    in_exprs: list[Expr]  # per layer: its (first) input's channels
+    teacher_width: dict[int, int]  # per symbol: the width it had when created
+    fixed: set[int]  # symbols that keep their teacher width
+    divisor: dict[int, int]  # per symbol: widths must be a multiple of this
+    depthwise: set[int]  # layer indices of depthwise convs
+    free: list[int] = field(default_factory=list)  # the shrinkable symbols (sorted)
+
+    def value(self, expr: Expr, width: dict[int, int]) -> int:
+        """Channel count of ``expr`` given widths of the free symbols (others: teacher width)."""
+        return sum(m * width.get(s, self.teacher_width[s]) for s, m in expr)
+
+
+def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[int] = frozenset()) -> ChannelSolution:
+    """Solve the channel equations of ``layers`` (teacher widths come from the layers' shapes).
+    ``fixed`` symbols are never shrunk (e.g. those fixed in the teacher, when solving a child)."""
+    subst: dict[int, Expr] = {}
+    teacher_width = {INPUT: input_channels}
+    fixed_set = set(fixed) | {INPUT}
+    divisor: dict[int, int] = {}
+    depthwise: set[int] = set()
+
+    def resolve(expr: Expr) -> Expr:
+        out: list[tuple[int, int]] = []
+        for s, m in expr:
+            if s in subst:
+                out.extend((t, m * k) for t, k in resolve(subst[s]))
+            else:
+                out.append((s, m))
+        return tuple(out)
+
+    def require(expr: Expr, d: int) -> None:
+        for s, _ in resolve(expr):
+            divisor[s] = math.lcm(divisor.get(s, 1), d)
+
+    def substitute(s: int, expr: Expr) -> None:
+        subst[s] = expr
+        if divisor.get(s, 1) > 1:
+            require(expr, divisor[s])
+
+    def unify(e1: Expr, e2: Expr) -> None:
+        r1, r2 = resolve(e1), resolve(e2)
+        if _counts(r1) == _counts(r2):
+            return
+        singles = [(a[0][0], b) for a, b in ((r1, r2), (r2, r1))
+                   if len(a) == 1 and a[0][1] == 1 and a[0][0] not in fixed_set and a[0][0] not in {s for s, _ in b}]
+        if len(singles) == 2 and len(r2) == 1 and r2[0][1] == 1:
+            a, b = r1[0][0], r2[0][0]
+            substitute(max(a, b), ((min(a, b), 1),))
+        elif singles:
+            substitute(*singles[0])
+        elif len(r1) == len(r2) and all(m1 == m2 for (_, m1), (_, m2) in zip(r1, r2)):
+            for t1, t2 in zip(r1, r2):
+                unify((t1,), (t2,))
+        else:
+            fixed_set.update(s for s, _ in r1 + r2)
+
+    out_exprs: list[Expr] = []
+    in_exprs: list[Expr] = []
+    for j, layer in enumerate(layers):
+        ins = [out_exprs[i] if i >= 0 else ((INPUT, 1),) for i in layer.inputs]
+        if layer.type == "concat":
+            in_expr = resolve(ins[0])
+            out: Expr = tuple(t for e in ins for t in resolve(e))
+        else:
+            for e in ins[1:]:
+                unify(ins[0], e)
+            in_expr = resolve(ins[0])
+            out = in_expr
+            if layer.type == "conv":
+                g = layer.attrs["groups"]
+                if g > 1 and g == layer.in_channels == layer.out_channels:
+                    depthwise.add(j)
+                else:
+                    teacher_width[j] = layer.out_channels
+                    out = ((j, 1),)
+                    if g > 1:
+                        require(in_expr, g)
+                        require(out, g)
+            elif layer.type == "linear":
+                teacher_width[j] = layer.out_channels
+                out = ((j, 1),)
+            elif layer.type == "flatten" and len(layer.in_shape) > 1:
+                hw = math.prod(layer.in_shape[1:])
+                out = tuple((s, m * hw) for s, m in in_expr)
+            elif layer.type == "shuffle":
+                require(in_expr, layer.attrs["groups"])
+        in_exprs.append(in_expr)
+        out_exprs.append(out)
+    fixed_set.update(s for s, _ in resolve(out_exprs[output]))
+    sol = ChannelSolution(
+        out_exprs=[resolve(e) for e in out_exprs],
+        in_exprs=[resolve(e) for e in in_exprs],
+        teacher_width=teacher_width,
+        fixed=fixed_set,
+        divisor={s: divisor.get(s, 1) for s in teacher_width},
+        depthwise=depthwise,
+    )
+    live = {s for e in sol.out_exprs for s, _ in e}
+    sol.free = sorted(s for s in live if s not in fixed_set and s not in subst)
+    return sol
+
+
+def _counts(expr: Expr) -> Counter:
+    c: Counter = Counter()
+    for s, m in expr:
+        c[s] += m
+    return c
+
+
+def shrunk_width(teacher_width: int, ratio: float, divisor: int = 1) -> int:
+    """max(d, floor((1 - r) F / d) d): the reference code's rule, kept a multiple of the divisor d."""
+    return max(divisor, int(math.floor((1.0 - ratio) * teacher_width / divisor)) * divisor)

@@ -1,0 +1,446 @@
+"""The architecture graph: one representation of a network as a DAG of layers in topological order.
+
+``ArchGraph.from_module(model, input_shape)`` traces any ``nn.Module`` with torch.fx, propagates a
+sample input to learn every tensor's shape, and turns each call into a ``Layer``. A layer with
+several inputs sums them (paper 6.5), so a residual ``relu(out + shortcut)`` becomes one ReLU layer
+with two incoming edges; an addition that cannot be folded that way stays an explicit ``add`` layer.
+Anything else the graph cannot represent raises ``GraphError`` naming the call and listing what is
+supported.
+
+``ArchGraph.build()`` returns a ``GraphNet``, an ``nn.Module`` computing the graph (fresh weights);
+``nascomp.search_space.Candidate.build`` fills one with a teacher's weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from nascomp.encoding import LayerSpec
+
+ACTIVATIONS = ("relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu")
+PARAMETRIC = ("conv", "linear", "batchnorm")
+
+
+class GraphError(ValueError):
+    """A network, or a part of it, that the architecture graph cannot represent."""
+
+
+@dataclass
+class Layer:
+    """One node of the graph.
+
+    ``inputs``: indices of earlier layers (-1 = the network input); several are summed, except for
+    ``concat``. Shapes exclude the batch dimension: (C, H, W) or (F,). ``attrs`` holds what
+    building needs (kernel, stride, padding, groups, bias, eps, ...). ``target`` is the teacher's
+    submodule path the weights come from ("" for parameter-free functional calls).
+    """
+
+    name: str
+    type: str
+    inputs: tuple[int, ...]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    target: str = ""
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_shape[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_shape[0]
+
+    @property
+    def num_params(self) -> int:
+        a = self.attrs
+        if self.type == "conv":
+            k = a["kernel"][0] * a["kernel"][1]
+            return self.out_channels * (self.in_channels // a["groups"]) * k + (self.out_channels if a["bias"] else 0)
+        if self.type == "linear":
+            return self.out_channels * self.in_channels + (self.out_channels if a["bias"] else 0)
+        if self.type == "batchnorm":
+            return 2 * self.out_channels if a["affine"] else 0
+        return 0
+
+    def spec(self) -> LayerSpec:
+        """The layer as the encoding (paper 6.2) sees it."""
+        a = self.attrs
+        first = lambda v: v[0] if isinstance(v, (tuple, list)) else (v or 0)  # noqa: E731
+        return LayerSpec(
+            type=self.type,
+            kernel=first(a.get("kernel", 0)),
+            stride=first(a.get("stride", 0)),
+            padding=first(a.get("padding", 0)),
+            groups=a.get("groups", 0),
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            inputs=self.inputs,
+        )
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "type": self.type, "inputs": list(self.inputs), "in_shape": list(self.in_shape),
+                "out_shape": list(self.out_shape), "attrs": _jsonable(self.attrs), "target": self.target}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Layer":
+        attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in d["attrs"].items()}
+        return cls(d["name"], d["type"], tuple(d["inputs"]), tuple(d["in_shape"]), tuple(d["out_shape"]), attrs, d["target"])
+
+
+def _jsonable(attrs: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(attrs.items())}
+
+
+@dataclass
+class ArchGraph:
+    """A network as topologically sorted layers. ``output`` is the index of the output layer."""
+
+    layers: list[Layer]
+    input_shape: tuple[int, ...]
+    output: int
+
+    @property
+    def num_params(self) -> int:
+        return sum(layer.num_params for layer in self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def specs(self) -> list[LayerSpec]:
+        return [layer.spec() for layer in self.layers]
+
+    def to_json(self) -> dict:
+        return {"input_shape": list(self.input_shape), "output": self.output,
+                "layers": [layer.to_json() for layer in self.layers]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ArchGraph":
+        try:
+            return cls([Layer.from_json(x) for x in d["layers"]], tuple(d["input_shape"]), int(d["output"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an architecture JSON (missing or malformed field {exc})") from exc
+
+    @property
+    def key(self) -> str:
+        """Stable hash of everything that defines the network (not layer names or weight sources)."""
+        body = [[l.type, list(l.inputs), list(l.in_shape), list(l.out_shape), _jsonable(l.attrs)] for l in self.layers]
+        text = json.dumps([list(self.input_shape), self.output, body], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def build(self) -> "GraphNet":
+        """An ``nn.Module`` computing this graph, freshly initialised."""
+        return GraphNet(self)
+
+    @classmethod
+    def from_module(cls, model: nn.Module, input_shape: tuple[int, ...]) -> "ArchGraph":
+        """Trace ``model`` (torch.fx) on a sample input of shape (1, *input_shape)."""
+        return _Tracer(model, tuple(input_shape)).graph()
+
+
+# --------------------------------------------------------------------------- tracing
+_MODULE_TYPES: dict[type, str] = {
+    nn.Conv2d: "conv", nn.Linear: "linear", nn.BatchNorm2d: "batchnorm", nn.BatchNorm1d: "batchnorm",
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.GELU: "gelu", nn.SiLU: "silu", nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
+    nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
+    nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
+    nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle",
+}
+_FUNCTIONS: dict[Any, str] = {
+    operator.add: "add", torch.add: "add", operator.iadd: "add",
+    torch.cat: "concat", torch.concat: "concat", torch.flatten: "flatten",
+    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.gelu: "gelu", F.silu: "silu",
+    torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", F.tanh: "tanh",
+    F.hardswish: "hardswish", F.leaky_relu: "leaky_relu",
+    F.max_pool2d: "maxpool", F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "adaptive_avgpool",
+    F.adaptive_max_pool2d: "adaptive_maxpool", F.dropout: "dropout",
+    torch.channel_shuffle: "shuffle", F.channel_shuffle: "shuffle",
+}
+_METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
+            "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias"}
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _supported() -> str:
+    mods = sorted({t.__name__ for t in _MODULE_TYPES})
+    return (f"supported modules: {', '.join(mods)}; functions: +, torch.cat(dim=1), torch.flatten(x, 1), "
+            "F.relu and other activations, F.max/avg/adaptive pooling, channel_shuffle; "
+            "methods: x.view/reshape/flatten to (N, -1), x.add, x.relu")
+
+
+class _Tracer:
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
+        self.model = model
+        self.input_shape = input_shape
+        self.modules = dict(model.named_modules())
+
+    def graph(self) -> ArchGraph:
+        try:
+            gm = fx.symbolic_trace(self.model)
+        except Exception as exc:
+            raise GraphError(f"torch.fx cannot trace {type(self.model).__name__}: {exc}. Control flow that "
+                             "depends on tensor values is not supported; write forward() without it") from exc
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(torch.zeros(1, *self.input_shape))
+        except Exception as exc:
+            raise GraphError(f"{type(self.model).__name__} does not run on input shape {self.input_shape}: {exc}") from exc
+        finally:
+            self.model.train(was_training)
+
+        layers: list[Layer] = []
+        value: dict[fx.Node, int] = {}  # fx node -> layer index (-1: network input)
+        called: dict[str, str] = {}
+        output = None
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                if value:
+                    raise GraphError(f"{type(self.model).__name__}.forward takes several inputs; only one is supported")
+                value[node] = -1
+            elif node.op == "output":
+                arg = node.args[0]
+                if not isinstance(arg, fx.Node) or arg not in value:
+                    raise GraphError("the network must return exactly one tensor")
+                output = value[arg]
+            elif "tensor_meta" not in node.meta or not isinstance(node.meta["tensor_meta"], object) or not hasattr(node.meta["tensor_meta"], "shape"):
+                continue  # x.size(0) and other non-tensor values: only consumed by view/reshape
+            else:
+                kind, attrs, target = self._classify(node, called)
+                tensor_inputs = [a for a in node.all_input_nodes if a in value]
+                if kind == "alias":
+                    value[node] = value[tensor_inputs[0]]
+                    continue
+                unknown = [a for a in node.all_input_nodes if a not in value and hasattr(a.meta.get("tensor_meta"), "shape")]
+                if unknown:
+                    raise GraphError(f"node {node.name!r} consumes {unknown[0].name!r}, which is not a layer output")
+                if not tensor_inputs:
+                    raise GraphError(f"node {node.name!r} ({node.target}) has no tensor input; constants are not supported")
+                inputs = tuple(value[a] for a in tensor_inputs)
+                in_shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:]) if tensor_inputs[0].op != "placeholder" else self.input_shape
+                out_shape = tuple(node.meta["tensor_meta"].shape[1:])
+                if kind == "add" and len(inputs) != 2:
+                    raise GraphError(f"node {node.name!r}: only the sum of two tensors is supported ({_supported()})")
+                if kind == "concat":
+                    in_shape = out_shape
+                if kind == "flatten" and not (len(out_shape) == 1 and math.prod(in_shape) == out_shape[0]):
+                    raise GraphError(f"node {node.name!r} reshapes {in_shape} to {out_shape}; only flattening to (N, -1) is supported")
+                layers.append(Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target))
+                value[node] = len(layers) - 1
+        if output is None or output < 0:
+            raise GraphError("the network's output is not a layer")
+        return _fold_adds(ArchGraph(layers, self.input_shape, output))
+
+    def _classify(self, node: fx.Node, called: dict[str, str]) -> tuple[str, dict, str]:
+        if node.op == "call_module":
+            mod = self.modules[node.target]
+            kind = _MODULE_TYPES.get(type(mod))
+            if kind is None:
+                raise GraphError(f"cannot represent module {node.target!r} of type {type(mod).__name__}; {_supported()}")
+            if kind in PARAMETRIC:
+                if node.target in called:
+                    raise GraphError(f"module {node.target!r} is called more than once; weight sharing is not supported")
+                called[node.target] = node.name
+            return kind, _module_attrs(kind, mod, node.target), node.target if kind in PARAMETRIC else ""
+        if node.op == "call_function":
+            kind = _FUNCTIONS.get(node.target)
+            name = getattr(node.target, "__name__", str(node.target))
+            if kind is None:
+                raise GraphError(f"cannot represent function {name!r} at node {node.name!r}; {_supported()}")
+            return kind, _function_attrs(kind, node), ""
+        if node.op == "call_method":
+            kind = _METHODS.get(node.target)
+            if kind is None:
+                raise GraphError(f"cannot represent method .{node.target}() at node {node.name!r}; {_supported()}")
+            if kind == "add" and not all(isinstance(a, fx.Node) for a in node.args):
+                raise GraphError(f"node {node.name!r} adds a constant; only the sum of two tensors is supported")
+            return kind, {"negative_slope": 0.01} if kind == "leaky_relu" else {}, ""
+        raise GraphError(f"cannot represent {node.op} {node.target!r} at node {node.name!r} (parameters used "
+                         f"outside a module are not supported); {_supported()}")
+
+
+def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
+    if kind == "conv":
+        if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+            raise GraphError(f"conv {target!r}: only numeric zero padding is supported")
+        return {"kernel": _pair(mod.kernel_size), "stride": _pair(mod.stride), "padding": _pair(mod.padding),
+                "dilation": _pair(mod.dilation), "groups": mod.groups, "bias": mod.bias is not None}
+    if kind == "linear":
+        return {"bias": mod.bias is not None}
+    if kind == "batchnorm":
+        return {"eps": mod.eps, "momentum": mod.momentum, "affine": mod.affine,
+                "track_running_stats": mod.track_running_stats}
+    if kind in ("maxpool", "avgpool"):
+        attrs = {"kernel": _pair(mod.kernel_size), "stride": _pair(mod.stride or mod.kernel_size),
+                 "padding": _pair(mod.padding), "ceil_mode": mod.ceil_mode}
+        if kind == "maxpool":
+            if _pair(mod.dilation) != (1, 1) or mod.return_indices:
+                raise GraphError(f"max-pool {target!r}: dilation and return_indices are not supported")
+        else:
+            attrs["count_include_pad"] = mod.count_include_pad
+            if mod.divisor_override is not None:
+                raise GraphError(f"avg-pool {target!r}: divisor_override is not supported")
+        return attrs
+    if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+        return {"output_size": _pair(mod.output_size)}
+    if kind == "flatten" and (mod.start_dim != 1 or mod.end_dim != -1):
+        raise GraphError(f"flatten {target!r}: only Flatten(1, -1) is supported")
+    if kind == "dropout":
+        return {"p": mod.p}
+    if kind == "shuffle":
+        return {"groups": mod.groups}
+    if kind == "leaky_relu":
+        return {"negative_slope": mod.negative_slope}
+    if kind == "gelu":
+        return {"approximate": mod.approximate}
+    return {}
+
+
+def _arg(node: fx.Node, index: int, name: str, default=None):
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _function_attrs(kind: str, node: fx.Node) -> dict:
+    if kind == "concat":
+        if _arg(node, 1, "dim", 0) not in (1, -3):
+            raise GraphError(f"node {node.name!r}: torch.cat is supported along the channel dimension (dim=1) only")
+        return {}
+    if kind == "flatten":
+        if _arg(node, 1, "start_dim", 0) != 1 or _arg(node, 2, "end_dim", -1) != -1:
+            raise GraphError(f"node {node.name!r}: only torch.flatten(x, 1) is supported")
+        return {}
+    if kind == "add":
+        if not all(isinstance(a, fx.Node) for a in node.args[:2]) or node.kwargs.get("alpha", 1) != 1:
+            raise GraphError(f"node {node.name!r} adds a constant or scales a term; only the sum of two tensors is supported")
+        return {}
+    if kind in ("maxpool", "avgpool"):
+        k = _pair(_arg(node, 1, "kernel_size"))
+        s = _arg(node, 2, "stride", None)
+        attrs = {"kernel": k, "stride": _pair(s) if s else k, "padding": _pair(_arg(node, 3, "padding", 0)),
+                 "ceil_mode": bool(_arg(node, 5 if kind == "maxpool" else 4, "ceil_mode", False))}
+        if kind == "avgpool":
+            attrs["count_include_pad"] = bool(_arg(node, 5, "count_include_pad", True))
+        return attrs
+    if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+        return {"output_size": _pair(_arg(node, 1, "output_size"))}
+    if kind == "dropout":
+        return {"p": float(_arg(node, 1, "p", 0.5))}
+    if kind == "shuffle":
+        return {"groups": int(_arg(node, 1, "groups"))}
+    if kind == "leaky_relu":
+        return {"negative_slope": float(_arg(node, 1, "negative_slope", 0.01))}
+    if kind == "gelu":
+        return {"approximate": node.kwargs.get("approximate", "none")}
+    return {}
+
+
+def _fold_adds(graph: ArchGraph) -> ArchGraph:
+    """Fold each two-input ``add`` into its consumer when that consumer is its only one and takes
+    nothing else (``relu(a + b)`` -> a ReLU with inputs (a, b)): paper 6.5 sums a layer's inputs."""
+    layers = graph.layers
+    consumers: dict[int, list[int]] = {i: [] for i in range(len(layers))}
+    for j, layer in enumerate(layers):
+        for i in layer.inputs:
+            if i >= 0:
+                consumers[i].append(j)
+    fold = {i for i, layer in enumerate(layers)
+            if layer.type == "add" and i != graph.output and len(consumers[i]) == 1
+            and layers[consumers[i][0]].inputs == (i,) and layers[consumers[i][0]].type != "concat"}
+    new_index, kept = {-1: -1}, []
+    for i, layer in enumerate(layers):
+        if i in fold:
+            continue
+        new_index[i] = len(kept)
+        kept.append(layer)
+    out = []
+    for layer in kept:
+        inputs = []
+        for i in layer.inputs:
+            inputs.extend(new_index[a] for a in layers[i].inputs) if i in fold else inputs.append(new_index[i])
+        out.append(Layer(layer.name, layer.type, tuple(inputs), layer.in_shape, layer.out_shape, layer.attrs, layer.target))
+    return ArchGraph(out, graph.input_shape, new_index[graph.output])
+
+
+# --------------------------------------------------------------------------- building
+def make_layer(layer: Layer) -> nn.Module:
+    """The ``nn.Module`` for one layer, freshly initialised."""
+    a, t = layer.attrs, layer.type
+    if t == "conv":
+        return nn.Conv2d(layer.in_channels, layer.out_channels, a["kernel"], a["stride"], a["padding"],
+                         a.get("dilation", (1, 1)), a["groups"], a["bias"])
+    if t == "linear":
+        return nn.Linear(layer.in_channels, layer.out_channels, a["bias"])
+    if t == "batchnorm":
+        cls = nn.BatchNorm2d if len(layer.in_shape) == 3 else nn.BatchNorm1d
+        return cls(layer.out_channels, a["eps"], a["momentum"], a["affine"], a["track_running_stats"])
+    if t == "maxpool":
+        return nn.MaxPool2d(a["kernel"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"])
+    if t == "avgpool":
+        return nn.AvgPool2d(a["kernel"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"])
+    if t == "adaptive_avgpool":
+        return nn.AdaptiveAvgPool2d(a["output_size"])
+    if t == "adaptive_maxpool":
+        return nn.AdaptiveMaxPool2d(a["output_size"])
+    if t == "shuffle":
+        return nn.ChannelShuffle(a["groups"])
+    if t == "dropout":
+        return nn.Dropout(a["p"])
+    if t == "flatten":
+        return nn.Flatten(1)
+    if t == "leaky_relu":
+        return nn.LeakyReLU(a["negative_slope"])
+    if t == "gelu":
+        return nn.GELU(a.get("approximate", "none"))
+    simple = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+              "hardswish": nn.Hardswish, "identity": nn.Identity, "add": nn.Identity, "concat": nn.Identity}
+    if t in simple:
+        return simple[t]()  # never in-place: an input may feed several layers
+    raise GraphError(f"layer {layer.name!r} has type {t!r}, which cannot be built")
+
+
+class GraphNet(nn.Module):
+    """Runs an ``ArchGraph``: layer i applies to the sum of its inputs (the concatenation, for concat).
+    Each intermediate output is released after its last use."""
+
+    def __init__(self, graph: ArchGraph):
+        super().__init__()
+        self.graph = graph
+        self.layers = nn.ModuleList(make_layer(layer) for layer in graph.layers)
+        self._inputs = [layer.inputs for layer in graph.layers]
+        self._concat = [layer.type == "concat" for layer in graph.layers]
+        last_use: dict[int, int] = {}
+        for j, inputs in enumerate(self._inputs):
+            for i in inputs:
+                last_use[i] = j
+        self._free = [[i for i in set(inputs) if last_use[i] == j and i != graph.output] for j, inputs in enumerate(self._inputs)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs: dict[int, torch.Tensor] = {-1: x}
+        for j, layer in enumerate(self.layers):
+            inputs = self._inputs[j]
+            if self._concat[j]:
+                h = torch.cat([outs[i] for i in inputs], 1)
+            else:
+                h = outs[inputs[0]]
+                for i in inputs[1:]:
+                    h = h + outs[i]
+            outs[j] = layer(h)
+            for i in self._free[j]:
+                del outs[i]
+        return outs[self.graph.output]
