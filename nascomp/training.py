@@ -1,0 +1,192 @@
+"""Training entry points: proxy (search-time) distillation of a cohort, full training, teachers.
+
+Every number comes from a recipe in ``conf/training/`` (proxy, full, teacher) and a dataset node
+in ``conf/dataset/``; :func:`config` loads one. All three paths build a Lightning ``Trainer`` from
+the recipe's ``trainer`` node (:func:`make_trainer`) around one :class:`StudentModule`.
+
+- :func:`proxy_train` — K students of one search step in lockstep on one device, sharing one
+  teacher forward pass per batch; the search-time fast path (no logger, checkpoints, progress bar,
+  model summary or sanity check; bf16 autocast and channels_last on CUDA; no torch.compile); the
+  data stays on the device; memory is released afterwards. Result per student: best validation
+  accuracy over the epochs and the weights of that epoch.
+- :func:`full_train` — cross-entropy from the given (proxy) weights on 1..N devices (DDP when N > 1,
+  then with plain DataLoaders and Lightning's distributed sampler); weights chosen on validation,
+  then tested once.
+- :func:`train_teacher` / :func:`load_or_train_teacher` — the teacher recipe on the train split;
+  the checkpoint holds the state_dict with its validation and test accuracy (and a JSON beside it).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from nascomp import teachers
+from nascomp.data import Dataset
+from nascomp.student_module import StudentModule
+
+
+def config_dir() -> Path:
+    """``conf/``: the installed ``nascomp.conf`` package, else the source checkout's top-level folder."""
+    spec = importlib.util.find_spec("nascomp.conf")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[1] / "conf"
+
+
+def config(group: str, name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/<group>/<name>.yaml`` with dot-list ``overrides`` (e.g. ``["epochs=2"]``) applied."""
+    path = config_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise FileNotFoundError(f"no config {group}={name} (looked for {path}); known: {known}")
+    return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+
+
+@dataclass
+class Result:
+    val_accuracy: float  # best over the epochs (fraction)
+    epoch: int  # the epoch it came from (0-based)
+    state_dict: dict  # that epoch's weights, on the CPU
+    test_accuracy: float | None = None  # measured once, on the weights chosen on validation
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if accelerator in ("cuda", "gpu"):
+        raise RuntimeError(f"trainer.accelerator={accelerator!r} but CUDA is not available; use auto or cpu")
+    return torch.device("cpu")
+
+
+def make_trainer(cfg, **overrides) -> L.Trainer:
+    """A Trainer for recipe ``cfg``: its ``trainer`` node (``precision: auto`` = bf16-mixed on CUDA,
+    32-true elsewhere), ``max_epochs = cfg.epochs``, then ``overrides``."""
+    kwargs = {**OmegaConf.to_container(cfg.trainer, resolve=True), **overrides}
+    device = _device(kwargs["accelerator"])
+    kwargs["accelerator"] = device.type
+    if kwargs.get("precision") == "auto":
+        kwargs["precision"] = "bf16-mixed" if device.type == "cuda" else "32-true"
+    return L.Trainer(max_epochs=cfg.epochs, **kwargs)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence Lightning's per-Trainer banners (GPU available, ...) while a search trains many."""
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _cpu(state: dict | None) -> dict:
+    return {k: v.detach().cpu() for k, v in (state or {}).items()}
+
+
+def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, dataset: Dataset,
+                cfg=None) -> list[Result]:
+    """Distil ``students`` (one module or a cohort of K) from ``teacher`` with recipe ``cfg``
+    (default ``conf/training/proxy.yaml``). Returns one :class:`Result` per student, in order;
+    the students come back on the CPU holding their best-epoch weights."""
+    cfg = cfg if cfg is not None else config("training", "proxy")
+    module = StudentModule(students, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
+    with _quiet():
+        trainer = make_trainer(cfg)
+        device = trainer.strategy.root_device
+        train = dataset.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
+        val = dataset.loader("val", cfg.batch_size, device=device)
+        trainer.fit(module, train, val)
+    results = [Result(a, e, _cpu(s)) for a, e, s in zip(module.best_accuracy, module.best_epoch, module.best_state)]
+    for s in module.students:
+        s.cpu()
+    del module, trainer
+    _release(device)
+    return results
+
+
+def fit_and_test(model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | None = None) -> Result:
+    """Train one model with recipe ``cfg`` on the train split, keep the best-validation epoch's
+    weights, then measure them once on the test split."""
+    module = StudentModule(model, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
+    if cfg.get("compile"):
+        module.students[0].compile()
+    trainer = make_trainer(cfg)
+    device = trainer.strategy.root_device
+    resident = trainer.world_size == 1  # DDP: plain DataLoaders, Lightning adds the distributed sampler
+    loader = lambda split, shuffle=False: dataset.loader(split, cfg.batch_size, shuffle=shuffle, seed=cfg.seed,
+                                                         device=device, resident=resident)
+    trainer.fit(module, loader("train", shuffle=True), loader("val"))
+    trainer.test(module, loader("test"), verbose=False)
+    return Result(module.best_accuracy[0], module.best_epoch[0], _cpu(module.best_state[0]), module.test_accuracy[0])
+
+
+def full_train(student: nn.Module, dataset: Dataset, cfg=None) -> Result:
+    """Cross-entropy training of ``student`` from its current (proxy) weights with recipe ``cfg``
+    (default ``conf/training/full.yaml``; ``trainer.devices: N`` trains on N GPUs with DDP)."""
+    return fit_and_test(student, dataset, cfg if cfg is not None else config("training", "full"))
+
+
+def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None, width: float = 1.0,
+                  **kwargs) -> tuple[nn.Module, Result]:
+    """Train teacher ``name`` (a registered name or class path; ``kwargs`` to its constructor) from
+    scratch with recipe ``cfg`` (default ``conf/training/teacher.yaml``) and save ``checkpoint``:
+    ``{"state_dict", "teacher", "width", "num_classes", "dataset", "val_accuracy", "test_accuracy"}``
+    (readable by ``teachers.create(..., checkpoint=)``) plus the same numbers in a ``.json`` beside it."""
+    cfg = cfg if cfg is not None else config("training", "teacher")
+    model = teachers.create(name, num_classes=dataset.num_classes, width=width, **kwargs)
+    result = fit_and_test(model, dataset, cfg)
+    info = {"teacher": name, "width": width, "num_classes": dataset.num_classes, "dataset": dataset.name,
+            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy, "epoch": result.epoch}
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this; one writes
+        path = Path(checkpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": result.state_dict, **info}, path)
+        path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return model.cpu(), result
+
+
+def load_or_train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None, width: float = 1.0,
+                          **kwargs) -> tuple[nn.Module, float]:
+    """The teacher for a search and its validation accuracy A(teacher): loaded from ``checkpoint``
+    when the file exists (strictly: a mismatch names the offending keys), else trained and saved
+    there first. A checkpoint without a stored accuracy is measured on the validation split."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        model, result = train_teacher(name, dataset, path, cfg, width, **kwargs)
+        return model.eval(), result.val_accuracy
+    model = teachers.create(name, num_classes=dataset.num_classes, width=width, checkpoint=path, **kwargs)
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(stored, dict) and isinstance(stored.get("val_accuracy"), float):
+        return model.eval(), stored["val_accuracy"]
+    return model.eval(), accuracy(model, dataset, "val", cfg)
+
+
+def accuracy(model: nn.Module, dataset: Dataset, split: str = "val", cfg=None) -> float:
+    """Accuracy of ``model`` (eval mode) on one split, with recipe ``cfg``'s trainer and batch size."""
+    cfg = cfg if cfg is not None else config("training", "teacher")
+    module = StudentModule(model, OmegaConf.merge(cfg, {"loss": "ce"}), dataset.num_classes)
+    with _quiet():
+        trainer = make_trainer(cfg, enable_progress_bar=False)
+        trainer.test(module, dataset.loader(split, cfg.batch_size, device=trainer.strategy.root_device), verbose=False)
+    model.cpu()
+    return module.test_accuracy[0]
