@@ -1,0 +1,81 @@
+"""Teacher training (command and checkpoint), the checkpoint-mismatch error, full training."""
+import json
+
+import pytest
+import torch
+
+from nascomp import data, teachers, train_teacher, training
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convs on a shared CPU: threads only contend
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load(training.config("dataset", "digits"))
+
+
+QUICK = ["training.epochs=3", "training.optimizer.lr=0.05", "training.scheduler.milestones=[2]",
+         "training.batch_size=64", "training.trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "small_resnet_digits.pt"
+    torch.manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    result = train_teacher.main(["--teacher", "small_resnet", "--dataset", "digits", "--out", str(path),
+                                 "--width", "0.5", *QUICK])
+    torch.set_num_threads(n)
+    return path, result
+
+
+def test_recipes_hold_the_reference_numbers():
+    proxy, full, teacher = (training.config("training", n) for n in ("proxy", "full", "teacher"))
+    assert (proxy.epochs, proxy.batch_size, proxy.loss, proxy.optimizer.lr, proxy.optimizer.weight_decay) == \
+        (10, 128, "mse_logits", 1e-3, 5e-4)
+    assert proxy.optimizer._target_ == "torch.optim.Adam" and not proxy.trainer.logger
+    assert (full.epochs, full.optimizer.lr, full.optimizer.momentum, list(full.scheduler.milestones)) == (300, 0.01, 0.9, [100, 200])
+    assert (teacher.epochs, teacher.optimizer.lr, list(teacher.scheduler.milestones)) == (400, 0.1, [100, 200, 300])
+    with pytest.raises(FileNotFoundError, match="known: .*proxy"):
+        training.config("training", "nope")
+
+
+def test_train_teacher_command_saves_checkpoint_and_accuracies(checkpoint):
+    path, result = checkpoint
+    stored = torch.load(path, weights_only=True)
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert stored["val_accuracy"] == info["val_accuracy"] == result.val_accuracy > 0.5
+    assert 0.5 < info["test_accuracy"] <= 1 and info["teacher"] == "small_resnet" and info["num_classes"] == 10
+
+
+def test_load_or_train_teacher_loads_without_retraining(checkpoint, digits):
+    path, result = checkpoint
+    model, acc = training.load_or_train_teacher("small_resnet", digits, path, width=0.5)
+    assert acc == result.val_accuracy and not model.training
+    assert training.accuracy(model, digits, "val") == pytest.approx(result.val_accuracy)  # the stored weights
+
+
+@pytest.mark.parametrize("kwargs, named", [({"num_classes": 100, "width": 0.5}, "linear.weight: checkpoint \\(10, 32\\) vs model \\(100, 32\\)"),
+                                           ({"width": 0.25}, "stem.0.weight"),
+                                           ({"name": "resnet18", "width": 0.5}, "missing keys")])
+def test_checkpoint_mismatch_names_it(checkpoint, kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        teachers.create(kwargs.pop("name", "small_resnet"), checkpoint=checkpoint[0], **kwargs)
+
+
+def test_full_training_reports_val_and_test_on_the_val_chosen_weights(digits):
+    torch.manual_seed(1)
+    student = teachers.create("small_resnet", width=0.25)
+    cfg = training.config("training", "full", ["epochs=3", "optimizer.lr=0.05", "scheduler.milestones=[2]",
+                                               "batch_size=64", "trainer.enable_progress_bar=false"])
+    result = training.full_train(student, digits, cfg)
+    assert result.val_accuracy > 0.3 and result.test_accuracy is not None
+    assert training.accuracy(student, digits, "val") == pytest.approx(result.val_accuracy)
+    assert training.accuracy(student, digits, "test") == pytest.approx(result.test_accuracy)
