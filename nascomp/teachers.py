@@ -216,8 +216,10 @@ def _import(path: str):
     if not attr:
         module_name, _, attr = path.rpartition(".")
     try:
+        if not module_name:
+            raise ImportError("no module part")
         return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(
             f"teacher {path!r} is neither a registered name ({', '.join(names())}) nor an importable "
             f"class path such as 'my_package.models:MyNet' ({exc})"
@@ -233,9 +235,11 @@ def create(name: str, num_classes: int = 10, width: float = 1.0, checkpoint: str
     else:
         cls = _import(name)
         params = inspect.signature(cls).parameters
-        for key, value in (("num_classes", num_classes), ("width", width)):
-            if key in params and key not in kwargs:
-                kwargs[key] = value
+        takes_kwargs = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if "num_classes" not in kwargs and ("num_classes" in params or takes_kwargs):
+            kwargs["num_classes"] = num_classes
+        if "width" in params and "width" not in kwargs:
+            kwargs["width"] = width
         model = cls(**kwargs)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, name)

@@ -1,0 +1,4 @@
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HYDRA_FULL_ERROR", "1")

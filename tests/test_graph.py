@@ -1,0 +1,139 @@
+"""The architecture graph: tracing, layer counts, exact execution, unsupported ops, encoding."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nascomp import ArchGraph, GraphError, SearchSpace, teachers
+from nascomp.encoding import LAYER_TYPES, NUM_ATTRIBUTES, LayerSpec, encode, encoding_width
+
+# layer counts of the reference code (REFERENCE §3): a residual sum is two incoming edges, not a layer
+REFERENCE_LAYERS = {"vgg19": 55, "resnet18": 60, "resnet34": 108, "shufflenet_g2": 159}
+
+
+def _shape(name):
+    return (1, 8, 8) if name == "small_resnet" else (3, 32, 32)
+
+
+def _randomise_bn(model):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_LAYERS))
+def test_layer_counts_and_params(name):
+    model = teachers.create(name)
+    graph = ArchGraph.from_module(model, (3, 32, 32))
+    assert len(graph) == REFERENCE_LAYERS[name]
+    assert graph.num_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", teachers.names())
+def test_graph_module_computes_what_the_teacher_computes(name):
+    torch.manual_seed(0)
+    model = _randomise_bn(teachers.create(name, width=0.25)).eval()
+    graph = ArchGraph.from_module(model, _shape(name))
+    student = SearchSpace(graph).reference.build(model, inherit="first", bn_stats="copy").eval()
+    x = torch.randn(4, *_shape(name))
+    with torch.no_grad():
+        assert torch.equal(student(x), model(x))
+
+
+def test_shapes_and_edges_of_a_residual_block():
+    graph = ArchGraph.from_module(teachers.create("resnet18"), (3, 32, 32))
+    stem_relu, conv1 = graph.layers[2], graph.layers[3]
+    assert (stem_relu.type, stem_relu.out_shape) == ("relu", (64, 32, 32))
+    assert (conv1.type, conv1.inputs, conv1.num_params) == ("conv", (2,), 64 * 64 * 9)
+    block_out = graph.layers[8]  # relu2 of layer1.0 sums bn2 (7) and the identity shortcut (2)
+    assert (block_out.type, block_out.inputs) == ("relu", (7, 2))
+    down = [l for l in graph.layers if l.target == "layer2.0.shortcut.0"][0]
+    assert (down.in_shape, down.out_shape, down.attrs["stride"]) == ((64, 32, 32), (128, 16, 16), (2, 2))
+
+
+class _Functional(nn.Module):
+    """Functional calls and x.view(N, -1) are represented too."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(16 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
+        x = torch.cat([x, F.avg_pool2d(x, 3, 1, 1)], 1)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_functional_calls_and_view_are_traced():
+    model = _Functional().eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    assert [l.type for l in graph.layers] == ["conv", "relu", "maxpool", "avgpool", "concat", "flatten", "linear"]
+    net = SearchSpace(graph).reference.build(model, bn_stats="copy").eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(net(x), model(x))
+
+
+class _Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) * 2.0
+
+
+class _Upsampling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        return self.up(x)
+
+
+def test_unsupported_ops_are_named():
+    with pytest.raises(GraphError, match=r"cannot represent function 'mul'.*supported modules:"):
+        ArchGraph.from_module(_Gated(), (3, 8, 8))
+    with pytest.raises(GraphError, match=r"module 'up' of type Upsample.*supported modules: .*Conv2d"):
+        ArchGraph.from_module(_Upsampling(), (3, 8, 8))
+
+
+def test_json_round_trip_keeps_the_key():
+    graph = ArchGraph.from_module(teachers.create("shufflenet_g2", width=0.25), (3, 32, 32))
+    again = ArchGraph.from_json(graph.to_json())
+    assert again.key == graph.key and again.num_params == graph.num_params and len(again) == len(graph)
+
+
+def test_encoding_by_hand():
+    # conv(3->8, k3 s1 p1) -> relu -> conv(8->8) with a skip relu -> 2nd conv's successor
+    layers = [
+        LayerSpec("conv", 3, 1, 1, 1, 3, 8, (-1,)),
+        LayerSpec("relu", in_channels=8, out_channels=8, inputs=(0,)),
+        LayerSpec("conv", 3, 1, 1, 1, 8, 8, (1,)),
+        LayerSpec("relu", in_channels=8, out_channels=8, inputs=(2, 0)),
+    ]
+    n, m = 4, len(LAYER_TYPES)
+    raw = encode(layers, n=n, numeric="raw")
+    assert raw.shape == (4, encoding_width(n)) == (4, m + 6 + 8)
+    assert raw[0, LAYER_TYPES.index("conv")] == 1 and raw[1, LAYER_TYPES.index("relu")] == 1
+    assert raw[0, m:m + NUM_ATTRIBUTES].tolist() == [3, 1, 1, 1, 3, 8]
+    incoming, outgoing = slice(m + 6, m + 6 + n), slice(m + 6 + n, m + 6 + 2 * n)
+    assert raw[3, incoming].tolist() == [1, 0, 1, 0]  # from layer 2 (offset 1) and layer 0 (offset 3)
+    assert raw[0, outgoing].tolist() == [1, 0, 1, 0]  # to layer 1 (offset 1) and layer 3 (offset 3)
+    assert raw[0, incoming].sum() == 0  # the network input is not a layer
+    logged = encode(layers, n=n)
+    assert logged[0, m + 5].item() == pytest.approx(math.log2(9))  # log2(1 + 8 channels)
+
+
+def test_offsets_beyond_n_only_fail_when_used():
+    chain = [LayerSpec("relu", inputs=(i - 1,)) for i in range(10)]
+    assert encode(chain, n=2).shape == (10, encoding_width(2))
+    with pytest.raises(ValueError, match="offset 3 > n = 2"):
+        encode(chain + [LayerSpec("relu", inputs=(9, 7))], n=2)

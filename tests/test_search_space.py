@@ -1,0 +1,169 @@
+"""The compression search space: property tests over random candidates of every registered teacher."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nascomp import ArchGraph, SearchSpace, load_student, teachers
+from nascomp.channels import shrunk_width
+from nascomp.encoding import encoding_width
+
+WIDTH = {"vgg19": 0.125, "resnet18": 0.125, "resnet34": 0.125, "shufflenet_g2": 0.25, "small_resnet": 0.5}
+_CACHE: dict = {}
+
+
+def setup(name, **space_kwargs):
+    key = (name, tuple(sorted(space_kwargs.items())))
+    if key not in _CACHE:
+        shape = (1, 8, 8) if name == "small_resnet" else (3, 32, 32)
+        torch.manual_seed(0)
+        teacher = teachers.create(name, width=WIDTH[name]).eval()
+        graph = ArchGraph.from_module(teacher, shape)
+        _CACHE[key] = teacher, graph, SearchSpace(graph, **space_kwargs), shape
+    return _CACHE[key]
+
+
+def check_valid(name, seed):
+    teacher, graph, space, shape = setup(name)
+    child = space.sample(np.random.default_rng(seed))
+    assert child.num_params < graph.num_params
+    student = child.build(teacher, inherit="first")
+    assert sum(p.numel() for p in student.parameters()) == child.num_params
+    with torch.no_grad():
+        assert student.eval()(torch.randn(2, *shape)).shape == (2, 10)
+    assert child.encode().shape == (len(graph), encoding_width())
+    again = space.sample(np.random.default_rng(seed))
+    assert again.key == child.key and len(child.key) == 32
+    assert space.from_flat(dict(zip([d.name for d in space.flat_dims()], space.to_flat(child)))).key == child.key
+
+
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+@pytest.mark.parametrize("name", teachers.names())
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=SEEDS)
+def test_candidates_are_valid(name, seed):
+    check_valid(name, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", teachers.names())
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=SEEDS)
+def test_hundreds_of_candidates_are_valid(name, seed):
+    check_valid(name, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", teachers.names())
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=SEEDS, inherit=st.sampled_from(["first", "l1"]))
+def test_save_load_round_trip(name, seed, inherit, tmp_path_factory):
+    teacher, graph, space, shape = setup(name)
+    child = space.sample(np.random.default_rng(seed))
+    student = child.build(teacher, inherit=inherit).eval()
+    path = tmp_path_factory.mktemp("student")
+    child.save(path, student)
+    loaded = load_student(path).eval()
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), student(x))
+    assert json.loads((path / "architecture.json").read_text())["key"] == child.key
+
+
+def test_mutation_changes_one_thing():
+    teacher, graph, space, _ = setup("resnet18")
+    rng = np.random.default_rng(3)
+    parent = space.sample(rng)
+    for _ in range(20):
+        child = space.mutate(parent, rng)
+        assert child.key != parent.key and child.num_params < graph.num_params
+        changes = len(parent.removed ^ child.removed) + len(parent.skips ^ child.skips) + sum(
+            a != b for a, b in zip(parent.ratios, child.ratios))
+        assert 1 <= changes <= 1 + len(parent.skips)  # removing a layer also drops the skips into it
+
+
+def test_operators_can_be_switched_off():
+    teacher, graph, remove_only, _ = setup("resnet18", ops=("remove",))
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        child = remove_only.sample(rng)
+        assert not child.skips and child.removed
+        kept = [(a, b) for a, b, j in zip(child.graph.layers, graph.layers, range(len(graph))) if j not in child.removed]
+        assert all(a.out_shape == b.out_shape for a, b in kept)  # nothing shrinks
+    _, _, remove_shrink, _ = setup("resnet18", ops=("remove", "shrink"))
+    assert all(not remove_shrink.sample(rng).skips for _ in range(10))
+    assert {d.name.split("_")[0] for d in remove_shrink.flat_dims()} == {"keep", "shrink"}
+
+
+def test_reference_sampling_distribution():
+    """Reference code: removal p in {0.3..0.7}, r ~ U[0, 1), skip p in {0.003..0.05}."""
+    _, graph, space, _ = setup("resnet34")
+    rng = np.random.default_rng(0)
+    children = [space.sample(rng) for _ in range(200)]
+    removed = np.array([len(c.removed) / len(space.removable) for c in children])
+    assert 0.45 < removed.mean() < 0.55 and removed.min() > 0.15 and removed.max() < 0.85
+    ratios = np.concatenate([c.ratios for c in children])
+    assert 0.45 < ratios.mean() < 0.55 and ratios.min() >= 0.0 and ratios.max() < 1.0
+    skips = np.array([len(c.skips) for c in children])
+    assert 0 < skips.mean() < 0.05 * len(space.skip_pairs)
+
+
+def test_groups_of_equal_width_shrink_together():
+    """With the reference grouping (4 groups for ResNet), every conv of teacher width F gets the same width."""
+    teacher, graph, space, _ = setup("resnet18")
+    assert space.num_groups == 4
+    child = type(space.reference)(space, frozenset(), frozenset(), (0.5, 0.25, 0.75, 0.1))
+    widths = sorted({l.out_channels for l in graph.layers if l.type == "conv"})  # 8, 16, 32, 64 at width 1/8
+    for l_t, l_s in zip(graph.layers, child.graph.layers):
+        if l_t.type == "conv":
+            ratio = child.ratios[widths.index(l_t.out_channels)]
+            assert l_s.out_channels == shrunk_width(l_t.out_channels, ratio)
+
+
+def test_skip_sums_into_its_target():
+    teacher, graph, space, shape = setup("vgg19")
+    i, j = space.skip_pairs[0]
+    child = type(space.reference)(space, frozenset(), frozenset({(i, j)}), (0.0,) * space.num_groups)
+    assert child.graph.layers[j].inputs == graph.layers[j].inputs + (i,)
+    assert child.encode()[j].sum() > space.reference.encode()[j].sum()  # one more incoming edge
+
+
+def test_inheritance_first_and_l1():
+    teacher, graph, space, _ = setup("vgg19")
+    child = type(space.reference)(space, frozenset(), frozenset(), (0.5,) * space.num_groups)
+    first = child.build(teacher, inherit="first")
+    conv_t, conv_s = teacher.features[3], first.layers[3]  # second conv: (8 -> 8) at width 1/8
+    w = conv_s.out_channels
+    assert torch.equal(conv_s.weight, conv_t.weight[:w, :conv_s.in_channels])
+    l1 = child.build(teacher, inherit="l1")
+    norms = conv_t.weight.abs().flatten(1).sum(1)
+    top = torch.topk(norms, w).indices.sort().values
+    first_conv_top = torch.topk(teacher.features[0].weight.abs().flatten(1).sum(1), l1.layers[0].out_channels).indices.sort().values
+    assert torch.equal(l1.layers[3].weight, conv_t.weight[top][:, first_conv_top])
+    fresh = child.build(teacher, inherit="none")
+    assert not torch.equal(fresh.layers[3].weight, conv_s.weight)
+    assert torch.equal(first.layers[1].running_var, torch.ones(w))  # BN statistics reset
+
+
+def test_keys_are_equal_across_processes():
+    code = ("import numpy as np; from nascomp import ArchGraph, SearchSpace, teachers; "
+            "t = teachers.create('resnet18', width=0.125); s = SearchSpace(ArchGraph.from_module(t, (3, 32, 32))); "
+            "print(' '.join(s.sample(np.random.default_rng(k)).key for k in range(5)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    _, _, space, _ = setup("resnet18")
+    assert out == [space.sample(np.random.default_rng(k)).key for k in range(5)]
+
+
+def test_bad_space_config_is_explained():
+    _, graph, _, _ = setup("resnet18")
+    with pytest.raises(ValueError, match="ops must be a non-empty subset"):
+        SearchSpace(graph, ops=("prune",))
+    with pytest.raises(ValueError, match="shrink_groups"):
+        SearchSpace(graph, shrink_groups="layer")

@@ -1,0 +1,50 @@
+"""Teacher registry: the paper's parameter counts (REFERENCE §6) and user teachers."""
+import pytest
+import torch
+
+from nascomp import teachers
+
+PAPER_PARAMS_M = {  # (CIFAR-10, CIFAR-100) in millions, paper Table 1 / REFERENCE §6
+    "vgg19": (20.04, 20.09),
+    "resnet18": (11.17, 11.22),
+    "resnet34": (21.28, 21.33),
+    "shufflenet_g2": (0.99, 1.06),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
+@pytest.mark.parametrize("classes", [10, 100])
+def test_parameter_counts_match_the_paper(name, classes):
+    model = teachers.create(name, num_classes=classes)
+    params = sum(p.numel() for p in model.parameters())
+    assert round(params / 1e6, 2) == PAPER_PARAMS_M[name][classes == 100]
+
+
+@pytest.mark.parametrize("name", teachers.names())
+def test_width_multiplier_shrinks_and_runs(name):
+    shape = (1, 8, 8) if name == "small_resnet" else (3, 32, 32)
+    full = teachers.create(name)
+    small = teachers.create(name, width=0.25)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in full.parameters()) / 4
+    assert small(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_class_path_teacher_and_checkpoint(tmp_path):
+    model = teachers.create("torchvision.models:resnet18", num_classes=7)
+    assert model.fc.out_features == 7
+    torch.save(model.state_dict(), tmp_path / "t.pt")
+    again = teachers.create("torchvision.models:resnet18", num_classes=7, checkpoint=tmp_path / "t.pt")
+    assert torch.equal(again.fc.weight, model.fc.weight)
+
+
+def test_checkpoint_mismatch_names_the_problem(tmp_path):
+    torch.save(teachers.create("resnet18", num_classes=10, width=0.125).state_dict(), tmp_path / "r.pt")
+    with pytest.raises(ValueError, match=r"linear\.weight: checkpoint \(10, 64\) vs model \(100, 64\)"):
+        teachers.create("resnet18", num_classes=100, width=0.125, checkpoint=tmp_path / "r.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        teachers.create("resnet18", checkpoint=tmp_path / "missing.pt")
+
+
+def test_unknown_teacher_is_explained():
+    with pytest.raises(ValueError, match="neither a registered name"):
+        teachers.create("resnet19")
