@@ -82,7 +82,9 @@ class SearchSpace(Space):
     def reference(self) -> "Candidate":
         return Candidate(self, frozenset(), frozenset(), (0.0,) * self.num_groups)
 
-    def sample(self, rng: np.random.Generator) -> "Candidate":
+    def sample(self, rng: np.random.Generator | None = None, *, seed: int | None = None) -> "Candidate":
+        """A random candidate smaller than the teacher, from ``rng`` (or a generator seeded with ``seed``)."""
+        rng = rng if rng is not None else np.random.default_rng(seed)
         for _ in range(self.max_tries):
             removed: frozenset[int] = frozenset()
             if "remove" in self.ops and self.removable:
