@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nascomp.channels import ChannelSolution, shrunk_width, solve
-from nascomp.encoding import DEFAULT_MAX_OFFSET, LayerSpec
+from nascomp.encoding import LayerSpec
 from nascomp.graph import ACTIVATIONS, ArchGraph, GraphNet, Layer
 from nascomp.space import Architecture, FlatDim, Space
 
@@ -35,18 +35,19 @@ REMOVABLE = ("conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_avgp
 class SearchSpace(Space):
     """All students of one teacher graph reachable by the enabled operators."""
 
-    def __init__(
-        self,
-        graph: ArchGraph,
-        ops: Sequence[str] = OPERATORS,
-        remove_p: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
-        skip_p: Sequence[float] = (0.003, 0.005, 0.01, 0.03, 0.05),
-        shrink_low: float = 0.0,
-        shrink_high: float = 1.0,
-        shrink_groups: str = "width",
-        max_offset: int = DEFAULT_MAX_OFFSET,
-        max_tries: int = 1000,
-    ):
+    def __init__(self, graph: ArchGraph, **options: Any):
+        """``options`` override ``conf/space/default.yaml`` (ops, remove_p, skip_p, shrink_low,
+        shrink_high, shrink_groups, max_offset, max_tries); an unknown option is an error."""
+        from nascomp.config import group
+
+        cfg = group("space", "default")
+        unknown_options = set(options) - set(cfg)
+        if unknown_options:
+            raise ValueError(f"unknown search-space options {sorted(unknown_options)}; known: {sorted(cfg)}")
+        cfg = {**cfg, **options}
+        ops, remove_p, skip_p = tuple(cfg["ops"]), tuple(cfg["remove_p"]), tuple(cfg["skip_p"])
+        shrink_low, shrink_high, shrink_groups = float(cfg["shrink_low"]), float(cfg["shrink_high"]), cfg["shrink_groups"]
+        max_offset, max_tries = int(cfg["max_offset"]), int(cfg["max_tries"])
         unknown = set(ops) - set(OPERATORS)
         if unknown or not ops:
             raise ValueError(f"ops must be a non-empty subset of {OPERATORS}, got {tuple(ops)}")
