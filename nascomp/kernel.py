@@ -1,0 +1,311 @@
+"""The learnable kernel of paper 3.1: K embedding networks and their GPs, trained as one batch.
+
+Embedding h(x; θ) (``embedding: lstm``): a Bi-LSTM over the layer encodings of x, averaged over
+layers and L2-normalised. ``embedding: flat``: no network, h(x) = the L2-normalised flat view of
+x (one-hot choices, 0/1 flags, floats scaled to [0, 1]); the baseline the learned embedding must beat.
+
+Kernel and GP (zero mean, noise β), per kernel k on its own subset S_k of the data:
+
+    k(x, x') = exp(-‖h(x) - h(x')‖² / 2σ²),     K = k(X, X) + β I
+    μ(x*) = k*ᵀ K⁻¹ y,                           s²(x*) = 1 + β - k*ᵀ K⁻¹ k*
+
+σ² is ``sigma2`` itself (``sigma2_mode: absolute``) or ``sigma2`` times the median pairwise
+squared embedding distance on the kernel's data (``relative``); ``learn_sigma`` multiplies it
+by a learned factor. y is standardised on each kernel's data unless ``standardize: false``.
+
+The K subsets are batched exactly by masking: a point outside S_k gets an identity row and column
+in K and y = 0, which makes K block diagonal, so every quantity on S_k equals the one computed on
+S_k alone. All GP algebra is float64.
+
+Training objectives (paper Table 8), each a mean over the points of S_k:
+  ``posterior`` (Eq. 5)  -1/n Σ log p(y_i | y_-i), from one Cholesky factor:
+                         μ_-i = y_i - [K⁻¹y]_i / [K⁻¹]_ii,  s²_-i = 1 / [K⁻¹]_ii
+  ``marginal``           -1/n log N(y; 0, K)
+  ``euclidean``          1/n Σ (w_kᵀ h(x_i) + b_k - y_i)²  (an FC head; the GP then uses h)
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nascomp.encoding import encoding_width
+from nascomp.space import Architecture, Space
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class BatchedBiLSTM(nn.Module):
+    """K independent Bi-LSTMs evaluated as one batch.
+
+    Both directions of all K kernels run in one recurrence over a (2K)-batch of weights: slot
+    d·K + k holds direction d (0 forward, 1 backward) of kernel k. Gates are ordered i, f, o, g.
+    forward: (N, L, D) shared by all kernels, or (K, N, L, D) -> (K, N, L, 2H).
+    """
+
+    def __init__(self, num_kernels: int, input_size: int, hidden: int, layers: int):
+        super().__init__()
+        self.k, self.hidden = num_kernels, hidden
+        bound = 1.0 / math.sqrt(hidden)
+        uniform = lambda *shape: nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+        dims = [input_size] + [2 * hidden] * (layers - 1)
+        self.w_ih = nn.ParameterList([uniform(2 * num_kernels, d, 4 * hidden) for d in dims])
+        self.w_hh = nn.ParameterList([uniform(2 * num_kernels, hidden, 4 * hidden) for _ in dims])
+        self.bias = nn.ParameterList([uniform(2 * num_kernels, 1, 1, 4 * hidden) for _ in dims])
+
+    def _layer(self, x: Tensor, i: int) -> Tensor:
+        h_dim = self.hidden
+        both = torch.cat([x, x.flip(-2)], dim=0) if x.dim() == 4 else torch.stack([x, x.flip(-2)])  # (2|2K, N, L, D)
+        if x.dim() == 3:  # shared input: (2, N, L, D) against (2, K, D, 4H)
+            gates_x = torch.einsum("dnlc,dkcg->dknlg", both, self.w_ih[i].view(2, self.k, -1, 4 * h_dim)).flatten(0, 1)
+        else:
+            gates_x = torch.einsum("knlc,kcg->knlg", both, self.w_ih[i])
+        gates_x = (gates_x + self.bias[i]).permute(2, 0, 1, 3).unbind(0)  # L × (2K, N, 4H)
+        h = gates_x[0].new_zeros(*gates_x[0].shape[:2], h_dim)
+        c = torch.zeros_like(h)
+        out = []
+        for gx in gates_x:  # unbind/split rather than indexing: their backward does not zero-fill
+            sig, cand = torch.baddbmm(gx, h, self.w_hh[i]).split([3 * h_dim, h_dim], dim=-1)
+            i_gate, f_gate, o_gate = torch.sigmoid(sig).chunk(3, dim=-1)
+            c = f_gate * c + i_gate * torch.tanh(cand)
+            h = o_gate * torch.tanh(c)
+            out.append(h)
+        out = torch.stack(out, dim=2)  # (2K, N, L, H)
+        return torch.cat([out[: self.k], out[self.k :].flip(-2)], dim=-1)  # (K, N, L, 2H)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i in range(len(self.w_ih)):
+            x = self._layer(x, i)
+        return x
+
+
+class LSTMEmbedding(nn.Module):
+    """h(x) = normalise(mean over layers of BiLSTM(x)): (N | K·N, L, D) -> (K, N, 2H)."""
+
+    def __init__(self, num_kernels: int, input_size: int, hidden: int, layers: int):
+        super().__init__()
+        self.lstm = BatchedBiLSTM(num_kernels, input_size, hidden, layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.normalize(self.lstm(x).mean(dim=-2), dim=-1)
+
+
+class FlatEmbedding(nn.Module):
+    """h(x) = x / ‖x‖ on the flat vector: (N, D) -> (K, N, D), or (K, N, D) -> (K, N, D)."""
+
+    def __init__(self, num_kernels: int):
+        super().__init__()
+        self.num_kernels = num_kernels
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = nn.functional.normalize(x, dim=-1)
+        return x.expand(self.num_kernels, *x.shape) if x.dim() == 2 else x
+
+
+class Featurizer:
+    """Architectures -> the embedding network's input, cached by key.
+
+    ``lstm``: the layer encodings, (N, L, m + 6 + 2n); ``flat``: the flat view, (N, D).
+    """
+
+    def __init__(self, space: Space, cfg: DictConfig):
+        self.space, self.cfg = space, cfg
+        self.cache: dict[str, Tensor] = {}
+
+    def one(self, arch: Architecture) -> Tensor:
+        x = self.cache.get(arch.key)
+        if x is None:
+            x = arch.encode(n=self.cfg.max_offset, numeric=self.cfg.numeric) if self.cfg.embedding == "lstm" else self._flat(arch)
+            self.cache[arch.key] = x
+        return x
+
+    def __call__(self, archs: Sequence[Architecture]) -> Tensor:
+        xs = [self.one(a) for a in archs]
+        if len({x.shape for x in xs}) > 1:
+            raise ValueError("architectures of one space must encode to the same number of layers; "
+                             "keep removed layers as identity layers so the length stays fixed")
+        return torch.stack(xs)
+
+    def _flat(self, arch: Architecture) -> Tensor:
+        parts = []
+        for dim, v in zip(self.space.flat_dims(), self.space.to_flat(arch)):
+            if dim.kind == "choice":
+                parts.append(np.eye(len(dim.choices))[int(v)])
+            elif dim.kind == "float":
+                parts.append([(v - dim.low) / (dim.high - dim.low)])
+            else:
+                parts.append([float(v)])
+        return torch.tensor(np.concatenate(parts), dtype=torch.float32)
+
+    @property
+    def input_size(self) -> int:
+        if self.cfg.embedding == "lstm":
+            return encoding_width(self.cfg.max_offset)
+        return sum(len(d.choices) if d.kind == "choice" else 1 for d in self.space.flat_dims())
+
+
+def pack(x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gather each kernel's subset: x (N, ...), y (N,), mask (K, N) -> (K, M, ...), (K, M), (K, M),
+    M the largest subset; padding rows repeat point 0 and are masked out. The embedding network
+    then runs on about half the points (subset_prob 0.5) instead of all N for every kernel."""
+    m = int(mask.sum(-1).max())
+    order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)[:, :m]  # subset first, in order
+    packed_mask = torch.gather(mask, 1, order)
+    idx = torch.where(packed_mask, order, 0)
+    return x[idx], y[idx], packed_mask
+
+
+def sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """‖a_i - b_j‖²: (K, N, E), (K, M, E) -> (K, N, M)."""
+    return (a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)).clamp_min(0)
+
+
+class EmbeddingKernelModule(L.LightningModule):
+    """K learnable kernels and their zero-mean GPs (see the module docstring).
+
+    ``fit(x, y, mask)`` trains and conditions: x (N, ...) features shared by all kernels, y (N,)
+    rewards, mask (K, N) bool, the subset of each kernel. ``posterior(xc)`` then gives the
+    predictive mean and variance (K, C) of candidates xc ((K, C, ...) or (C, ...)), in the units
+    of ``self.y_mean`` / ``self.y_std`` (standardised when ``standardize``).
+    """
+
+    def __init__(self, cfg: DictConfig, num_kernels: int, input_size: int):
+        super().__init__()
+        self.cfg, self.num_kernels = cfg, num_kernels
+        if cfg.embedding == "lstm":
+            self.embed = LSTMEmbedding(num_kernels, input_size, cfg.hidden, cfg.layers)
+        elif cfg.embedding == "flat":
+            self.embed = FlatEmbedding(num_kernels)
+        else:
+            raise ValueError(f"kernel.embedding must be 'lstm' or 'flat', got {cfg.embedding!r}")
+        if cfg.objective not in ("posterior", "marginal", "euclidean"):
+            raise ValueError(f"kernel.objective must be posterior, marginal or euclidean, got {cfg.objective!r}")
+        self.log_sigma_scale = nn.Parameter(torch.zeros(num_kernels, 1, 1), requires_grad=bool(cfg.learn_sigma))
+        if cfg.objective == "euclidean":
+            width = 2 * cfg.hidden if cfg.embedding == "lstm" else input_size
+            self.head_w = nn.Parameter(torch.zeros(num_kernels, width, 1))
+            self.head_b = nn.Parameter(torch.zeros(num_kernels, 1))
+        self.step_losses: Tensor | None = None
+
+    # ---- GP algebra (float64) -------------------------------------------------------------
+    def sigma2(self, z: Tensor, mask: Tensor) -> Tensor:
+        """σ² per kernel, (K, 1, 1), from embeddings z (K, N, E) of the kernel's data."""
+        s2 = torch.full((z.shape[0], 1, 1), float(self.cfg.sigma2), dtype=z.dtype, device=z.device)
+        if self.cfg.sigma2_mode == "relative":
+            d2 = sq_dist(z, z).detach()
+            pair = mask.unsqueeze(-1) & mask.unsqueeze(-2) & ~torch.eye(z.shape[1], dtype=torch.bool, device=z.device)
+            med = torch.nanmedian(torch.where(pair, d2, torch.nan).flatten(1), dim=1).values
+            s2 = s2 * torch.nan_to_num(med, nan=1.0).clamp_min(1e-6).view(-1, 1, 1)
+        elif self.cfg.sigma2_mode != "absolute":
+            raise ValueError(f"kernel.sigma2_mode must be 'absolute' or 'relative', got {self.cfg.sigma2_mode!r}")
+        return s2 * self.log_sigma_scale.double().exp()
+
+    def gram(self, z: Tensor, mask: Tensor, s2: Tensor) -> Tensor:
+        """K = k(X, X) + βI on each subset, identity outside: (K, N, N)."""
+        pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+        kxx = torch.where(pair, torch.exp(-sq_dist(z, z) / (2 * s2)), 0.0)
+        diag = torch.where(mask, float(self.cfg.noise), 1.0).to(z.dtype)
+        return kxx + torch.diag_embed(diag)
+
+    def targets(self, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Masked (standardised) targets (K, N), and the mean and sd used, (K,)."""
+        m = mask.to(y.dtype)
+        n = m.sum(-1).clamp_min(1)
+        if self.cfg.standardize:
+            mean = (m * y).sum(-1) / n
+            std = ((m * (y - mean[:, None]) ** 2).sum(-1) / n).sqrt().clamp_min(1e-9)
+        else:
+            mean, std = torch.zeros_like(n), torch.ones_like(n)
+        return m * (y - mean[:, None]) / std[:, None], mean, std
+
+    def losses(self, x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        """The training objective of each kernel, (K,), on packed data (see ``pack``)."""
+        z = self.embed(x).double()  # (K, N, E)
+        yk, _, _ = self.targets(y.double(), mask)
+        n = mask.sum(-1).double()
+        if self.cfg.objective == "euclidean":
+            pred = (z @ self.head_w.double()).squeeze(-1) + self.head_b.double()  # (K, N)
+            return (mask * (pred - yk) ** 2).sum(-1) / n
+        chol = torch.linalg.cholesky(self.gram(z, mask, self.sigma2(z, mask)))  # (K, N, N)
+        alpha = torch.cholesky_solve(yk.unsqueeze(-1), chol).squeeze(-1)  # (K, N)
+        if self.cfg.objective == "marginal":
+            logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+            return (0.5 * (yk * alpha).sum(-1) + 0.5 * logdet) / n + 0.5 * LOG_2PI
+        kinv_diag = torch.diagonal(torch.cholesky_inverse(chol), dim1=-2, dim2=-1)  # (K, N)
+        loo_var = 1.0 / kinv_diag
+        loo_resid = alpha / kinv_diag  # y_i - μ_-i
+        nll = 0.5 * torch.log(loo_var) + 0.5 * loo_resid**2 / loo_var + 0.5 * LOG_2PI
+        return (mask * nll).sum(-1) / n
+
+    # ---- Lightning ------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        losses = self.losses(*batch)
+        self.step_losses = losses.detach()
+        return losses.sum()  # kernels share no parameters: the sum trains each on its own loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        opt = self.cfg.optimizer
+        return torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+
+    def fit(self, x: Tensor, y: Tensor, mask: Tensor) -> "EmbeddingKernelModule":
+        """Train (unless nothing is learnable) and condition the GPs: x (N, ...), y (N,), mask (K, N)."""
+        x, y, mask = pack(x, y, mask)
+        if any(p.requires_grad for p in self.parameters()) and self.cfg.max_steps > 0:
+            loader = torch.utils.data.DataLoader([(x, y, mask)], batch_size=None)
+            trainer = L.Trainer(
+                max_steps=self.cfg.max_steps, max_epochs=-1, accelerator="cpu", logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                callbacks=[EmaStopping(self.cfg.ema.decay, self.cfg.ema.tol)], num_sanity_val_steps=0,
+            )
+            trainer.fit(self, loader)
+        self.condition(x, y, mask)
+        return self
+
+    # ---- posterior ------------------------------------------------------------------------
+    @torch.no_grad()
+    def condition(self, x: Tensor, y: Tensor, mask: Tensor) -> None:
+        """On packed data (K, M, ...), (K, M), (K, M): cache what the posterior needs: embeddings, Cholesky factor, K⁻¹y, σ², target scaling."""
+        self.eval()
+        z = self.embed(x).double()
+        yk, self.y_mean, self.y_std = self.targets(y.double(), mask)
+        self.s2 = self.sigma2(z, mask)
+        self.chol = torch.linalg.cholesky(self.gram(z, mask, self.s2))
+        self.alpha = torch.cholesky_solve(yk.unsqueeze(-1), self.chol).squeeze(-1)
+        self.z, self.mask = z, mask
+
+    @torch.no_grad()
+    def posterior(self, xc: Tensor) -> tuple[Tensor, Tensor]:
+        """Predictive mean and variance (noise included) of candidates: (K, C) each."""
+        zc = self.embed(xc).double()  # (K, C, E)
+        kc = torch.where(self.mask.unsqueeze(-2), torch.exp(-sq_dist(zc, self.z) / (2 * self.s2)), 0.0)  # (K, C, N)
+        mean = (kc * self.alpha.unsqueeze(-2)).sum(-1)
+        v = torch.linalg.solve_triangular(self.chol, kc.transpose(-1, -2), upper=False)  # (K, N, C)
+        var = 1.0 + float(self.cfg.noise) - v.pow(2).sum(-2)
+        return mean, var.clamp_min(1e-12)
+
+    def standardise(self, f: Tensor) -> Tensor:
+        """Rewards (K, ...) in the units of the posterior."""
+        shape = (-1,) + (1,) * (f.dim() - 1)
+        return (f.double() - self.y_mean.view(shape)) / self.y_std.view(shape)
+
+
+class EmaStopping(L.Callback):
+    """Stop when every kernel's exponential moving average of its loss moves by less than ``tol``."""
+
+    def __init__(self, decay: float, tol: float):
+        self.decay, self.tol, self.ema = decay, tol, None
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: EmbeddingKernelModule, *args) -> None:
+        loss = module.step_losses
+        if self.ema is None:
+            self.ema = loss
+            return
+        new = self.decay * self.ema + (1 - self.decay) * loss
+        if torch.all((new - self.ema).abs() < self.tol):
+            trainer.should_stop = True
+        self.ema = new
