@@ -1,0 +1,123 @@
+"""Expected improvement (paper 3.3) and its maximisation over candidates drawn from the space.
+
+    EI(x) = s(x) [u Φ(u) + φ(u)],   u = (μ(x) - f*) / s(x)
+
+computed by BoTorch's analytic ``LogExpectedImprovement`` (default) or ``ExpectedImprovement``
+on a posterior the kernel module has already computed. f* is the best reward in the kernel's own
+training subset (``best_f: subset``, the reference) or the best evaluated so far (``global``).
+
+Maximisers (``acquisition.maximizer``): ``random`` scores ``samples`` random architectures per
+kernel (the reference); ``evolution`` mutates the best evaluated architectures with the space's
+own operator for ``generations`` rounds, keeping the ``parents`` best by EI (paper Table 6).
+Neither ever proposes an architecture in ``exclude`` (already evaluated, or already proposed by
+another kernel in the same step).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from botorch.acquisition.analytic import ExpectedImprovement, LogExpectedImprovement
+from botorch.models.model import Model
+from botorch.posteriors.gpytorch import GPyTorchPosterior
+from gpytorch.distributions import MultivariateNormal
+from linear_operator.operators import DiagLinearOperator
+from omegaconf import DictConfig
+from torch import Tensor
+
+from nascomp.space import Architecture, Space
+
+
+class _FixedPosterior(Model):
+    """A BoTorch model whose posterior at X (..., 1, 1) is the precomputed entry X indexes."""
+
+    num_outputs = 1
+
+    def __init__(self, mean: Tensor, var: Tensor):
+        super().__init__()
+        self.mean, self.var = mean, var  # (K, C) each
+
+    def posterior(self, X: Tensor, output_indices=None, observation_noise=False, posterior_transform=None):
+        idx = X[..., 0, 0].long()  # (K, C): candidate index within its kernel
+        mean = self.mean.gather(-1, idx).unsqueeze(-1)  # (K, C, 1)
+        var = self.var.gather(-1, idx).unsqueeze(-1)
+        return GPyTorchPosterior(MultivariateNormal(mean, DiagLinearOperator(var)))
+
+
+def expected_improvement(mean: Tensor, var: Tensor, best_f: Tensor, log: bool = True) -> Tensor:
+    """(log) EI of K kernels' candidates: mean, var (K, C), best_f (K,) -> (K, C)."""
+    acq_class = LogExpectedImprovement if log else ExpectedImprovement
+    acq = acq_class(_FixedPosterior(mean, var), best_f=best_f.view(-1, 1, 1))
+    idx = torch.arange(mean.shape[-1], dtype=mean.dtype).expand_as(mean)  # (K, C)
+    return acq(idx.reshape(*mean.shape, 1, 1))
+
+
+def random_candidates(space: Space, n: int, exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
+    """Up to n distinct random architectures not in ``exclude``."""
+    out, keys = [], set(exclude)
+    for _ in range(20 * n):
+        a = space.sample(rng)
+        if a.key not in keys:
+            out.append(a)
+            keys.add(a.key)
+            if len(out) == n:
+                break
+    return out
+
+
+def mutants(space: Space, parents: Sequence[Architecture], n: int, exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
+    """Up to n distinct mutants of random parents, not in ``exclude``."""
+    out, keys = [], set(exclude)
+    for _ in range(20 * n):
+        a = space.mutate(parents[int(rng.integers(len(parents)))], rng)
+        if a.key not in keys:
+            out.append(a)
+            keys.add(a.key)
+            if len(out) == n:
+                break
+    return out
+
+
+def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,
+             num_kernels: int, best: Sequence[Architecture], exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
+    """One proposal per kernel. ``score_all(cands)`` scores K equal-length candidate lists, (K, C).
+
+    Kernel k takes its best-scoring candidate that no earlier kernel took; ``exclude`` grows.
+    """
+    if cfg.maximizer == "random":
+        pools = [random_candidates(space, cfg.samples, exclude, rng) for _ in range(num_kernels)]
+    elif cfg.maximizer == "evolution":
+        per_round = max(1, cfg.samples // cfg.generations)
+        parents = [list(best[: cfg.parents]) for _ in range(num_kernels)]
+        pools = [[] for _ in range(num_kernels)]
+        for _ in range(cfg.generations):
+            kids = [mutants(space, parents[k], per_round, exclude | {a.key for a in pools[k]}, rng) for k in range(num_kernels)]
+            scores = _score_ragged(score_all, kids)
+            for k in range(num_kernels):
+                pools[k] += kids[k]
+                order = torch.argsort(scores[k][: len(kids[k])], descending=True)
+                parents[k] = [kids[k][i] for i in order[: cfg.parents].tolist()] or parents[k]
+    else:
+        raise ValueError(f"acquisition.maximizer must be 'random' or 'evolution', got {cfg.maximizer!r}")
+    scores = _score_ragged(score_all, pools)
+    chosen = []
+    for k in range(num_kernels):
+        for i in torch.argsort(scores[k][: len(pools[k])], descending=True).tolist():
+            if pools[k][i].key not in exclude:
+                chosen.append(pools[k][i])
+                exclude.add(pools[k][i].key)
+                break
+    return chosen
+
+
+def _score_ragged(score_all: Callable[[list[list[Architecture]]], Tensor], pools: list[list[Architecture]]) -> Tensor:
+    """Score lists of unequal length by padding each with its own first element: (K, max C)."""
+    width = max(len(p) for p in pools)
+    if width == 0:
+        return torch.empty(len(pools), 0)
+    padded = [p + [p[0]] * (width - len(p)) if p else [] for p in pools]
+    if any(not p for p in padded):  # a kernel without candidates: borrow any, then ignore
+        filler = next(p for p in padded if p)
+        padded = [p or filler for p in padded]
+    return score_all(padded)

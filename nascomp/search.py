@@ -1,0 +1,156 @@
+"""Algorithm 1 of the paper, over any search space and any evaluator.
+
+    D <- K random architectures, evaluated
+    for t = 1..T:
+        train K kernels, kernel k on its own random subset of D (reference always in, f = f_ref)
+        x_k <- argmax EI_k over candidates, never an evaluated or already proposed architecture
+        D <- D ∪ {(x_k, f(x_k))}, k = 1..K
+
+The same loop runs the baselines: only the proposer changes (``nascomp.baselines``), so every
+method sees the same first K random architectures for a given seed, the same evaluator and budget.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from nascomp.acquisition import expected_improvement, maximize, random_candidates
+from nascomp.evaluator import Evaluator
+from nascomp.kernel import EmbeddingKernelModule, Featurizer
+from nascomp.space import Architecture, Space
+
+
+@dataclass(frozen=True)
+class Record:
+    """One evaluated architecture of the history; ``kernel`` is the proposing kernel (None: random/baseline)."""
+
+    arch: Architecture
+    f: float
+    accuracy: float
+    num_params: int
+    step: int
+    kernel: int | None
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class SearchResult:
+    history: list[Record]
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, summed over steps
+    steps: int = 0
+
+    def top(self, k: int) -> list[Record]:
+        """The k best records by f."""
+        return sorted(self.history, key=lambda r: -r.f)[:k]
+
+    def best_after(self, budget: int) -> float:
+        """The best f among the first ``budget`` evaluations."""
+        return max(r.f for r in self.history[:budget])
+
+
+class Proposer(Protocol):
+    def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
+        """k new architectures (with the index of the kernel that proposed each), none in ``exclude``."""
+
+
+class KernelProposer:
+    """Train K kernels on random subsets of D and let each propose its EI maximiser."""
+
+    def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None):
+        self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
+        self.featurize = Featurizer(space, kernel_cfg)
+        self.seconds = {"train": 0.0, "acquisition": 0.0}
+
+    def subsets(self, n: int, k: int, rng: np.random.Generator) -> torch.Tensor:
+        """(k, n) bool: point i in kernel j's subset with probability subset_prob; at least 2 each."""
+        while True:
+            mask = rng.random((k, n)) < self.scfg.subset_prob
+            if self.reference_f is not None:
+                mask[:, 0] = True  # the reference is data point 0
+            if (mask.sum(1) >= 2).all():
+                return torch.from_numpy(mask)
+
+    def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
+        start = time.perf_counter()
+        archs = [r.arch for r in history]
+        f = [r.f for r in history]
+        if self.reference_f is not None:
+            archs, f = [self.space.reference] + archs, [self.reference_f] + f
+        x, y = self.featurize(archs), torch.tensor(f, dtype=torch.float64)
+        mask = self.subsets(len(archs), k, rng)
+        torch.manual_seed(int(rng.integers(2**31)))
+        module = EmbeddingKernelModule(self.kcfg, k, self.featurize.input_size).fit(x, y, mask)
+        self.seconds["train"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        best_f = torch.where(mask, y, -torch.inf).amax(-1) if self.scfg.best_f == "subset" else y.max().expand(k)
+        best_f = module.standardise(best_f)
+
+        def score(pools: list[list[Architecture]]) -> torch.Tensor:
+            xc = torch.stack([self.featurize(p) for p in pools])  # (K, C, ...)
+            mean, var = module.posterior(xc)
+            return expected_improvement(mean, var, best_f, log=self.scfg.acquisition.log_ei)
+
+        best = [r.arch for r in sorted(history, key=lambda r: -r.f)]
+        chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng)
+        self.seconds["acquisition"] += time.perf_counter() - start
+        return [(a, i) for i, a in enumerate(chosen)]
+
+
+class Search:
+    """Algorithm 1: ``Search(space, evaluator, proposer, K, T, seed).run()``."""
+
+    def __init__(self, space: Space, evaluator: Evaluator, proposer: Proposer, K: int, T: int, seed: int, budget: int | None = None):
+        self.space, self.evaluator, self.proposer = space, evaluator, proposer
+        self.K, self.T, self.seed = K, T, seed
+        self.budget = budget if budget is not None else K * (T + 1)
+
+    def run(self) -> SearchResult:
+        init_rng = np.random.default_rng([self.seed, 0])  # shared by all methods for one seed
+        rng = np.random.default_rng([self.seed, 1])
+        exclude = set() if self.evaluator.reference_f is None else {self.space.reference.key}
+        history: list[Record] = []
+        batch = [(a, None) for a in random_candidates(self.space, min(self.K, self.budget), exclude, init_rng)]
+        step = 0
+        while True:
+            history += self.evaluate(batch, step)
+            exclude |= {a.key for a, _ in batch}
+            if len(history) >= self.budget:
+                break
+            step += 1
+            batch = self.proposer.propose(history, min(self.K, self.budget - len(history)), set(exclude), rng)
+            if not batch:
+                break  # the space is exhausted
+        return SearchResult(history[: self.budget], dict(getattr(self.proposer, "seconds", {})), step)
+
+    def evaluate(self, batch: list[tuple[Architecture, int | None]], step: int) -> list[Record]:
+        evals = self.evaluator.evaluate([a for a, _ in batch])
+        return [Record(a, e.f, e.accuracy, e.num_params, step, k, e.seconds, e.error) for (a, k), e in zip(batch, evals)]
+
+
+def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int) -> Proposer:
+    """The proposer of ``cfg.search.method``: ours | random | tpe | rea."""
+    from nascomp import baselines
+
+    method = cfg.search.method
+    if method == "ours":
+        return KernelProposer(space, cfg.kernel, cfg.search, evaluator.reference_f)
+    if method == "random":
+        return baselines.RandomProposer(space)
+    if method == "tpe":
+        return baselines.TPEProposer(space, cfg.search.tpe, seed)
+    if method == "rea":
+        return baselines.REAProposer(space, cfg.search.rea)
+    raise ValueError(f"search.method must be ours, random, tpe or rea, got {method!r}")
+
+
+def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, budget: int | None = None) -> SearchResult:
+    """Algorithm 1 (or a baseline) as configured by ``cfg.search`` / ``cfg.kernel``."""
+    proposer = make_proposer(space, evaluator, cfg, seed)
+    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget).run()

@@ -1,0 +1,63 @@
+"""Algorithm 1 and the baselines: one complete loop on NAS-Bench-201 per method, reproducibility."""
+import pytest
+from hydra import compose, initialize_config_dir
+
+from nascomp.evaluator import TableEvaluator
+from nascomp.nb201 import NB201Space
+from nascomp.search import run_search
+
+CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
+TINY = ["search.K=3", "search.T=3", "search.acquisition.samples=30", "kernel.max_steps=5", "kernel.max_offset=8",
+        "kernel.hidden=8", "search.tpe.n_startup_trials=4", "search.rea.population=5", "search.rea.tournament=2"]
+METHODS = {
+    "ours": [],
+    "flat": ["kernel=flat"],
+    "paper": ["kernel=paper", "kernel.hidden=8", "kernel.layers=2"],
+    "evolution": ["search.acquisition.maximizer=evolution", "search.acquisition.parents=3"],
+    "marginal": ["kernel.objective=marginal"],
+    "euclidean": ["kernel.objective=euclidean", "search.best_f=global"],
+    "random": ["search.method=random"],
+    "tpe": ["search.method=tpe"],
+    "rea": ["search.method=rea"],
+}
+
+
+def config(overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=CONF):
+        return compose(config_name="config", overrides=TINY + overrides)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return NB201Space("cifar100")
+
+
+@pytest.mark.parametrize("objective", ["accuracy", "compression"])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_one_complete_loop(space, method, objective):
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, objective)
+    result = run_search(space, evaluator, config(METHODS[method]), seed=3)
+    keys = [r.arch.key for r in result.history]
+    assert len(keys) == 12 and len(set(keys)) == 12  # budget K (T + 1), nothing evaluated twice
+    assert [r.step for r in result.history] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    if objective == "compression":
+        assert space.reference.key not in keys  # known a priori (f = 0), never proposed
+    kernels = [r.kernel for r in result.history[3:]]
+    assert kernels == ([0, 1, 2] * 3 if method not in ("random", "tpe", "rea") else [None] * 9)
+    top = result.top(4)
+    assert [r.f for r in top] == sorted((r.f for r in result.history), reverse=True)[:4]
+    assert result.best_after(12) == top[0].f and evaluator.calls == 12
+
+
+def test_all_methods_share_the_first_random_architectures(space):
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy")
+    firsts = {m: [r.arch.key for r in run_search(space, evaluator, config(METHODS[m] + ["search.T=0"]), seed=5).history]
+              for m in ("ours", "random", "tpe", "rea")}
+    assert len({tuple(v) for v in firsts.values()}) == 1
+
+
+@pytest.mark.parametrize("method", ["ours", "tpe", "rea"])
+def test_same_seed_same_trajectory(space, method):
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "compression")
+    runs = [[r.arch.key for r in run_search(space, evaluator, config(METHODS[method]), seed=s).history] for s in (7, 7, 8)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
