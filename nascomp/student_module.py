@@ -19,6 +19,7 @@ of fit, so that a following ``trainer.test`` measures the weights chosen on vali
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Callable, Sequence
 
@@ -33,8 +34,8 @@ from torchmetrics.classification import MulticlassAccuracy
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="lightning")
 
 
-def mse_logits(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean over all B x classes entries of (s - t)^2."""
+def mse_logits(student: Tensor, teacher: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Mean over all B x classes entries of (s - t)^2; the labels are ignored."""
     return F.mse_loss(student.float(), teacher.float())
 
 
@@ -46,14 +47,20 @@ def kl(student: Tensor, teacher: Tensor, labels: Tensor, temperature: float, alp
     return (1.0 - alpha) * t * t * soft + alpha * F.cross_entropy(student.float(), labels)
 
 
+def ce(student: Tensor, teacher: Tensor | None, labels: Tensor) -> Tensor:
+    """CE(s, y), averaged over the batch; the teacher is ignored."""
+    return F.cross_entropy(student.float(), labels)
+
+
 def loss_function(cfg) -> Callable[[Tensor, Tensor | None, Tensor], Tensor]:
-    """``loss(student_logits, teacher_logits, labels)`` for ``cfg.loss`` in mse_logits | kl | ce."""
+    """``loss(student_logits, teacher_logits, labels)`` for ``cfg.loss`` in mse_logits | kl | ce
+    (plain functions, so that the module pickles for spawned processes)."""
     if cfg.loss == "mse_logits":
-        return lambda s, t, y: mse_logits(s, t)
+        return mse_logits
     if cfg.loss == "kl":
-        return lambda s, t, y: kl(s, t, y, cfg.temperature, cfg.alpha)
+        return functools.partial(kl, temperature=cfg.temperature, alpha=cfg.alpha)
     if cfg.loss == "ce":
-        return lambda s, t, y: F.cross_entropy(s.float(), y)
+        return ce
     raise ValueError(f"training.loss must be mse_logits, kl or ce, got {cfg.loss!r}")
 
 
@@ -75,8 +82,9 @@ class StudentModule(L.LightningModule):
             raise ValueError(f"loss {cfg.loss!r} distils from a teacher; pass teacher=")
         self.teacher = teacher.requires_grad_(False).eval() if teacher is not None and cfg.loss != "ce" else None
         k = len(self.students)
-        self.val_acc = nn.ModuleList([MulticlassAccuracy(num_classes, average="micro") for _ in range(k)])
-        self.test_acc = nn.ModuleList([MulticlassAccuracy(num_classes, average="micro") for _ in range(k)])
+        accuracy = lambda: MulticlassAccuracy(num_classes, average="micro", validate_args=False)  # no per-batch checks
+        self.val_acc = nn.ModuleList([accuracy() for _ in range(k)])
+        self.test_acc = nn.ModuleList([accuracy() for _ in range(k)])
         self.best_accuracy = [-1.0] * k
         self.best_epoch = [-1] * k
         self.best_state: list[dict | None] = [None] * k

@@ -94,8 +94,11 @@ def _quiet():
 
 
 def _release(device: torch.device) -> None:
-    gc.collect()
+    """Free the finished cohort's device memory (optimiser state, cached blocks). Trainer and module
+    hold each other, so only a collection frees them; on the host that is left to the automatic
+    collector (a forced one costs ~0.3 s, as much as a small candidate's training on the CPU)."""
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
 
 
