@@ -66,7 +66,10 @@ class TPEProposer:
 
     def _tell(self, arch: Architecture, f: float) -> None:
         trial = self.pending.pop(arch.key, None)
-        if trial is not None:
+        if not np.isfinite(f):  # a failed evaluation
+            if trial is not None:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif trial is not None:
             self.study.tell(trial, f)
         else:  # evaluated outside TPE (the first random architectures): add as a finished trial
             params = self.space.to_flat(arch)

@@ -116,12 +116,17 @@ class Featurizer:
     def __init__(self, space: Space, cfg: DictConfig):
         self.space, self.cfg = space, cfg
         self.cache: dict[str, Tensor] = {}
+        self.cache_bytes = 0
 
     def one(self, arch: Architecture) -> Tensor:
         x = self.cache.get(arch.key)
         if x is None:
             x = arch.encode(n=self.cfg.max_offset, numeric=self.cfg.numeric) if self.cfg.embedding == "lstm" else self._flat(arch)
+            if self.cache_bytes > self.cfg.feature_cache_mb * 2**20:
+                self.cache.clear()
+                self.cache_bytes = 0
             self.cache[arch.key] = x
+            self.cache_bytes += x.numel() * x.element_size()
         return x
 
     def __call__(self, archs: Sequence[Architecture]) -> Tensor:

@@ -78,8 +78,8 @@ class KernelProposer:
 
     def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
         start = time.perf_counter()
-        archs = [r.arch for r in history]
-        f = [r.f for r in history]
+        ok = [r for r in history if r.error is None and np.isfinite(r.f)]  # failed evaluations carry no reward
+        archs, f = [r.arch for r in ok], [r.f for r in ok]
         if self.reference_f is not None:
             archs, f = [self.space.reference] + archs, [self.reference_f] + f
         x, y = self.featurize(archs), torch.tensor(f, dtype=torch.float64)

@@ -61,3 +61,21 @@ def test_same_seed_same_trajectory(space, method):
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "compression")
     runs = [[r.arch.key for r in run_search(space, evaluator, config(METHODS[method]), seed=s).history] for s in (7, 7, 8)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+class FailingEvaluator(TableEvaluator):
+    """Fails on every cell whose first edge is a zero op."""
+
+    def evaluate(self, archs):
+        from nascomp.evaluator import Evaluation
+
+        return [Evaluation(-float("inf"), 0.0, a.num_params, 0.0, error="diverged") if a.ops[0] == 0 else e
+                for a, e in zip(archs, super().evaluate(archs))]
+
+
+@pytest.mark.parametrize("method", ["ours", "tpe"])
+def test_failed_evaluations_are_kept_out_of_the_models(space, method):
+    evaluator = FailingEvaluator(space.accuracy, space.params, space.reference, "accuracy")
+    result = run_search(space, evaluator, config(METHODS[method] + ["search.T=5"]), seed=0)
+    assert len(result.history) == 18 and all((r.error is None) == (r.arch.ops[0] != 0) for r in result.history)
+    assert result.top(1)[0].error is None
