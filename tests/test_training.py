@@ -79,3 +79,34 @@ def test_full_training_reports_val_and_test_on_the_val_chosen_weights(digits):
     assert result.val_accuracy > 0.3 and result.test_accuracy is not None
     assert training.accuracy(student, digits, "val") == pytest.approx(result.val_accuracy)
     assert training.accuracy(student, digits, "test") == pytest.approx(result.test_accuracy)
+
+
+DDP_SCRIPT = """
+import json, os, torch
+torch.set_num_threads(1)
+from nascomp import data, teachers, training
+ds = data.load(training.config("dataset", "digits"))
+torch.manual_seed(1)
+cfg = training.config("training", "full", ["epochs=2", "batch_size=64", "optimizer.lr=0.05", "trainer.accelerator=cpu", "trainer.devices=2",
+                                           "trainer.strategy=ddp", "trainer.enable_progress_bar=false"])
+r = training.full_train(teachers.create("small_resnet", width=0.25), ds, cfg)
+rank = int(os.environ.get("LOCAL_RANK", 0))
+open(f"rank{rank}.json", "w").write(json.dumps({"rank": rank, "val": r.val_accuracy, "test": r.test_accuracy}))
+"""
+
+
+@pytest.mark.slow
+def test_full_training_on_two_processes_with_ddp(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "WANDB_MODE": "disabled"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(r["rank"] for r in rows) == [0, 1]  # two processes trained
+    assert rows[0]["val"] == rows[1]["val"] > 0.3 and rows[0]["test"] == rows[1]["test"]  # metrics synced across ranks
