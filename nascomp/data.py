@@ -87,10 +87,13 @@ class Dataset:
         return getattr(self, name)
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-               device: torch.device | str = "cpu", resident: bool = True, num_workers: int = 0):
+               device: torch.device | str = "cpu", resident: bool | None = None, num_workers: int = 0):
         """Batches of one split: a :class:`DeviceLoader` over a copy of the split kept on ``device``
-        (made once per device), or with ``resident=False`` a plain DataLoader over host tensors."""
+        (made once per device), or with ``resident=False`` a plain DataLoader over host tensors.
+        ``resident=None``: on the device when the split fits in half of its free memory."""
         data = self.split(split)
+        if resident is None:
+            resident = _fits(data, torch.device(device))
         if not resident:
             gen = torch.Generator().manual_seed(seed)
             return DataLoader(TensorDataset(data.images, data.labels), batch_size=batch_size, shuffle=shuffle,
@@ -121,6 +124,13 @@ class DeviceLoader:
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield self.data.images[idx], self.data.labels[idx]
+
+
+def _fits(data: Split, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True  # host memory already holds it
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.images.nbytes + data.labels.nbytes < free // 2
 
 
 # --------------------------------------------------------------------------- builders

@@ -135,7 +135,7 @@ def fit_and_test(model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | N
         module.students[0].compile()
     trainer = make_trainer(cfg)
     device = trainer.strategy.root_device
-    resident = trainer.world_size == 1  # DDP: plain DataLoaders, Lightning adds the distributed sampler
+    resident = None if trainer.world_size == 1 else False  # DDP: DataLoaders, Lightning adds the distributed sampler
     loader = lambda split, shuffle=False: dataset.loader(split, cfg.batch_size, shuffle=shuffle, seed=cfg.seed,
                                                          device=device, resident=resident)
     trainer.fit(module, loader("train", shuffle=True), loader("val"))

@@ -103,3 +103,12 @@ def test_augment_crops_a_shifted_window_and_flips():
     got = {tuple(o.flatten().tolist()) for o in out[:, 0]}
     assert got <= windows and len(got) > 9  # only legal windows, and both flips occur
     assert torch.equal(data.Augment()(x), x)
+
+
+def test_plain_dataloader_serves_the_same_batches_as_the_device_loader():
+    ds = data.load(training.config("dataset", "digits"))
+    resident, plain = ds.loader("val", 64), ds.loader("val", 64, resident=False)
+    assert isinstance(resident, data.DeviceLoader) and isinstance(plain, torch.utils.data.DataLoader)
+    assert len(resident) == len(plain) == 5
+    for (xa, ya), (xb, yb) in zip(resident, plain):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
