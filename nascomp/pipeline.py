@@ -1,0 +1,161 @@
+"""The main job: teacher (load or train) -> search (Algorithm 1 or a baseline, students scored by
+proxy training) -> full training of the top k -> the final report.
+
+``run(cfg, run_dir)`` is what ``python -m nascomp.run`` calls with the composed Hydra config.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nascomp import data
+from nascomp.evaluator import Evaluation, Evaluator
+from nascomp.export import save_student
+from nascomp.graph import ArchGraph
+from nascomp.proxy_evaluator import ProxyEvaluator
+from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
+from nascomp.reward import RewardRow
+from nascomp.search import run_search
+from nascomp.search_space import SearchSpace
+from nascomp.tracking import Tracker, make_tracker
+from nascomp.training import full_train, load_or_train_teacher
+
+log = logging.getLogger("nascomp")
+
+
+class StepObserver(Evaluator):
+    """Wraps the evaluator: each call is one search step; logs it, advances the progress bar and
+    tells the tracker (best f so far, each proposal's f)."""
+
+    def __init__(self, inner: Evaluator, tracker: Tracker, progress: Progress | None, total_steps: int):
+        self.inner, self.tracker, self.progress = inner, tracker, progress
+        self.step, self.best, self.count = 0, float("-inf"), 0
+        self.task = progress.add_task("search", total=total_steps) if progress else None
+
+    @property
+    def reference_f(self):
+        return self.inner.reference_f
+
+    def evaluate(self, archs) -> list[Evaluation]:
+        evals = self.inner.evaluate(archs)
+        self.count += len(evals)
+        self.best = max([self.best] + [e.f for e in evals])
+        failed = sum(e.error is not None for e in evals)
+        log.info("step %d: %d evaluated (%d failed), best f in step %.4f, best f so far %.4f",
+                 self.step, self.count, failed, max(e.f for e in evals), self.best)
+        self.tracker.log_step(self.step, evals, self.best)
+        if self.progress:
+            self.progress.update(self.task, advance=1, description=f"search  best f {self.best:.4f}")
+        self.step += 1
+        return evals
+
+
+def teacher_checkpoint(cfg: DictConfig) -> Path:
+    """The configured checkpoint, else the cache ``teacher_dir/<name>-<dataset>-w<width>.pt``."""
+    if cfg.teacher.checkpoint:
+        return Path(cfg.teacher.checkpoint).expanduser()
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.teacher.name)
+    return Path(cfg.teacher_dir) / f"{safe}-{cfg.dataset.name}-w{cfg.teacher.width:g}.pt"
+
+
+def recipe(cfg: DictConfig, name: str) -> DictConfig:
+    """A training recipe with the ``trainer`` group applied (proxy training: one device)."""
+    r = cfg[name].copy()
+    t = OmegaConf.to_container(cfg.trainer)
+    if name == "proxy":
+        t.pop("devices"), t.pop("strategy")
+    return OmegaConf.merge(r, {"trainer": t, "seed": cfg.seed})
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dataset = data.load(cfg.dataset)
+    checkpoint = teacher_checkpoint(cfg)
+    log.info("teacher %s: %s", cfg.teacher.name, "loading " + str(checkpoint) if checkpoint.is_file() else "training, then saving to " + str(checkpoint))
+    teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
+                                                 cfg.teacher.width, **cfg.teacher.kwargs)
+    graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
+    space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
+    log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
+             len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
+    evaluator = ProxyEvaluator(teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort,
+                               keep_weights=cfg.final.top_k)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    tracker = make_tracker(cfg.logger, run_dir, config)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=False) as progress:
+            observer = StepObserver(evaluator, tracker, progress, cfg.search.T + 1)
+            result = run_search(space, observer, cfg, seed=cfg.seed)
+        search_seconds = time.perf_counter() - started
+        rows = history_rows(result.history, graph.num_params)
+        write_history(rows, run_dir / "history.csv")
+        tracker.log_history(rows)
+
+        final_start = time.perf_counter()
+        finalists = final_training(cfg, result.history, evaluator, dataset, teacher, teacher_acc, graph.num_params, run_dir)
+        teacher_row = RewardRow.of(teacher_acc, graph.num_params, teacher_acc, graph.num_params).as_dict()
+        teacher_row["f"] = 0.0
+        best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.history, graph.num_params, teacher_acc)
+        summary = {
+            "name": cfg.name, "group": cfg.group, "run_dir": str(run_dir),
+            "teacher": {"name": cfg.teacher.name, **teacher_row},
+            "best": best, "finalists": finalists,
+            "search": {"method": cfg.search.method, "K": cfg.search.K, "T": cfg.search.T,
+                       "best_f": max(r.f for r in result.history), **{f"seconds_{k}": v for k, v in result.seconds.items()}},
+            "evaluations": len(result.history), "steps": result.steps + 1,
+            "seconds": {"search": search_seconds, "final": time.perf_counter() - final_start,
+                        "total": time.perf_counter() - started},
+            "config": config,
+        }
+        write_summary(summary, run_dir)
+        plots = plot(rows, teacher_row, run_dir)
+        write_report(summary, plots, run_dir)
+        tracker.log_summary(summary)
+        tracker.log_students({"best": run_dir / "best_student"} if (run_dir / "best_student").is_dir() else {})
+    finally:
+        tracker.finish()
+    print(table([{"name": "teacher", **teacher_row}, {"name": "best student", **best}]))
+    print(f"outputs in {run_dir}")
+    return summary
+
+
+def _search_best(history: Sequence, teacher_params: int, teacher_acc: float) -> dict:
+    r = max(history, key=lambda r: r.f)
+    return {"key": r.arch.key, **RewardRow.of(r.accuracy, r.num_params, teacher_acc, teacher_params).as_dict(),
+            "test_accuracy": None, "fully_trained": False}
+
+
+def final_training(cfg, history, evaluator: ProxyEvaluator, dataset, teacher, teacher_acc, teacher_params, run_dir: Path) -> list[dict]:
+    """Fully train the top-k students from their proxy weights; export the best by f."""
+    if not cfg.final.enabled:
+        return []
+    top = sorted((r for r in history if r.error is None), key=lambda r: -r.f)[: cfg.final.top_k]
+    out, modules = [], {}
+    for r in top:
+        student = r.arch.build(teacher, inherit=cfg.inherit)
+        if r.arch.key in evaluator.weights:
+            student.load_state_dict(evaluator.weights[r.arch.key][1])
+        log.info("full training of %s (%d params, proxy f %.4f)", r.arch.key[:12], r.num_params, r.f)
+        res = full_train(student, dataset, recipe(cfg, "full"))
+        student.load_state_dict(res.state_dict)
+        row = {"key": r.arch.key, **RewardRow.of(res.val_accuracy, r.num_params, teacher_acc, teacher_params).as_dict(),
+               "test_accuracy": res.test_accuracy, "proxy_f": r.f, "fully_trained": True}
+        out.append(row)
+        modules[r.arch.key] = (r.arch, student)
+    if out:
+        best = max(out, key=lambda row: row["f"])
+        arch, student = modules[best["key"]]
+        save_student(run_dir / "best_student", arch.graph, student)
+    return out

@@ -1,0 +1,73 @@
+"""Evaluating compression candidates: build each student from the teacher, distil it for a few
+epochs (the proxy training of REFERENCE §5), and score its best validation accuracy with Eq. 6.
+
+The K candidates of a step train as one cohort sharing the teacher's forward pass (``cohort=True``)
+or one by one. A student whose training fails (non-finite loss, out of memory) is recorded with
+f = 0 and the error, and the others of its step are kept.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from nascomp.data import Dataset
+from nascomp.evaluator import Evaluation, Evaluator
+from nascomp.reward import reward
+from nascomp.search_space import Candidate
+from nascomp.training import Result, proxy_train
+
+
+class ProxyEvaluator(Evaluator):
+    """f(x) = C(x)(2 - C(x)) A(x) / A(teacher), A(x) from proxy training."""
+
+    def __init__(self, teacher: nn.Module, teacher_accuracy: float, dataset: Dataset, proxy_cfg,
+                 inherit: str = "first", cohort: bool = True, keep_weights: int = 4):
+        self.teacher = teacher.eval()
+        self.teacher_accuracy = teacher_accuracy
+        self.teacher_params = sum(p.numel() for p in teacher.parameters())
+        self.dataset, self.cfg = dataset, proxy_cfg
+        self.inherit, self.cohort = inherit, cohort
+        self.keep_weights = keep_weights
+        self.weights: dict[str, tuple[float, dict]] = {}  # key -> (f, proxy state_dict) of the best `keep_weights`
+
+    @property
+    def reference_f(self) -> float:
+        return 0.0  # the teacher: C = 0
+
+    def evaluate(self, archs: Sequence[Candidate]) -> list[Evaluation]:
+        start = time.perf_counter()
+        students = [a.build(self.teacher, inherit=self.inherit) for a in archs]
+        if self.cohort:
+            results = self._train(students)
+        else:
+            results = [r for s in students for r in self._train([s])]
+        seconds = (time.perf_counter() - start) / max(len(archs), 1)
+        out = []
+        for arch, result in zip(archs, results):
+            if isinstance(result, Exception) or not math.isfinite(result.val_accuracy):
+                error = f"{type(result).__name__}: {result}" if isinstance(result, Exception) else "non-finite accuracy"
+                out.append(Evaluation(0.0, 0.0, arch.num_params, seconds, error))
+                continue
+            f = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.teacher_params)
+            out.append(Evaluation(f, result.val_accuracy, arch.num_params, seconds, None))
+            self._keep(arch.key, f, result.state_dict)
+        return out
+
+    def _train(self, students: list[nn.Module]) -> list[Result | Exception]:
+        try:
+            return proxy_train(students, self.teacher, self.dataset, self.cfg)
+        except torch.OutOfMemoryError as exc:
+            if len(students) == 1:
+                return [exc]
+            torch.cuda.empty_cache()
+            return [r for s in students for r in self._train([s])]  # retry one by one
+
+    def _keep(self, key: str, f: float, state: dict) -> None:
+        self.weights[key] = (f, state)
+        if len(self.weights) > self.keep_weights:
+            worst = min(self.weights, key=lambda k: self.weights[k][0])
+            del self.weights[worst]

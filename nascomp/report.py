@@ -1,0 +1,126 @@
+"""What every run leaves in its directory: ``history.csv`` (every evaluated architecture),
+``summary.json`` (teacher, best student, the Table 1 columns, the config), three plots and
+``report.md`` embedding them.
+
+Plots (paper Figures 1-2): f(x) against evaluation index with the best so far; the histogram of
+f(x); accuracy against parameters with the Pareto front and the teacher marked.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HISTORY_COLUMNS = ("index", "step", "kernel", "key", "num_params", "ratio", "times", "accuracy", "f", "seconds", "error")
+
+
+def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
+    """One dict per evaluated architecture (``nascomp.search.Record``), in evaluation order."""
+    rows = []
+    for i, r in enumerate(history):
+        rows.append({
+            "index": i, "step": r.step, "kernel": "" if r.kernel is None else r.kernel, "key": r.arch.key,
+            "num_params": r.num_params, "ratio": 1.0 - r.num_params / teacher_params,
+            "times": teacher_params / max(r.num_params, 1), "accuracy": r.accuracy, "f": r.f,
+            "seconds": r.seconds, "error": r.error or "",
+        })
+    return rows
+
+
+def write_history(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (params, accuracy) points no other point beats on both (fewer params, higher accuracy)."""
+    front, best = [], -math.inf
+    for p, a in sorted(points, key=lambda t: (t[0], -t[1])):
+        if a > best:
+            front.append((p, a))
+            best = a
+    return front
+
+
+def plot(rows: list[dict], teacher: dict, out_dir: Path) -> dict[str, str]:
+    """Write the three PNGs; returns {name: file name}."""
+    ok = [r for r in rows if not r["error"]]
+    f = [r["f"] for r in rows]
+    files = {}
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    best = [max(f[: i + 1]) for i in range(len(f))]
+    ax.scatter(range(len(f)), f, s=10, alpha=0.6, label="f(x)")
+    ax.plot(range(len(f)), best, color="C3", label="best so far")
+    ax.set(xlabel="index of evaluated architecture", ylabel="f(x)", title="Reward along the search")
+    ax.legend(loc="lower right")
+    files["f_vs_index"] = _save(fig, out_dir / "f_vs_index.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(f, bins=min(30, max(5, len(f) // 3)), color="C0", alpha=0.8)
+    ax.set(xlabel="f(x)", ylabel="count", title="Histogram of f(x)")
+    files["f_histogram"] = _save(fig, out_dir / "f_histogram.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [(r["num_params"], r["accuracy"]) for r in ok]
+    if points:
+        ax.scatter(*zip(*points), s=10, alpha=0.5, label="students")
+        front = pareto_front(points)
+        ax.step(*zip(*front), where="post", color="C2", label="Pareto front")
+    ax.scatter([teacher["num_params"]], [teacher["accuracy"]], marker="*", s=150, color="C3", label="teacher")
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters", ylabel="validation accuracy", title="Accuracy against size")
+    ax.legend(loc="lower right")
+    files["accuracy_vs_params"] = _save(fig, out_dir / "accuracy_vs_params.png")
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table with the paper's Table 1 columns."""
+    lines = ["| | accuracy | #params | ratio | times | f(x) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {100 * r['accuracy']:.2f}% | {r['num_params'] / 1e6:.4g}M | "
+                     f"{r['ratio']:.4f} | {r['times']:.2f}x | {r['f']:.4f} |")
+    return "\n".join(lines)
+
+
+def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
+    rows = [{"name": "teacher", **summary["teacher"]}] + [{"name": "best student", **summary["best"]}]
+    text = [f"# {summary['name']}", "", table(rows), "",
+            f"{summary['evaluations']} architectures evaluated in {summary['steps']} steps "
+            f"({summary['search']['method']}, K = {summary['search']['K']}); "
+            f"search {summary['seconds']['search']:.0f} s, final training {summary['seconds']['final']:.0f} s.", ""]
+    if summary.get("finalists"):
+        text += ["## Fully trained finalists", "", "| key | val accuracy | test accuracy | #params | f(x) |", "|---|---|---|---|---|"]
+        for r in summary["finalists"]:
+            text.append(f"| `{r['key'][:12]}` | {100 * r['accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
+                        f"{r['num_params'] / 1e6:.4g}M | {r['f']:.4f} |")
+        text.append("")
+    for title, name in (("Reward along the search", "f_vs_index"), ("Histogram of f(x)", "f_histogram"),
+                        ("Accuracy against parameters", "accuracy_vs_params")):
+        text += [f"## {title}", "", f"![{title}]({plots[name]})", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path
+
+
+def write_summary(summary: dict, out_dir: Path) -> Path:
+    path = out_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    return path

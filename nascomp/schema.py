@@ -1,0 +1,207 @@
+"""Typed schemas of the main config: ``validate(cfg)`` merges the composed config into them, so a
+wrong type (``search.K=eight``), an unknown key or a value out of range fails at startup with a
+message naming it. The schemas hold types and ranges only; every default value lives in ``conf/``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+# ranges: (low, high, low inclusive, high inclusive); None = unbounded
+def _range(low=None, high=None, low_ok=True, high_ok=True, choices=None):
+    return field(default=MISSING, metadata={"range": (low, high, low_ok, high_ok), "choices": choices})
+
+
+def _choice(*choices):
+    return field(default=MISSING, metadata={"choices": choices})
+
+
+@dataclass
+class TeacherSchema:
+    name: str = MISSING
+    width: float = _range(0.0, None, low_ok=False)
+    kwargs: dict = field(default_factory=dict)
+    checkpoint: Optional[str] = MISSING
+
+
+@dataclass
+class AugmentSchema:
+    padding: int = _range(0)
+    flip: bool = MISSING
+
+
+@dataclass
+class DatasetSchema:
+    name: str = _choice("cifar10", "cifar100", "digits", "imagefolder")
+    num_classes: Optional[int] = None
+    root: Optional[str] = None
+    test_root: Optional[str] = None
+    download: Optional[bool] = None
+    val_size: Optional[int] = None
+    image_size: Optional[int] = None
+    split: Optional[dict] = None
+    mean: list = MISSING
+    std: list = MISSING
+    augment: AugmentSchema = field(default_factory=AugmentSchema)
+
+
+@dataclass
+class SpaceSchema:
+    ops: list = MISSING
+    remove_p: list = MISSING
+    skip_p: list = MISSING
+    shrink_low: float = _range(0.0, 1.0)
+    shrink_high: float = _range(0.0, 1.0, low_ok=False)
+    shrink_groups: str = _choice("width", "structural")
+    max_offset: int = _range(1)
+    max_tries: int = _range(1)
+
+
+@dataclass
+class AcquisitionSchema:
+    maximizer: str = _choice("random", "evolution")
+    samples: int = _range(1)
+    log_ei: bool = MISSING
+    parents: int = _range(1)
+    generations: int = _range(1)
+
+
+@dataclass
+class SearchSchema:
+    method: str = _choice("ours", "random", "tpe", "rea")
+    K: int = _range(1)
+    T: int = _range(0)
+    subset_prob: float = _range(0.0, 1.0, low_ok=False)
+    best_f: str = _choice("subset", "global")
+    acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
+    tpe: dict = field(default_factory=dict)
+    rea: dict = field(default_factory=dict)
+
+
+@dataclass
+class KernelSchema:
+    embedding: str = _choice("lstm", "flat")
+    hidden: int = _range(1)
+    layers: int = _range(1)
+    max_offset: int = _range(1)
+    numeric: str = _choice("log", "raw")
+    sigma2: float = _range(0.0, None, low_ok=False)
+    sigma2_mode: str = _choice("absolute", "relative")
+    learn_sigma: bool = MISSING
+    noise: float = _range(0.0, None, low_ok=False)
+    standardize: bool = MISSING
+    objective: str = _choice("posterior", "marginal", "euclidean")
+    optimizer: dict = field(default_factory=dict)
+    max_steps: int = _range(1)
+    ema: dict = field(default_factory=dict)
+
+
+@dataclass
+class RecipeSchema:
+    epochs: int = _range(1)
+    batch_size: int = _range(1)
+    loss: str = _choice("mse_logits", "kl", "ce")
+    temperature: Optional[float] = None
+    alpha: Optional[float] = None
+    optimizer: dict = field(default_factory=dict)
+    scheduler: Optional[dict] = None
+    seed: int = MISSING
+    channels_last: bool = MISSING
+    compile: Optional[bool] = None
+    trainer: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainerSchema:
+    accelerator: str = _choice("auto", "cpu", "gpu", "cuda")
+    devices: int = MISSING
+    strategy: str = MISSING
+    precision: str = MISSING
+
+
+@dataclass
+class LoggerSchema:
+    kind: str = _choice("wandb", "csv", "none")
+    project: Optional[str] = None
+    entity: Optional[str] = None
+    mode: Optional[str] = None
+
+
+@dataclass
+class FinalSchema:
+    top_k: int = _range(1)
+    enabled: bool = MISSING
+
+
+@dataclass
+class ConfigSchema:
+    seed: int = MISSING
+    name: str = MISSING
+    group: str = MISSING
+    inherit: str = _choice("first", "l1", "none")
+    cohort: bool = MISSING
+    teacher_dir: str = MISSING
+    teacher: TeacherSchema = field(default_factory=TeacherSchema)
+    dataset: DatasetSchema = field(default_factory=DatasetSchema)
+    space: SpaceSchema = field(default_factory=SpaceSchema)
+    search: SearchSchema = field(default_factory=SearchSchema)
+    kernel: KernelSchema = field(default_factory=KernelSchema)
+    proxy: RecipeSchema = field(default_factory=RecipeSchema)
+    full: RecipeSchema = field(default_factory=RecipeSchema)
+    teacher_training: RecipeSchema = field(default_factory=RecipeSchema)
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    logger: LoggerSchema = field(default_factory=LoggerSchema)
+    final: FinalSchema = field(default_factory=FinalSchema)
+    extra: dict = field(default_factory=dict)  # free-form keys of plugins and experiments
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """The config merged into ``ConfigSchema`` (types converted), with every range checked."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(ConfigSchema), cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+    _check(typed, ConfigSchema, "")
+    ops = set(typed.space.ops)
+    if not ops or not ops <= {"remove", "shrink", "skip"}:
+        raise ConfigError(f"space.ops: must be a non-empty subset of [remove, shrink, skip], got {list(typed.space.ops)}")
+    if typed.space.shrink_low >= typed.space.shrink_high:
+        raise ConfigError(f"space.shrink_low ({typed.space.shrink_low}) must be below space.shrink_high ({typed.space.shrink_high})")
+    for name in ("remove_p", "skip_p"):
+        ps = typed.space[name]
+        if not ps or not all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in ps):
+            raise ConfigError(f"space.{name}: must be a non-empty list of probabilities, got {list(ps)}")
+    if typed.final.enabled and typed.final.top_k > typed.search.K * (typed.search.T + 1):
+        raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget K (T + 1) = "
+                          f"{typed.search.K * (typed.search.T + 1)}")
+    return typed
+
+
+def _check(node: Any, schema: type, prefix: str) -> None:
+    for f in fields(schema):
+        value = node[f.name]
+        key = f"{prefix}{f.name}"
+        if is_dataclass(f.default_factory) if f.default_factory is not MISSING else False:
+            _check(value, f.default_factory, key + ".")
+            continue
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        bounds = f.metadata.get("range")
+        if bounds and value is not None:
+            low, high, low_ok, high_ok = bounds
+            if (low is not None and (value < low or (value == low and not low_ok))) or \
+               (high is not None and (value > high or (value == high and not high_ok))):
+                lo = "" if low is None else f"{'>=' if low_ok else '>'} {low}"
+                hi = "" if high is None else f"{'<=' if high_ok else '<'} {high}"
+                raise ConfigError(f"{key}: {value} is out of range (must be {' and '.join(p for p in (lo, hi) if p)})")
