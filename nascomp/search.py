@@ -112,22 +112,19 @@ class Search:
         self.budget = budget if budget is not None else K * (T + 1)
 
     def run(self) -> SearchResult:
-        init_rng = np.random.default_rng([self.seed, 0])  # shared by all methods for one seed
         rng = np.random.default_rng([self.seed, 1])
-        exclude = set() if self.evaluator.reference_f is None else {self.space.reference.key}
-        history: list[Record] = []
-        batch = [(a, None) for a in random_candidates(self.space, min(self.K, self.budget), exclude, init_rng)]
+        known = set() if self.evaluator.reference_f is None else {self.space.reference.key}
+        first = random_candidates(self.space, min(self.K, self.budget), known, np.random.default_rng([self.seed, 0]))
+        D = self.evaluate([(a, None) for a in first], step=0)  # the same K random ones for every method
         step = 0
-        while True:
-            history += self.evaluate(batch, step)
-            exclude |= {a.key for a, _ in batch}
-            if len(history) >= self.budget:
-                break
+        while len(D) < self.budget:
             step += 1
-            batch = self.proposer.propose(history, min(self.K, self.budget - len(history)), set(exclude), rng)
+            known |= {r.arch.key for r in D}
+            batch = self.proposer.propose(D, min(self.K, self.budget - len(D)), set(known), rng)  # train K kernels, propose K
             if not batch:
                 break  # the space is exhausted
-        return SearchResult(history[: self.budget], dict(getattr(self.proposer, "seconds", {})), step)
+            D += self.evaluate(batch, step)  # evaluate K, update D
+        return SearchResult(D, dict(getattr(self.proposer, "seconds", {})), step)
 
     def evaluate(self, batch: list[tuple[Architecture, int | None]], step: int) -> list[Record]:
         evals = self.evaluator.evaluate([a for a, _ in batch])
