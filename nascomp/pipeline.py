@@ -25,6 +25,7 @@ from nascomp.report import history_rows, plot, table, write_history, write_repor
 from nascomp.reward import RewardRow
 from nascomp.search import run_search
 from nascomp.search_space import SearchSpace
+from nascomp.store import RunStore, StoredEvaluator, digest, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.training import full_train, load_or_train_teacher
 
@@ -89,22 +90,33 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
     log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
              len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
-    evaluator = ProxyEvaluator(teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort,
-                               keep_weights=cfg.final.top_k)
     config = OmegaConf.to_container(cfg, resolve=True)
+    store = RunStore(cfg.store.path or run_dir / "store.sqlite")
+    context = digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": config["dataset"],
+                      "proxy": OmegaConf.to_container(recipe(cfg, "proxy"), resolve=True), "inherit": cfg.inherit})
+    run_id = digest({k: v for k, v in config.items() if k not in ("logger", "store")})
+    resumed = store.open_run(run_id, config, cfg.store.resume)
+    if resumed:
+        log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, store.path,
+                 store.count(context), len(store.inflight(run_id)))
+    proxy = ProxyEvaluator(teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort,
+                           on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
+    evaluator = StoredEvaluator(proxy, store, run_id, context)
     tracker = make_tracker(cfg.logger, run_dir, config)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=False) as progress:
             observer = StepObserver(evaluator, tracker, progress, cfg.search.T + 1)
             result = run_search(space, observer, cfg, seed=cfg.seed)
+        store.append_history(run_id, [(i, r.step, r.kernel, r.arch.key) for i, r in enumerate(result.history)])
+        log.info("search done: %d evaluations, %d from the store's cache", len(result.history), evaluator.hits)
         search_seconds = time.perf_counter() - started
         rows = history_rows(result.history, graph.num_params)
         write_history(rows, run_dir / "history.csv")
         tracker.log_history(rows)
 
         final_start = time.perf_counter()
-        finalists = final_training(cfg, result.history, evaluator, dataset, teacher, teacher_acc, graph.num_params, run_dir)
+        finalists = final_training(cfg, result.history, store, context, dataset, teacher, teacher_acc, graph.num_params, run_dir)
         teacher_row = RewardRow.of(teacher_acc, graph.num_params, teacher_acc, graph.num_params).as_dict()
         teacher_row["f"] = 0.0
         best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.history, graph.num_params, teacher_acc)
@@ -124,8 +136,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         write_report(summary, plots, run_dir)
         tracker.log_summary(summary)
         tracker.log_students({"best": run_dir / "best_student"} if (run_dir / "best_student").is_dir() else {})
+        store.finish_run(run_id)
     finally:
         tracker.finish()
+        store.close()
     print(table([{"name": "teacher", **teacher_row}, {"name": "best student", **best}]))
     print(f"outputs in {run_dir}")
     return summary
@@ -137,21 +151,33 @@ def _search_best(history: Sequence, teacher_params: int, teacher_acc: float) -> 
             "test_accuracy": None, "fully_trained": False}
 
 
-def final_training(cfg, history, evaluator: ProxyEvaluator, dataset, teacher, teacher_acc, teacher_params, run_dir: Path) -> list[dict]:
-    """Fully train the top-k students from their proxy weights; export the best by f."""
+def final_training(cfg, history, store: RunStore, context: str, dataset, teacher, teacher_acc, teacher_params,
+                   run_dir: Path) -> list[dict]:
+    """Fully train the top-k students from their proxy weights (each result kept in the store, so a
+    resumed run does not train a finalist twice); export the best by f."""
     if not cfg.final.enabled:
         return []
+    full_cfg = recipe(cfg, "full")
+    final_context = digest({"proxy": context, "full": OmegaConf.to_container(full_cfg, resolve=True)})
     top = sorted((r for r in history if r.error is None), key=lambda r: -r.f)[: cfg.final.top_k]
     out, modules = [], {}
     for r in top:
         student = r.arch.build(teacher, inherit=cfg.inherit)
-        if r.arch.key in evaluator.weights:
-            student.load_state_dict(evaluator.weights[r.arch.key][1])
-        log.info("full training of %s (%d params, proxy f %.4f)", r.arch.key[:12], r.num_params, r.f)
-        res = full_train(student, dataset, recipe(cfg, "full"))
-        student.load_state_dict(res.state_dict)
-        row = {"key": r.arch.key, **RewardRow.of(res.val_accuracy, r.num_params, teacher_acc, teacher_params).as_dict(),
-               "test_accuracy": res.test_accuracy, "proxy_f": r.f, "fully_trained": True}
+        stored = store.final(final_context, r.arch.key)
+        if stored is not None:
+            row, state = stored
+            log.info("full training of %s: from the store", r.arch.key[:12])
+        else:
+            proxy_state = store.weights(context, r.arch.key)
+            if proxy_state is not None:
+                student.load_state_dict(proxy_state)
+            log.info("full training of %s (%d params, proxy f %.4f)", r.arch.key[:12], r.num_params, r.f)
+            res = full_train(student, dataset, full_cfg)
+            state = res.state_dict
+            row = {"key": r.arch.key, **RewardRow.of(res.val_accuracy, r.num_params, teacher_acc, teacher_params).as_dict(),
+                   "test_accuracy": res.test_accuracy, "proxy_f": r.f, "fully_trained": True}
+            store.save_final(final_context, r.arch.key, row, state)
+        student.load_state_dict(state)
         out.append(row)
         modules[r.arch.key] = (r.arch, student)
     if out:

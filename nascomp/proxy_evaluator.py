@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -25,14 +25,14 @@ class ProxyEvaluator(Evaluator):
     """f(x) = C(x)(2 - C(x)) A(x) / A(teacher), A(x) from proxy training."""
 
     def __init__(self, teacher: nn.Module, teacher_accuracy: float, dataset: Dataset, proxy_cfg,
-                 inherit: str = "first", cohort: bool = True, keep_weights: int = 4):
+                 inherit: str = "first", cohort: bool = True,
+                 on_weights: Callable[[str, float, dict], None] | None = None):
         self.teacher = teacher.eval()
         self.teacher_accuracy = teacher_accuracy
         self.teacher_params = sum(p.numel() for p in teacher.parameters())
         self.dataset, self.cfg = dataset, proxy_cfg
         self.inherit, self.cohort = inherit, cohort
-        self.keep_weights = keep_weights
-        self.weights: dict[str, tuple[float, dict]] = {}  # key -> (f, proxy state_dict) of the best `keep_weights`
+        self.on_weights = on_weights  # called with (key, f, proxy state_dict) of every trained student
 
     @property
     def reference_f(self) -> float:
@@ -54,7 +54,8 @@ class ProxyEvaluator(Evaluator):
                 continue
             f = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.teacher_params)
             out.append(Evaluation(f, result.val_accuracy, arch.num_params, seconds, None))
-            self._keep(arch.key, f, result.state_dict)
+            if self.on_weights is not None:
+                self.on_weights(arch.key, f, result.state_dict)
         return out
 
     def _train(self, students: list[nn.Module]) -> list[Result | Exception]:
@@ -65,9 +66,3 @@ class ProxyEvaluator(Evaluator):
                 return [exc]
             torch.cuda.empty_cache()
             return [r for s in students for r in self._train([s])]  # retry one by one
-
-    def _keep(self, key: str, f: float, state: dict) -> None:
-        self.weights[key] = (f, state)
-        if len(self.weights) > self.keep_weights:
-            worst = min(self.weights, key=lambda k: self.weights[k][0])
-            del self.weights[worst]

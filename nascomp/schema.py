@@ -92,6 +92,7 @@ class KernelSchema:
     hidden: int = _range(1)
     layers: int = _range(1)
     max_offset: int = _range(1)
+    feature_cache_mb: float = _range(0)
     numeric: str = _choice("log", "raw")
     sigma2: float = _range(0.0, None, low_ok=False)
     sigma2_mode: str = _choice("absolute", "relative")
@@ -142,6 +143,12 @@ class FinalSchema:
 
 
 @dataclass
+class StoreSchema:
+    path: Optional[str] = MISSING
+    resume: bool = MISSING
+
+
+@dataclass
 class ConfigSchema:
     seed: int = MISSING
     name: str = MISSING
@@ -160,6 +167,7 @@ class ConfigSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     logger: LoggerSchema = field(default_factory=LoggerSchema)
     final: FinalSchema = field(default_factory=FinalSchema)
+    store: StoreSchema = field(default_factory=StoreSchema)
     extra: dict = field(default_factory=dict)  # free-form keys of plugins and experiments
 
 

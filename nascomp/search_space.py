@@ -128,6 +128,10 @@ class SearchSpace(Space):
                 return cand
         raise RuntimeError(f"no smaller neighbour of {arch.key} found in {self.max_tries} tries")
 
+    def from_dict(self, d: dict) -> "Candidate":
+        """The candidate ``Candidate.to_dict`` described."""
+        return Candidate(self, frozenset(d["removed"]), frozenset(tuple(p) for p in d["skips"]), tuple(d["ratios"]))
+
     def flat_dims(self) -> list[FlatDim]:
         dims = [FlatDim(f"keep_{j}", "bool") for j in self.removable] if "remove" in self.ops else []
         if "shrink" in self.ops:
@@ -237,6 +241,10 @@ class Candidate(Architecture):
         from nascomp.export import save_student
 
         save_student(path, self.graph, module)
+
+    def to_dict(self) -> dict:
+        """What the operators did, exactly: removed layers, added skips, shrink ratios (JSON-able)."""
+        return {"removed": sorted(self.removed), "skips": sorted(list(p) for p in self.skips), "ratios": list(self.ratios)}
 
     def describe(self) -> dict:
         """What the operators did: counts of removed layers and added skips, the shrink ratios."""
