@@ -53,30 +53,27 @@ def expected_improvement(mean: Tensor, var: Tensor, best_f: Tensor, log: bool = 
     return acq(idx.reshape(*mean.shape, 1, 1))
 
 
-def random_candidates(space: Space, n: int, exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
-    """Up to n distinct random architectures not in ``exclude``."""
+def distinct(draw: Callable[[], Architecture], n: int, exclude: set[str]) -> list[Architecture]:
+    """Up to n distinct architectures from ``draw()`` not in ``exclude`` (at most 20 n draws)."""
     out, keys = [], set(exclude)
     for _ in range(20 * n):
-        a = space.sample(rng)
+        a = draw()
         if a.key not in keys:
             out.append(a)
             keys.add(a.key)
             if len(out) == n:
                 break
     return out
+
+
+def random_candidates(space: Space, n: int, exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
+    """Up to n distinct random architectures not in ``exclude``."""
+    return distinct(lambda: space.sample(rng), n, exclude)
 
 
 def mutants(space: Space, parents: Sequence[Architecture], n: int, exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
     """Up to n distinct mutants of random parents, not in ``exclude``."""
-    out, keys = [], set(exclude)
-    for _ in range(20 * n):
-        a = space.mutate(parents[int(rng.integers(len(parents)))], rng)
-        if a.key not in keys:
-            out.append(a)
-            keys.add(a.key)
-            if len(out) == n:
-                break
-    return out
+    return distinct(lambda: space.mutate(parents[int(rng.integers(len(parents)))], rng), n, exclude)
 
 
 def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,
