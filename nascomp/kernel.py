@@ -15,7 +15,9 @@ by a learned factor. y is standardised on each kernel's data unless ``standardiz
 
 The K subsets are batched exactly by masking: a point outside S_k gets an identity row and column
 in K and y = 0, which makes K block diagonal, so every quantity on S_k equals the one computed on
-S_k alone. All GP algebra is float64.
+S_k alone. All GP algebra is float64. It is written out here rather than through GPyTorch's
+ExactGP, which batches only equal-sized training sets; tests/test_kernel.py checks both losses
+against GPyTorch's ``LeaveOneOutPseudoLikelihood`` and ``ExactMarginalLogLikelihood``.
 
 Training objectives (paper Table 8), each a mean over the points of S_k:
   ``posterior`` (Eq. 5)  -1/n Σ log p(y_i | y_-i), from one Cholesky factor:
