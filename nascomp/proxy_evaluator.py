@@ -40,11 +40,7 @@ class ProxyEvaluator(Evaluator):
 
     def evaluate(self, archs: Sequence[Candidate]) -> list[Evaluation]:
         start = time.perf_counter()
-        students = [a.build(self.teacher, inherit=self.inherit) for a in archs]
-        if self.cohort:
-            results = self._train(students)
-        else:
-            results = [r for s in students for r in self._train([s])]
+        results = self.train(archs)
         seconds = (time.perf_counter() - start) / max(len(archs), 1)
         out = []
         for arch, result in zip(archs, results):
@@ -57,6 +53,13 @@ class ProxyEvaluator(Evaluator):
             if self.on_weights is not None:
                 self.on_weights(arch.key, f, result.state_dict)
         return out
+
+    def train(self, archs: Sequence[Candidate]) -> list[Result | Exception]:
+        """Proxy-train the students of ``archs`` here: as one cohort, or one by one."""
+        students = [a.build(self.teacher, inherit=self.inherit) for a in archs]
+        if self.cohort:
+            return self._train(students)
+        return [r for s in students for r in self._train([s])]
 
     def _train(self, students: list[nn.Module]) -> list[Result | Exception]:
         try:

@@ -1,0 +1,127 @@
+"""The main job through the real CLI: the quickstart pipeline at a tiny budget, its outputs, bad
+overrides, a 2-job multirun, and every option of every config group composing and validating."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nascomp.config import compose, config_dir
+from nascomp.schema import ConfigError, validate
+
+# the quickstart, shrunk to seconds: 2 steps of K = 2, one epoch everywhere
+TINY = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
+        "full.epochs=1", "teacher_training.epochs=2", "final.top_k=1", "teacher.width=0.25"]
+
+
+def cli(args, cwd, check=True, timeout=600):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nascomp.run", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A working directory whose teachers/ cache is shared by the tests of this module."""
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.mark.slow
+def test_quickstart_pipeline_through_the_cli(workdir):
+    proc = cli(TINY, workdir)
+    assert "| best student |" in proc.stdout
+    runs = list((workdir / "outputs" / "quickstart").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    for name in ("summary.json", "history.csv", "metrics.csv", "report.md", "store.sqlite", "f_vs_index.png",
+                 "f_histogram.png", "accuracy_vs_params.png", "best_student/architecture.json", "best_student/weights.pt"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert len(rows) == summary["evaluations"] == 4  # K (T + 1)
+    assert [int(r["step"]) for r in rows] == [0, 0, 1, 1]
+    assert summary["search"]["best_f"] == pytest.approx(max(float(r["f"]) for r in rows))
+    best = summary["best"]
+    assert best["fully_trained"] and 0 < best["num_params"] < summary["teacher"]["num_params"]
+    ratio = 1 - best["num_params"] / summary["teacher"]["num_params"]
+    assert best["f"] == pytest.approx(ratio * (2 - ratio) * best["accuracy"] / summary["teacher"]["accuracy"])
+    assert "![Reward along the search](f_vs_index.png)" in (run / "report.md").read_text()
+    from nascomp import load_student
+
+    model = load_student(run / "best_student")
+    assert sum(p.numel() for p in model.parameters()) == best["num_params"]
+    assert (workdir / "teachers" / "small_resnet-digits-w0.25.pt").is_file()  # trained once, cached
+
+
+@pytest.mark.slow
+def test_two_job_multirun(workdir):
+    proc = cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
+    jobs = sorted(j for j in (workdir / "multirun" / "mr").iterdir() if j.is_dir())
+    assert [j.name.split("search.method=")[1].split(",")[0] for j in jobs] == ["random", "rea"]
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["evaluations"] == 4 and summary["finalists"] == []
+        assert summary["config"]["group"] == "mr"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.K=eight", "search.K: Value 'eight' of type 'str' could not be converted to Integer"),
+    ("search.K=0", "search.K: 0 is out of range"),
+    ("kernel.objective=likelihood", "kernel.objective: 'likelihood' is not one of posterior, marginal, euclidean"),
+    ("+search.speed=3", "search.speed"),
+])
+def test_bad_override_fails_at_startup(tmp_path, override, message):
+    proc = cli(TINY + [override], tmp_path, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert not (tmp_path / "teachers").exists()  # no work was done
+
+
+def _options():
+    root = config_dir()
+    for group in ("teacher", "dataset", "space", "search", "kernel", "trainer", "logger", "experiment"):
+        for f in sorted((root / group).glob("*.yaml")):
+            yield group, f.stem
+
+
+@pytest.mark.parametrize("group, option", list(_options()))
+def test_every_option_composes_and_validates(group, option):
+    overrides = [f"{group}={option}"]
+    if (group, option) == ("teacher", "custom"):
+        overrides += ["teacher.name=torchvision.models:resnet18", "teacher.checkpoint=t.pt"]
+    if (group, option) == ("dataset", "imagefolder"):
+        overrides += ["dataset.root=/data/images"]
+    cfg = validate(compose(overrides))
+    assert cfg[group if group not in ("experiment",) else "name"] is not None
+    if group == "space":
+        from nascomp import ArchGraph, SearchSpace, teachers
+        from omegaconf import OmegaConf
+
+        graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8))
+        assert SearchSpace(graph, **OmegaConf.to_container(cfg.space)).sample(seed=0).num_params < graph.num_params
+    if group == "logger":
+        from nascomp.tracking import make_tracker
+
+        os.environ["WANDB_MODE"] = "disabled"
+        make_tracker(cfg.logger, Path("/tmp"), {"name": "t"}).finish()
+
+
+@pytest.mark.slow
+def test_aggregate_real_runs(workdir):
+    if not (workdir / "multirun" / "mr").is_dir():
+        cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
+    script = Path(__file__).resolve().parents[1] / "experiments" / "aggregate.py"
+    out = subprocess.run([sys.executable, str(script), str(workdir / "multirun" / "mr"), "--csv", str(workdir / "mr.csv")],
+                         capture_output=True, text=True, check=True).stdout
+    rows = list(csv.DictReader(open(workdir / "mr.csv")))
+    assert [r["search.method"] for r in rows] == ["random", "rea"]
+    for r in rows:
+        summary = json.loads(next((workdir / "multirun" / "mr").glob(f"*search.method={r['search.method']}*/summary.json")).read_text())
+        assert r["runs"] == "1" and r["f(x)"] == f"{summary['best']['f']:.4f} ± 0.0000"
+    assert "| search.method |" in out
