@@ -99,7 +99,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if resumed:
         log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, store.path,
                  store.count(context), len(store.inflight(run_id)))
-    proxy = ProxyEvaluator(teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort,
+    proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph,
                            on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
     evaluator = StoredEvaluator(proxy, store, run_id, context)
     tracker = make_tracker(cfg.logger, run_dir, config)
@@ -143,6 +143,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     print(table([{"name": "teacher", **teacher_row}, {"name": "best student", **best}]))
     print(f"outputs in {run_dir}")
     return summary
+
+
+def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, on_weights) -> ProxyEvaluator:
+    """``evaluator=local`` (this process) or ``evaluator=ray`` (one Ray task per student)."""
+    args = (teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort, on_weights)
+    if cfg.evaluator.kind == "local":
+        return ProxyEvaluator(*args)
+    from nascomp.ray_evaluator import RayEvaluator
+
+    spec = {"name": cfg.teacher.name, "num_classes": dataset.num_classes, "width": cfg.teacher.width,
+            "kwargs": config["teacher"]["kwargs"]}
+    return RayEvaluator(*args, ray_cfg=cfg.evaluator, teacher_spec=spec, dataset_cfg=config["dataset"],
+                        graph_json=graph.to_json(), space_options=config["space"])
 
 
 def _search_best(history: Sequence, teacher_params: int, teacher_acc: float) -> dict:

@@ -143,6 +143,17 @@ class FinalSchema:
 
 
 @dataclass
+class EvaluatorSchema:
+    kind: str = _choice("local", "ray")
+    address: Optional[str] = None
+    local_cpus: Optional[int] = None
+    num_gpus: Optional[Any] = None
+    num_cpus: Optional[float] = None
+    max_retries: Optional[int] = None
+    timeout_s: Optional[float] = None
+
+
+@dataclass
 class StoreSchema:
     path: Optional[str] = MISSING
     resume: bool = MISSING
@@ -168,6 +179,7 @@ class ConfigSchema:
     logger: LoggerSchema = field(default_factory=LoggerSchema)
     final: FinalSchema = field(default_factory=FinalSchema)
     store: StoreSchema = field(default_factory=StoreSchema)
+    evaluator: EvaluatorSchema = field(default_factory=EvaluatorSchema)
     extra: dict = field(default_factory=dict)  # free-form keys of plugins and experiments
 
 
