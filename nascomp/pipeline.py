@@ -19,13 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nascomp import data
 from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.export import save_student
-from nascomp.graph import ArchGraph
+from nascomp.graph import ArchGraph, GraphError
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
 from nascomp.reward import RewardRow
 from nascomp.search import run_search
 from nascomp.search_space import SearchSpace
-from nascomp.store import RunStore, StoredEvaluator, digest, tensor_digest
+from nascomp.store import RunStore, StoredEvaluator, StoreError, digest, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.training import full_train, load_or_train_teacher
 
@@ -76,31 +76,52 @@ def recipe(cfg: DictConfig, name: str) -> DictConfig:
     return OmegaConf.merge(r, {"trainer": t, "seed": cfg.seed})
 
 
+class StartupError(RuntimeError):
+    """A problem found before any work: missing data, a broken teacher checkpoint, an impossible setup."""
+
+
+def prepare(cfg: DictConfig, run_dir: Path):
+    """Everything before the search: data, teacher, graph, space, store, evaluator. Any problem here
+    raises ``StartupError`` naming it; the only work done is training a teacher that is not cached."""
+    try:
+        accelerator = cfg.trainer.accelerator
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise StartupError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
+        dataset = data.load(cfg.dataset)
+        checkpoint = teacher_checkpoint(cfg)
+        if cfg.teacher.checkpoint and not checkpoint.is_file():
+            raise StartupError(f"teacher.checkpoint {str(checkpoint)!r} does not exist")
+        log.info("teacher %s: %s", cfg.teacher.name, f"loading {checkpoint}" if checkpoint.is_file() else f"training, then saving to {checkpoint}")
+        teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
+                                                     cfg.teacher.width, **cfg.teacher.kwargs)
+        graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
+        space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
+        log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
+                 len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
+        config = OmegaConf.to_container(cfg, resolve=True)
+        store = RunStore(cfg.store.path or run_dir / "store.sqlite")
+        context = digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": config["dataset"],
+                          "proxy": OmegaConf.to_container(recipe(cfg, "proxy"), resolve=True), "inherit": cfg.inherit})
+        run_id = digest({k: v for k, v in config.items() if k not in ("logger", "store")})
+        resumed = store.open_run(run_id, config, cfg.store.resume)
+        if resumed:
+            log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, store.path,
+                     store.count(context), len(store.inflight(run_id)))
+        proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph,
+                               on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
+    except StartupError:
+        raise
+    except (FileNotFoundError, ValueError, ImportError, GraphError, StoreError) as exc:
+        raise StartupError(str(exc)) from exc
+    return dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dataset = data.load(cfg.dataset)
-    checkpoint = teacher_checkpoint(cfg)
-    log.info("teacher %s: %s", cfg.teacher.name, "loading " + str(checkpoint) if checkpoint.is_file() else "training, then saving to " + str(checkpoint))
-    teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
-                                                 cfg.teacher.width, **cfg.teacher.kwargs)
-    graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
-    space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
-    log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
-             len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
-    config = OmegaConf.to_container(cfg, resolve=True)
-    store = RunStore(cfg.store.path or run_dir / "store.sqlite")
-    context = digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": config["dataset"],
-                      "proxy": OmegaConf.to_container(recipe(cfg, "proxy"), resolve=True), "inherit": cfg.inherit})
-    run_id = digest({k: v for k, v in config.items() if k not in ("logger", "store")})
-    resumed = store.open_run(run_id, config, cfg.store.resume)
-    if resumed:
-        log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, store.path,
-                 store.count(context), len(store.inflight(run_id)))
-    proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph,
-                           on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
+    dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy = prepare(cfg, run_dir)
     evaluator = StoredEvaluator(proxy, store, run_id, context)
     tracker = make_tracker(cfg.logger, run_dir, config)
     try:

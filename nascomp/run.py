@@ -27,9 +27,14 @@ def main(cfg: DictConfig) -> float:
         log.error("bad configuration: %s", exc)
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         sys.exit(2)
-    from nascomp.pipeline import run  # after validation: a bad config fails before the heavy imports
+    from nascomp.pipeline import StartupError, run  # after validation: a bad config fails before heavy imports
 
-    summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     return summary["best"]["f"]
 
 

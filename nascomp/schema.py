@@ -195,6 +195,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     ops = set(typed.space.ops)
     if not ops or not ops <= {"remove", "shrink", "skip"}:
         raise ConfigError(f"space.ops: must be a non-empty subset of [remove, shrink, skip], got {list(typed.space.ops)}")
+    if not ops & {"remove", "shrink"}:
+        raise ConfigError("space.ops: skip addition alone cannot make a student smaller than the teacher; "
+                          "add remove and/or shrink")
     if typed.space.shrink_low >= typed.space.shrink_high:
         raise ConfigError(f"space.shrink_low ({typed.space.shrink_low}) must be below space.shrink_high ({typed.space.shrink_high})")
     for name in ("remove_p", "skip_p"):

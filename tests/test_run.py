@@ -125,3 +125,23 @@ def test_aggregate_real_runs(workdir):
         summary = json.loads(next((workdir / "multirun" / "mr").glob(f"*search.method={r['search.method']}*/summary.json")).read_text())
         assert r["runs"] == "1" and r["f(x)"] == f"{summary['best']['f']:.4f} ± 0.0000"
     assert "| search.method |" in out
+
+
+def test_bad_inputs_fail_before_any_work(tmp_path):
+    import torch
+
+    from nascomp import teachers
+
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    torch.save(teachers.create("resnet18", width=0.125).state_dict(), tmp_path / "resnet.pt")
+    cases = [
+        (["dataset=cifar10", f"dataset.root={tmp_path / 'nodata'}"], "download"),
+        ([f"teacher.checkpoint={tmp_path / 'broken.pt'}"], "cannot be read as a weights-only state_dict"),
+        ([f"teacher.checkpoint={tmp_path / 'resnet.pt'}"], "does not match the small_resnet architecture"),
+        ([f"teacher.checkpoint={tmp_path / 'missing.pt'}"], "does not exist"),
+        (["space.ops=[skip]"], "skip addition alone cannot make a student smaller"),
+    ]
+    for overrides, message in cases:
+        proc = cli(TINY + overrides, tmp_path, check=False, timeout=180)
+        assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr[-1500:])
+    assert not list(tmp_path.glob("outputs/*/*/store.sqlite"))  # nothing was started
