@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -29,6 +30,8 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
     from nascomp.pipeline import StartupError, run  # after validation: a bad config fails before heavy imports
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # per-Trainer banners, many per search
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|modules? in eval mode|does not have many workers).*")
     try:
         summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except StartupError as exc:
