@@ -21,7 +21,8 @@ def digits():
 
 
 QUICK = ["training.epochs=3", "training.optimizer.lr=0.05", "training.scheduler.milestones=[2]",
-         "training.batch_size=64", "training.trainer.enable_progress_bar=false"]
+         "training.batch_size=64", "training.trainer.enable_progress_bar=false", "training.trainer.accelerator=cpu"]
+EVAL = training.config("training", "teacher", ["trainer.accelerator=cpu"])  # float32 on the CPU, as trained
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,9 @@ def test_train_teacher_command_saves_checkpoint_and_accuracies(checkpoint):
 
 def test_load_or_train_teacher_loads_without_retraining(checkpoint, digits):
     path, result = checkpoint
-    model, acc = training.load_or_train_teacher("small_resnet", digits, path, width=0.5)
+    model, acc = training.load_or_train_teacher("small_resnet", digits, path, EVAL, width=0.5)
     assert acc == result.val_accuracy and not model.training
-    assert training.accuracy(model, digits, "val") == pytest.approx(result.val_accuracy)  # the stored weights
+    assert training.accuracy(model, digits, "val", EVAL) == pytest.approx(result.val_accuracy)  # the stored weights
 
 
 @pytest.mark.parametrize("kwargs, named", [({"num_classes": 100, "width": 0.5}, "linear.weight: checkpoint \\(10, 32\\) vs model \\(100, 32\\)"),
@@ -74,11 +75,12 @@ def test_full_training_reports_val_and_test_on_the_val_chosen_weights(digits):
     torch.manual_seed(1)
     student = teachers.create("small_resnet", width=0.25)
     cfg = training.config("training", "full", ["epochs=3", "optimizer.lr=0.05", "scheduler.milestones=[2]",
-                                               "batch_size=64", "trainer.enable_progress_bar=false"])
+                                               "batch_size=64", "trainer.enable_progress_bar=false",
+                                               "trainer.accelerator=cpu"])
     result = training.full_train(student, digits, cfg)
     assert result.val_accuracy > 0.3 and result.test_accuracy is not None
-    assert training.accuracy(student, digits, "val") == pytest.approx(result.val_accuracy)
-    assert training.accuracy(student, digits, "test") == pytest.approx(result.test_accuracy)
+    assert training.accuracy(student, digits, "val", EVAL) == pytest.approx(result.val_accuracy)
+    assert training.accuracy(student, digits, "test", EVAL) == pytest.approx(result.test_accuracy)
 
 
 DDP_SCRIPT = """
