@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Sequence
 
 from omegaconf import OmegaConf
@@ -40,4 +41,7 @@ def main(argv: Sequence[str] | None = None) -> training.Result:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as exc:  # missing data, bad teacher name: the message says what to do
+        sys.exit(f"error: {exc}")
