@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from nascomp import teachers, training
+from nascomp import config, teachers, training
 from nascomp.data import Augment, Dataset, Split
 from nascomp.student_module import mse_logits
 
@@ -97,8 +97,8 @@ def bench(device: torch.device, args) -> dict[str, float]:
     students = [teachers.create(args.student, width=s_width) for _ in range(args.k)]
     n_t, n_s = (sum(p.numel() for p in m.parameters()) for m in (teacher, students[0]))
     ds = synthetic(args.n_train, args.n_val)
-    cfg = training.config("training", "proxy", [f"epochs={args.epochs}", f"trainer.accelerator={device.type}"])
-    warm = training.config("training", "proxy", ["epochs=1", f"trainer.accelerator={device.type}"])
+    cfg = config.group("training", "proxy", [f"epochs={args.epochs}", f"trainer.accelerator={device.type}"])
+    warm = config.group("training", "proxy", ["epochs=1", f"trainer.accelerator={device.type}"])
     fresh = lambda: [copy.deepcopy(s) for s in students]
     plain_loop(fresh()[0], teacher, ds, warm, device)
     training.proxy_train(fresh()[:2], teacher, ds, warm)

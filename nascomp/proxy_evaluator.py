@@ -44,8 +44,9 @@ class ProxyEvaluator(Evaluator):
         seconds = (time.perf_counter() - start) / max(len(archs), 1)
         out = []
         for arch, result in zip(archs, results):
-            if isinstance(result, Exception) or not math.isfinite(result.val_accuracy):
-                error = f"{type(result).__name__}: {result}" if isinstance(result, Exception) else "non-finite accuracy"
+            if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
+                error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
+                         else "training loss diverged (non-finite)")
                 out.append(Evaluation(0.0, 0.0, arch.num_params, seconds, error))
                 continue
             f = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.teacher_params)

@@ -21,8 +21,8 @@ from nascomp.training import Result
 _DATASETS: dict[str, Any] = {}  # per worker process: dataset config digest -> Dataset
 
 
-def proxy_task(payload: dict, arch: dict) -> tuple[float, int, dict]:
-    """Runs in a Ray worker: proxy-train one student; returns (val accuracy, epoch, state_dict)."""
+def proxy_task(payload: dict, arch: dict) -> tuple[float, int, dict, bool]:
+    """Runs in a Ray worker: proxy-train one student; returns (val accuracy, epoch, state_dict, diverged)."""
     import torch
 
     from nascomp import data, teachers
@@ -41,7 +41,7 @@ def proxy_task(payload: dict, arch: dict) -> tuple[float, int, dict]:
     space = SearchSpace(ArchGraph.from_json(payload["graph"]), **payload["space"])
     student = space.from_dict(arch).build(teacher.eval(), inherit=payload["inherit"])
     (result,) = proxy_train([student], teacher, _DATASETS[key], OmegaConf.create(payload["proxy"]))
-    return result.val_accuracy, result.epoch, result.state_dict
+    return result.val_accuracy, result.epoch, result.state_dict, result.diverged
 
 
 class RayEvaluator(ProxyEvaluator):
@@ -85,8 +85,8 @@ class RayEvaluator(ProxyEvaluator):
                 out.append(TimeoutError(f"no result within evaluator.timeout_s={self.timeout}"))
                 continue
             try:
-                acc, epoch, state = ray.get(ref)
-                out.append(Result(acc, epoch, state))
+                acc, epoch, state, diverged = ray.get(ref)
+                out.append(Result(acc, epoch, state, diverged=diverged))
             except Exception as exc:  # the task failed after its retries (worker died, OOM, ...)
                 out.append(exc)
         return out

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from nascomp.channels import ChannelSolution, shrunk_width, solve

@@ -89,6 +89,8 @@ class StudentModule(L.LightningModule):
         self.best_epoch = [-1] * k
         self.best_state: list[dict | None] = [None] * k
         self.test_accuracy: list[float | None] = [None] * k
+        self.diverged = [False] * k  # after fit: whether a student's loss was ever non-finite
+        self._finite: Tensor | None = None  # (K,) bool on the device: no host sync per step
         self._generator: torch.Generator | None = None
 
     def train(self, mode: bool = True):
@@ -101,6 +103,7 @@ class StudentModule(L.LightningModule):
         return self.device.type == "cuda" and self.cfg.get("channels_last", False)
 
     def on_fit_start(self):
+        self._finite = torch.ones(len(self.students), dtype=torch.bool, device=self.device)
         self._generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + self.global_rank)
         if self._channels_last():
             self.to(memory_format=torch.channels_last)
@@ -124,6 +127,7 @@ class StudentModule(L.LightningModule):
             with torch.no_grad():
                 t = self.teacher(x)  # (B, classes), one forward pass for the whole cohort
         losses = [self.loss(s(x), t, y) for s in self.students]
+        self._finite &= torch.isfinite(torch.stack([loss.detach() for loss in losses]))  # (K,)
         if self.logger is not None:
             for k, loss in enumerate(losses):
                 self.log(f"train/loss_{k}", loss, on_step=False, on_epoch=True)
@@ -149,6 +153,7 @@ class StudentModule(L.LightningModule):
                 self.best_state[k] = {n: v.detach().clone() for n, v in s.state_dict().items()}
 
     def on_fit_end(self):
+        self.diverged = [not f for f in self._finite.tolist()]
         for s, state in zip(self.students, self.best_state):
             if state is not None:
                 s.load_state_dict(state)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from omegaconf import OmegaConf
 
-from nascomp import data, training
+from nascomp import config, data, training
 
 
 def main(argv: Sequence[str] | None = None) -> training.Result:
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> training.Result:
         if not o.startswith(("dataset.", "training.")):
             parser.error(f"override {o!r} must start with dataset. or training.")
     cfg = OmegaConf.merge(
-        {"dataset": training.config("dataset", args.dataset), "training": training.config("training", "teacher")},
+        {"dataset": config.group("dataset", args.dataset), "training": config.group("training", "teacher")},
         OmegaConf.from_dotlist(args.overrides),
     )
     _, result = training.train_teacher(args.teacher, data.load(cfg.dataset), args.out, cfg.training, args.width)

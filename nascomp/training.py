@@ -1,7 +1,7 @@
 """Training entry points: proxy (search-time) distillation of a cohort, full training, teachers.
 
 Every number comes from a recipe in ``conf/training/`` (proxy, full, teacher) and a dataset node
-in ``conf/dataset/``; :func:`config` loads one. All three paths build a Lightning ``Trainer`` from
+in ``conf/dataset/``; :func:`nascomp.config.group` loads one. All three paths build a Lightning ``Trainer`` from
 the recipe's ``trainer`` node (:func:`make_trainer`) around one :class:`StudentModule`.
 
 - :func:`proxy_train` — K students of one search step in lockstep on one device, sharing one
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -29,29 +28,13 @@ from typing import Sequence
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 from nascomp import teachers
+from nascomp.config import group
 from nascomp.data import Dataset
 from nascomp.student_module import StudentModule
-
-
-def config_dir() -> Path:
-    """``conf/``: the installed ``nascomp.conf`` package, else the source checkout's top-level folder."""
-    spec = importlib.util.find_spec("nascomp.conf")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
-    return Path(__file__).resolve().parents[1] / "conf"
-
-
-def config(group: str, name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """``conf/<group>/<name>.yaml`` with dot-list ``overrides`` (e.g. ``["epochs=2"]``) applied."""
-    path = config_dir() / group / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise FileNotFoundError(f"no config {group}={name} (looked for {path}); known: {known}")
-    return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
 
 
 @dataclass
@@ -60,6 +43,7 @@ class Result:
     epoch: int  # the epoch it came from (0-based)
     state_dict: dict  # that epoch's weights, on the CPU
     test_accuracy: float | None = None  # measured once, on the weights chosen on validation
+    diverged: bool = False  # the training loss was non-finite at some step
 
 
 def _device(accelerator: str) -> torch.device:
@@ -111,7 +95,7 @@ def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, d
     """Distil ``students`` (one module or a cohort of K) from ``teacher`` with recipe ``cfg``
     (default ``conf/training/proxy.yaml``). Returns one :class:`Result` per student, in order;
     the students come back on the CPU holding their best-epoch weights."""
-    cfg = cfg if cfg is not None else config("training", "proxy")
+    cfg = cfg if cfg is not None else group("training", "proxy")
     module = StudentModule(students, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
     with _quiet():
         trainer = make_trainer(cfg)
@@ -119,7 +103,8 @@ def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, d
         train = dataset.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
         val = dataset.loader("val", cfg.batch_size, device=device)
         trainer.fit(module, train, val)
-    results = [Result(a, e, _cpu(s)) for a, e, s in zip(module.best_accuracy, module.best_epoch, module.best_state)]
+    results = [Result(a, e, _cpu(s), diverged=d)
+               for a, e, s, d in zip(module.best_accuracy, module.best_epoch, module.best_state, module.diverged)]
     for s in module.students:
         s.cpu()
     del module, trainer
@@ -146,7 +131,7 @@ def fit_and_test(model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | N
 def full_train(student: nn.Module, dataset: Dataset, cfg=None) -> Result:
     """Cross-entropy training of ``student`` from its current (proxy) weights with recipe ``cfg``
     (default ``conf/training/full.yaml``; ``trainer.devices: N`` trains on N GPUs with DDP)."""
-    return fit_and_test(student, dataset, cfg if cfg is not None else config("training", "full"))
+    return fit_and_test(student, dataset, cfg if cfg is not None else group("training", "full"))
 
 
 def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None, width: float = 1.0,
@@ -155,7 +140,7 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
     scratch with recipe ``cfg`` (default ``conf/training/teacher.yaml``) and save ``checkpoint``:
     ``{"state_dict", "teacher", "width", "num_classes", "dataset", "val_accuracy", "test_accuracy"}``
     (readable by ``teachers.create(..., checkpoint=)``) plus the same numbers in a ``.json`` beside it."""
-    cfg = cfg if cfg is not None else config("training", "teacher")
+    cfg = cfg if cfg is not None else group("training", "teacher")
     model = teachers.create(name, num_classes=dataset.num_classes, width=width, **kwargs)
     result = fit_and_test(model, dataset, cfg)
     info = {"teacher": name, "width": width, "num_classes": dataset.num_classes, "dataset": dataset.name,
@@ -186,7 +171,7 @@ def load_or_train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, c
 
 def accuracy(model: nn.Module, dataset: Dataset, split: str = "val", cfg=None) -> float:
     """Accuracy of ``model`` (eval mode) on one split, with recipe ``cfg``'s trainer and batch size."""
-    cfg = cfg if cfg is not None else config("training", "teacher")
+    cfg = cfg if cfg is not None else group("training", "teacher")
     module = StudentModule(model, OmegaConf.merge(cfg, {"loss": "ce"}), dataset.num_classes)
     with _quiet():
         trainer = make_trainer(cfg, enable_progress_bar=False)

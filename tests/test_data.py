@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
 
-from nascomp import data, training
+from nascomp import config, data
 
 N_PER_BATCH = 8  # 5 train batches -> 40 training images, 8 test images
 
@@ -34,7 +34,7 @@ def cifar_root(tmp_path, monkeypatch):
 
 
 def test_cifar_split_is_last_val_size_images(cifar_root):
-    cfg = training.config("dataset", "cifar10", [f"root={cifar_root}", "val_size=10"])
+    cfg = config.group("dataset", "cifar10", [f"root={cifar_root}", "val_size=10"])
     ds = data.load(cfg)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (30, 10, 8)
     assert ds.train.images.shape == (30, 3, 32, 32) and ds.in_channels == 3
@@ -47,18 +47,18 @@ def test_cifar_split_is_last_val_size_images(cifar_root):
 
 
 def test_cifar_missing_without_download_says_where_and_what_to_do(tmp_path):
-    cfg = training.config("dataset", "cifar100", [f"root={tmp_path / 'nowhere'}"])
+    cfg = config.group("dataset", "cifar100", [f"root={tmp_path / 'nowhere'}"])
     with pytest.raises(FileNotFoundError, match=r"nowhere/cifar-100-python.*download=true"):
         data.load(cfg)
 
 
 def test_cifar100_has_its_own_normalisation():
-    c10, c100 = training.config("dataset", "cifar10"), training.config("dataset", "cifar100")
+    c10, c100 = config.group("dataset", "cifar10"), config.group("dataset", "cifar100")
     assert list(c10.mean) != list(c100.mean) and c100.num_classes == 100 and c10.val_size == c100.val_size == 5000
 
 
 def test_digits_split_is_fixed_disjoint_and_normalised():
-    cfg = training.config("dataset", "digits")
+    cfg = config.group("dataset", "digits")
     a, b = data.load(cfg), data.load(cfg)
     assert (len(a.train), len(a.val), len(a.test)) == (1200, 300, 297)
     assert a.train.images.shape == (1200, 1, 8, 8) and a.num_classes == 10
@@ -75,7 +75,7 @@ def test_image_folder(tmp_path):
         (tmp_path / f"class{c}").mkdir()
         for i in range(6):
             Image.new("RGB", (20, 12), colour).save(tmp_path / f"class{c}" / f"{i}.png")
-    cfg = training.config("dataset", "imagefolder", [f"root={tmp_path}", "image_size=8", "split.val=2", "split.test=3"])
+    cfg = config.group("dataset", "imagefolder", [f"root={tmp_path}", "image_size=8", "split.val=2", "split.test=3"])
     ds = data.load(cfg)
     assert (len(ds.train), len(ds.val), len(ds.test), ds.num_classes) == (7, 2, 3, 2)
     assert ds.train.images.shape[1:] == (3, 8, 8)
@@ -106,7 +106,7 @@ def test_augment_crops_a_shifted_window_and_flips():
 
 
 def test_plain_dataloader_serves_the_same_batches_as_the_device_loader():
-    ds = data.load(training.config("dataset", "digits"))
+    ds = data.load(config.group("dataset", "digits"))
     resident, plain = ds.loader("val", 64), ds.loader("val", 64, resident=False)
     assert isinstance(resident, data.DeviceLoader) and isinstance(plain, torch.utils.data.DataLoader)
     assert len(resident) == len(plain) == 5

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nascomp.config import compose, config_dir
-from nascomp.schema import ConfigError, validate
+from nascomp.schema import validate
 
 # the quickstart, shrunk to seconds: 2 steps of K = 2, one epoch everywhere
 TINY = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
@@ -61,7 +61,7 @@ def test_quickstart_pipeline_through_the_cli(workdir):
 
 @pytest.mark.slow
 def test_two_job_multirun(workdir):
-    proc = cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
+    cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
     jobs = sorted(j for j in (workdir / "multirun" / "mr").iterdir() if j.is_dir())
     assert [j.name.split("search.method=")[1].split(",")[0] for j in jobs] == ["random", "rea"]
     for job in jobs:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from nascomp import data, teachers, training
+from nascomp import config, data, teachers, training
 from nascomp.student_module import StudentModule, kl, loss_function, mse_logits
 
 
@@ -21,7 +21,7 @@ CPU = "trainer.accelerator=cpu"  # deterministic, and what these numbers were me
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load(training.config("dataset", "digits"))
+    return data.load(config.group("dataset", "digits"))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def teacher(digits):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     model = teachers.create("small_resnet", width=0.5)
-    cfg = training.config("training", "teacher", ["epochs=8", "optimizer.lr=0.05", "scheduler=null", "batch_size=64",
+    cfg = config.group("training", "teacher", ["epochs=8", "optimizer.lr=0.05", "scheduler=null", "batch_size=64",
                                                   "trainer.enable_progress_bar=false", CPU])
     module = StudentModule(model, cfg, digits.num_classes, augment=digits.augment)
     training.make_trainer(cfg).fit(module, digits.loader("train", 64, shuffle=True), digits.loader("val", 64))
@@ -55,11 +55,11 @@ def test_kl_by_hand():
 
 
 def test_loss_from_config_and_unknown_loss():
-    cfg = training.config("training", "proxy", ["loss=kl", "temperature=2.0", "alpha=0.25"])
+    cfg = config.group("training", "proxy", ["loss=kl", "temperature=2.0", "alpha=0.25"])
     s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
     assert loss_function(cfg)(s, t, y).item() == pytest.approx(kl(s, t, y, 2.0, 0.25).item())
     with pytest.raises(ValueError, match="mse_logits, kl or ce"):
-        loss_function(training.config("training", "proxy", ["loss=l1"]))
+        loss_function(config.group("training", "proxy", ["loss=l1"]))
 
 
 def _students(k, width=0.25):
@@ -72,7 +72,7 @@ def _students(k, width=0.25):
 
 @pytest.mark.parametrize("loss", ["mse_logits", "kl"])
 def test_cohort_equals_one_by_one(digits, teacher, loss):
-    cfg = training.config("training", "proxy", ["epochs=2", "batch_size=128", f"loss={loss}", CPU])
+    cfg = config.group("training", "proxy", ["epochs=2", "batch_size=128", f"loss={loss}", CPU])
     cohort = training.proxy_train(_students(3), teacher, digits, cfg)
     alone = [training.proxy_train(s, teacher, digits, cfg)[0] for s in _students(3)]
     for c, a in zip(cohort, alone):
@@ -83,7 +83,7 @@ def test_cohort_equals_one_by_one(digits, teacher, loss):
 
 def test_proxy_training_learns_and_keeps_the_best_epoch(digits, teacher):
     teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
-    cfg = training.config("training", "proxy", ["epochs=4", "batch_size=32", CPU])
+    cfg = config.group("training", "proxy", ["epochs=4", "batch_size=32", CPU])
     student = _students(1, width=0.5)[0]
     (result,) = training.proxy_train(student, teacher, digits, cfg)
     print("proxy val accuracy", result.val_accuracy)

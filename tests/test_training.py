@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from nascomp import data, teachers, train_teacher, training
+from nascomp import config, data, teachers, train_teacher, training
 
 
 @pytest.fixture(autouse=True)
@@ -17,12 +17,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load(training.config("dataset", "digits"))
+    return data.load(config.group("dataset", "digits"))
 
 
 QUICK = ["training.epochs=3", "training.optimizer.lr=0.05", "training.scheduler.milestones=[2]",
          "training.batch_size=64", "training.trainer.enable_progress_bar=false", "training.trainer.accelerator=cpu"]
-EVAL = training.config("training", "teacher", ["trainer.accelerator=cpu"])  # float32 on the CPU, as trained
+EVAL = config.group("training", "teacher", ["trainer.accelerator=cpu"])  # float32 on the CPU, as trained
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,14 @@ def checkpoint(tmp_path_factory):
 
 
 def test_recipes_hold_the_reference_numbers():
-    proxy, full, teacher = (training.config("training", n) for n in ("proxy", "full", "teacher"))
+    proxy, full, teacher = (config.group("training", n) for n in ("proxy", "full", "teacher"))
     assert (proxy.epochs, proxy.batch_size, proxy.loss, proxy.optimizer.lr, proxy.optimizer.weight_decay) == \
         (10, 128, "mse_logits", 1e-3, 5e-4)
     assert proxy.optimizer._target_ == "torch.optim.Adam" and not proxy.trainer.logger
     assert (full.epochs, full.optimizer.lr, full.optimizer.momentum, list(full.scheduler.milestones)) == (300, 0.01, 0.9, [100, 200])
     assert (teacher.epochs, teacher.optimizer.lr, list(teacher.scheduler.milestones)) == (400, 0.1, [100, 200, 300])
     with pytest.raises(FileNotFoundError, match="known: .*proxy"):
-        training.config("training", "nope")
+        config.group("training", "nope")
 
 
 def test_train_teacher_command_saves_checkpoint_and_accuracies(checkpoint):
@@ -74,7 +74,7 @@ def test_checkpoint_mismatch_names_it(checkpoint, kwargs, named):
 def test_full_training_reports_val_and_test_on_the_val_chosen_weights(digits):
     torch.manual_seed(1)
     student = teachers.create("small_resnet", width=0.25)
-    cfg = training.config("training", "full", ["epochs=3", "optimizer.lr=0.05", "scheduler.milestones=[2]",
+    cfg = config.group("training", "full", ["epochs=3", "optimizer.lr=0.05", "scheduler.milestones=[2]",
                                                "batch_size=64", "trainer.enable_progress_bar=false",
                                                "trainer.accelerator=cpu"])
     result = training.full_train(student, digits, cfg)
@@ -87,9 +87,9 @@ DDP_SCRIPT = """
 import json, os, torch
 torch.set_num_threads(1)
 from nascomp import data, teachers, training
-ds = data.load(training.config("dataset", "digits"))
+ds = data.load(config.group("dataset", "digits"))
 torch.manual_seed(1)
-cfg = training.config("training", "full", ["epochs=2", "batch_size=64", "optimizer.lr=0.05", "trainer.accelerator=cpu", "trainer.devices=2",
+cfg = config.group("training", "full", ["epochs=2", "batch_size=64", "optimizer.lr=0.05", "trainer.accelerator=cpu", "trainer.devices=2",
                                            "trainer.strategy=ddp", "trainer.enable_progress_bar=false"])
 r = training.full_train(teachers.create("small_resnet", width=0.25), ds, cfg)
 rank = int(os.environ.get("LOCAL_RANK", 0))

@@ -1,0 +1,43 @@
+"""Faults during evaluation: a diverging student is recorded as failed (f = 0, with the error) and
+does not disturb the other students of its cohort."""
+import numpy as np
+import pytest
+import torch
+
+from nascomp import ArchGraph, SearchSpace, data, teachers
+from nascomp.config import group
+from nascomp.proxy_evaluator import ProxyEvaluator
+
+
+class Diverging:
+    """A real candidate whose first conv starts with NaN weights: its loss is NaN from the first step."""
+
+    def __init__(self, arch):
+        self.arch, self.key, self.num_params = arch, "nan-" + arch.key, arch.num_params
+
+    def build(self, teacher, inherit):
+        net = self.arch.build(teacher, inherit=inherit)
+        with torch.no_grad():
+            net.layers[0].weight.fill_(float("nan"))
+        return net
+
+
+@pytest.fixture(scope="module")
+def setup():
+    dataset = data.load(group("dataset", "digits"))
+    teacher = teachers.create("small_resnet", width=0.25).eval()
+    space = SearchSpace(ArchGraph.from_module(teacher, (1, 8, 8)))
+    proxy = group("training", "proxy", ["epochs=1", "batch_size=128", "trainer.accelerator=cpu"])
+    return dataset, teacher, space, proxy
+
+
+def test_nan_candidate_fails_alone(setup):
+    dataset, teacher, space, proxy = setup
+    rng = np.random.default_rng(0)
+    good, other = space.sample(rng), space.sample(rng)
+    evaluator = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True)
+    bad, fine = evaluator.evaluate([Diverging(other), good])
+    assert bad.f == 0.0 and bad.error == "training loss diverged (non-finite)"
+    assert fine.error is None and fine.f > 0
+    (alone,) = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True).evaluate([good])
+    assert fine.f == alone.f  # the NaN student did not leak into its cohort-mate
