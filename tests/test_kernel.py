@@ -135,6 +135,7 @@ def test_pack_keeps_each_subset_in_order():
     assert py[0].tolist() == [0, 2, 4] and py[1, 0].item() == 1 and pm.sum(-1).tolist() == [3, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["posterior", "marginal", "euclidean"])
 def test_fit_lowers_the_training_loss(objective):
     torch.manual_seed(0)

@@ -32,8 +32,11 @@ def space():
     return NB201Space("cifar100")
 
 
+SLOW = {"paper", "evolution", "marginal", "euclidean"}
+
+
 @pytest.mark.parametrize("objective", ["accuracy", "compression"])
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in METHODS])
 def test_one_complete_loop(space, method, objective):
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, objective)
     result = run_search(space, evaluator, config(METHODS[method]), seed=3)
@@ -73,6 +76,7 @@ class FailingEvaluator(TableEvaluator):
                 for a, e in zip(archs, super().evaluate(archs))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ours", "tpe"])
 def test_failed_evaluations_are_kept_out_of_the_models(space, method):
     evaluator = FailingEvaluator(space.accuracy, space.params, space.reference, "accuracy")
