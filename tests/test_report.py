@@ -1,0 +1,49 @@
+"""Run outputs: the Pareto front, the history rows, plots and report, the CSV tracker."""
+from types import SimpleNamespace
+
+import pytest
+
+from nascomp.report import history_rows, pareto_front, plot, table, write_history, write_report
+from nascomp.tracking import CSVTracker
+
+
+def test_pareto_front_by_hand():
+    points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (40, 0.9), (5, 0.1)]
+    assert pareto_front(points) == [(5, 0.1), (10, 0.5), (20, 0.7), (40, 0.9)]
+
+
+def _record(i, f, params, acc, error=None):
+    return SimpleNamespace(arch=SimpleNamespace(key=f"k{i}"), f=f, accuracy=acc, num_params=params,
+                           step=i // 2, kernel=None if i < 2 else i % 2, seconds=1.5, error=error)
+
+
+def test_rows_plots_and_report(tmp_path):
+    history = [_record(0, 0.5, 500, 0.8), _record(1, 0.7, 300, 0.85), _record(2, 0.0, 200, 0.0, "OutOfMemoryError: x"),
+               _record(3, 0.9, 100, 0.9)]
+    rows = history_rows(history, teacher_params=1000)
+    assert [r["ratio"] for r in rows] == pytest.approx([0.5, 0.7, 0.8, 0.9])
+    assert rows[3]["times"] == pytest.approx(10.0) and rows[2]["error"].startswith("OutOfMemoryError")
+    assert [r["kernel"] for r in rows] == ["", "", 0, 1]
+    write_history(rows, tmp_path / "history.csv")
+    assert (tmp_path / "history.csv").read_text().splitlines()[0].startswith("index,step,kernel,key,num_params")
+    files = plot(rows, {"num_params": 1000, "accuracy": 0.95}, tmp_path)
+    assert all((tmp_path / f).stat().st_size > 5000 for f in files.values())
+    summary = {"name": "t", "teacher": {"accuracy": 0.95, "num_params": 1000, "ratio": 0.0, "times": 1.0, "f": 0.0},
+               "best": {"accuracy": 0.9, "num_params": 100, "ratio": 0.9, "times": 10.0, "f": 0.9}, "finalists": [],
+               "evaluations": 4, "steps": 2, "search": {"method": "ours", "K": 2}, "seconds": {"search": 3, "final": 1}}
+    text = write_report(summary, files, tmp_path).read_text()
+    assert "| best student | 90.00% | 0.0001M | 0.9000 | 10.00x | 0.9000 |" in text
+    assert "![Accuracy against parameters](accuracy_vs_params.png)" in text
+
+
+def test_csv_tracker(tmp_path):
+    t = CSVTracker(tmp_path)
+    t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.4)], 0.4)
+    t.log_step(1, [SimpleNamespace(f=0.6), SimpleNamespace(f=0.0)], 0.6)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == ["step,evaluations,best_f,mean_f", "0,2,0.4,0.30000000000000004", "1,4,0.6,0.3"]
+
+
+def test_table_columns():
+    out = table([{"name": "teacher", "accuracy": 0.7371, "num_params": 20.09e6, "ratio": 0.0, "times": 1.0, "f": 0.0}])
+    assert out.splitlines()[2] == "| teacher | 73.71% | 20.09M | 0.0000 | 1.00x | 0.0000 |"
