@@ -5,6 +5,7 @@ proxy training) -> full training of the top k -> the final report.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -76,6 +77,13 @@ def recipe(cfg: DictConfig, name: str) -> DictConfig:
     return OmegaConf.merge(r, {"trainer": t, "seed": cfg.seed})
 
 
+def proxy_context(cfg: DictConfig, teacher: torch.nn.Module) -> str:
+    """The store context of proxy evaluations: the teacher's weights, the dataset, the proxy recipe
+    (with ``cfg.seed``) and the inheritance. Runs with equal contexts share their evaluations."""
+    return digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+                   "proxy": OmegaConf.to_container(recipe(cfg, "proxy"), resolve=True), "inherit": cfg.inherit})
+
+
 class StartupError(RuntimeError):
     """A problem found before any work: missing data, a broken teacher checkpoint, an impossible setup."""
 
@@ -100,8 +108,7 @@ def prepare(cfg: DictConfig, run_dir: Path):
                  len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
         config = OmegaConf.to_container(cfg, resolve=True)
         store = RunStore(cfg.store.path or run_dir / "store.sqlite")
-        context = digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": config["dataset"],
-                          "proxy": OmegaConf.to_container(recipe(cfg, "proxy"), resolve=True), "inherit": cfg.inherit})
+        context = proxy_context(cfg, teacher)
         run_id = digest({k: v for k, v in config.items() if k not in ("logger", "store")})
         resumed = store.open_run(run_id, config, cfg.store.resume)
         if resumed:
@@ -109,11 +116,38 @@ def prepare(cfg: DictConfig, run_dir: Path):
                      store.count(context), len(store.inflight(run_id)))
         proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph,
                                on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
+        transfer = transferred_kernels(cfg, space)
     except StartupError:
         raise
     except (FileNotFoundError, ValueError, ImportError, GraphError, StoreError) as exc:
         raise StartupError(str(exc)) from exc
-    return dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy
+    return dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy, transfer
+
+
+def transferred_kernels(cfg: DictConfig, space: SearchSpace) -> dict | None:
+    """The last kernels of the run stored at ``kernel.transfer_from`` (a run directory or a store file)."""
+    source = cfg.kernel.transfer_from
+    if not source:
+        return None
+    if cfg.search.method != "ours":
+        raise StartupError(f"kernel.transfer_from is set but search.method={cfg.search.method} trains no kernels")
+    path = Path(source).expanduser()
+    path = path / "store.sqlite" if path.is_dir() else path
+    if not path.is_file():
+        raise StartupError(f"kernel.transfer_from: no run store at {str(path)!r}")
+    found = RunStore(path).latest_kernels()
+    if found is None:
+        raise StartupError(f"kernel.transfer_from: {str(path)!r} holds no kernels (was it a search with search.method=ours?)")
+    run, step, state = found
+    from nascomp.kernel import EmbeddingKernelModule, Featurizer
+
+    try:
+        EmbeddingKernelModule(cfg.kernel, cfg.search.K, Featurizer(space, cfg.kernel).input_size).load_state_dict(state)
+    except RuntimeError as exc:
+        raise StartupError(f"kernel.transfer_from: the stored kernels do not fit search.K={cfg.search.K} and this "
+                           f"kernel config (use the source run's K, hidden, layers, max_offset): {str(exc).splitlines()[0]}") from exc
+    log.info("kernel transfer: the kernels of step %d of run %s in %s, conditioned here but not trained", step, run, path)
+    return state
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -121,14 +155,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy = prepare(cfg, run_dir)
+    dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy, transfer = prepare(cfg, run_dir)
     evaluator = StoredEvaluator(proxy, store, run_id, context)
     tracker = make_tracker(cfg.logger, run_dir, config)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=False) as progress:
-            observer = StepObserver(evaluator, tracker, progress, cfg.search.T + 1)
-            result = run_search(space, observer, cfg, seed=cfg.seed)
+            budget = cfg.search.budget or cfg.search.K * (cfg.search.T + 1)
+            observer = StepObserver(evaluator, tracker, progress, -(-budget // cfg.search.K))
+            kernel_options = {"transfer": transfer,
+                              "on_fit": lambda state: store.save_kernels(run_id, observer.step, state)} if cfg.search.method == "ours" else {}
+            result = run_search(space, observer, cfg, seed=cfg.seed,
+                                on_step=lambda step, state: check_rng(store, run_id, step, state), **kernel_options)
         store.append_history(run_id, [(i, r.step, r.kernel, r.arch.key) for i, r in enumerate(result.history)])
         log.info("search done: %d evaluations, %d from the store's cache", len(result.history), evaluator.hits)
         search_seconds = time.perf_counter() - started
@@ -164,6 +202,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     print(table([{"name": "teacher", **teacher_row}, {"name": "best student", **best}]))
     print(f"outputs in {run_dir}")
     return summary
+
+
+def check_rng(store: RunStore, run_id: str, step: int, state: dict) -> None:
+    """Record the search's random-number state before each step; on a resumed run, check that the
+    replay is at the state the interrupted run recorded."""
+    stored = store.rng_state(run_id, step)
+    if stored is None:
+        store.save_rng_state(run_id, step, state)
+    elif stored != json.loads(json.dumps(state)):
+        log.warning("step %d: the replayed search's random-number state differs from the recorded run's; "
+                    "the resumed history may differ from an uninterrupted one", step)
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, on_weights) -> ProxyEvaluator:

@@ -79,6 +79,7 @@ class SearchSchema:
     method: str = _choice("ours", "random", "tpe", "rea")
     K: int = _range(1)
     T: int = _range(0)
+    budget: Optional[int] = None
     subset_prob: float = _range(0.0, 1.0, low_ok=False)
     best_f: str = _choice("subset", "global")
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
@@ -99,6 +100,7 @@ class KernelSchema:
     learn_sigma: bool = MISSING
     noise: float = _range(0.0, None, low_ok=False)
     standardize: bool = MISSING
+    transfer_from: Optional[str] = None
     objective: str = _choice("posterior", "marginal", "euclidean")
     optimizer: dict = field(default_factory=dict)
     max_steps: int = _range(1)
@@ -204,9 +206,14 @@ def validate(cfg: DictConfig) -> DictConfig:
         ps = typed.space[name]
         if not ps or not all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in ps):
             raise ConfigError(f"space.{name}: must be a non-empty list of probabilities, got {list(ps)}")
-    if typed.final.enabled and typed.final.top_k > typed.search.K * (typed.search.T + 1):
-        raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget K (T + 1) = "
-                          f"{typed.search.K * (typed.search.T + 1)}")
+    budget = typed.search.budget if typed.search.budget is not None else typed.search.K * (typed.search.T + 1)
+    if typed.search.budget is not None and typed.search.budget < 1:
+        raise ConfigError(f"search.budget: {typed.search.budget} is out of range (must be >= 1)")
+    if typed.kernel.transfer_from and budget % typed.search.K:
+        raise ConfigError(f"kernel.transfer_from: transferred kernels propose K = {typed.search.K} per step; "
+                          f"the budget ({budget}) must be a multiple of K")
+    if typed.final.enabled and typed.final.top_k > budget:
+        raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed
 
 

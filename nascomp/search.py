@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from nascomp.acquisition import expected_improvement, maximize, random_candidates
 from nascomp.evaluator import Evaluator
-from nascomp.kernel import EmbeddingKernelModule, Featurizer
+from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
 from nascomp.space import Architecture, Space
 
 
@@ -62,8 +62,13 @@ class Proposer(Protocol):
 class KernelProposer:
     """Train K kernels on random subsets of D and let each propose its EI maximiser."""
 
-    def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None):
+    def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None,
+                 transfer: dict | None = None, on_fit: Callable[[dict], None] | None = None):
+        """``transfer``: the state_dict of K kernels learned in another search (paper Table 3): they
+        are conditioned on this search's data but not trained. ``on_fit`` receives each step's
+        kernels (state_dict), e.g. to store them."""
         self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
+        self.transfer, self.on_fit = transfer, on_fit
         self.featurize = Featurizer(space, kernel_cfg)
         self.seconds = {"train": 0.0, "acquisition": 0.0}
 
@@ -85,7 +90,14 @@ class KernelProposer:
         x, y = self.featurize(archs), torch.tensor(f, dtype=torch.float64)
         mask = self.subsets(len(archs), k, rng)
         torch.manual_seed(int(rng.integers(2**31)))
-        module = EmbeddingKernelModule(self.kcfg, k, self.featurize.input_size).fit(x, y, mask)
+        module = EmbeddingKernelModule(self.kcfg, k, self.featurize.input_size)
+        if self.transfer is not None:
+            module.load_state_dict(self.transfer)
+            module.condition(*pack(x, y, mask))
+        else:
+            module.fit(x, y, mask)
+        if self.on_fit is not None:
+            self.on_fit(module.state_dict())
         self.seconds["train"] += time.perf_counter() - start
 
         start = time.perf_counter()
@@ -106,8 +118,12 @@ class KernelProposer:
 class Search:
     """Algorithm 1: ``Search(space, evaluator, proposer, K, T, seed).run()``."""
 
-    def __init__(self, space: Space, evaluator: Evaluator, proposer: Proposer, K: int, T: int, seed: int, budget: int | None = None):
+    def __init__(self, space: Space, evaluator: Evaluator, proposer: Proposer, K: int, T: int, seed: int, budget: int | None = None,
+                 on_step: Callable[[int, dict], None] | None = None):
+        """``on_step(step, rng_state)`` is called before each step's proposals (e.g. to record the
+        random-number state)."""
         self.space, self.evaluator, self.proposer = space, evaluator, proposer
+        self.on_step = on_step
         self.K, self.T, self.seed = K, T, seed
         self.budget = budget if budget is not None else K * (T + 1)
 
@@ -120,6 +136,8 @@ class Search:
         while len(D) < self.budget:
             step += 1
             known |= {r.arch.key for r in D}
+            if self.on_step is not None:
+                self.on_step(step, rng.bit_generator.state)
             batch = self.proposer.propose(D, min(self.K, self.budget - len(D)), set(known), rng)  # train K kernels, propose K
             if not batch:
                 break  # the space is exhausted
@@ -131,13 +149,14 @@ class Search:
         return [Record(a, e.f, e.accuracy, e.num_params, step, k, e.seconds, e.error) for (a, k), e in zip(batch, evals)]
 
 
-def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int) -> Proposer:
-    """The proposer of ``cfg.search.method``: ours | random | tpe | rea."""
+def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, **kernel_options) -> Proposer:
+    """The proposer of ``cfg.search.method``: ours | random | tpe | rea (``kernel_options``:
+    ``transfer`` / ``on_fit`` of ``KernelProposer``)."""
     from nascomp import baselines
 
     method = cfg.search.method
     if method == "ours":
-        return KernelProposer(space, cfg.kernel, cfg.search, evaluator.reference_f)
+        return KernelProposer(space, cfg.kernel, cfg.search, evaluator.reference_f, **kernel_options)
     if method == "random":
         return baselines.RandomProposer(space)
     if method == "tpe":
@@ -147,7 +166,10 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
     raise ValueError(f"search.method must be ours, random, tpe or rea, got {method!r}")
 
 
-def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, budget: int | None = None) -> SearchResult:
-    """Algorithm 1 (or a baseline) as configured by ``cfg.search`` / ``cfg.kernel``."""
-    proposer = make_proposer(space, evaluator, cfg, seed)
-    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget).run()
+def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, budget: int | None = None,
+               on_step: Callable[[int, dict], None] | None = None, **kernel_options) -> SearchResult:
+    """Algorithm 1 (or a baseline) as configured by ``cfg.search`` / ``cfg.kernel``; the budget is
+    ``budget``, else ``cfg.search.budget``, else K (T + 1)."""
+    proposer = make_proposer(space, evaluator, cfg, seed, **kernel_options)
+    budget = budget if budget is not None else cfg.search.get("budget")
+    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, on_step).run()

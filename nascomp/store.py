@@ -178,6 +178,15 @@ class RunStore:
         row = self.db.execute(q, (run, step) if step is not None else (run,)).fetchone()
         return (row[0], from_bytes(row[1])) if row else None
 
+    def latest_kernels(self) -> tuple[str, int, dict] | None:
+        """(run, step, state) of the most recent run that stored kernels, preferring finished runs."""
+        row = self.db.execute("SELECT k.run, MAX(k.step) FROM kernels k JOIN runs r ON r.run = k.run GROUP BY k.run "
+                              "ORDER BY r.status = 'finished' DESC, r.updated DESC LIMIT 1").fetchone()
+        if row is None or row[0] is None:
+            return None
+        step, state = self.kernels(row[0], row[1])
+        return row[0], step, state
+
     def runs(self) -> list[tuple[str, str]]:
         return [tuple(r) for r in self.db.execute("SELECT run, status FROM runs ORDER BY created")]
 
