@@ -8,12 +8,7 @@ from nascomp import config, data, teachers, training
 from nascomp.student_module import StudentModule, kl, loss_function, mse_logits
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convs on a shared CPU: threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CPU = "trainer.accelerator=cpu"  # deterministic, and what these numbers were measured on
