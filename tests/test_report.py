@@ -47,3 +47,26 @@ def test_csv_tracker(tmp_path):
 def test_table_columns():
     out = table([{"name": "teacher", "accuracy": 0.7371, "num_params": 20.09e6, "ratio": 0.0, "times": 1.0, "f": 0.0}])
     assert out.splitlines()[2] == "| teacher | 73.71% | 20.09M | 0.0000 | 1.00x | 0.0000 |"
+
+
+@pytest.mark.slow
+def test_wandb_offline_run(tmp_path, monkeypatch):
+    """Real W&B in offline mode: a run directory with its data file, metrics keyed by search/step."""
+    from omegaconf import OmegaConf
+
+    from nascomp.tracking import make_tracker
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = OmegaConf.create({"kind": "wandb", "project": "nascomp-test", "entity": None, "mode": "auto"})
+    t = make_tracker(cfg, tmp_path, {"name": "t", "group": "g"})
+    assert t.run.settings.mode == "offline"
+    t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.5)], 0.5)
+    t.log_history([{"step": 0, "key": "a", "f": 0.2}])
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "architecture.json").write_text("{}")
+    t.log_students({"best": tmp_path / "student"})
+    t.log_summary({"best": {"accuracy": 0.9, "num_params": 10, "ratio": 0.5, "times": 2.0, "f": 0.7}})
+    t.finish()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
