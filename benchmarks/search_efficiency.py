@@ -20,6 +20,24 @@ budget, best, regret, train_s, acq_s; the last two are seconds per step of kerne
 acquisition), appended as runs finish; rows already in it are not rerun. The markdown table
 (mean ± sd of the best found, mean regret ± standard error, seconds per step) is printed from the
 whole CSV. Measured results and hardware: README, "Search efficiency".
+
+``--space compression`` runs the real compression search: students of a trained teacher, each scored
+by proxy distillation (``experiment=cpu``: teacher small_resnet at --width 0.5, trained once and cached
+under teachers/; --proxy-epochs 1, --K 8, --samples 200 acquisition samples per kernel; --override
+adds any Hydra override for every method). Every method and seed shares one teacher, search space,
+proxy evaluator and run store (--store): the proxy training is seeded by the config's ``seed`` (0),
+not the search seed, so f(x) is one function and an architecture evaluated by any method or seed is
+never trained twice (the K first random students of a seed, the same for every method, come from
+the store after the first method).
+
+    python benchmarks/search_efficiency.py --space compression --dataset digits --teacher small_resnet \
+        --methods ours,flat,random,tpe --seeds 5 --budgets 40,80,160 \
+        --csv benchmarks/results/compression_search_efficiency.csv
+
+Same CSV columns; ``space`` is ``compression:<teacher>-w<width>-p<proxy epochs>-K<K>`` and
+``objective`` is ``compression`` (f of Eq. 6). The optimum is unknown, so ``regret`` is left empty in
+the CSV; the table's "gap" column is the gap to the best f found by any method and seed in the CSV
+(at any budget), recomputed from the whole CSV each time it is printed.
 """
 from __future__ import annotations
 
@@ -102,6 +120,85 @@ def run_one(job: tuple) -> list[dict]:
     ]
 
 
+def compression_config(args, overrides: list[str]):
+    """The main config (``experiment=cpu``) with the benchmark's flags, then a method's overrides.
+    ``seed`` stays 0: it seeds the proxy training, so f(x) is one function for every method and seed
+    (the search seed is run_search's); that keeps the store context, and its cache, shared."""
+    from nascomp.config import compose as nascomp_compose
+
+    return nascomp_compose(["experiment=cpu", f"teacher={args.teacher}", f"teacher.width={args.width}",
+                            f"dataset={args.dataset}", f"proxy.epochs={args.proxy_epochs}", f"search.K={args.K}",
+                            f"search.acquisition.samples={args.samples}", f"store.path={args.store}", "logger=none",
+                            *args.override, *overrides])
+
+
+class CompressionBench:
+    """The real compression search: one teacher, space, proxy evaluator and store for every method
+    and seed; the store's cache means an architecture is proxy-trained once for the whole benchmark."""
+
+    def __init__(self, args):
+        import torch
+
+        from nascomp import data
+        from nascomp.graph import ArchGraph
+        from nascomp.pipeline import proxy_context, recipe, teacher_checkpoint
+        from nascomp.proxy_evaluator import ProxyEvaluator
+        from nascomp.search_space import SearchSpace
+        from nascomp.store import RunStore
+        from nascomp.training import load_or_train_teacher
+        from omegaconf import OmegaConf
+
+        torch.set_num_threads(args.threads)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        self.args = args
+        cfg = compression_config(args, [])
+        self.dataset = data.load(cfg.dataset)
+        self.teacher, self.teacher_acc = load_or_train_teacher(cfg.teacher.name, self.dataset, teacher_checkpoint(cfg),
+                                                               recipe(cfg, "teacher_training"), cfg.teacher.width, **cfg.teacher.kwargs)
+        graph = ArchGraph.from_module(self.teacher, tuple(self.dataset.train.images.shape[1:]))
+        self.space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
+        self.proxy = ProxyEvaluator(self.teacher, self.teacher_acc, self.dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort)
+        self.context = proxy_context(cfg, self.teacher)
+        self.store = RunStore(cfg.store.path)
+        print(f"teacher {cfg.teacher.name} w{cfg.teacher.width:g}: {graph.num_params} params, val accuracy "
+              f"{self.teacher_acc:.4f}; {len(self.space.removable)} removable layers, {self.space.num_groups} shrink groups, "
+              f"{len(self.space.skip_pairs)} legal skips; store {self.store.path}: {self.store.count(self.context)} "
+              "evaluations cached", flush=True)
+
+    def run_one(self, job: tuple) -> list[dict]:
+        from nascomp.search import run_search
+        from nascomp.store import StoredEvaluator, digest
+        from omegaconf import OmegaConf
+
+        label, overrides, dataset, objective, seed, budgets = job
+        cfg = compression_config(self.args, overrides)
+        cfg.search.T = math.ceil(max(budgets) / cfg.search.K) - 1
+        config = OmegaConf.to_container(cfg, resolve=True)
+        run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": max(budgets),
+                         **{k: v for k, v in config.items() if k not in ("logger", "store")}})
+        self.store.open_run(run_id, config, resume=True)
+        evaluator = StoredEvaluator(self.proxy, self.store, run_id, self.context)
+        result = run_search(self.space, evaluator, cfg, seed, budget=max(budgets))
+        self.store.finish_run(run_id)
+        steps = max(result.steps, 1)
+        return [
+            dict(method=label, space=self.args.space_label, dataset=dataset, objective=objective, seed=seed, budget=b,
+                 best=result.best_after(b), regret="", train_s=result.seconds.get("train", 0.0) / steps,
+                 acq_s=result.seconds.get("acquisition", 0.0) / steps, cached=evaluator.hits)
+            for b in budgets
+        ]
+
+
+def with_gap(rows: list[dict]) -> list[dict]:
+    """Rows without a regret (compression: the optimum is unknown) get the gap to the best f found by
+    any method and seed in ``rows`` (at any budget)."""
+    best = defaultdict(lambda: float("-inf"))
+    for r in rows:
+        best[(r["space"], r["dataset"], r["objective"])] = max(best[(r["space"], r["dataset"], r["objective"])], float(r["best"]))
+    return [r if r["regret"] not in ("", None) else {**r, "regret": best[(r["space"], r["dataset"], r["objective"])] - float(r["best"])}
+            for r in rows]
+
+
 def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -109,15 +206,17 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def table(rows: list[dict], budgets: list[int], methods: list[str]) -> str:
-    """Markdown: per dataset/objective, one row per method."""
+def table(rows: list[dict], budgets: list[int], methods: list[str], regret: str = "regret") -> str:
+    """Markdown: per space/dataset/objective, one row per method. ``regret`` names the regret column
+    (compression: "gap", to the best found by any method, see ``with_gap``)."""
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["dataset"], r["objective"])].append(r)
+        groups[(r["space"], r["dataset"], r["objective"])].append(r)
     lines = []
-    for (dataset, objective), rs in sorted(groups.items()):
-        head = ["method", "seeds"] + [f"best @{b}" for b in budgets] + [f"regret @{b}" for b in budgets] + ["train s/step", "acq s/step"]
-        lines += [f"\n**{dataset}, {objective}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (space, dataset, objective), rs in sorted(groups.items()):
+        head = ["method", "seeds"] + [f"best @{b}" for b in budgets] + [f"{regret} @{b}" for b in budgets] + ["train s/step", "acq s/step"]
+        title = f"{dataset}, {objective}" if space == "nb201" else f"{space}, {dataset}, {objective}"
+        lines += [f"\n**{title}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method in methods:
             mr = [r for r in rs if r["method"] == method]
             if not mr:
@@ -142,16 +241,30 @@ def table(rows: list[dict], budgets: list[int], methods: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--space", default="nb201", choices=["nb201"])
-    p.add_argument("--dataset", default="cifar10", help="comma list of cifar10, cifar100, imagenet")
-    p.add_argument("--objective", default="accuracy", help="comma list of accuracy, compression")
+    p.add_argument("--space", default="nb201", choices=["nb201", "compression"])
+    p.add_argument("--dataset", default="cifar10", help="nb201: comma list of cifar10, cifar100, imagenet; "
+                   "compression: one dataset config (digits)")
+    p.add_argument("--objective", default="accuracy", help="nb201: comma list of accuracy, compression "
+                   "(compression space: always f of Eq. 6)")
     p.add_argument("--methods", default="ours,flat,random,tpe,rea")
     p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (plus --seed-offset)")
     p.add_argument("--seed-offset", type=int, default=0)
     p.add_argument("--budgets", default="50,100,160")
     p.add_argument("--csv", default="search_efficiency.csv")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes, one thread each")
+    p.add_argument("--workers", type=int, default=1, help="nb201: parallel processes, one thread each")
+    c = p.add_argument_group("compression space (experiment=cpu plus these)")
+    c.add_argument("--teacher", default="small_resnet", help="teacher config (trained once, cached under teachers/)")
+    c.add_argument("--width", type=float, default=0.5, help="teacher.width")
+    c.add_argument("--proxy-epochs", type=int, default=1, help="proxy.epochs")
+    c.add_argument("--K", type=int, default=8, help="search.K: architectures per step (and the first random ones)")
+    c.add_argument("--samples", type=int, default=200, help="search.acquisition.samples per kernel")
+    c.add_argument("--store", default="benchmarks/results/compression_store.sqlite",
+                   help="one run store for the whole benchmark: nothing is proxy-trained twice")
+    c.add_argument("--threads", type=int, default=1, help="torch threads (more than 1 thrashes on a shared 2-core CPU: 100x slower)")
+    c.add_argument("--override", action="append", default=[], help="a further Hydra override for every method (repeatable)")
     args = p.parse_args()
+    if args.space == "compression":
+        return main_compression(args)
 
     methods = parse_methods(args.methods)
     budgets = sorted(int(b) for b in args.budgets.split(","))
@@ -174,6 +287,34 @@ def main() -> None:
                   f"{rows[0]['objective']} seed {rows[0]['seed']}: regret " + " ".join(f"{r['regret']:.4f}" for r in rows), flush=True)
     rows = [r for r in read_rows(path) if r["dataset"] in args.dataset.split(",") and r["objective"] in args.objective.split(",")]
     print(table(rows, budgets, [label for label, _ in methods]))
+
+
+def main_compression(args) -> None:
+    methods = parse_methods(args.methods)
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    args.space_label = f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}"
+    path = Path(args.csv)
+    key = lambda r: (r["method"], r["space"], r["dataset"], int(r["seed"]))
+    done = {key(r) for r in read_rows(path)}
+    jobs = [(label, ov, args.dataset, "compression", s, budgets)
+            for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
+            if (label, args.space_label, args.dataset, s) not in done]
+    start = time.time()
+    bench = CompressionBench(args) if jobs else None
+    new_file = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        for i, job in enumerate(jobs):
+            rows = bench.run_one(job)
+            writer.writerows(rows)
+            fh.flush()
+            print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: best "
+                  + " ".join(f"{r['best']:.4f}" for r in rows) + f" ({rows[0]['cached']} from the store)", flush=True)
+    rows = [r for r in read_rows(path) if r["space"] == args.space_label and r["dataset"] == args.dataset]
+    print(table(with_gap(rows), budgets, [label for label, _ in methods], regret="gap"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""benchmarks/search_efficiency.py --space compression through its CLI: real proxy-trained students,
+one shared store (an architecture is trained once across methods), the CSV and the table."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_efficiency.py"
+
+
+@pytest.mark.slow
+def test_compression_benchmark_cli(tmp_path):
+    out = tmp_path / "c.csv"
+    cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--dataset", "digits", "--teacher", "small_resnet",
+           "--methods", "ours,random", "--seeds", "1", "--budgets", "2,4", "--K", "2", "--samples", "20",
+           "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
+           "--csv", str(out), "--store", str(tmp_path / "store.sqlite")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["method"], int(r["budget"])) for r in rows] == [("ours", 2), ("ours", 4), ("random", 2), ("random", 4)]
+    assert all(r["space"] == "compression:small_resnet-w0.5-p1-K2" and r["regret"] == "" for r in rows)
+    for method in ("ours", "random"):
+        best = [float(r["best"]) for r in rows if r["method"] == method]
+        assert 0.0 <= best[0] <= best[1] <= 1.0
+    # both methods start from the same K random students: the second method gets them from the store
+    assert "(2 from the store)" in res.stdout
+    assert "| method | seeds | best @2 | best @4 | gap @2 | gap @4 |" in res.stdout
+    assert (tmp_path / "teachers" / "small_resnet-digits-w0.5.pt").is_file()
+    # rerunning the command finds every row done and only prints the table
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 4 and "| ours | 1 |" in again.stdout
