@@ -54,7 +54,7 @@ def test_candidates_are_valid(name, seed):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", teachers.names())
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=SEEDS)
 def test_hundreds_of_candidates_are_valid(name, seed):
     check_valid(name, seed)

@@ -81,7 +81,7 @@ def test_full_training_reports_val_and_test_on_the_val_chosen_weights(digits):
 DDP_SCRIPT = """
 import json, os, torch
 torch.set_num_threads(1)
-from nascomp import data, teachers, training
+from nascomp import config, data, teachers, training
 ds = data.load(config.group("dataset", "digits"))
 torch.manual_seed(1)
 cfg = config.group("training", "full", ["epochs=2", "batch_size=64", "optimizer.lr=0.05", "trainer.accelerator=cpu", "trainer.devices=2",
