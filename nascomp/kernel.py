@@ -87,14 +87,22 @@ class BatchedBiLSTM(nn.Module):
 
 
 class LSTMEmbedding(nn.Module):
-    """h(x) = normalise(mean over layers of BiLSTM(x)): (N | K·N, L, D) -> (K, N, 2H)."""
+    """h(x) = normalise(pool over layers of BiLSTM(x)): (N | K·N, L, D) -> (K, N, E).
 
-    def __init__(self, num_kernels: int, input_size: int, hidden: int, layers: int):
+    ``pool: mean`` averages the L layer outputs (the paper; E = 2H); ``concat`` keeps them all,
+    E = L·2H, so the kernel compares two architectures layer by layer (the same L for every
+    architecture of a space: removed layers stay as identity layers).
+    """
+
+    def __init__(self, num_kernels: int, input_size: int, hidden: int, layers: int, pool: str = "mean"):
         super().__init__()
-        self.lstm = BatchedBiLSTM(num_kernels, input_size, hidden, layers)
+        if pool not in ("mean", "concat"):
+            raise ValueError(f"kernel.pool must be 'mean' or 'concat', got {pool!r}")
+        self.lstm, self.pool = BatchedBiLSTM(num_kernels, input_size, hidden, layers), pool
 
     def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.normalize(self.lstm(x).mean(dim=-2), dim=-1)
+        h = self.lstm(x)
+        return nn.functional.normalize(h.mean(dim=-2) if self.pool == "mean" else h.flatten(-2), dim=-1)
 
 
 class FlatEmbedding(nn.Module):
@@ -185,7 +193,7 @@ class EmbeddingKernelModule(L.LightningModule):
         super().__init__()
         self.cfg, self.num_kernels = cfg, num_kernels
         if cfg.embedding == "lstm":
-            self.embed = LSTMEmbedding(num_kernels, input_size, cfg.hidden, cfg.layers)
+            self.embed = LSTMEmbedding(num_kernels, input_size, cfg.hidden, cfg.layers, cfg.pool)
         elif cfg.embedding == "flat":
             self.embed = FlatEmbedding(num_kernels)
         else:
@@ -194,6 +202,8 @@ class EmbeddingKernelModule(L.LightningModule):
             raise ValueError(f"kernel.objective must be posterior, marginal or euclidean, got {cfg.objective!r}")
         self.log_sigma_scale = nn.Parameter(torch.zeros(num_kernels, 1, 1), requires_grad=bool(cfg.learn_sigma))
         if cfg.objective == "euclidean":
+            if cfg.embedding == "lstm" and cfg.pool != "mean":
+                raise ValueError("kernel.objective=euclidean needs kernel.pool=mean (a fixed-width embedding for its FC head)")
             width = 2 * cfg.hidden if cfg.embedding == "lstm" else input_size
             self.head_w = nn.Parameter(torch.zeros(num_kernels, width, 1))
             self.head_b = nn.Parameter(torch.zeros(num_kernels, 1))

@@ -148,3 +148,26 @@ def test_fit_lowers_the_training_loss(objective):
     module.fit(x, y, mask)
     after = module.losses(*pack(x, y, mask)).detach()
     assert (after < before).all()
+
+
+@pytest.mark.parametrize("pool", ["mean", "concat"])
+def test_lstm_embedding_pools(pool):
+    torch.manual_seed(0)
+    module = EmbeddingKernelModule(kernel_cfg(hidden=3, pool=pool), 2, 5)
+    x = torch.randn(4, 6, 5)  # N = 4 architectures of L = 6 layers
+    h = module.embed.lstm(x)  # (K, N, L, 2H)
+    z = module.embed(x)
+    want = h.mean(-2) if pool == "mean" else h.reshape(2, 4, 6 * 6)
+    assert z.shape == want.shape == ((2, 4, 6) if pool == "mean" else (2, 4, 36))
+    assert torch.allclose(z, want / want.norm(dim=-1, keepdim=True), atol=1e-6)
+    assert torch.allclose(z.norm(dim=-1), torch.ones(2, 4))
+    # concat compares layer by layer: the reversed sequence embeds elsewhere
+    if pool == "concat":
+        assert not torch.allclose(module.embed(x.flip(-2)), z, atol=1e-3)
+
+
+def test_bad_pool_and_euclidean_with_concat_fail_clearly():
+    with pytest.raises(ValueError, match="kernel.pool must be 'mean' or 'concat'"):
+        EmbeddingKernelModule(kernel_cfg(pool="max"), 1, 5)
+    with pytest.raises(ValueError, match="euclidean needs kernel.pool=mean"):
+        EmbeddingKernelModule(kernel_cfg(pool="concat", objective="euclidean"), 1, 5)

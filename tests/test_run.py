@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nascomp.config import compose, config_dir
-from nascomp.schema import validate
+from nascomp.schema import ConfigError, validate
 
 # the quickstart, shrunk to seconds: 2 steps of K = 2, one epoch everywhere
 TINY = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
@@ -145,3 +145,9 @@ def test_bad_inputs_fail_before_any_work(tmp_path):
         proc = cli(TINY + overrides, tmp_path, check=False, timeout=180)
         assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr[-1500:])
     assert not list(tmp_path.glob("outputs/*/*/store.sqlite"))  # nothing was started
+
+
+def test_euclidean_objective_needs_mean_pooling():
+    validate(compose(["kernel.objective=euclidean"]))
+    with pytest.raises(ConfigError, match="kernel.objective=euclidean .* needs kernel.pool=mean"):
+        validate(compose(["kernel.objective=euclidean", "kernel.pool=concat"]))
