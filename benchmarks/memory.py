@@ -1,10 +1,15 @@
 """Memory over many evaluations: proxy-train N candidates in one process (K per call, as a search
-step does) and print resident memory (and CUDA memory when present) along the way.
+step does) and report resident memory (and CUDA memory when present) along the way.
 
-What it measures: RSS of this process (VmRSS) after each step, on CPU; with CUDA also
-torch.cuda.memory_allocated / memory_reserved. Candidates: random students of a small residual
-teacher on the digits data (1 proxy epoch each by default). The claim checked: after warm-up,
-memory does not grow with the number of candidates evaluated (a leak would grow it linearly).
+What it measures: RSS of the process (VmRSS) after each step, the number of live Python objects,
+and with CUDA torch.cuda.memory_allocated / memory_reserved. Candidates: random students of a
+small residual teacher on the digits data (1 proxy epoch each by default). The claim checked:
+after warm-up, memory does not grow with the number of candidates evaluated (a leak would grow it
+linearly).
+
+Two child processes run the same candidates side by side: ``trim`` is the product as shipped
+(nascomp.training releases the host heap's free pages with glibc malloc_trim after every cohort),
+``keep`` switches that one call off. The table shows both, so what the trim buys is read in one run.
 
     python benchmarks/memory.py --candidates 100 --k 4
 """
@@ -12,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
 import torch
-
-from nascomp import ArchGraph, SearchSpace, data, teachers
-from nascomp.config import group
-from nascomp.proxy_evaluator import ProxyEvaluator
 
 
 def rss_mb() -> float:
@@ -30,14 +34,14 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--candidates", type=int, default=100)
-    parser.add_argument("--k", type=int, default=4, help="candidates per evaluate() call (a search step)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--teacher-width", type=float, default=1.0)
-    args = parser.parse_args()
+def child(args) -> None:
+    """Evaluate the candidates; print one JSON row per step."""
+    from nascomp import ArchGraph, SearchSpace, data, teachers, training
+    from nascomp.config import group
+    from nascomp.proxy_evaluator import ProxyEvaluator
 
+    if args.child == "keep":
+        training._malloc_trim = lambda: None
     cuda = torch.cuda.is_available()
     dataset = data.load(group("dataset", "digits"))
     teacher = teachers.create("small_resnet", width=args.teacher_width).eval()
@@ -45,35 +49,59 @@ def main() -> None:
     proxy = group("training", "proxy", [f"epochs={args.epochs}", "batch_size=64"])
     evaluator = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", True)
     rng = np.random.default_rng(0)
-    rows = []
-    start = time.perf_counter()
-    done = 0
+    start, done = time.perf_counter(), 0
     while done < args.candidates:
         archs = [space.sample(rng) for _ in range(min(args.k, args.candidates - done))]
         evaluator.evaluate(archs)
         done += len(archs)
         gc.collect()
-        row = {"evaluated": done, "rss_mb": rss_mb(), "seconds": time.perf_counter() - start}
+        row = {"evaluated": done, "rss_mb": rss_mb(), "py_objects": len(gc.get_objects()),
+               "seconds": time.perf_counter() - start}
         if cuda:
             row["cuda_alloc_mb"] = torch.cuda.memory_allocated() / 2**20
             row["cuda_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
-        rows.append(row)
+        print(json.dumps(row), flush=True)
 
-    device = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--k", type=int, default=4, help="candidates per evaluate() call (a search step)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--teacher-width", type=float, default=1.0)
+    parser.add_argument("--child", choices=["trim", "keep"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    runs = {}
+    for mode in ("trim", "keep"):
+        out = subprocess.run([sys.executable, __file__, "--child", mode, *sys.argv[1:]], check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+        runs[mode] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# memory over {args.candidates} proxy evaluations, K = {args.k}, {args.epochs} epoch(s) each, on {device}")
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
+    print("# trim: as shipped (malloc_trim after each cohort); keep: without it")
+    extra = [c for c in runs["trim"][0] if c.startswith("cuda")]
+    cols = ["rss_mb", "py_objects", "seconds", *extra]
+    print("| evaluated | " + " | ".join(f"{m} {c}" for c in cols for m in runs) + " |")
+    print("|---|" + "---|" * (len(cols) * len(runs)))
     marks = {max(1, round(args.candidates * q / 100 / args.k)) * args.k for q in (10, 20, 40, 60, 80, 100)}
-    for r in rows:
-        if r["evaluated"] in marks or r is rows[-1]:
-            print("| " + " | ".join(f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    warm = next(r for r in rows if r["evaluated"] >= args.candidates // 5)
-    last = rows[-1]
-    print(f"\nRSS growth from {warm['evaluated']} to {last['evaluated']} evaluations: "
-          f"{last['rss_mb'] - warm['rss_mb']:+.1f} MB ({last['rss_mb'] / warm['rss_mb']:.3f}x)")
-    if cuda:
-        print(f"CUDA allocated growth: {last['cuda_alloc_mb'] - warm['cuda_alloc_mb']:+.1f} MB")
+    for i, r in enumerate(runs["trim"]):
+        if r["evaluated"] in marks or i == len(runs["trim"]) - 1:
+            cells = [runs[m][i][c] for c in cols for m in runs]
+            print(f"| {r['evaluated']} | " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in cells) + " |")
+    print()
+    for mode, rows in runs.items():
+        warm = next(r for r in rows if r["evaluated"] >= args.candidates // 5)
+        last = rows[-1]
+        line = (f"{mode}: RSS growth from {warm['evaluated']} to {last['evaluated']} evaluations "
+                f"{last['rss_mb'] - warm['rss_mb']:+.1f} MB ({last['rss_mb'] / warm['rss_mb']:.3f}x), "
+                f"Python objects {last['py_objects'] - warm['py_objects']:+d}")
+        if extra:
+            line += f", CUDA allocated {last['cuda_alloc_mb'] - warm['cuda_alloc_mb']:+.1f} MB"
+        print(line)
 
 
 if __name__ == "__main__":
