@@ -59,7 +59,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASE_METHODS = {
     "ours": [],
     "flat": ["kernel=flat"],
-    "paper": ["kernel=paper"],
+    "paper": ["kernel=paper", "search.acquisition.maximizer=random"],  # the reference kernel and maximiser
     "random": ["search.method=random"],
     "tpe": ["search.method=tpe"],
     "rea": ["search.method=rea"],
