@@ -23,7 +23,8 @@ Training objectives (paper Table 8), each a mean over the points of S_k:
   ``posterior`` (Eq. 5)  -1/n Σ log p(y_i | y_-i), from one Cholesky factor:
                          μ_-i = y_i - [K⁻¹y]_i / [K⁻¹]_ii,  s²_-i = 1 / [K⁻¹]_ii
   ``marginal``           -1/n log N(y; 0, K)
-  ``euclidean``          1/n Σ (w_kᵀ h(x_i) + b_k - y_i)²  (an FC head; the GP then uses h)
+  ``euclidean``          1/n Σ (w_kᵀ h(x_i) + b_k - y_i)²  (an FC head; the GP then uses h; with
+                         ``pool: concat`` w_k is shared by the layers, so the head has a fixed width)
 """
 from __future__ import annotations
 
@@ -202,8 +203,6 @@ class EmbeddingKernelModule(L.LightningModule):
             raise ValueError(f"kernel.objective must be posterior, marginal or euclidean, got {cfg.objective!r}")
         self.log_sigma_scale = nn.Parameter(torch.zeros(num_kernels, 1, 1), requires_grad=bool(cfg.learn_sigma))
         if cfg.objective == "euclidean":
-            if cfg.embedding == "lstm" and cfg.pool != "mean":
-                raise ValueError("kernel.objective=euclidean needs kernel.pool=mean (a fixed-width embedding for its FC head)")
             width = 2 * cfg.hidden if cfg.embedding == "lstm" else input_size
             self.head_w = nn.Parameter(torch.zeros(num_kernels, width, 1))
             self.head_b = nn.Parameter(torch.zeros(num_kernels, 1))
@@ -246,6 +245,8 @@ class EmbeddingKernelModule(L.LightningModule):
         yk, _, _ = self.targets(y.double(), mask)
         n = mask.sum(-1).double()
         if self.cfg.objective == "euclidean":
+            if self.cfg.embedding == "lstm" and self.cfg.pool == "concat":  # one head weight per feature, shared by the layers
+                z = z.unflatten(-1, (-1, 2 * self.cfg.hidden)).sum(-2)
             pred = (z @ self.head_w.double()).squeeze(-1) + self.head_b.double()  # (K, N)
             return (mask * (pred - yk) ** 2).sum(-1) / n
         chol = torch.linalg.cholesky(self.gram(z, mask, self.sigma2(z, mask)))  # (K, N, N)

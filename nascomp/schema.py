@@ -213,9 +213,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     if typed.kernel.transfer_from and budget % typed.search.K:
         raise ConfigError(f"kernel.transfer_from: transferred kernels propose K = {typed.search.K} per step; "
                           f"the budget ({budget}) must be a multiple of K")
-    if typed.kernel.objective == "euclidean" and typed.kernel.embedding == "lstm" and typed.kernel.pool != "mean":
-        raise ConfigError("kernel.objective=euclidean regresses f from a fixed-width embedding: it needs kernel.pool=mean "
-                          f"(got kernel.pool={typed.kernel.pool})")
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed

@@ -146,8 +146,3 @@ def test_bad_inputs_fail_before_any_work(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr[-1500:])
     assert not list(tmp_path.glob("outputs/*/*/store.sqlite"))  # nothing was started
 
-
-def test_euclidean_objective_needs_mean_pooling():
-    validate(compose(["kernel.objective=euclidean"]))
-    with pytest.raises(ConfigError, match="kernel.objective=euclidean .* needs kernel.pool=mean"):
-        validate(compose(["kernel.objective=euclidean", "kernel.pool=concat"]))
