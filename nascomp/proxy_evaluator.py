@@ -65,8 +65,16 @@ class ProxyEvaluator(Evaluator):
     def _train(self, students: list[nn.Module]) -> list[Result | Exception]:
         try:
             return proxy_train(students, self.teacher, self.dataset, self.cfg)
-        except torch.OutOfMemoryError as exc:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
             if len(students) == 1:
                 return [exc]
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             return [r for s in students for r in self._train([s])]  # retry one by one
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the host allocator's failure (a RuntimeError on the CPU)."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)

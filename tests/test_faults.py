@@ -22,6 +22,16 @@ class Diverging:
         return net
 
 
+class Oversized(Diverging):
+    """A real candidate whose forward pass asks the allocator for 16 TiB: a genuine out-of-memory
+    error from torch's host allocator, raised in the middle of training."""
+
+    def build(self, teacher, inherit):
+        net = self.arch.build(teacher, inherit=inherit)
+        net.register_forward_pre_hook(lambda module, args: torch.empty(2**44, dtype=torch.uint8) and None)
+        return net
+
+
 @pytest.fixture(scope="module")
 def setup():
     dataset = data.load(group("dataset", "digits"))
@@ -41,3 +51,15 @@ def test_nan_candidate_fails_alone(setup):
     assert fine.error is None and fine.f > 0
     (alone,) = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True).evaluate([good])
     assert fine.f == alone.f  # the NaN student did not leak into its cohort-mate
+
+
+def test_out_of_memory_candidate_fails_alone(setup):
+    dataset, teacher, space, proxy = setup
+    rng = np.random.default_rng(1)
+    good, other = space.sample(rng), space.sample(rng)
+    evaluator = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True)
+    bad, fine = evaluator.evaluate([Oversized(other), good])  # the cohort fails, then each is retried alone
+    assert bad.f == 0.0 and bad.error.startswith("RuntimeError") and "can't allocate memory" in bad.error
+    assert fine.error is None and fine.f > 0
+    (alone,) = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True).evaluate([good])
+    assert fine.f == alone.f
