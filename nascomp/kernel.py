@@ -87,23 +87,32 @@ class BatchedBiLSTM(nn.Module):
         return x
 
 
+POOLS = ("mean", "concat", "both")
+
+
 class LSTMEmbedding(nn.Module):
     """h(x) = normalise(pool over layers of BiLSTM(x)): (N | K·N, L, D) -> (K, N, E).
 
     ``pool: mean`` averages the L layer outputs (the paper; E = 2H); ``concat`` keeps them all,
     E = L·2H, so the kernel compares two architectures layer by layer (the same L for every
-    architecture of a space: removed layers stay as identity layers).
+    architecture of a space: removed layers stay as identity layers); ``both`` joins the two, each
+    normalised (E = 2H + L·2H): the RBF on it is the product of the RBFs on each half at 2σ².
     """
 
     def __init__(self, num_kernels: int, input_size: int, hidden: int, layers: int, pool: str = "mean"):
         super().__init__()
-        if pool not in ("mean", "concat"):
-            raise ValueError(f"kernel.pool must be 'mean' or 'concat', got {pool!r}")
+        if pool not in POOLS:
+            raise ValueError(f"kernel.pool must be one of {', '.join(POOLS)}, got {pool!r}")
         self.lstm, self.pool = BatchedBiLSTM(num_kernels, input_size, hidden, layers), pool
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.lstm(x)
-        return nn.functional.normalize(h.mean(dim=-2) if self.pool == "mean" else h.flatten(-2), dim=-1)
+        norm = nn.functional.normalize
+        if self.pool == "mean":
+            return norm(h.mean(dim=-2), dim=-1)
+        if self.pool == "concat":
+            return norm(h.flatten(-2), dim=-1)
+        return torch.cat([norm(h.mean(dim=-2), dim=-1), norm(h.flatten(-2), dim=-1)], dim=-1) / math.sqrt(2)
 
 
 class FlatEmbedding(nn.Module):
@@ -245,7 +254,7 @@ class EmbeddingKernelModule(L.LightningModule):
         yk, _, _ = self.targets(y.double(), mask)
         n = mask.sum(-1).double()
         if self.cfg.objective == "euclidean":
-            if self.cfg.embedding == "lstm" and self.cfg.pool == "concat":  # one head weight per feature, shared by the layers
+            if self.cfg.embedding == "lstm" and self.cfg.pool != "mean":  # one head weight per feature, shared by the layers
                 z = z.unflatten(-1, (-1, 2 * self.cfg.hidden)).sum(-2)
             pred = (z @ self.head_w.double()).squeeze(-1) + self.head_b.double()  # (K, N)
             return (mask * (pred - yk) ** 2).sum(-1) / n

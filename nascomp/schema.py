@@ -92,7 +92,7 @@ class KernelSchema:
     embedding: str = _choice("lstm", "flat")
     hidden: int = _range(1)
     layers: int = _range(1)
-    pool: str = _choice("mean", "concat")
+    pool: str = _choice("mean", "concat", "both")
     max_offset: int = _range(1)
     feature_cache_mb: float = _range(0)
     numeric: str = _choice("log", "raw")

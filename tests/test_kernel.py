@@ -137,7 +137,7 @@ def test_pack_keeps_each_subset_in_order():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective, pool", [("posterior", "concat"), ("marginal", "concat"), ("euclidean", "concat"),
-                                             ("posterior", "mean"), ("euclidean", "mean")])
+                                             ("posterior", "mean"), ("euclidean", "mean"), ("posterior", "both"), ("euclidean", "both")])
 def test_fit_lowers_the_training_loss(objective, pool):
     torch.manual_seed(0)
     x = torch.randn(30, 4, 8)
@@ -151,23 +151,28 @@ def test_fit_lowers_the_training_loss(objective, pool):
     assert (after < before).all()
 
 
-@pytest.mark.parametrize("pool", ["mean", "concat"])
+@pytest.mark.parametrize("pool", ["mean", "concat", "both"])
 def test_lstm_embedding_pools(pool):
     torch.manual_seed(0)
     module = EmbeddingKernelModule(kernel_cfg(hidden=3, pool=pool), 2, 5)
     x = torch.randn(4, 6, 5)  # N = 4 architectures of L = 6 layers
     h = module.embed.lstm(x)  # (K, N, L, 2H)
+    unit = lambda t: t / t.norm(dim=-1, keepdim=True)
+    want = {"mean": unit(h.mean(-2)), "concat": unit(h.reshape(2, 4, 36))}
+    want["both"] = torch.cat([want["mean"], want["concat"]], -1) / math.sqrt(2)
     z = module.embed(x)
-    want = h.mean(-2) if pool == "mean" else h.reshape(2, 4, 6 * 6)
-    assert z.shape == want.shape == ((2, 4, 6) if pool == "mean" else (2, 4, 36))
-    assert torch.allclose(z, want / want.norm(dim=-1, keepdim=True), atol=1e-6)
+    assert z.shape == (2, 4, {"mean": 6, "concat": 36, "both": 42}[pool])
+    assert torch.allclose(z, want[pool], atol=1e-6)
     assert torch.allclose(z.norm(dim=-1), torch.ones(2, 4))
+    # both: the RBF on the joined embedding is the product of the two halves' RBFs at 2σ²
+    if pool == "both":
+        d2 = lambda e: torch.cdist(e[0], e[0]) ** 2
+        assert torch.allclose(torch.exp(-d2(z) / 0.5), torch.exp(-d2(want["mean"]) / 1.0) * torch.exp(-d2(want["concat"]) / 1.0), atol=1e-5)
     # concat compares layer by layer: the reversed sequence embeds elsewhere
-    if pool == "concat":
+    if pool != "mean":
         assert not torch.allclose(module.embed(x.flip(-2)), z, atol=1e-3)
 
 
-
 def test_bad_pool_fails_clearly():
-    with pytest.raises(ValueError, match="kernel.pool must be 'mean' or 'concat'"):
+    with pytest.raises(ValueError, match="kernel.pool must be one of mean, concat, both"):
         EmbeddingKernelModule(kernel_cfg(pool="max"), 1, 5)
