@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nascomp.config import compose, config_dir
-from nascomp.schema import ConfigError, validate
+from nascomp.schema import validate
 
 # the quickstart, shrunk to seconds: 2 steps of K = 2, one epoch everywhere
 TINY = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
