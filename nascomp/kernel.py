@@ -1,7 +1,8 @@
 """The learnable kernel of paper 3.1: K embedding networks and their GPs, trained as one batch.
 
-Embedding h(x; θ) (``embedding: lstm``): a Bi-LSTM over the layer encodings of x, averaged over
-layers and L2-normalised. ``embedding: flat``: no network, h(x) = the L2-normalised flat view of
+Embedding h(x; θ) (``embedding: lstm``): a Bi-LSTM over the layer encodings of x, its layer
+outputs averaged (``pool: mean``, the paper), kept in order (``concat``) or both (the default),
+and L2-normalised (see ``LSTMEmbedding``). ``embedding: flat``: no network, h(x) = the L2-normalised flat view of
 x (one-hot choices, 0/1 flags, floats scaled to [0, 1]); the baseline the learned embedding must beat.
 
 Kernel and GP (zero mean, noise β), per kernel k on its own subset S_k of the data:
@@ -23,8 +24,8 @@ Training objectives (paper Table 8), each a mean over the points of S_k:
   ``posterior`` (Eq. 5)  -1/n Σ log p(y_i | y_-i), from one Cholesky factor:
                          μ_-i = y_i - [K⁻¹y]_i / [K⁻¹]_ii,  s²_-i = 1 / [K⁻¹]_ii
   ``marginal``           -1/n log N(y; 0, K)
-  ``euclidean``          1/n Σ (w_kᵀ h(x_i) + b_k - y_i)²  (an FC head; the GP then uses h; with
-                         ``pool: concat`` w_k is shared by the layers, so the head has a fixed width)
+  ``euclidean``          1/n Σ (w_kᵀ h(x_i) + b_k - y_i)²  (an FC head; the GP then uses h; unless
+                         ``pool: mean``, w_k is shared by the layers, so the head has a fixed width)
 """
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def _release(device: torch.device) -> None:
 
     Then hand the host heap's free pages back to the system (glibc malloc_trim, ~4 ms): every student
     has different tensor shapes, and without it the freed blocks stay mapped, so resident memory
-    creeps up by ~0.15 MB per evaluation although nothing is alive (benchmarks/memory.py --trim)."""
+    creeps up by ~0.15 MB per evaluation although nothing is alive (benchmarks/memory.py shows both)."""
     if device.type == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
