@@ -12,7 +12,8 @@ Kernel and GP (zero mean, noise β), per kernel k on its own subset S_k of the d
 
 σ² is ``sigma2`` itself (``sigma2_mode: absolute``) or ``sigma2`` times the median pairwise
 squared embedding distance on the kernel's data (``relative``); ``learn_sigma`` multiplies it
-by a learned factor. y is standardised on each kernel's data unless ``standardize: false``.
+by a learned factor. y is standardised on each kernel's data unless ``standardize: false``, then
+(``warp: power``) Yeo-Johnson-transformed and standardised again (``TargetTransform``).
 
 The K subsets are batched exactly by masking: a point outside S_k gets an identity row and column
 in K and y = 0, which makes K block diagonal, so every quantity on S_k equals the one computed on
@@ -34,6 +35,7 @@ from typing import Sequence
 
 import lightning as L
 import numpy as np
+import scipy.stats
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
@@ -42,6 +44,7 @@ from nascomp.encoding import encoding_width
 from nascomp.space import Architecture, Space
 
 LOG_2PI = math.log(2 * math.pi)
+LAMBDA_RANGE = (-4.0, 6.0)  # Yeo-Johnson λ is clipped here: a few points can call for a λ that blows one of them up
 
 
 class BatchedBiLSTM(nn.Module):
@@ -238,21 +241,18 @@ class EmbeddingKernelModule(L.LightningModule):
         diag = torch.where(mask, float(self.cfg.noise), 1.0).to(z.dtype)
         return kxx + torch.diag_embed(diag)
 
-    def targets(self, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Masked (standardised) targets (K, N), and the mean and sd used, (K,)."""
-        m = mask.to(y.dtype)
-        n = m.sum(-1).clamp_min(1)
-        if self.cfg.standardize:
-            mean = (m * y).sum(-1) / n
-            std = ((m * (y - mean[:, None]) ** 2).sum(-1) / n).sqrt().clamp_min(1e-9)
-        else:
-            mean, std = torch.zeros_like(n), torch.ones_like(n)
-        return m * (y - mean[:, None]) / std[:, None], mean, std
+    def targets(self, y: Tensor, mask: Tensor) -> tuple[Tensor, "TargetTransform"]:
+        """Masked transformed targets (K, N) and the transform, fitted on each kernel's subset."""
+        t = TargetTransform.fit(y, mask, self.cfg.standardize, self.cfg.warp)
+        return mask * t(y.expand(mask.shape)), t
 
     def losses(self, x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
         """The training objective of each kernel, (K,), on packed data (see ``pack``)."""
+        return self.target_losses(x, self.targets(y.double(), mask)[0], mask)
+
+    def target_losses(self, x: Tensor, yk: Tensor, mask: Tensor) -> Tensor:
+        """``losses`` on targets already transformed (``targets``)."""
         z = self.embed(x).double()  # (K, N, E)
-        yk, _, _ = self.targets(y.double(), mask)
         n = mask.sum(-1).double()
         if self.cfg.objective == "euclidean":
             if self.cfg.embedding == "lstm" and self.cfg.pool != "mean":  # one head weight per feature, shared by the layers
@@ -272,7 +272,7 @@ class EmbeddingKernelModule(L.LightningModule):
 
     # ---- Lightning ------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        losses = self.losses(*batch)
+        losses = self.target_losses(*batch)  # (x, transformed targets, mask)
         self.step_losses = losses.detach()
         return losses.sum()  # kernels share no parameters: the sum trains each on its own loss
 
@@ -284,7 +284,7 @@ class EmbeddingKernelModule(L.LightningModule):
         """Train (unless nothing is learnable) and condition the GPs: x (N, ...), y (N,), mask (K, N)."""
         x, y, mask = pack(x, y, mask)
         if any(p.requires_grad for p in self.parameters()) and self.cfg.max_steps > 0:
-            loader = torch.utils.data.DataLoader([(x, y, mask)], batch_size=None)
+            loader = torch.utils.data.DataLoader([(x, self.targets(y.double(), mask)[0], mask)], batch_size=None)
             trainer = L.Trainer(
                 max_steps=self.cfg.max_steps, max_epochs=-1, accelerator="cpu", logger=False,
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -300,7 +300,7 @@ class EmbeddingKernelModule(L.LightningModule):
         """On packed data (K, M, ...), (K, M), (K, M): cache what the posterior needs: embeddings, Cholesky factor, K⁻¹y, σ², target scaling."""
         self.eval()
         z = self.embed(x).double()
-        yk, self.y_mean, self.y_std = self.targets(y.double(), mask)
+        yk, self.transform = self.targets(y.double(), mask)
         self.s2 = self.sigma2(z, mask)
         self.chol = torch.linalg.cholesky(self.gram(z, mask, self.s2))
         self.alpha = torch.cholesky_solve(yk.unsqueeze(-1), self.chol).squeeze(-1)
@@ -318,8 +318,56 @@ class EmbeddingKernelModule(L.LightningModule):
 
     def standardise(self, f: Tensor) -> Tensor:
         """Rewards (K, ...) in the units of the posterior."""
+        return self.transform(f.double())
+
+
+class TargetTransform:
+    """Per-kernel map of rewards to GP targets, fitted on each kernel's subset: standardise
+    (``standardize``), then (``warp: power``) the Yeo-Johnson power transform with the λ that
+    maximises the normal likelihood of the subset (scipy; clipped to LAMBDA_RANGE), standardised again. Both steps are
+    increasing, so the order of rewards (and f* of EI) is kept; the power transform spreads the
+    best rewards apart and pulls in a long tail of poor ones (the teacher's f = 0, broken cells).
+    ``t(f)``: (K, ...) -> (K, ...), float64.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, lam: np.ndarray | None = None, mean2: Tensor | None = None, std2: Tensor | None = None):
+        self.mean, self.std, self.lam, self.mean2, self.std2 = mean, std, lam, mean2, std2
+
+    @staticmethod
+    def moments(y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and sd (population) of each row of y (K, N) over its mask: (K,), (K,)."""
+        m = mask.to(y.dtype)
+        n = m.sum(-1).clamp_min(1)
+        mean = (m * y).sum(-1) / n
+        return mean, ((m * (y - mean[:, None]) ** 2).sum(-1) / n).sqrt().clamp_min(1e-9)
+
+    @classmethod
+    def fit(cls, y: Tensor, mask: Tensor, standardize: bool = True, warp: str = "none") -> "TargetTransform":
+        """Fit on y (N,) or (K, N) and mask (K, N)."""
+        if warp not in ("none", "power"):
+            raise ValueError(f"kernel.warp must be 'none' or 'power', got {warp!r}")
+        y = y.double().expand(mask.shape)
+        if standardize or warp == "power":
+            t = cls(*cls.moments(y, mask))
+        else:
+            t = cls(torch.zeros(mask.shape[0], dtype=torch.float64), torch.ones(mask.shape[0], dtype=torch.float64))
+        if warp == "power":
+            z = t(y)
+            lam = [scipy.stats.yeojohnson_normmax(z[k][mask[k]].numpy()) if mask[k].sum() > 2 else 1.0 for k in range(len(z))]
+            t.lam = np.clip(lam, *LAMBDA_RANGE)
+            t.mean2, t.std2 = cls.moments(t.power(z), mask)
+        return t
+
+    def power(self, z: Tensor) -> Tensor:
+        """Yeo-Johnson of standardised values (K, ...) with each kernel's λ."""
+        return torch.stack([torch.from_numpy(np.asarray(scipy.stats.yeojohnson(zk.numpy(), lmbda=lam), dtype=np.float64)) for zk, lam in zip(z, self.lam)])
+
+    def __call__(self, f: Tensor) -> Tensor:
         shape = (-1,) + (1,) * (f.dim() - 1)
-        return (f.double() - self.y_mean.view(shape)) / self.y_std.view(shape)
+        z = (f.double() - self.mean.view(shape)) / self.std.view(shape)
+        if self.lam is None:
+            return z
+        return (self.power(z) - self.mean2.view(shape)) / self.std2.view(shape)
 
 
 class EmaStopping(L.Callback):

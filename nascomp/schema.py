@@ -101,6 +101,7 @@ class KernelSchema:
     learn_sigma: bool = MISSING
     noise: float = _range(0.0, None, low_ok=False)
     standardize: bool = MISSING
+    warp: str = _choice("none", "power")
     transfer_from: Optional[str] = None
     objective: str = _choice("posterior", "marginal", "euclidean")
     optimizer: dict = field(default_factory=dict)

@@ -2,11 +2,13 @@
 import math
 
 import gpytorch
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 from omegaconf import OmegaConf
 
-from nascomp.kernel import BatchedBiLSTM, EmbeddingKernelModule, pack
+from nascomp.kernel import BatchedBiLSTM, EmbeddingKernelModule, TargetTransform, pack
 
 torch.set_default_dtype(torch.float32)
 
@@ -38,7 +40,7 @@ def test_closed_form_loo_equals_brute_force():
     x = torch.randn(n, dim, dtype=torch.float64)
     y = torch.randn(n, dtype=torch.float64)
     mask = torch.rand(3, n) < 0.6
-    module = flat_module(3, dim, standardize=False).double()
+    module = flat_module(3, dim, standardize=False, warp="none").double()
     losses = module.losses(*pack(x, y, mask))
     z = torch.nn.functional.normalize(x, dim=-1)
     for k in range(3):
@@ -58,7 +60,7 @@ def test_losses_equal_gpytorch(objective):
     n, dim = 12, 4
     x = torch.randn(n, dim, dtype=torch.float64)
     y = torch.randn(n, dtype=torch.float64)
-    module = flat_module(1, dim, objective=objective, standardize=False).double()
+    module = flat_module(1, dim, objective=objective, standardize=False, warp="none").double()
     ours = module.losses(*pack(x, y, torch.ones(1, n, dtype=torch.bool)))[0]
 
     z = torch.nn.functional.normalize(x, dim=-1)
@@ -87,7 +89,7 @@ def test_gp_posterior_on_1d_toy():
     t = torch.linspace(0, 1.5, 7, dtype=torch.float64)
     x = torch.stack([t.cos(), t.sin()], dim=-1)
     y = torch.sin(3 * t)
-    module = flat_module(1, 2, noise=1e-6, standardize=False, sigma2=0.1).double()
+    module = flat_module(1, 2, noise=1e-6, standardize=False, warp="none", sigma2=0.1).double()
     module.condition(*pack(x, y, torch.ones(1, 7, dtype=torch.bool)))
     ts = torch.tensor([0.0, 0.125, 0.8, 1.5], dtype=torch.float64)
     mean, var = module.posterior(torch.stack([ts.cos(), ts.sin()], dim=-1))
@@ -101,10 +103,46 @@ def test_gp_posterior_on_1d_toy():
 def test_standardised_posterior_is_in_standard_units():
     x = torch.randn(10, 3, dtype=torch.float64)
     y = 100 + 5 * torch.randn(10, dtype=torch.float64)
-    module = flat_module(1, 3).double()
+    module = flat_module(1, 3, warp="none").double()
     module.condition(*pack(x, y, torch.ones(1, 10, dtype=torch.bool)))
-    assert module.y_mean.item() == pytest.approx(y.mean().item())
+    assert module.transform.mean.item() == pytest.approx(y.mean().item())
     assert module.standardise(y.max().view(1)).item() == pytest.approx(((y.max() - y.mean()) / y.std(unbiased=False)).item())
+
+
+def test_power_warp_equals_scipy_yeo_johnson_on_each_subset():
+    """warp: power = standardise, Yeo-Johnson with scipy's maximum-likelihood λ, standardise; per subset."""
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(np.concatenate([[0.0], 1 - rng.exponential(0.1, 40)]))  # a reference at 0, rewards bunched near 1
+    mask = torch.from_numpy(rng.random((3, 41)) < 0.5)
+    mask[:, 0] = True
+    t = TargetTransform.fit(y, mask, warp="power")
+    out = t(y.expand(3, -1))
+    plain = TargetTransform.fit(y, mask)(y.expand(3, -1))
+    for k in range(3):
+        sub = y[mask[k]].numpy()
+        z = (sub - sub.mean()) / sub.std()
+        lam = scipy.stats.yeojohnson_normmax(z)
+        w = scipy.stats.yeojohnson(z, lmbda=lam)
+        assert t.lam[k] == pytest.approx(lam, abs=1e-8) and lam > 1  # left-skewed rewards: a convex map
+        assert np.allclose(out[k][mask[k]].numpy(), (w - w.mean()) / w.std(), atol=1e-8)
+        assert np.array_equal(np.argsort(out[k].numpy()), np.argsort(y.numpy()))  # order (and so f*) kept
+        top2 = y[mask[k]].topk(2).indices
+        spread = lambda v: (v[mask[k]][top2[0]] - v[mask[k]][top2[1]]).item()
+        assert spread(out[k]) > spread(plain[k]) > 0  # the best rewards move apart
+        assert out[k, 0] > plain[k, 0]  # and the reference's outlier is pulled in
+
+
+def test_posterior_of_a_training_point_is_its_warped_target():
+    """standardise() maps rewards to the posterior's units: with tiny noise, μ(x_i) = t(y_i)."""
+    torch.manual_seed(0)
+    x = torch.randn(9, 3, dtype=torch.float64)
+    y = torch.tensor([0.0, 0.9, 0.95, 0.97, 0.5, 0.99, 0.93, 0.96, 0.8], dtype=torch.float64)
+    module = flat_module(1, 3, warp="power", noise=1e-8).double()
+    module.condition(*pack(x, y, torch.ones(1, 9, dtype=torch.bool)))
+    mean, _ = module.posterior(x)
+    assert torch.allclose(mean[0], module.standardise(y.view(1, -1))[0], atol=1e-5)
+    with pytest.raises(ValueError, match="warp"):
+        TargetTransform.fit(y, torch.ones(1, 9, dtype=torch.bool), warp="log")
 
 
 def test_batched_bilstm_equals_torch_lstm():

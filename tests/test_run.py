@@ -74,6 +74,7 @@ def test_two_job_multirun(workdir):
     ("search.K=eight", "search.K: Value 'eight' of type 'str' could not be converted to Integer"),
     ("search.K=0", "search.K: 0 is out of range"),
     ("kernel.objective=likelihood", "kernel.objective: 'likelihood' is not one of posterior, marginal, euclidean"),
+    ("kernel.warp=log", "kernel.warp: 'log' is not one of none, power"),
     ("+search.speed=3", "search.speed"),
 ])
 def test_bad_override_fails_at_startup(tmp_path, override, message):
