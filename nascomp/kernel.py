@@ -13,7 +13,7 @@ Kernel and GP (zero mean, noise β), per kernel k on its own subset S_k of the d
 σ² is ``sigma2`` itself (``sigma2_mode: absolute``) or ``sigma2`` times the median pairwise
 squared embedding distance on the kernel's data (``relative``); ``learn_sigma`` multiplies it
 by a learned factor. y is standardised on each kernel's data unless ``standardize: false``, then
-(``warp: power``) Yeo-Johnson-transformed and standardised again (``TargetTransform``).
+(``warp: power``, the default) Yeo-Johnson-transformed and standardised again (``TargetTransform``).
 
 The K subsets are batched exactly by masking: a point outside S_k gets an identity row and column
 in K and y = 0, which makes K block diagonal, so every quantity on S_k equals the one computed on
