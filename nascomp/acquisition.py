@@ -8,7 +8,9 @@ training subset (``best_f: subset``, the reference) or the best evaluated so far
 
 Maximisers (``acquisition.maximizer``): ``random`` scores ``samples`` random architectures per
 kernel (the reference); ``evolution`` mutates the best evaluated architectures with the space's
-own operator for ``generations`` rounds, keeping the ``parents`` best by EI (paper Table 6).
+own operator for ``generations`` rounds, keeping the ``parents`` best by EI (paper Table 6);
+``random_share`` of each round's candidates are random samples instead of mutants, so a search
+whose best architectures sit in a poor region can still leave it.
 Neither ever proposes an architecture in ``exclude`` (already evaluated, or already proposed by
 another kernel in the same step).
 """
@@ -88,8 +90,11 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
         per_round = max(1, cfg.samples // cfg.generations)
         parents = [list(best[: cfg.parents]) for _ in range(num_kernels)]
         pools = [[] for _ in range(num_kernels)]
+        fresh = int(round(cfg.get("random_share", 0.0) * per_round))  # random samples among each round's candidates
         for _ in range(cfg.generations):
-            kids = [mutants(space, parents[k], per_round, exclude | {a.key for a in pools[k]}, rng) for k in range(num_kernels)]
+            kids = [mutants(space, parents[k], per_round - fresh, exclude | {a.key for a in pools[k]}, rng) for k in range(num_kernels)]
+            if fresh:
+                kids = [kids[k] + random_candidates(space, fresh, exclude | {a.key for a in pools[k] + kids[k]}, rng) for k in range(num_kernels)]
             scores = _score_ragged(score_all, kids)
             for k in range(num_kernels):
                 pools[k] += kids[k]

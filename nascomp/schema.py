@@ -72,6 +72,7 @@ class AcquisitionSchema:
     log_ei: bool = MISSING
     parents: int = _range(1)
     generations: int = _range(1)
+    random_share: float = _range(0.0, 1.0)
 
 
 @dataclass

@@ -62,3 +62,26 @@ def test_random_maximizer_picks_the_best_scoring(space):
     chosen = maximize(lambda pools: torch.tensor([[float(sum(o == 3 for o in a.ops)) for a in p] for p in pools]),
                       space, cfg, 2, [], set(), rng)
     assert all(sum(o == 3 for o in a.ops) >= 4 for a in chosen)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_evolution_rounds_mix_in_random_samples(space, share):
+    """random_share of each round's candidates are random samples; the rest are one-edit mutants."""
+    rng = np.random.default_rng(2)
+    cfg = OmegaConf.create({"maximizer": "evolution", "samples": 40, "parents": 3, "generations": 2, "random_share": share})
+    parent = space.cell([0] * 6)
+    rounds = []
+
+    def score(pools):
+        rounds.append([list(p) for p in pools])
+        return torch.tensor([[-float(sum(a.ops)) for a in p] for p in pools])  # prefer cells near the parent
+
+    maximize(score, space, cfg, 2, [parent], {parent.key}, rng)
+    assert len(rounds) == 3  # two rounds, then the final scoring of the whole pool
+    for pool in rounds[0]:  # round 1: mutants of the parent are one edge away
+        hops = [sum(o != 0 for o in a.ops) for a in pool]
+        assert len(pool) == 20
+        assert sum(h == 1 for h in hops) == 20 - int(share * 20)
+        assert sum(h >= 3 for h in hops) >= (5 if share else 0)
+    if not share:  # without random samples nothing is more than `generations` edits from the parent
+        assert all(sum(o != 0 for o in a.ops) <= 2 for pool in rounds[-1] for a in pool)
