@@ -90,7 +90,7 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
         per_round = max(1, cfg.samples // cfg.generations)
         parents = [list(best[: cfg.parents]) for _ in range(num_kernels)]
         pools = [[] for _ in range(num_kernels)]
-        fresh = int(round(cfg.get("random_share", 0.0) * per_round))  # random samples among each round's candidates
+        fresh = int(round(cfg.random_share * per_round))  # random samples among each round's candidates
         for _ in range(cfg.generations):
             kids = [mutants(space, parents[k], per_round - fresh, exclude | {a.key for a in pools[k]}, rng) for k in range(num_kernels)]
             if fresh:

@@ -323,7 +323,7 @@ class EmbeddingKernelModule(L.LightningModule):
 
 class TargetTransform:
     """Per-kernel map of rewards to GP targets, fitted on each kernel's subset: standardise
-    (``standardize``), then (``warp: power``) the Yeo-Johnson power transform with the λ that
+    (``standardize``; always before the warp), then (``warp: power``) the Yeo-Johnson power transform with the λ that
     maximises the normal likelihood of the subset (scipy; clipped to LAMBDA_RANGE), standardised again. Both steps are
     increasing, so the order of rewards (and f* of EI) is kept; the power transform spreads the
     best rewards apart and pulls in a long tail of poor ones (the teacher's f = 0, broken cells).

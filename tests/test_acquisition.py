@@ -40,7 +40,7 @@ def space():
 @pytest.mark.parametrize("maximizer", ["random", "evolution"])
 def test_maximize_never_proposes_excluded_or_duplicates(space, maximizer):
     rng = np.random.default_rng(0)
-    cfg = OmegaConf.create({"maximizer": maximizer, "samples": 40, "parents": 3, "generations": 2})
+    cfg = OmegaConf.create({"maximizer": maximizer, "samples": 40, "parents": 3, "generations": 2, "random_share": 0.5})
     evaluated = [space.sample(rng) for _ in range(30)]
     exclude = {a.key for a in evaluated}
     target = {a.key for a in evaluated}
