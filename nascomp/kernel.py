@@ -92,6 +92,7 @@ class BatchedBiLSTM(nn.Module):
 
 
 POOLS = ("mean", "concat", "both")
+WARPS = ("none", "power")
 
 
 class LSTMEmbedding(nn.Module):
@@ -344,8 +345,8 @@ class TargetTransform:
     @classmethod
     def fit(cls, y: Tensor, mask: Tensor, standardize: bool = True, warp: str = "none") -> "TargetTransform":
         """Fit on y (N,) or (K, N) and mask (K, N)."""
-        if warp not in ("none", "power"):
-            raise ValueError(f"kernel.warp must be 'none' or 'power', got {warp!r}")
+        if warp not in WARPS:
+            raise ValueError(f"kernel.warp must be one of {', '.join(WARPS)}, got {warp!r}")
         y = y.double().expand(mask.shape)
         if standardize or warp == "power":
             t = cls(*cls.moments(y, mask))
