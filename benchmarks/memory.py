@@ -1,15 +1,17 @@
 """Memory over many evaluations: proxy-train N candidates in one process (K per call, as a search
-step does) and report resident memory (and CUDA memory when present) along the way.
+step does, through the run's own ``Setup`` and stored evaluator) and report resident memory (and
+CUDA memory when present) along the way.
 
 What it measures: RSS of the process (VmRSS) after each step, the number of live Python objects,
 and with CUDA torch.cuda.memory_allocated / memory_reserved. Candidates: random students of a
-small residual teacher on the digits data (1 proxy epoch each by default). The claim checked:
+small residual teacher on the digits data (``experiment=cpu``: the cached teacher and its measured
+accuracy; 1 proxy epoch each by default). The claim checked:
 after warm-up, memory does not grow with the number of candidates evaluated (a leak would grow it
 linearly).
 
 Two child processes run the same candidates side by side: ``trim`` is the product as shipped
 (nascomp.training releases the host heap's free pages with glibc malloc_trim after every cohort),
-``keep`` switches that one call off. The table shows both, so what the trim buys is read in one run.
+``keep`` switches that one call off (``proxy.release_host_heap=false``). The table shows both, so what the trim buys is read in one run.
 
     python benchmarks/memory.py --candidates 100 --k 4
 """
@@ -35,32 +37,33 @@ def rss_mb() -> float:
 
 
 def child(args) -> None:
-    """Evaluate the candidates; print one JSON row per step."""
-    from nascomp import ArchGraph, SearchSpace, data, teachers, training
-    from nascomp.config import group
-    from nascomp.proxy_evaluator import ProxyEvaluator
+    """Evaluate the candidates through the run's own setup and evaluation path; print one JSON row per step."""
+    import tempfile
 
-    if args.child == "keep":
-        training._malloc_trim = lambda: None
+    from nascomp.config import compose
+    from nascomp.pipeline import Setup
+
     cuda = torch.cuda.is_available()
-    dataset = data.load(group("dataset", "digits"))
-    teacher = teachers.create("small_resnet", width=args.teacher_width).eval()
-    space = SearchSpace(ArchGraph.from_module(teacher, (1, 8, 8)))
-    proxy = group("training", "proxy", [f"epochs={args.epochs}", "batch_size=64"])
-    evaluator = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", True)
-    rng = np.random.default_rng(0)
-    start, done = time.perf_counter(), 0
-    while done < args.candidates:
-        archs = [space.sample(rng) for _ in range(min(args.k, args.candidates - done))]
-        evaluator.evaluate(archs)
-        done += len(archs)
-        gc.collect()
-        row = {"evaluated": done, "rss_mb": rss_mb(), "py_objects": len(gc.get_objects()),
-               "seconds": time.perf_counter() - start}
-        if cuda:
-            row["cuda_alloc_mb"] = torch.cuda.memory_allocated() / 2**20
-            row["cuda_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
-        print(json.dumps(row), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(["experiment=cpu", "logger=none", f"teacher.width={args.teacher_width}", f"proxy.epochs={args.epochs}",
+                       f"proxy.release_host_heap={args.child == 'trim'}", f"store.path={tmp}/store.sqlite",
+                       *(["trainer=auto"] if cuda else [])])
+        setup = Setup.build(cfg, tmp)
+        evaluator = setup.open_run(f"memory-{args.child}", resume=False)
+        rng = np.random.default_rng(0)
+        start, done, step = time.perf_counter(), 0, 0
+        while done < args.candidates:
+            archs = [setup.space.sample(rng) for _ in range(min(args.k, args.candidates - done))]
+            evaluator.evaluate(archs, step)
+            done, step = done + len(archs), step + 1
+            gc.collect()
+            row = {"evaluated": done, "rss_mb": rss_mb(), "py_objects": len(gc.get_objects()),
+                   "seconds": time.perf_counter() - start}
+            if cuda:
+                row["cuda_alloc_mb"] = torch.cuda.memory_allocated() / 2**20
+                row["cuda_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
+            print(json.dumps(row), flush=True)
+        setup.store.close()
 
 
 def main() -> None:
@@ -68,7 +71,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--k", type=int, default=4, help="candidates per evaluate() call (a search step)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--teacher-width", type=float, default=1.0)
+    parser.add_argument("--teacher-width", type=float, default=0.5)
     parser.add_argument("--child", choices=["trim", "keep"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -100,7 +100,7 @@ def run_one(job: tuple) -> list[dict]:
     """One method on one seed: a row per budget."""
     import torch
 
-    from nascomp.evaluator import TableEvaluator
+    from nascomp.nb201 import TableEvaluator
     from nascomp.search import run_search
 
     torch.set_num_threads(1)
@@ -140,35 +140,21 @@ class CompressionBench:
     def __init__(self, args):
         import torch
 
-        from nascomp import data
-        from nascomp.graph import ArchGraph
-        from nascomp.pipeline import proxy_context, recipe, teacher_checkpoint
-        from nascomp.proxy_evaluator import ProxyEvaluator
-        from nascomp.search_space import SearchSpace
-        from nascomp.store import RunStore
-        from nascomp.training import load_or_train_teacher
-        from omegaconf import OmegaConf
+        from nascomp.pipeline import Setup
 
         torch.set_num_threads(args.threads)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         self.args = args
-        cfg = compression_config(args, [])
-        self.dataset = data.load(cfg.dataset)
-        self.teacher, self.teacher_acc = load_or_train_teacher(cfg.teacher.name, self.dataset, teacher_checkpoint(cfg),
-                                                               recipe(cfg, "teacher_training"), cfg.teacher.width, **cfg.teacher.kwargs)
-        graph = ArchGraph.from_module(self.teacher, tuple(self.dataset.train.images.shape[1:]))
-        self.space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
-        self.proxy = ProxyEvaluator(self.teacher, self.teacher_acc, self.dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort)
-        self.context = proxy_context(cfg, self.teacher)
-        self.store = RunStore(cfg.store.path)
-        print(f"teacher {cfg.teacher.name} w{cfg.teacher.width:g}: {graph.num_params} params, val accuracy "
-              f"{self.teacher_acc:.4f}; {len(self.space.removable)} removable layers, {self.space.num_groups} shrink groups, "
-              f"{len(self.space.skip_pairs)} legal skips; store {self.store.path}: {self.store.count(self.context)} "
+        self.setup = Setup.build(compression_config(args, []), Path(args.store).parent)
+        s = self.setup
+        print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
+              f"{s.teacher_accuracy:.4f}; {len(s.space.removable)} removable layers, {s.space.num_groups} shrink groups, "
+              f"{len(s.space.skip_pairs)} legal skips; store {s.store.path}: {s.store.count(s.context)} "
               "evaluations cached", flush=True)
 
     def run_one(self, job: tuple) -> list[dict]:
         from nascomp.search import run_search
-        from nascomp.store import StoredEvaluator, digest
+        from nascomp.store import digest
         from omegaconf import OmegaConf
 
         label, overrides, dataset, objective, seed, budgets = job
@@ -177,10 +163,9 @@ class CompressionBench:
         config = OmegaConf.to_container(cfg, resolve=True)
         run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": max(budgets),
                          **{k: v for k, v in config.items() if k not in ("logger", "store")}})
-        self.store.open_run(run_id, config, resume=True)
-        evaluator = StoredEvaluator(self.proxy, self.store, run_id, self.context)
-        result = run_search(self.space, evaluator, cfg, seed, budget=max(budgets))
-        self.store.finish_run(run_id)
+        evaluator = self.setup.open_run(run_id, resume=True, config=config)
+        result = run_search(self.setup.space, evaluator, cfg, seed, budget=max(budgets))
+        self.setup.store.finish_run(run_id)
         steps = max(result.steps, 1)
         return [
             dict(method=label, space=self.args.space_label, dataset=dataset, objective=objective, seed=seed, budget=b,

@@ -7,7 +7,9 @@
   architectures are alive; each child mutates the best of ``tournament`` random live members.
 
 None proposes an architecture already evaluated: a TPE trial that lands on one is told its known
-f at no cost to the budget and asked again; an REA child that does is mutated again.
+f at no cost to the budget and asked again; an REA child that does is mutated again. A failed
+evaluation (``Record.failed``) is no reward: TPE is told the trial failed, REA never picks it as a
+parent.
 """
 from __future__ import annotations
 
@@ -43,14 +45,14 @@ class TPEProposer:
     def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
         for r in history:
             if r.arch.key not in self.told:
-                self._tell(r.arch, r.f)
+                self._tell(r.arch, None if r.failed else r.f)
         out: list[tuple[Architecture, None]] = []
         for _ in range(k):
             for _ in range(MAX_TRIES):
                 trial = self.study.ask(self.dists)
                 arch = self.space.from_flat(trial.params)
-                if arch.key in self.known:  # evaluated before: tell the known f, free
-                    self.study.tell(trial, self.known[arch.key])
+                if arch.key in self.known:  # evaluated before: tell the known f (or failure), free
+                    self._tell_trial(trial, self.known[arch.key])
                 elif arch.key in exclude:  # proposed in this batch: no value yet
                     self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
@@ -64,18 +66,24 @@ class TPEProposer:
             out.append((arch, None))
         return out
 
-    def _tell(self, arch: Architecture, f: float) -> None:
-        trial = self.pending.pop(arch.key, None)
-        if not np.isfinite(f):  # a failed evaluation
-            if trial is not None:
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        elif trial is not None:
+    def _tell_trial(self, trial: optuna.trial.Trial, f: float | None) -> None:
+        """f, or the trial failed (``f`` None: a failed evaluation)."""
+        if f is None:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
             self.study.tell(trial, f)
-        else:  # evaluated outside TPE (the first random architectures): add as a finished trial
+
+    def _tell(self, arch: Architecture, f: float | None) -> None:
+        """Tell the study an evaluated architecture's f (None: it failed)."""
+        trial = self.pending.pop(arch.key, None)
+        if trial is not None:
+            self._tell_trial(trial, f)
+        else:  # evaluated outside TPE (the first random architectures): add as a finished (or failed) trial
             params = self.space.to_flat(arch)
             values = {d.name: (d.choices[int(v)] if d.kind == "choice" else (bool(v) if d.kind == "bool" else float(v)))
                       for d, v in zip(self.space.flat_dims(), params)}
-            self.study.add_trial(optuna.trial.create_trial(params=values, distributions=self.dists, value=f))
+            outcome = {"value": f} if f is not None else {"state": optuna.trial.TrialState.FAIL}
+            self.study.add_trial(optuna.trial.create_trial(params=values, distributions=self.dists, **outcome))
         self.told.add(arch.key)
         self.known[arch.key] = f
 
@@ -93,8 +101,8 @@ class REAProposer:
         self.space, self.population, self.tournament = space, cfg.population, cfg.tournament
 
     def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
-        alive = history[-self.population:]
-        if len(history) < self.population:  # fill the population at random first
+        alive = [r for r in history[-self.population:] if not r.failed]
+        if len(history) < self.population or not alive:  # fill the population at random first
             return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
         out = []
         for _ in range(k):

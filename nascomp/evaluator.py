@@ -1,25 +1,34 @@
 """The one evaluation path that search, baselines and benchmarks share.
 
-An evaluator turns architectures into rewards f (higher is better). ``reference_f`` is the reward
-of the space's reference architecture when it is known without evaluating it (the teacher of the
-compression problem scores f = 0 by Eq. 6); Algorithm 1 then keeps it in every kernel's data.
+An evaluator turns architectures into rewards f (higher is better). ``Search`` calls
+``evaluate(archs, step)`` once per step of Algorithm 1 and passes the step; nothing else counts
+steps. ``reference_f`` is the reward of the space's reference architecture when it is known without
+evaluating it (the teacher of the compression problem scores f = 0 by Eq. 6); Algorithm 1 then
+keeps it in every kernel's data.
+
+Evaluators: ``ProxyEvaluator`` (nascomp.proxy_evaluator: students proxy-trained here),
+``RayEvaluator`` (the same training as Ray tasks), ``nascomp.nb201.TableEvaluator`` (table
+look-ups), and ``StoredEvaluator`` below, which puts the run store's cache in front of any of them.
 """
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Sequence
 
-from nascomp.reward import reward
 from nascomp.space import Architecture
 
-OBJECTIVES = ("accuracy", "compression")
+if TYPE_CHECKING:
+    from nascomp.store import RunStore
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The outcome of evaluating one architecture. ``error`` is set (and f is -inf) when it failed."""
+    """The outcome of evaluating one architecture.
+
+    A failed evaluation (training diverged, ran out of memory, a worker died or timed out) has
+    ``error`` set and ``failed`` true; its f and accuracy are 0 (the floor of Eq. 6, so tables and
+    plots stay finite), and no proposer reads them as a reward."""
 
     f: float
     accuracy: float
@@ -27,11 +36,19 @@ class Evaluation:
     seconds: float
     error: str | None = None
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    @classmethod
+    def failure(cls, num_params: int, seconds: float, error: str) -> "Evaluation":
+        return cls(0.0, 0.0, num_params, seconds, error)
+
 
 class Evaluator(ABC):
     @abstractmethod
-    def evaluate(self, archs: list[Architecture]) -> list[Evaluation]:
-        """One Evaluation per architecture, in order."""
+    def evaluate(self, archs: Sequence[Architecture], step: int = 0) -> list[Evaluation]:
+        """One Evaluation per architecture, in order; ``step`` is the search step asking."""
 
     @property
     def reference_f(self) -> float | None:
@@ -39,40 +56,27 @@ class Evaluator(ABC):
         return None
 
 
-class TableEvaluator(Evaluator):
-    """Looks accuracy (percent) and parameter count up by a table code (NAS-Bench-201).
+class StoredEvaluator(Evaluator):
+    """``inner`` behind the run store's cache: architectures already evaluated in this ``context``
+    (by this run or any run sharing the store) come from the store; the rest, each distinct key once,
+    are marked in flight, evaluated, then recorded in one transaction."""
 
-    objective ``accuracy``:    f(x) = A(x)
-    objective ``compression``: f(x) = C(x)(2 - C(x)) A(x) / A(ref),  C(x) = 1 - params(x) / params(ref)
-    """
-
-    def __init__(self, accuracy: Mapping[str, float], params: Mapping[str, int], reference: Architecture, objective: str):
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        self.accuracy, self.params, self.objective = accuracy, params, objective
-        self.ref_code = reference.code
-        self.calls = 0
-
-    def f(self, code: str) -> float:
-        acc = self.accuracy[code]
-        if self.objective == "accuracy":
-            return acc
-        return reward(acc, self.params[code], self.accuracy[self.ref_code], self.params[self.ref_code])
+    def __init__(self, inner: Evaluator, store: "RunStore", run: str, context: str):
+        self.inner, self.store, self.run, self.context = inner, store, run, context
+        self.hits = 0  # evaluations answered by the store
 
     @property
     def reference_f(self) -> float | None:
-        return 0.0 if self.objective == "compression" else None
+        return self.inner.reference_f
 
-    @property
-    def optimum(self) -> float:
-        """The best f in the whole table (for regret)."""
-        return max(self.f(code) for code in self.accuracy)
-
-    def evaluate(self, archs: list[Architecture]) -> list[Evaluation]:
-        out = []
-        for arch in archs:
-            start = time.perf_counter()
-            code = arch.code
-            out.append(Evaluation(self.f(code), self.accuracy[code], self.params[code], time.perf_counter() - start))
-        self.calls += len(archs)
-        return out
+    def evaluate(self, archs: Sequence[Architecture], step: int = 0) -> list[Evaluation]:
+        cached = self.store.cached(self.context, [a.key for a in archs])
+        todo = list({a.key: a for a in archs if a.key not in cached}.values())
+        self.hits += len(archs) - len(todo)
+        if todo:
+            self.store.start(self.run, [a.key for a in todo], step)
+            evals = self.inner.evaluate(todo, step)
+            results = [(a.key, asdict(e), a.to_dict() if hasattr(a, "to_dict") else {}) for a, e in zip(todo, evals)]
+            self.store.record(self.run, self.context, results)
+            cached.update({k: r for k, r, _ in results})
+        return [Evaluation(**cached[a.key]) for a in archs]

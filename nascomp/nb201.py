@@ -20,20 +20,24 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from nascomp.encoding import LayerSpec
+from nascomp.evaluator import Evaluation, Evaluator
+from nascomp.reward import reward
 from nascomp.space import Architecture, FlatDim, Space
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet")
 CHANNELS = 16  # channels of the first stage, where the cell is encoded
+OBJECTIVES: tuple[str, ...] = ("accuracy", "compression")  # f = validation accuracy, or Eq. 6 against the largest cell
 
 _OP_LAYER = {
     "none": LayerSpec("zero"),
@@ -133,3 +137,42 @@ class NB201Space(Space):
     def from_flat(self, values: dict[str, Any]) -> Cell:
         """``values[f"Op{e}"]`` is an operation name or its index."""
         return self.cell(OPS.index(v) if isinstance(v, str) else int(v) for v in (values[f"Op{e}"] for e in range(len(EDGES))))
+
+
+class TableEvaluator(Evaluator):
+    """Looks accuracy (percent) and parameter count up by a table code (NAS-Bench-201).
+
+    objective ``accuracy``:    f(x) = A(x)
+    objective ``compression``: f(x) = C(x)(2 - C(x)) A(x) / A(ref),  C(x) = 1 - params(x) / params(ref)
+    """
+
+    def __init__(self, accuracy: Mapping[str, float], params: Mapping[str, int], reference: Architecture, objective: str):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        self.accuracy, self.params, self.objective = accuracy, params, objective
+        self.ref_code = reference.code
+        self.calls = 0
+
+    def f(self, code: str) -> float:
+        acc = self.accuracy[code]
+        if self.objective == "accuracy":
+            return acc
+        return reward(acc, self.params[code], self.accuracy[self.ref_code], self.params[self.ref_code])
+
+    @property
+    def reference_f(self) -> float | None:
+        return 0.0 if self.objective == "compression" else None
+
+    @property
+    def optimum(self) -> float:
+        """The best f in the whole table (for regret)."""
+        return max(self.f(code) for code in self.accuracy)
+
+    def evaluate(self, archs: Sequence[Architecture], step: int = 0) -> list[Evaluation]:
+        out = []
+        for arch in archs:
+            start = time.perf_counter()
+            code = arch.code
+            out.append(Evaluation(self.f(code), self.accuracy[code], self.params[code], time.perf_counter() - start))
+        self.calls += len(archs)
+        return out

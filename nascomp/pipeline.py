@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,46 +19,19 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nascomp import data
-from nascomp.evaluator import Evaluation, Evaluator
+from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
 from nascomp.reward import RewardRow
-from nascomp.search import run_search
+from nascomp.search import Record, run_search
 from nascomp.search_space import SearchSpace
-from nascomp.store import RunStore, StoredEvaluator, StoreError, digest, tensor_digest
+from nascomp.store import RunStore, StoreError, digest, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.training import full_train, load_or_train_teacher
 
 log = logging.getLogger("nascomp")
-
-
-class StepObserver(Evaluator):
-    """Wraps the evaluator: each call is one search step; logs it, advances the progress bar and
-    tells the tracker (best f so far, each proposal's f)."""
-
-    def __init__(self, inner: Evaluator, tracker: Tracker, progress: Progress | None, total_steps: int):
-        self.inner, self.tracker, self.progress = inner, tracker, progress
-        self.step, self.best, self.count = 0, float("-inf"), 0
-        self.task = progress.add_task("search", total=total_steps) if progress else None
-
-    @property
-    def reference_f(self):
-        return self.inner.reference_f
-
-    def evaluate(self, archs) -> list[Evaluation]:
-        evals = self.inner.evaluate(archs)
-        self.count += len(evals)
-        self.best = max([self.best] + [e.f for e in evals])
-        failed = sum(e.error is not None for e in evals)
-        log.info("step %d: %d evaluated (%d failed), best f in step %.4f, best f so far %.4f",
-                 self.step, self.count, failed, max(e.f for e in evals), self.best)
-        self.tracker.log_step(self.step, evals, self.best)
-        if self.progress:
-            self.progress.update(self.task, advance=1, description=f"search  best f {self.best:.4f}")
-        self.step += 1
-        return evals
 
 
 def teacher_checkpoint(cfg: DictConfig) -> Path:
@@ -88,40 +62,72 @@ class StartupError(RuntimeError):
     """A problem found before any work: missing data, a broken teacher checkpoint, an impossible setup."""
 
 
-def prepare(cfg: DictConfig, run_dir: Path):
-    """Everything before the search: data, teacher, graph, space, store, evaluator. Any problem here
-    raises ``StartupError`` naming it; the only work done is training a teacher that is not cached."""
-    try:
-        accelerator = cfg.trainer.accelerator
-        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise StartupError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
-        dataset = data.load(cfg.dataset)
-        checkpoint = teacher_checkpoint(cfg)
-        if cfg.teacher.checkpoint and not checkpoint.is_file():
-            raise StartupError(f"teacher.checkpoint {str(checkpoint)!r} does not exist")
-        log.info("teacher %s: %s", cfg.teacher.name, f"loading {checkpoint}" if checkpoint.is_file() else f"training, then saving to {checkpoint}")
-        teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
-                                                     cfg.teacher.width, **cfg.teacher.kwargs)
-        graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
-        space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
-        log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
-                 len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
-        config = OmegaConf.to_container(cfg, resolve=True)
-        store = RunStore(cfg.store.path or run_dir / "store.sqlite")
-        context = proxy_context(cfg, teacher)
-        run_id = digest({k: v for k, v in config.items() if k not in ("logger", "store")})
-        resumed = store.open_run(run_id, config, cfg.store.resume)
+@dataclass
+class Setup:
+    """Everything before the search, built once by ``Setup.build`` for the run (``run``) and for every
+    benchmark: the data, the teacher and its validation accuracy, the teacher's graph and the search
+    space over it, the run store, the store context of proxy evaluations, the proxy evaluator (local
+    or Ray) and the kernels transferred from another run (or None)."""
+
+    cfg: DictConfig
+    config: dict  # cfg resolved to plain data (what the store and summary.json record)
+    dataset: data.Dataset
+    teacher: torch.nn.Module
+    teacher_accuracy: float
+    graph: ArchGraph
+    space: SearchSpace
+    store: RunStore
+    context: str
+    proxy: ProxyEvaluator
+    transfer: dict | None
+
+    @classmethod
+    def build(cls, cfg: DictConfig, run_dir: Path) -> "Setup":
+        """Any problem raises ``StartupError`` naming it; the only work done is training a teacher that
+        is not cached. The store is ``cfg.store.path``, else ``run_dir/store.sqlite``."""
+        try:
+            accelerator = cfg.trainer.accelerator
+            if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+                raise StartupError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
+            dataset = data.load(cfg.dataset)
+            checkpoint = teacher_checkpoint(cfg)
+            if cfg.teacher.checkpoint and not checkpoint.is_file():
+                raise StartupError(f"teacher.checkpoint {str(checkpoint)!r} does not exist")
+            log.info("teacher %s: %s", cfg.teacher.name, f"loading {checkpoint}" if checkpoint.is_file() else f"training, then saving to {checkpoint}")
+            teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
+                                                         cfg.teacher.width, **cfg.teacher.kwargs)
+            graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
+            space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
+            log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
+                     len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
+            config = OmegaConf.to_container(cfg, resolve=True)
+            store = RunStore(cfg.store.path or Path(run_dir) / "store.sqlite")
+            context = proxy_context(cfg, teacher)
+            proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph,
+                                   on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
+            transfer = transferred_kernels(cfg, space)
+        except StartupError:
+            raise
+        except (FileNotFoundError, ValueError, ImportError, GraphError, StoreError) as exc:
+            raise StartupError(str(exc)) from exc
+        return cls(cfg, config, dataset, teacher, teacher_acc, graph, space, store, context, proxy, transfer)
+
+    @property
+    def run_id(self) -> str:
+        """The run's id in the store: the config, less what does not change its results."""
+        return digest({k: v for k, v in self.config.items() if k not in ("logger", "store")})
+
+    def open_run(self, run_id: str, resume: bool, config: dict | None = None) -> StoredEvaluator:
+        """Register (or resume) ``run_id`` with ``config`` (default: this setup's) in the store; returns
+        the proxy evaluator behind the store's cache."""
+        try:
+            resumed = self.store.open_run(run_id, self.config if config is None else config, resume)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from exc
         if resumed:
-            log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, store.path,
-                     store.count(context), len(store.inflight(run_id)))
-        proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph,
-                               on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
-        transfer = transferred_kernels(cfg, space)
-    except StartupError:
-        raise
-    except (FileNotFoundError, ValueError, ImportError, GraphError, StoreError) as exc:
-        raise StartupError(str(exc)) from exc
-    return dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy, transfer
+            log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, self.store.path,
+                     self.store.count(self.context), len(self.store.inflight(run_id)))
+        return StoredEvaluator(self.proxy, self.store, run_id, self.context)
 
 
 def transferred_kernels(cfg: DictConfig, space: SearchSpace) -> dict | None:
@@ -155,18 +161,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dataset, teacher, teacher_acc, graph, space, config, store, context, run_id, proxy, transfer = prepare(cfg, run_dir)
-    evaluator = StoredEvaluator(proxy, store, run_id, context)
-    tracker = make_tracker(cfg.logger, run_dir, config)
+    setup = Setup.build(cfg, run_dir)
+    dataset, teacher, teacher_acc, graph, store, context = (setup.dataset, setup.teacher, setup.teacher_accuracy,
+                                                             setup.graph, setup.store, setup.context)
+    run_id = setup.run_id
+    evaluator = setup.open_run(run_id, cfg.store.resume)
+    tracker = make_tracker(cfg.logger, run_dir, setup.config)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=False) as progress:
             budget = cfg.search.budget or cfg.search.K * (cfg.search.T + 1)
-            observer = StepObserver(evaluator, tracker, progress, -(-budget // cfg.search.K))
-            kernel_options = {"transfer": transfer,
-                              "on_fit": lambda state: store.save_kernels(run_id, observer.step, state)} if cfg.search.method == "ours" else {}
-            result = run_search(space, observer, cfg, seed=cfg.seed,
-                                on_step=lambda step, state: check_rng(store, run_id, step, state), **kernel_options)
+            steps = StepLog(tracker, progress, -(-budget // cfg.search.K))
+            kernel_options = {"transfer": setup.transfer,
+                              "on_fit": lambda step, state: store.save_kernels(run_id, step, state)} if cfg.search.method == "ours" else {}
+            result = run_search(setup.space, evaluator, cfg, seed=cfg.seed,
+                                before_step=lambda step, state: record_or_check_rng(store, run_id, step, state),
+                                after_step=steps, **kernel_options)
         store.append_history(run_id, [(i, r.step, r.kernel, r.arch.key) for i, r in enumerate(result.history)])
         log.info("search done: %d evaluations, %d from the store's cache", len(result.history), evaluator.hits)
         search_seconds = time.perf_counter() - started
@@ -178,17 +188,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         finalists = final_training(cfg, result.history, store, context, dataset, teacher, teacher_acc, graph.num_params, run_dir)
         teacher_row = RewardRow.of(teacher_acc, graph.num_params, teacher_acc, graph.num_params).as_dict()
         teacher_row["f"] = 0.0
-        best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.history, graph.num_params, teacher_acc)
+        best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params, teacher_acc)
         summary = {
             "name": cfg.name, "group": cfg.group, "run_dir": str(run_dir),
             "teacher": {"name": cfg.teacher.name, **teacher_row},
             "best": best, "finalists": finalists,
             "search": {"method": cfg.search.method, "K": cfg.search.K, "T": cfg.search.T,
-                       "best_f": max(r.f for r in result.history), **{f"seconds_{k}": v for k, v in result.seconds.items()}},
+                       "best_f": result.best_after(len(result.history)), **{f"seconds_{k}": v for k, v in result.seconds.items()}},
             "evaluations": len(result.history), "steps": result.steps + 1,
             "seconds": {"search": search_seconds, "final": time.perf_counter() - final_start,
                         "total": time.perf_counter() - started},
-            "config": config,
+            "config": setup.config,
         }
         write_summary(summary, run_dir)
         plots = plot(rows, teacher_row, run_dir)
@@ -204,7 +214,27 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
-def check_rng(store: RunStore, run_id: str, step: int, state: dict) -> None:
+class StepLog:
+    """``after_step`` of the search: logs each step (one line), advances the progress bar and tells
+    the tracker the step's records and the best f so far."""
+
+    def __init__(self, tracker: Tracker, progress: Progress | None, total_steps: int):
+        self.tracker, self.progress = tracker, progress
+        self.best, self.count = float("-inf"), 0
+        self.task = progress.add_task("search", total=total_steps) if progress else None
+
+    def __call__(self, step: int, records: list[Record]) -> None:
+        ok = [r.f for r in records if not r.failed]
+        self.count += len(records)
+        self.best = max([self.best, *ok])
+        log.info("step %d: %d evaluated (%d failed), best f in step %.4f, best f so far %.4f",
+                 step, self.count, len(records) - len(ok), max(ok, default=float("nan")), self.best)
+        self.tracker.log_step(step, records, self.best)
+        if self.progress:
+            self.progress.update(self.task, advance=1, description=f"search  best f {self.best:.4f}")
+
+
+def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) -> None:
     """Record the search's random-number state before each step; on a resumed run, check that the
     replay is at the state the interrupted run recorded."""
     stored = store.rng_state(run_id, step)
@@ -228,8 +258,10 @@ def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, grap
                         graph_json=graph.to_json(), space_options=config["space"])
 
 
-def _search_best(history: Sequence, teacher_params: int, teacher_acc: float) -> dict:
-    r = max(history, key=lambda r: r.f)
+def _search_best(top: Sequence[Record], teacher_params: int, teacher_acc: float) -> dict:
+    if not top:
+        raise StartupError("every evaluated student failed; see the error column of history.csv")
+    r = top[0]
     return {"key": r.arch.key, **RewardRow.of(r.accuracy, r.num_params, teacher_acc, teacher_params).as_dict(),
             "test_accuracy": None, "fully_trained": False}
 
@@ -242,7 +274,7 @@ def final_training(cfg, history, store: RunStore, context: str, dataset, teacher
         return []
     full_cfg = recipe(cfg, "full")
     final_context = digest({"proxy": context, "full": OmegaConf.to_container(full_cfg, resolve=True)})
-    top = sorted((r for r in history if r.error is None), key=lambda r: -r.f)[: cfg.final.top_k]
+    top = sorted((r for r in history if not r.failed), key=lambda r: -r.f)[: cfg.final.top_k]
     out, modules = [], {}
     for r in top:
         student = r.arch.build(teacher, inherit=cfg.inherit)

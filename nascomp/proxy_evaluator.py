@@ -2,8 +2,9 @@
 epochs (the proxy training of REFERENCE §5), and score its best validation accuracy with Eq. 6.
 
 The K candidates of a step train as one cohort sharing the teacher's forward pass (``cohort=True``)
-or one by one. A student whose training fails (non-finite loss, out of memory) is recorded with
-f = 0 and the error, and the others of its step are kept.
+or one by one. A student whose training fails (non-finite loss, out of memory) is a failed
+``Evaluation`` (``Evaluation.failure``: the error kept, f = 0 read by no proposer), and the others of
+its step are kept.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class ProxyEvaluator(Evaluator):
     def reference_f(self) -> float:
         return 0.0  # the teacher: C = 0
 
-    def evaluate(self, archs: Sequence[Candidate]) -> list[Evaluation]:
+    def evaluate(self, archs: Sequence[Candidate], step: int = 0) -> list[Evaluation]:
         start = time.perf_counter()
         results = self.train(archs)
         seconds = (time.perf_counter() - start) / max(len(archs), 1)
@@ -47,7 +48,7 @@ class ProxyEvaluator(Evaluator):
             if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
                 error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
                          else "training loss diverged (non-finite)")
-                out.append(Evaluation(0.0, 0.0, arch.num_params, seconds, error))
+                out.append(Evaluation.failure(arch.num_params, seconds, error))
                 continue
             f = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.teacher_params)
             out.append(Evaluation(f, result.val_accuracy, arch.num_params, seconds, None))

@@ -3,7 +3,7 @@
 The K students of a step train in parallel as Ray tasks, each asking for ``num_gpus`` GPUs
 (fractional values share a GPU) and ``num_cpus`` CPUs, on a local Ray instance or the cluster at
 ``address``. A task whose worker dies is re-run by Ray (``max_retries``); a task that still fails,
-or that does not finish within ``timeout_s``, is recorded as failed (f = 0) so a step never hangs.
+or that does not finish within ``timeout_s``, is a failed evaluation, so a step never hangs.
 Each task rebuilds the teacher and the student from plain data (graph JSON, state_dicts, configs),
 loads the dataset once per worker process, and trains exactly what local evaluation trains: with
 the same seeds both give the same results.

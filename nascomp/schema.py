@@ -122,6 +122,7 @@ class RecipeSchema:
     seed: int = MISSING
     channels_last: bool = MISSING
     compile: Optional[bool] = None
+    release_host_heap: Optional[bool] = None  # proxy recipe only
     trainer: dict = field(default_factory=dict)
 
 

@@ -27,7 +27,8 @@ from nascomp.space import Architecture, Space
 
 @dataclass(frozen=True)
 class Record:
-    """One evaluated architecture of the history; ``kernel`` is the proposing kernel (None: random/baseline)."""
+    """One evaluated architecture of the history; ``kernel`` is the proposing kernel (None: random/baseline).
+    A failed evaluation (``failed``) keeps its error; its f = 0 is no reward and no proposer reads it."""
 
     arch: Architecture
     f: float
@@ -38,6 +39,10 @@ class Record:
     seconds: float
     error: str | None = None
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
 
 @dataclass
 class SearchResult:
@@ -46,12 +51,12 @@ class SearchResult:
     steps: int = 0
 
     def top(self, k: int) -> list[Record]:
-        """The k best records by f."""
-        return sorted(self.history, key=lambda r: -r.f)[:k]
+        """The k best records by f, failed evaluations left out."""
+        return sorted((r for r in self.history if not r.failed), key=lambda r: -r.f)[:k]
 
     def best_after(self, budget: int) -> float:
-        """The best f among the first ``budget`` evaluations."""
-        return max(r.f for r in self.history[:budget])
+        """The best f among the first ``budget`` evaluations (failed ones left out; nan if all failed)."""
+        return max((r.f for r in self.history[:budget] if not r.failed), default=float("nan"))
 
 
 class Proposer(Protocol):
@@ -63,10 +68,10 @@ class KernelProposer:
     """Train K kernels on random subsets of D and let each propose its EI maximiser."""
 
     def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None,
-                 transfer: dict | None = None, on_fit: Callable[[dict], None] | None = None):
+                 transfer: dict | None = None, on_fit: Callable[[int, dict], None] | None = None):
         """``transfer``: the state_dict of K kernels learned in another search (paper Table 3): they
-        are conditioned on this search's data but not trained. ``on_fit`` receives each step's
-        kernels (state_dict), e.g. to store them."""
+        are conditioned on this search's data but not trained. ``on_fit(step, state_dict)`` receives
+        the kernels of each step (the step whose architectures they propose), e.g. to store them."""
         self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
         self.transfer, self.on_fit = transfer, on_fit
         self.featurize = Featurizer(space, kernel_cfg)
@@ -83,7 +88,7 @@ class KernelProposer:
 
     def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
         start = time.perf_counter()
-        ok = [r for r in history if r.error is None and np.isfinite(r.f)]  # failed evaluations carry no reward
+        ok = [r for r in history if not r.failed]  # failed evaluations carry no reward
         archs, f = [r.arch for r in ok], [r.f for r in ok]
         if self.reference_f is not None:
             archs, f = [self.space.reference] + archs, [self.reference_f] + f
@@ -97,7 +102,7 @@ class KernelProposer:
         else:
             module.fit(x, y, mask)
         if self.on_fit is not None:
-            self.on_fit(module.state_dict())
+            self.on_fit(history[-1].step + 1, module.state_dict())
         self.seconds["train"] += time.perf_counter() - start
 
         start = time.perf_counter()
@@ -109,7 +114,7 @@ class KernelProposer:
             mean, var = module.posterior(xc)
             return expected_improvement(mean, var, best_f, log=self.scfg.acquisition.log_ei)
 
-        best = [r.arch for r in sorted(history, key=lambda r: -r.f)]
+        best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
         chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng)
         self.seconds["acquisition"] += time.perf_counter() - start
         return [(a, i) for i, a in enumerate(chosen)]
@@ -119,11 +124,13 @@ class Search:
     """Algorithm 1: ``Search(space, evaluator, proposer, K, T, seed).run()``."""
 
     def __init__(self, space: Space, evaluator: Evaluator, proposer: Proposer, K: int, T: int, seed: int, budget: int | None = None,
-                 on_step: Callable[[int, dict], None] | None = None):
-        """``on_step(step, rng_state)`` is called before each step's proposals (e.g. to record the
-        random-number state)."""
+                 before_step: Callable[[int, dict], None] | None = None,
+                 after_step: Callable[[int, list[Record]], None] | None = None):
+        """``before_step(step, rng_state)`` is called before each step's proposals (e.g. to record the
+        random-number state), ``after_step(step, records)`` with each step's evaluated records (step 0:
+        the K random architectures), e.g. to log and track them."""
         self.space, self.evaluator, self.proposer = space, evaluator, proposer
-        self.on_step = on_step
+        self.before_step, self.after_step = before_step, after_step
         self.K, self.T, self.seed = K, T, seed
         self.budget = budget if budget is not None else K * (T + 1)
 
@@ -136,8 +143,8 @@ class Search:
         while len(D) < self.budget:
             step += 1
             known |= {r.arch.key for r in D}
-            if self.on_step is not None:
-                self.on_step(step, rng.bit_generator.state)
+            if self.before_step is not None:
+                self.before_step(step, rng.bit_generator.state)
             batch = self.proposer.propose(D, min(self.K, self.budget - len(D)), set(known), rng)  # train K kernels, propose K
             if not batch:
                 break  # the space is exhausted
@@ -145,8 +152,11 @@ class Search:
         return SearchResult(D, dict(getattr(self.proposer, "seconds", {})), step)
 
     def evaluate(self, batch: list[tuple[Architecture, int | None]], step: int) -> list[Record]:
-        evals = self.evaluator.evaluate([a for a, _ in batch])
-        return [Record(a, e.f, e.accuracy, e.num_params, step, k, e.seconds, e.error) for (a, k), e in zip(batch, evals)]
+        evals = self.evaluator.evaluate([a for a, _ in batch], step)
+        records = [Record(a, e.f, e.accuracy, e.num_params, step, k, e.seconds, e.error) for (a, k), e in zip(batch, evals)]
+        if self.after_step is not None:
+            self.after_step(step, records)
+        return records
 
 
 def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, **kernel_options) -> Proposer:
@@ -167,9 +177,10 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
 
 
 def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, budget: int | None = None,
-               on_step: Callable[[int, dict], None] | None = None, **kernel_options) -> SearchResult:
+               before_step: Callable[[int, dict], None] | None = None,
+               after_step: Callable[[int, list[Record]], None] | None = None, **kernel_options) -> SearchResult:
     """Algorithm 1 (or a baseline) as configured by ``cfg.search`` / ``cfg.kernel``; the budget is
     ``budget``, else ``cfg.search.budget``, else K (T + 1)."""
     proposer = make_proposer(space, evaluator, cfg, seed, **kernel_options)
     budget = budget if budget is not None else cfg.search.get("budget")
-    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, on_step).run()
+    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step).run()

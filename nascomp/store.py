@@ -231,32 +231,3 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
-
-
-class StoredEvaluator:
-    """Wraps an evaluator with the store: cached architectures are not evaluated again, the rest are
-    marked in flight, evaluated, then recorded in one transaction. Implements ``Evaluator``."""
-
-    def __init__(self, inner, store: RunStore, run: str, context: str):
-        self.inner, self.store, self.run, self.context = inner, store, run, context
-        self.step = 0
-        self.hits = 0
-
-    @property
-    def reference_f(self):
-        return self.inner.reference_f
-
-    def evaluate(self, archs):
-        from nascomp.evaluator import Evaluation
-
-        cached = self.store.cached(self.context, [a.key for a in archs])
-        todo = list({a.key: a for a in archs if a.key not in cached}.values())
-        self.hits += len(archs) - len(todo)
-        if todo:
-            self.store.start(self.run, [a.key for a in todo], self.step)
-            evals = self.inner.evaluate(todo)
-            results = [(a.key, e.__dict__, a.to_dict() if hasattr(a, "to_dict") else {}) for a, e in zip(todo, evals)]
-            self.store.record(self.run, self.context, results)
-            cached.update({k: r for k, r, _ in results})
-        self.step += 1
-        return [Evaluation(**cached[a.key]) for a in archs]

@@ -88,18 +88,19 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
-def _release(device: torch.device) -> None:
+def _release(device: torch.device, trim_heap: bool) -> None:
     """Free the finished cohort's device memory (optimiser state, cached blocks). Trainer and module
     hold each other, so only a collection frees them; on the host that is left to the automatic
     collector (a forced one costs ~0.3 s, as much as a small candidate's training on the CPU).
 
     Then hand the host heap's free pages back to the system (glibc malloc_trim, ~4 ms): every student
     has different tensor shapes, and without it the freed blocks stay mapped, so resident memory
-    creeps up by ~0.15 MB per evaluation although nothing is alive (benchmarks/memory.py shows both)."""
+    creeps up by ~0.15 MB per evaluation although nothing is alive (benchmarks/memory.py shows both;
+    ``trim_heap`` is the proxy recipe's ``release_host_heap``)."""
     if device.type == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
-    trim = _malloc_trim()
+    trim = _malloc_trim() if trim_heap else None
     if trim is not None:
         trim(0)
 
@@ -126,7 +127,7 @@ def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, d
     for s in module.students:
         s.cpu()
     del module, trainer
-    _release(device)
+    _release(device, cfg.release_host_heap)
     return results
 
 

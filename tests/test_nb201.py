@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from nascomp.encoding import LAYER_TYPES, encoding_width
-from nascomp.evaluator import TableEvaluator
-from nascomp.nb201 import EDGES, OPS, NB201Space
+from nascomp.nb201 import EDGES, OPS, NB201Space, TableEvaluator
 
 
 @pytest.fixture(scope="module")

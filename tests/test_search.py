@@ -2,8 +2,7 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from nascomp.evaluator import TableEvaluator
-from nascomp.nb201 import NB201Space
+from nascomp.nb201 import NB201Space, TableEvaluator
 from nascomp.search import run_search
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
@@ -69,17 +68,31 @@ def test_same_seed_same_trajectory(space, method):
 class FailingEvaluator(TableEvaluator):
     """Fails on every cell whose first edge is a zero op."""
 
-    def evaluate(self, archs):
+    def evaluate(self, archs, step=0):
         from nascomp.evaluator import Evaluation
 
-        return [Evaluation(-float("inf"), 0.0, a.num_params, 0.0, error="diverged") if a.ops[0] == 0 else e
-                for a, e in zip(archs, super().evaluate(archs))]
+        return [Evaluation.failure(a.num_params, 0.0, "diverged") if a.ops[0] == 0 else e
+                for a, e in zip(archs, super().evaluate(archs, step))]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ours", "tpe"])
+@pytest.mark.parametrize("method", ["ours", "tpe", "rea"])
 def test_failed_evaluations_are_kept_out_of_the_models(space, method):
+    from nascomp.search import Search, make_proposer
+
     evaluator = FailingEvaluator(space.accuracy, space.params, space.reference, "accuracy")
-    result = run_search(space, evaluator, config(METHODS[method] + ["search.T=5"]), seed=0)
-    assert len(result.history) == 18 and all((r.error is None) == (r.arch.ops[0] != 0) for r in result.history)
-    assert result.top(1)[0].error is None
+    cfg = config(METHODS[method] + ["search.T=5", "search.rea.population=6"])
+    proposer = make_proposer(space, evaluator, cfg, seed=0)
+    result = Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed=0).run()
+    assert len(result.history) == 18 and all(r.failed == (r.arch.ops[0] == 0) for r in result.history)
+    failed = [r for r in result.history if r.failed]
+    assert failed and all(r.f == 0.0 for r in failed)  # the one convention: flagged, f = 0
+    assert not result.top(1)[0].failed
+    assert result.best_after(18) == max(r.f for r in result.history if not r.failed)
+    if method == "tpe":  # TPE is told each failure as a failed trial, never as f = 0
+        import optuna
+
+        study = proposer.study
+        told_failed = {proposer.space.from_flat(t.params).key for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))}
+        assert {r.arch.key for r in failed if r.step < 5} <= told_failed
+        assert all(t.value != 0.0 for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))

@@ -13,7 +13,8 @@ import torch
 
 from nascomp import ArchGraph, SearchSpace, teachers
 from nascomp.evaluator import Evaluation, Evaluator
-from nascomp.store import RunStore, StoreError, StoredEvaluator
+from nascomp.evaluator import StoredEvaluator
+from nascomp.store import RunStore, StoreError
 
 from test_run import TINY, cli
 
@@ -22,7 +23,7 @@ class CountingEvaluator(Evaluator):
     def __init__(self):
         self.calls = 0
 
-    def evaluate(self, archs):
+    def evaluate(self, archs, step=0):
         self.calls += len(archs)
         return [Evaluation(1.0 / (1 + a.num_params), 0.5, a.num_params, 0.1) for a in archs]
 

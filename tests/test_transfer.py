@@ -2,8 +2,7 @@
 import torch
 
 from nascomp.config import compose
-from nascomp.evaluator import TableEvaluator
-from nascomp.nb201 import NB201Space
+from nascomp.nb201 import NB201Space, TableEvaluator
 from nascomp.search import run_search
 
 
@@ -15,12 +14,13 @@ def _setup(*overrides):
 
 def test_transferred_kernels_are_conditioned_not_trained():
     cfg, space, ev = _setup()
-    learned, states = [], []
-    run_search(space, ev, cfg, seed=0, on_fit=learned.append, on_step=lambda step, s: states.append((step, s)))
-    assert len(learned) == 2 and [s for s, _ in states] == [1, 2]  # one kernel set and one RNG state per step
+    learned, fit_steps, states = [], [], []
+    run_search(space, ev, cfg, seed=0, on_fit=lambda step, s: (fit_steps.append(step), learned.append(s)),
+               before_step=lambda step, s: states.append((step, s)))
+    assert len(learned) == 2 and [s for s, _ in states] == [1, 2] == fit_steps  # one kernel set and one RNG state per step
     assert not torch.equal(learned[0]["embed.lstm.w_ih.0"], learned[1]["embed.lstm.w_ih.0"])  # trained anew each step
     used = []
-    result = run_search(space, ev, cfg, seed=1, transfer=learned[-1], on_fit=used.append)
+    result = run_search(space, ev, cfg, seed=1, transfer=learned[-1], on_fit=lambda step, s: used.append(s))
     assert len(result.history) == 6
     for state in used:  # conditioned on this search's data, weights untouched
         assert all(torch.equal(state[k], learned[-1][k]) for k in state)
