@@ -26,7 +26,7 @@ from nascomp.report import history_rows, plot, table, write_history, write_repor
 from nascomp.reward import RewardRow
 from nascomp.search import run_search
 from nascomp.search_space import SearchSpace
-from nascomp.store import RunStore, StoredEvaluator, StoreError, digest, tensor_digest
+from nascomp.store import RunStore, StoredEvaluator, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.training import full_train, load_or_train_teacher
 
@@ -95,6 +95,9 @@ def prepare(cfg: DictConfig, run_dir: Path):
         accelerator = cfg.trainer.accelerator
         if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
             raise StartupError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
+        config = OmegaConf.to_container(cfg, resolve=True)
+        run_id = digest({k: v for k, v in config.items() if k not in ("logger", "store")})
+        hold_run(cfg.store.path or run_dir / "store.sqlite", run_id)  # before any work: one process per run
         dataset = data.load(cfg.dataset)
         checkpoint = teacher_checkpoint(cfg)
         if cfg.teacher.checkpoint and not checkpoint.is_file():
@@ -106,10 +109,8 @@ def prepare(cfg: DictConfig, run_dir: Path):
         space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
         log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
                  len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
-        config = OmegaConf.to_container(cfg, resolve=True)
         store = RunStore(cfg.store.path or run_dir / "store.sqlite")
         context = proxy_context(cfg, teacher)
-        run_id = digest({k: v for k, v in config.items() if k not in ("logger", "store")})
         resumed = store.open_run(run_id, config, cfg.store.resume)
         if resumed:
             log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, store.path,

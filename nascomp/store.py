@@ -21,15 +21,16 @@ Tensors are stored as ``torch.save`` bytes and read back with ``weights_only=Tru
 
 Bad stores are refused when opened, with ``StoreError`` naming the file and what to do: a file
 that is not SQLite, a damaged one (``PRAGMA quick_check``), one this process cannot write (said so,
-the store left untouched), and a run that another live process holds (``hold``, also done by
-``open_run``, takes an exclusive ``flock`` on ``<store>.<run>.lock``, released by ``release`` /
-``finish_run`` / ``close`` or when the process dies, so a killed run still resumes; other runs
+the store left untouched), and a run that another live process holds (``hold_run``, also done by
+``open_run``, takes an exclusive ``flock`` on ``<store>.<run>.lock``, released by ``finish_run`` /
+``close`` / exit, or by the kernel when the process dies, so a killed run still resumes; other runs
 sharing the file are not blocked). A row whose stored value cannot be decoded raises ``StoreError`` naming the table,
 the row and the ``sqlite3`` command that deletes it, except the recomputable ones: unreadable proxy
 weights, finalist results and random-number states are logged as a warning and read as missing.
 """
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import io
@@ -94,7 +95,7 @@ class StoreError(RuntimeError):
 class RunStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._locks: dict[str, tuple[int, Path]] = {}  # run -> (fd holding its flock, lock file)
+        self._held: set[str] = set()  # the runs this store holds (hold_run)
         self._refuse_unwritable()
         self.db = None
         try:
@@ -121,26 +122,10 @@ class RunStore:
                              "store.path elsewhere") from exc
 
     def _refuse_unwritable(self) -> None:
-        """Raise ``StoreError`` when this process cannot write the store: SQLite in WAL mode writes the
-        file and creates ``<store>-wal`` / ``-shm`` beside it, and ``open_run`` a lock file there."""
-        folder = next((p for p in (self.path.parent, *self.path.parent.parents) if p.exists()), None)
-        if folder is None:
-            return
-        if not folder.is_dir():
-            reason = f"{folder} is not a directory"
-        elif not os.access(folder, os.W_OK | os.X_OK):
-            reason = f"the directory {folder} is not writable by this process (user {_user()})"
-        elif self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
-            reason = f"the file {self.path} is not writable by this process (user {_user()})"
-        else:
-            return
-        kept = " The store was not opened: nothing in it is lost or changed." if self.path.is_file() else ""
-        raise StoreError(f"cannot write the run store {self.path}: {reason}.{kept} Make it writable (chmod/chown), or "
-                         "copy the run directory somewhere writable and run the same command with hydra.run.dir=<the "
-                         "copy> (or store.path=<the copied store>)")
+        refuse_unwritable(self.path)
 
     def close(self) -> None:
-        for run in list(self._locks):
+        for run in list(self._held):
             self.release(run)
         self.db.close()
 
@@ -190,46 +175,16 @@ class RunStore:
 
     # ----------------------------------------------------------------- run locks
     def lock_path(self, run: str) -> Path:
-        """The lock file of ``run``: beside the store, one per run, so runs sharing a store do not block each other."""
-        return self.path.with_name(f"{self.path.name}.{run}.lock")
+        return lock_path(self.path, run)
 
     def hold(self, run: str) -> None:
-        """Hold ``run`` for this process (an exclusive ``flock`` on ``lock_path(run)``, which records
-        pid, host, start time and command); ``StoreError`` naming the holder if another live process
-        has it. The kernel drops the lock when its holder dies, whatever killed it."""
-        if run in self._locks:
-            return
-        path = self.lock_path(run)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip().replace("\n", ", ")
-                os.close(fd)
-                raise StoreError(f"run {run} of the store {self.path} is already running: held by "
-                                 f"{holder or 'a process that is just starting'} (lock file {path}). Wait for it to "
-                                 "finish, or stop it and run again to resume; a process that died holds nothing") from None
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:  # not a file its previous holder unlinked between our open and our flock
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {started}\n"
-                      f"command {' '.join(sys.argv)}\n".encode(), 0)
-        self._locks[run] = (fd, path)
+        """``hold_run`` for this store; ``release``, ``finish_run`` and ``close`` release it."""
+        hold_run(self.path, run)
+        self._held.add(run)
 
     def release(self, run: str) -> None:
-        fd, path = self._locks.pop(run)
-        try:
-            path.unlink()  # while still holding the lock: a waiting opener sees the inode change and retries
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+        release_run(self.path, run)
+        self._held.discard(run)
 
     # ----------------------------------------------------------------- runs
     def open_run(self, run: str, config: dict, resume: bool = True) -> bool:
@@ -261,7 +216,7 @@ class RunStore:
     def finish_run(self, run: str, status: str = "finished") -> None:
         with self._guard("runs", f"run {run!r}"), self._tx():
             self.db.execute("UPDATE runs SET status = ?, updated = ? WHERE run = ?", (status, time.time(), run))
-        if run in self._locks:
+        if run in self._held:
             self.release(run)
 
     def status(self, run: str) -> str | None:
@@ -391,6 +346,93 @@ class RunStore:
         return self._decode("finals", row_name, f"context = '{context}' AND key = '{key}'",
                             lambda r: (json.loads(r[0]), from_bytes(r[1])), row,
                             missing_ok="this finalist is trained again and its row overwritten")
+
+
+def refuse_unwritable(path: Path) -> None:
+    """Raise ``StoreError`` when this process cannot write the store at ``path``: SQLite in WAL mode
+    writes the file and creates ``<store>-wal`` / ``-shm`` beside it, ``hold_run`` a lock file there."""
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if folder is None:
+        return
+    if not folder.is_dir():
+        reason = f"{folder} is not a directory"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = f"the directory {folder} is not writable by this process (user {_user()})"
+    elif path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        reason = f"the file {path} is not writable by this process (user {_user()})"
+    else:
+        return
+    kept = " The store was not opened: nothing in it is lost or changed." if path.is_file() else ""
+    raise StoreError(f"cannot write the run store {path}: {reason}.{kept} Make it writable (chmod/chown), or "
+                     "copy the run directory somewhere writable and run the same command with hydra.run.dir=<the "
+                     "copy> (or store.path=<the copied store>)")
+
+
+# --------------------------------------------------------------------------- one process per run
+_HELD: dict[Path, int] = {}  # lock file -> the descriptor holding its flock, for the runs this process holds
+
+
+def lock_path(store: str | Path, run: str) -> Path:
+    """The lock file of ``run``: beside the store, one per run, so runs sharing a store do not block each other."""
+    store = Path(store).absolute()
+    return store.with_name(f"{store.name}.{run}.lock")
+
+
+def hold_run(store: str | Path, run: str) -> None:
+    """Hold ``run`` of the store at ``store`` for this process: an exclusive ``flock`` on ``lock_path``,
+    whose text records pid, host, start time and command. ``StoreError`` naming the holder if another
+    live process has it; a no-op if this process does. The kernel drops the lock when its holder dies,
+    whatever killed it, so a killed run resumes. Needs no open store: a run can be held before any work."""
+    path = lock_path(store, run)
+    if path in _HELD:
+        return
+    refuse_unwritable(Path(store))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip().replace("\n", ", ")
+            os.close(fd)
+            raise StoreError(f"run {run} of the store {store} is already running: held by "
+                             f"{holder or 'a process that is just starting'} (lock file {path}). Wait for it to "
+                             "finish, or stop it and run again to resume; a process that died holds nothing") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its previous holder unlinked between our open and our flock
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {started}\n"
+                  f"command {' '.join(sys.argv)}\n".encode(), 0)
+    _HELD[path] = fd
+
+
+def release_run(store: str | Path, run: str) -> None:
+    """Release a run this process holds (its lock file is removed)."""
+    _drop(lock_path(store, run))
+
+
+@atexit.register
+def _release_all() -> None:
+    """At exit (a finished run, or exit 2 at startup): no lock file is left behind."""
+    for path in list(_HELD):
+        _drop(path)
+
+
+def _drop(path: Path) -> None:
+    fd = _HELD.pop(path, None)
+    if fd is None:
+        return
+    try:
+        path.unlink()  # while still holding the lock: an opener that raced us sees the inode change and retries
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 def _user() -> str:

@@ -290,3 +290,36 @@ def test_a_killed_holder_leaves_the_run_free(tmp_path):
     holder.kill(), holder.wait()
     assert RunStore(path).lock_path("r").exists()  # SIGKILL: no clean-up ran, yet the lock died with the process
     assert RunStore(path).open_run("r", {"a": 1}) is True
+
+
+def test_a_run_held_before_its_store_exists_leaves_nothing_behind(tmp_path):
+    script = "import sys\nfrom nascomp.store import hold_run\nhold_run(sys.argv[1], 'r')\nsys.exit(2)\n"
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run" / "store.sqlite")], capture_output=True)
+    assert proc.returncode == 2, proc.stderr
+    assert list((tmp_path / "run").iterdir()) == []  # no store created, the lock file removed at exit
+
+
+@pytest.mark.slow
+def test_two_identical_commands_and_an_unwritable_store_through_the_cli(tmp_path, unwritable):
+    args = TINY + ["logger=none", "hydra.run.dir=run"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    first = subprocess.Popen([sys.executable, "-m", "nascomp.run", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not list((tmp_path / "run").glob("store.sqlite.*.lock")) and time.time() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None, "the first command ended before it could be joined"
+        second = cli(args, tmp_path, check=False, timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        line = second.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: run ") and f"is already running: held by pid {first.pid} on host" in line
+        assert first.poll() is None  # the first goes on
+        (tmp_path / "ro").mkdir()
+        unwritable(tmp_path / "ro")
+        third = cli(TINY + ["logger=none", f"store.path={tmp_path / 'ro' / 'store.sqlite'}"], tmp_path, check=False, timeout=300)
+        assert third.returncode == 2, third.stderr[-2000:]
+        line = third.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: cannot write the run store") and f"the directory {tmp_path / 'ro'} is not writable" in line
+    finally:
+        first.kill(), first.wait()
