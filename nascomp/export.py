@@ -1,5 +1,10 @@
 """Saving, loading and exporting students: ``architecture.json`` (the student's ``ArchGraph``) and
-``weights.pt`` (a plain state_dict, loadable with ``torch.load(..., weights_only=True)``)."""
+``weights.pt`` (a plain state_dict, loadable with ``torch.load(..., weights_only=True)``).
+
+``load_student`` trusts neither file: the graph is validated (``ArchGraph.validate``) and its key
+recomputed and compared with the one ``save_student`` wrote, so an edited architecture (a layer's
+type, an input index, a shape) is refused with ``StudentFileError`` instead of loading into a
+network that computes something else."""
 from __future__ import annotations
 
 import json
@@ -8,17 +13,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nascomp.graph import ArchGraph, GraphNet
+from nascomp.graph import ArchGraph, GraphError, GraphNet
 
 ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "weights.pt"
+FORMAT = "nascomp-student/1"
+
+
+class StudentFileError(ValueError):
+    """A saved student whose files are inconsistent or were edited: which file, what is wrong, what to do."""
 
 
 def save_student(path: str | Path, graph: ArchGraph, module: nn.Module) -> Path:
     """Write ``path/architecture.json`` and ``path/weights.pt``; returns ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    doc = {"format": "nascomp-student/1", "key": graph.key, "num_params": graph.num_params, **graph.to_json()}
+    doc = {"format": FORMAT, "key": graph.key, "num_params": graph.num_params, **graph.to_json()}
     (path / ARCHITECTURE_FILE).write_text(json.dumps(doc, indent=1))
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     torch.save(state, path / WEIGHTS_FILE)
@@ -32,18 +42,33 @@ def load_student(path: str | Path) -> GraphNet:
     for f in (arch_file, weights_file):
         if not f.is_file():
             raise FileNotFoundError(f"{str(path)!r} is not a saved student: {f.name} is missing")
+    resave = "restore the file as save_student wrote it, or save the student again (nascomp.export.save_student)"
     try:
-        graph = ArchGraph.from_json(json.loads(arch_file.read_text()))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(arch_file)!r} is not valid JSON: {exc}") from exc
+        doc = json.loads(arch_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StudentFileError(f"{str(arch_file)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise StudentFileError(f"{str(arch_file)!r} is not a {FORMAT} file (format {found!r}); {resave}")
+    try:
+        graph = ArchGraph.from_json(doc)
+    except GraphError as exc:
+        raise StudentFileError(f"{str(arch_file)!r} is not a valid architecture: {exc}; the file was edited or "
+                               f"damaged: {resave}") from exc
+    except ValueError as exc:
+        raise StudentFileError(f"{str(arch_file)!r}: {exc}; {resave}") from exc
+    if doc.get("key") != graph.key:
+        raise StudentFileError(f"{str(arch_file)!r} records key {doc.get('key')!r} but its layers hash to "
+                               f"{graph.key!r}: the architecture was edited after saving (a layer's type, inputs, "
+                               f"shapes or attrs) and no longer matches {WEIGHTS_FILE}; {resave}")
     net = graph.build()
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{str(weights_file)!r} does not match {ARCHITECTURE_FILE}: {exc}") from exc
+        raise StudentFileError(f"{str(weights_file)!r} does not match {ARCHITECTURE_FILE}: {exc}") from exc
     except Exception as exc:
-        raise ValueError(f"{str(weights_file)!r} cannot be read as a weights-only state_dict: {exc}") from exc
+        raise StudentFileError(f"{str(weights_file)!r} cannot be read as a weights-only state_dict: {exc}") from exc
     return net
 
 

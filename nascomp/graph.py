@@ -97,6 +97,12 @@ class Layer:
         return cls(d["name"], d["type"], tuple(d["inputs"]), tuple(d["in_shape"]), tuple(d["out_shape"]), attrs, d["target"])
 
 
+def _check_shape(what: str, shape) -> None:
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise GraphError(f"{what} {tuple(shape) if isinstance(shape, (list, tuple)) else shape!r} is not a shape "
+                         "(positive integers, without the batch dimension)")
+
+
 def _jsonable(attrs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(attrs.items())}
 
@@ -125,10 +131,67 @@ class ArchGraph:
 
     @classmethod
     def from_json(cls, d: dict) -> "ArchGraph":
+        """The graph ``to_json`` wrote, validated (``GraphError`` naming the first bad layer)."""
         try:
-            return cls([Layer.from_json(x) for x in d["layers"]], tuple(d["input_shape"]), int(d["output"]))
+            graph = cls([Layer.from_json(x) for x in d["layers"]], tuple(d["input_shape"]), d["output"])
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an architecture JSON (missing or malformed field {exc})") from exc
+        return graph.validate()
+
+    def validate(self) -> "ArchGraph":
+        """Check that the graph is well formed and computes the shapes it records; returns it.
+
+        Every input is -1 (the network input) or an earlier layer; ``output`` is a layer; every
+        shape is positive integers; a layer's ``in_shape`` is what its inputs give (their common
+        shape; for ``concat`` the concatenation's or, as ``SearchSpace`` realises it, the first
+        input's); and each layer builds and, run on a meta tensor of ``in_shape`` (no memory, no
+        arithmetic; shape-preserving types are not run), gives ``out_shape``. Raises
+        ``GraphError`` naming the first layer that fails.
+        """
+        n = len(self.layers)
+        _check_shape("the graph's input_shape", self.input_shape)
+        if isinstance(self.output, bool) or not isinstance(self.output, int) or not 0 <= self.output < n:
+            raise GraphError(f"output {self.output!r} is not a layer index (0..{n - 1}, the graph has {n} layers)")
+        outs: dict[int, torch.Tensor] = {-1: torch.empty(1, *self.input_shape, device="meta")}
+        for j, layer in enumerate(self.layers):
+            where = f"layer {j} ({layer.name!r}, {layer.type})"
+            if layer.type not in LAYER_TYPES:
+                raise GraphError(f"{where}: unknown type {layer.type!r}; known: {', '.join(sorted(LAYER_TYPES))}")
+            if not layer.inputs:
+                raise GraphError(f"{where} has no inputs")
+            for i in layer.inputs:
+                if isinstance(i, bool) or not isinstance(i, int) or not -1 <= i < n:
+                    raise GraphError(f"{where}: input {i!r} is not a layer index (-1 = the network input, 0..{n - 1} a layer)")
+                if i >= j:
+                    raise GraphError(f"{where}: input {i} is not an earlier layer (layers are in topological order; "
+                                     f"layer {j} reads -1..{j - 1})")
+            _check_shape(f"{where}: in_shape", layer.in_shape)
+            _check_shape(f"{where}: out_shape", layer.out_shape)
+            given = [tuple(outs[i].shape[1:]) for i in layer.inputs]
+            if layer.type == "concat":  # in_shape: the concatenation's (traced) or the first input's (realised)
+                joined = (sum(s[0] for s in given), *given[0][1:])
+                consistent = len({s[1:] for s in given}) == 1 and layer.in_shape in (joined, given[0])
+            else:
+                expected = given[0]
+                consistent = len(set(given)) == 1 and expected == layer.in_shape
+            if not consistent:
+                raise GraphError(f"{where} records in_shape {layer.in_shape} but its inputs {layer.inputs} give "
+                                 f"{' and '.join(map(str, sorted(set(given))))}")
+            try:
+                with torch.device("meta"):
+                    module = make_layer(layer).eval()
+                x = torch.cat([outs[i] for i in layer.inputs], 1) if layer.type == "concat" else outs[layer.inputs[0]]
+                y = x if layer.type in _SAME_SHAPE else module(x)
+            except GraphError:
+                raise
+            except Exception as exc:  # a torch error building or running the layer: bad attrs
+                raise GraphError(f"{where} cannot be built or run on in_shape {layer.in_shape} with attrs "
+                                 f"{_jsonable(layer.attrs)}: {type(exc).__name__}: {exc}") from exc
+            if tuple(y.shape[1:]) != layer.out_shape:
+                raise GraphError(f"{where} computes shape {tuple(y.shape[1:])} from in_shape {layer.in_shape}, "
+                                 f"but records out_shape {layer.out_shape}")
+            outs[j] = y
+        return self
 
     @property
     def key(self) -> str:
@@ -166,6 +229,8 @@ _FUNCTIONS: dict[Any, str] = {
     F.adaptive_max_pool2d: "adaptive_maxpool", F.dropout: "dropout",
     torch.channel_shuffle: "shuffle", F.channel_shuffle: "shuffle",
 }
+LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values())
+_SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "identity", "add"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
             "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias"}
 

@@ -27,7 +27,7 @@ from nascomp.report import history_rows, plot, table, write_history, write_repor
 from nascomp.reward import RewardRow
 from nascomp.search import Record, run_search
 from nascomp.search_space import SearchSpace
-from nascomp.store import RunStore, StoreError, digest, tensor_digest
+from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.training import full_train, load_or_train_teacher
 
@@ -60,6 +60,11 @@ def proxy_context(cfg: DictConfig, teacher: torch.nn.Module) -> str:
 
 class StartupError(RuntimeError):
     """A problem found before any work: missing data, a broken teacher checkpoint, an impossible setup."""
+
+
+def run_id_of(config: dict) -> str:
+    """A run's id in the store: its resolved config, less what does not change its results."""
+    return digest({k: v for k, v in config.items() if k not in ("logger", "store")})
 
 
 @dataclass
@@ -114,8 +119,7 @@ class Setup:
 
     @property
     def run_id(self) -> str:
-        """The run's id in the store: the config, less what does not change its results."""
-        return digest({k: v for k, v in self.config.items() if k not in ("logger", "store")})
+        return run_id_of(self.config)
 
     def open_run(self, run_id: str, resume: bool, config: dict | None = None) -> StoredEvaluator:
         """Register (or resume) ``run_id`` with ``config`` (default: this setup's) in the store; returns
@@ -161,6 +165,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    try:  # before any work: one process per run
+        hold_run(cfg.store.path or run_dir / "store.sqlite", run_id_of(OmegaConf.to_container(cfg, resolve=True)))
+    except StoreError as exc:
+        raise StartupError(str(exc)) from exc
     setup = Setup.build(cfg, run_dir)
     dataset, teacher, teacher_acc, graph, store, context = (setup.dataset, setup.teacher, setup.teacher_accuracy,
                                                              setup.graph, setup.store, setup.context)

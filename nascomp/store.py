@@ -18,18 +18,37 @@ Resume replays the search from its seed: evaluations come from the cache instant
 retrained deterministically, and the first evaluation missing from the cache is where the killed
 run stopped. The stored random-number states check that the replay follows the recorded run.
 Tensors are stored as ``torch.save`` bytes and read back with ``weights_only=True``.
+
+Bad stores are refused when opened, with ``StoreError`` naming the file and what to do: a file
+that is not SQLite, a damaged one (``PRAGMA quick_check``), one this process cannot write (said so,
+the store left untouched), and a run that another live process holds (``hold_run``, also done by
+``open_run``, takes an exclusive ``flock`` on ``<store>.<run>.lock``, released by ``finish_run`` /
+``close`` / exit, or by the kernel when the process dies, so a killed run still resumes; other runs
+sharing the file are not blocked). A row whose stored value cannot be decoded raises ``StoreError`` naming the table,
+the row and the ``sqlite3`` command that deletes it, except the recomputable ones: unreadable proxy
+weights, finalist results and random-number states are logged as a warning and read as missing.
 """
 from __future__ import annotations
 
+import atexit
+import fcntl
 import hashlib
 import io
 import json
+import logging
+import os
+import socket
 import sqlite3
+import sys
 import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+
+log = logging.getLogger("nascomp")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, created REAL, updated REAL);
@@ -69,55 +88,140 @@ def from_bytes(blob: bytes) -> Any:
 
 
 class StoreError(RuntimeError):
-    """The store cannot be used as asked (another config in it, a corrupt file)."""
+    """The store cannot be used as asked (another config in it, a damaged or unwritable file, a run
+    held by another process, an unreadable row); the message says which file and what to do."""
 
 
 class RunStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._held: set[str] = set()  # the runs this store holds (hold_run)
+        self._refuse_unwritable()
+        self.db = None
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            problems = [r[0] for r in self.db.execute("PRAGMA quick_check(3)")]  # ~0.03 s per 50 MB
+            if problems != ["ok"]:
+                found = "; ".join(line.strip() for p in problems for line in p.splitlines() if line.strip("* "))
+                self.db.close()
+                raise StoreError(f"the run store {self.path} is damaged (SQLite's quick_check: {found}). "
+                                 f"Nothing was changed. Salvage what is readable with `sqlite3 {self.path} .recover "
+                                 f"| sqlite3 recovered.sqlite` and point store.path at recovered.sqlite, or move "
+                                 f"{self.path.name} away to start afresh")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+        except OSError as exc:
+            raise StoreError(f"cannot create the run store {self.path}: {exc}; point store.path at a writable place") from exc
         except sqlite3.DatabaseError as exc:
+            if self.db is not None:
+                self.db.close()
+            self._refuse_unwritable()  # e.g. the directory became read-only, or access() could not tell
             raise StoreError(f"{self.path} is not a usable SQLite run store ({exc}); move it away or point "
                              "store.path elsewhere") from exc
 
+    def _refuse_unwritable(self) -> None:
+        refuse_unwritable(self.path)
+
     def close(self) -> None:
+        for run in list(self._held):
+            self.release(run)
         self.db.close()
 
     def _tx(self):
         return _Transaction(self.db)
 
+    @contextmanager
+    def _guard(self, table: str, row: str):
+        """SQLite errors inside become ``StoreError`` naming the store, table and row."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "malformed" in text or "not a database" in text or "corrupt" in text:
+                advice = (f"the file is damaged: `sqlite3 {self.path} 'PRAGMA integrity_check'` shows where; salvage "
+                          f"with `sqlite3 {self.path} .recover | sqlite3 recovered.sqlite` and point store.path there")
+            elif "locked" in text or "busy" in text:
+                advice = "another process kept the store locked for over 30 s; retry when it is done"
+            elif "readonly" in text or "read-only" in text:
+                advice = "the store or its directory is not writable by this process; make it writable"
+            else:
+                advice = "check the disk (space, I/O errors); what is already stored stays as it was"
+            raise StoreError(f"the run store {self.path}, table {table} ({row}): {type(exc).__name__}: {text}; "
+                             f"{advice}") from exc
+
+    def _decode(self, table: str, row: str, where: str, decode, value, missing_ok: str = ""):
+        """``decode(value)``; a value that cannot be decoded raises ``StoreError`` saying how to delete the
+        row, or, with ``missing_ok`` (what happens instead), is logged as a warning and read as None."""
+        try:
+            return decode(value)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            delete = f"sqlite3 {self.path} \"DELETE FROM {table} WHERE {where}\""
+            if missing_ok:
+                log.warning("the %s row (%s) of the run store %s cannot be read (%s); read as missing: %s. "
+                            "To remove it: %s", table, row, self.path, error, missing_ok, delete)
+                return None
+            raise StoreError(f"the {table} row ({row}) of the run store {self.path} cannot be read ({error}). Delete that "
+                             f"row with: {delete}; or point store.path elsewhere; {self._intact()}") from exc
+
+    def _intact(self) -> str:
+        try:
+            n = self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        except sqlite3.DatabaseError:
+            return "the other rows are not affected"
+        return f"the other rows, and the {n} evaluations, are not affected"
+
+    # ----------------------------------------------------------------- run locks
+    def lock_path(self, run: str) -> Path:
+        return lock_path(self.path, run)
+
+    def hold(self, run: str) -> None:
+        """``hold_run`` for this store; ``release``, ``finish_run`` and ``close`` release it."""
+        hold_run(self.path, run)
+        self._held.add(run)
+
+    def release(self, run: str) -> None:
+        release_run(self.path, run)
+        self._held.discard(run)
+
     # ----------------------------------------------------------------- runs
     def open_run(self, run: str, config: dict, resume: bool = True) -> bool:
         """Register ``run`` with ``config``; returns True when it resumes an existing run. A run id
-        already stored with another config, or any existing run when ``resume`` is false, is an error."""
-        row = self.db.execute("SELECT config, status FROM runs WHERE run = ?", (run,)).fetchone()
-        text = json.dumps(config, sort_keys=True, default=str)
-        if row is None:
+        already stored with another config, or any existing run when ``resume`` is false, is an error,
+        and so is a run another live process holds (this process then holds it until ``finish_run``
+        or ``close``)."""
+        self.hold(run)
+        row_name = f"run {run!r}"
+        with self._guard("runs", row_name):
+            row = self.db.execute("SELECT config, status FROM runs WHERE run = ?", (run,)).fetchone()
+            text = json.dumps(config, sort_keys=True, default=str)
+            if row is None:
+                with self._tx():
+                    self.db.execute("INSERT INTO runs VALUES (?, ?, 'running', ?, ?)", (run, text, time.time(), time.time()))
+                return False
+            if not resume:
+                raise StoreError(f"{self.path} already holds run {run!r} (status {row[1]}); nothing recorded is "
+                                 "overwritten: resume it (store.resume=true) or choose another run directory")
+            if row[0] != text:
+                stored = self._decode("runs", row_name, f"run = '{run}'", json.loads, row[0])
+                diff = _diff(stored, config)
+                raise StoreError(f"{self.path} holds run {run!r} with a different config ({'; '.join(diff[:5])}); "
+                                 "run with the same config to resume it, or choose another name / run directory")
             with self._tx():
-                self.db.execute("INSERT INTO runs VALUES (?, ?, 'running', ?, ?)", (run, text, time.time(), time.time()))
-            return False
-        if not resume:
-            raise StoreError(f"{self.path} already holds run {run!r} (status {row[1]}); nothing recorded is "
-                             "overwritten: resume it (store.resume=true) or choose another run directory")
-        if row[0] != text:
-            diff = _diff(json.loads(row[0]), config)
-            raise StoreError(f"{self.path} holds run {run!r} with a different config ({'; '.join(diff[:5])}); "
-                             "run with the same config to resume it, or choose another name / run directory")
-        with self._tx():
-            self.db.execute("UPDATE runs SET status = 'running', updated = ? WHERE run = ?", (time.time(), run))
+                self.db.execute("UPDATE runs SET status = 'running', updated = ? WHERE run = ?", (time.time(), run))
         return True
 
     def finish_run(self, run: str, status: str = "finished") -> None:
-        with self._tx():
+        with self._guard("runs", f"run {run!r}"), self._tx():
             self.db.execute("UPDATE runs SET status = ?, updated = ? WHERE run = ?", (status, time.time(), run))
+        if run in self._held:
+            self.release(run)
 
     def status(self, run: str) -> str | None:
-        row = self.db.execute("SELECT status FROM runs WHERE run = ?", (run,)).fetchone()
+        with self._guard("runs", f"run {run!r}"):
+            row = self.db.execute("SELECT status FROM runs WHERE run = ?", (run,)).fetchone()
         return row[0] if row else None
 
     # ----------------------------------------------------------------- evaluations (the cache)
@@ -125,22 +229,24 @@ class RunStore:
         keys = list(keys)
         out = {}
         for k in keys:
-            row = self.db.execute("SELECT f, accuracy, num_params, seconds, error FROM evaluations WHERE context = ? AND key = ?",
-                                  (context, k)).fetchone()
+            with self._guard("evaluations", f"context {context!r}, key {k!r}"):
+                row = self.db.execute("SELECT f, accuracy, num_params, seconds, error FROM evaluations WHERE context = ? AND key = ?",
+                                      (context, k)).fetchone()
             if row:
                 out[k] = dict(zip(("f", "accuracy", "num_params", "seconds", "error"), row))
         return out
 
     def start(self, run: str, keys: Iterable[str], step: int) -> None:
-        with self._tx():
+        with self._guard("inflight", f"run {run!r}, step {step}"), self._tx():
             self.db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?, ?)", [(run, k, step, time.time()) for k in keys])
 
     def inflight(self, run: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT key FROM inflight WHERE run = ? ORDER BY started", (run,))]
+        with self._guard("inflight", f"run {run!r}"):
+            return [r[0] for r in self.db.execute("SELECT key FROM inflight WHERE run = ? ORDER BY started", (run,))]
 
     def record(self, run: str, context: str, results: list[tuple[str, dict, dict]]) -> None:
         """Store finished evaluations (key, result, arch description) and clear them from inflight."""
-        with self._tx():
+        with self._guard("evaluations", f"run {run!r}, context {context!r}, {len(results)} results"), self._tx():
             for key, r, arch in results:
                 self.db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 (context, key, r["f"], r["accuracy"], r["num_params"], r["seconds"], r["error"],
@@ -148,67 +254,194 @@ class RunStore:
                 self.db.execute("DELETE FROM inflight WHERE run = ? AND key = ?", (run, key))
 
     def count(self, context: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE context = ?", (context,)).fetchone()[0]
+        with self._guard("evaluations", f"context {context!r}"):
+            return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE context = ?", (context,)).fetchone()[0]
 
     # ----------------------------------------------------------------- history
     def append_history(self, run: str, rows: list[tuple[int, int, int | None, str]]) -> None:
         """(index, step, kernel, key) rows; re-recording the same index (a replay) is a no-op."""
-        with self._tx():
+        with self._guard("history", f"run {run!r}"), self._tx():
             self.db.executemany("INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?)", [(run, *r) for r in rows])
 
     def history(self, run: str) -> list[tuple[int, int, int | None, str]]:
-        return [tuple(r) for r in self.db.execute("SELECT idx, step, kernel, key FROM history WHERE run = ? ORDER BY idx", (run,))]
+        with self._guard("history", f"run {run!r}"):
+            return [tuple(r) for r in self.db.execute("SELECT idx, step, kernel, key FROM history WHERE run = ? ORDER BY idx", (run,))]
 
     # ----------------------------------------------------------------- random-number states, kernels
     def rng_state(self, run: str, step: int) -> dict | None:
-        row = self.db.execute("SELECT state FROM rng WHERE run = ? AND step = ?", (run, step)).fetchone()
-        return json.loads(row[0]) if row else None
+        """The recorded state of ``step``; an unreadable one is reported and read as missing (the check
+        of that step is skipped and the replay's state recorded in its place)."""
+        row_name = f"run {run!r}, step {step}"
+        with self._guard("rng", row_name):
+            row = self.db.execute("SELECT state FROM rng WHERE run = ? AND step = ?", (run, step)).fetchone()
+        if row is None:
+            return None
+        return self._decode("rng", row_name, f"run = '{run}' AND step = {step}", json.loads, row[0],
+                            missing_ok="that step's replay is not checked and its state is recorded again")
 
     def save_rng_state(self, run: str, step: int, state: dict) -> None:
-        with self._tx():
+        with self._guard("rng", f"run {run!r}, step {step}"), self._tx():
             self.db.execute("INSERT OR REPLACE INTO rng VALUES (?, ?, ?)", (run, step, json.dumps(state)))
 
     def save_kernels(self, run: str, step: int, state: dict) -> None:
-        with self._tx():
+        with self._guard("kernels", f"run {run!r}, step {step}"), self._tx():
             self.db.execute("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?)", (run, step, to_bytes(state)))
 
     def kernels(self, run: str, step: int | None = None) -> tuple[int, dict] | None:
         """The kernels of ``step`` (default: the last step that has them)."""
         q = "SELECT step, state FROM kernels WHERE run = ? " + ("AND step = ?" if step is not None else "ORDER BY step DESC LIMIT 1")
-        row = self.db.execute(q, (run, step) if step is not None else (run,)).fetchone()
-        return (row[0], from_bytes(row[1])) if row else None
+        with self._guard("kernels", f"run {run!r}, step {step if step is not None else 'last'}"):
+            row = self.db.execute(q, (run, step) if step is not None else (run,)).fetchone()
+        if row is None:
+            return None
+        return row[0], self._decode("kernels", f"run {run!r}, step {row[0]}", f"run = '{run}' AND step = {row[0]}",
+                                    from_bytes, row[1])
 
     def latest_kernels(self) -> tuple[str, int, dict] | None:
         """(run, step, state) of the most recent run that stored kernels, preferring finished runs."""
-        row = self.db.execute("SELECT k.run, MAX(k.step) FROM kernels k JOIN runs r ON r.run = k.run GROUP BY k.run "
-                              "ORDER BY r.status = 'finished' DESC, r.updated DESC LIMIT 1").fetchone()
+        with self._guard("kernels", "the latest run's last step"):
+            row = self.db.execute("SELECT k.run, MAX(k.step) FROM kernels k JOIN runs r ON r.run = k.run GROUP BY k.run "
+                                  "ORDER BY r.status = 'finished' DESC, r.updated DESC LIMIT 1").fetchone()
         if row is None or row[0] is None:
             return None
         step, state = self.kernels(row[0], row[1])
         return row[0], step, state
 
     def runs(self) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self.db.execute("SELECT run, status FROM runs ORDER BY created")]
+        with self._guard("runs", "all runs"):
+            return [tuple(r) for r in self.db.execute("SELECT run, status FROM runs ORDER BY created")]
 
     # ----------------------------------------------------------------- weights
     def save_weights(self, context: str, key: str, f: float, state: dict, keep: int) -> None:
         """Keep the proxy weights of the ``keep`` best students of this context."""
-        with self._tx():
+        with self._guard("weights", f"context {context!r}, key {key!r}"), self._tx():
             self.db.execute("INSERT OR REPLACE INTO weights VALUES (?, ?, ?, ?)", (context, key, f, to_bytes(state)))
             self.db.execute("DELETE FROM weights WHERE context = ? AND key NOT IN (SELECT key FROM weights WHERE "
                             "context = ? ORDER BY f DESC LIMIT ?)", (context, context, keep))
 
     def weights(self, context: str, key: str) -> dict | None:
-        row = self.db.execute("SELECT state FROM weights WHERE context = ? AND key = ?", (context, key)).fetchone()
-        return from_bytes(row[0]) if row else None
+        """The proxy-trained weights of ``key``; unreadable ones are reported and read as missing (full
+        training then starts from the weights inherited from the teacher, as for any student whose
+        proxy weights were not kept)."""
+        row_name = f"context {context!r}, key {key!r}"
+        with self._guard("weights", row_name):
+            row = self.db.execute("SELECT state FROM weights WHERE context = ? AND key = ?", (context, key)).fetchone()
+        if row is None:
+            return None
+        return self._decode("weights", row_name, f"context = '{context}' AND key = '{key}'", from_bytes, row[0],
+                            missing_ok="full training starts from the weights inherited from the teacher")
 
     def save_final(self, context: str, key: str, result: dict, state: dict) -> None:
-        with self._tx():
+        with self._guard("finals", f"context {context!r}, key {key!r}"), self._tx():
             self.db.execute("INSERT OR REPLACE INTO finals VALUES (?, ?, ?, ?)", (context, key, json.dumps(result), to_bytes(state)))
 
     def final(self, context: str, key: str) -> tuple[dict, dict] | None:
-        row = self.db.execute("SELECT result, state FROM finals WHERE context = ? AND key = ?", (context, key)).fetchone()
-        return (json.loads(row[0]), from_bytes(row[1])) if row else None
+        """The stored full-training result and weights of ``key``; unreadable ones are reported and read as
+        missing (the finalist is trained again and its row overwritten)."""
+        row_name = f"context {context!r}, key {key!r}"
+        with self._guard("finals", row_name):
+            row = self.db.execute("SELECT result, state FROM finals WHERE context = ? AND key = ?", (context, key)).fetchone()
+        if row is None:
+            return None
+        return self._decode("finals", row_name, f"context = '{context}' AND key = '{key}'",
+                            lambda r: (json.loads(r[0]), from_bytes(r[1])), row,
+                            missing_ok="this finalist is trained again and its row overwritten")
+
+
+def refuse_unwritable(path: Path) -> None:
+    """Raise ``StoreError`` when this process cannot write the store at ``path``: SQLite in WAL mode
+    writes the file and creates ``<store>-wal`` / ``-shm`` beside it, ``hold_run`` a lock file there."""
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if folder is None:
+        return
+    if not folder.is_dir():
+        reason = f"{folder} is not a directory"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = f"the directory {folder} is not writable by this process (user {_user()})"
+    elif path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        reason = f"the file {path} is not writable by this process (user {_user()})"
+    else:
+        return
+    kept = " The store was not opened: nothing in it is lost or changed." if path.is_file() else ""
+    raise StoreError(f"cannot write the run store {path}: {reason}.{kept} Make it writable (chmod/chown), or "
+                     "copy the run directory somewhere writable and run the same command with hydra.run.dir=<the "
+                     "copy> (or store.path=<the copied store>)")
+
+
+# --------------------------------------------------------------------------- one process per run
+_HELD: dict[Path, int] = {}  # lock file -> the descriptor holding its flock, for the runs this process holds
+
+
+def lock_path(store: str | Path, run: str) -> Path:
+    """The lock file of ``run``: beside the store, one per run, so runs sharing a store do not block each other."""
+    store = Path(store).absolute()
+    return store.with_name(f"{store.name}.{run}.lock")
+
+
+def hold_run(store: str | Path, run: str) -> None:
+    """Hold ``run`` of the store at ``store`` for this process: an exclusive ``flock`` on ``lock_path``,
+    whose text records pid, host, start time and command. ``StoreError`` naming the holder if another
+    live process has it; a no-op if this process does. The kernel drops the lock when its holder dies,
+    whatever killed it, so a killed run resumes. Needs no open store: a run can be held before any work."""
+    path = lock_path(store, run)
+    if path in _HELD:
+        return
+    refuse_unwritable(Path(store))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip().replace("\n", ", ")
+            os.close(fd)
+            raise StoreError(f"run {run} of the store {store} is already running: held by "
+                             f"{holder or 'a process that is just starting'} (lock file {path}). Wait for it to "
+                             "finish, or stop it and run again to resume; a process that died holds nothing") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its previous holder unlinked between our open and our flock
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {started}\n"
+                  f"command {' '.join(sys.argv)}\n".encode(), 0)
+    _HELD[path] = fd
+
+
+def release_run(store: str | Path, run: str) -> None:
+    """Release a run this process holds (its lock file is removed)."""
+    _drop(lock_path(store, run))
+
+
+@atexit.register
+def _release_all() -> None:
+    """At exit (a finished run, or exit 2 at startup): no lock file is left behind."""
+    for path in list(_HELD):
+        _drop(path)
+
+
+def _drop(path: Path) -> None:
+    fd = _HELD.pop(path, None)
+    if fd is None:
+        return
+    try:
+        path.unlink()  # while still holding the lock: an opener that raced us sees the inode change and retries
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 class _Transaction:

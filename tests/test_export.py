@@ -1,4 +1,6 @@
 """Bring-your-own teacher end to end, ONNX export, and loading errors."""
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -6,6 +8,7 @@ import torch
 from torch import nn
 
 from nascomp import ArchGraph, SearchSpace, export_onnx, load_student
+from nascomp.export import StudentFileError
 
 
 class ResidualCNN(nn.Module):
@@ -70,3 +73,94 @@ def test_loading_errors(tmp_path):
     torch.save(b.build(teacher).state_dict(), tmp_path / "a" / "weights.pt")
     with pytest.raises(ValueError, match="does not match architecture.json"):
         load_student(tmp_path / "a")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A real student saved to disk, with the module it was saved from and a sample input."""
+    teacher = ResidualCNN().eval()
+    child = SearchSpace(ArchGraph.from_module(teacher, (3, 16, 16))).sample(np.random.default_rng(2))
+    student = child.build(teacher).eval()
+    child.save(tmp_path / "s", student)
+    return tmp_path / "s", student, torch.randn(3, 3, 16, 16)
+
+
+def _tamper(path, edit, rekey=False):
+    """Apply ``edit`` to the saved architecture.json; ``rekey`` also rewrites its key as a careful editor would."""
+    doc = json.loads((path / "architecture.json").read_text())
+    edit(doc)
+    if rekey:
+        from nascomp.graph import Layer
+
+        graph = ArchGraph([Layer.from_json(x) for x in doc["layers"]], tuple(doc["input_shape"]), doc["output"])
+        doc["key"] = graph.key
+    (path / "architecture.json").write_text(json.dumps(doc))
+
+
+def _first(doc, kind):
+    return next(i for i, l in enumerate(doc["layers"]) if l["type"] == kind)
+
+
+def test_untampered_student_loads_with_the_same_outputs(saved):
+    path, student, x = saved
+    loaded = load_student(path).eval()
+    assert torch.equal(loaded(x), student(x))
+    assert loaded.graph.key == json.loads((path / "architecture.json").read_text())["key"]
+
+
+def _set_input(layer, value):
+    def edit(doc):
+        doc["layers"][layer]["inputs"] = [value]
+    return edit
+
+
+def _negative_channels(doc):
+    j = _first(doc, "conv")
+    doc["layers"][j]["out_shape"][0] = -doc["layers"][j]["out_shape"][0]
+
+
+def _relu_to_tanh(doc):
+    doc["layers"][_first(doc, "relu")]["type"] = "tanh"
+
+
+def _bigger_input(doc):
+    doc["input_shape"] = [3, 32, 32]
+
+
+def _stride_two(doc):
+    doc["layers"][_first(doc, "conv")]["attrs"]["stride"] = [2, 2]
+
+
+@pytest.mark.parametrize("edit, rekey, message", [
+    (_set_input(3, 999), False, r"layer 3 \(.*\): input 999 is not a layer index"),
+    (_set_input(2, 5), False, r"layer 2 \(.*\): input 5 is not an earlier layer"),
+    (lambda d: d.update(output=len(d["layers"])), False, r"output \d+ is not a layer index"),
+    (_bigger_input, False, r"layer 0 \(.*\) records in_shape \(3, 16, 16\) but its inputs \(-1,\) give \(3, 32, 32\)"),
+    (_negative_channels, False, r"out_shape \(-\d+, 16, 16\) is not a shape"),
+    (_relu_to_tanh, False, r"records key '[0-9a-f]{32}' but its layers hash to '[0-9a-f]{32}': the architecture was edited"),
+    (lambda d: d.update(output=d["output"] - 1), False, r"layers hash to .* was edited after saving"),
+    (_stride_two, True, r"layer 0 \(.*conv\) computes shape \(\d+, 8, 8\) from in_shape \(3, 16, 16\), but records out_shape \(\d+, 16, 16\)"),
+    (lambda d: d.update(format="nascomp-student/0"), False, r"is not a nascomp-student/1 file"),
+], ids=["dangling-input", "forward-reference", "output-out-of-range", "changed-input-shape", "negative-channels",
+        "relu-to-tanh-old-key", "output-moved-old-key", "stride-changed-key-rewritten", "format"])
+def test_tampered_architecture_is_refused(saved, edit, rekey, message):
+    path, _, _ = saved
+    _tamper(path, edit, rekey)
+    with pytest.raises(StudentFileError, match=message) as info:
+        load_student(path)
+    assert str(path / "architecture.json") in str(info.value) and "save the student again" in str(info.value)
+
+
+def test_every_registered_teacher_and_its_candidates_validate():
+    """No false alarms: traced teachers and the students SearchSpace realises from them are valid."""
+    from nascomp import teachers
+
+    rng = np.random.default_rng(0)
+    for name in teachers.names():
+        shape = (1, 8, 8) if name == "small_resnet" else (3, 32, 32)
+        graph = ArchGraph.from_module(teachers.create(name, width=0.25), shape)
+        assert graph.validate() is graph
+        space = SearchSpace(graph)
+        for _ in range(3):
+            child = space.sample(rng)
+            assert ArchGraph.from_json(child.graph.to_json()).key == child.key  # from_json validates

@@ -1,7 +1,11 @@
 """The run store: cache, resume after kill -9 equals an uninterrupted run, failures recorded, bad input."""
 import csv
+import logging
 import os
+import re
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -109,3 +113,214 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert len(resumed) == 8 and resumed == straight
     n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
     assert n == 8  # nothing evaluated twice, nothing lost
+
+
+# --------------------------------------------------------------------------- damaged and unwritable stores
+def _filled_store(path, n=300):
+    """A real store with ``n`` evaluations, checkpointed into the main file (no -wal left)."""
+    store = RunStore(path)
+    store.open_run("r", {"a": 1})
+    store.record("r", "ctx", [(f"k{i}", {"f": i / n, "accuracy": 0.5, "num_params": i, "seconds": 1.0, "error": None},
+                               {"removed": list(range(i % 7))}) for i in range(n)])
+    store.close()
+    return path
+
+
+def test_garbage_pages_are_found_when_the_store_opens(tmp_path):
+    path = _filled_store(tmp_path / "s.sqlite")
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) >= 4 * page
+    data[page:] = np.random.default_rng(0).integers(0, 256, len(data) - page, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))  # page 1 (header and schema) intact, every other page garbage
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError):  # what a later query met before: connecting works
+        db.execute("SELECT COUNT(*), SUM(f) FROM evaluations").fetchone()
+    db.close()
+    with pytest.raises(StoreError, match=r"is damaged \(SQLite's quick_check: .*\)\. Nothing was changed\. Salvage") as info:
+        RunStore(path)
+    assert str(path) in str(info.value) and f"sqlite3 {path} .recover" in str(info.value) and "\n" not in str(info.value)
+    assert path.read_bytes() == bytes(data)
+
+
+def test_quick_check_passes_a_sound_store(tmp_path):
+    path = _filled_store(tmp_path / "s.sqlite")
+    store = RunStore(path)
+    assert store.count("ctx") == 300 and store.status("r") == "running"
+
+
+def _garble(path, table, where, value):
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(f"UPDATE {table} SET state = ? WHERE {where}", (value,))
+    db.close()
+
+
+def test_unreadable_kernels_name_the_row_and_how_to_delete_it(tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = RunStore(path)
+    store.open_run("r", {"a": 1})
+    store.record("r", "ctx", [("k", {"f": 0.5, "accuracy": 0.5, "num_params": 1, "seconds": 1.0, "error": None}, {})])
+    for step in range(2):
+        store.save_kernels("r", step, {"w": torch.full((3,), float(step))})
+    blob = store.db.execute("SELECT state FROM kernels WHERE step = 1").fetchone()[0]
+    _garble(path, "kernels", "step = 1", blob[: len(blob) // 2])  # a truncated torch zip
+    with pytest.raises(StoreError, match=r"the kernels row \(run 'r', step 1\) of the run store .* cannot be read") as info:
+        store.latest_kernels()
+    message = str(info.value)
+    assert str(path) in message and "the 1 evaluations, are not affected" in message
+    command = re.search(r'sqlite3 (\S+) "(DELETE FROM kernels WHERE [^"]+)"', message)
+    assert command.group(1) == str(path) and command.group(2) == "DELETE FROM kernels WHERE run = 'r' AND step = 1"
+    store.db.execute(command.group(2))  # the advice works: the transfer then reads the step before
+    run, step, state = store.latest_kernels()
+    assert (run, step) == ("r", 0) and torch.equal(state["w"], torch.zeros(3))
+
+
+def test_unreadable_weights_finals_and_rng_read_as_missing(tmp_path, caplog):
+    path = tmp_path / "s.sqlite"
+    store = RunStore(path)
+    state = {"w": torch.arange(4.0)}
+    store.save_weights("ctx", "a", 0.9, state, keep=2)
+    store.save_final("fctx", "a", {"f": 0.8}, state)
+    store.save_rng_state("r", 0, {"seed": 1})
+    _garble(path, "weights", "key = 'a'", b"PK\x03\x04 not a zip")
+    _garble(path, "finals", "key = 'a'", b"\x00" * 64)
+    _garble(path, "rng", "step = 0", "{not json")
+    with caplog.at_level(logging.WARNING, logger="nascomp"):
+        assert store.weights("ctx", "a") is None
+        assert store.final("fctx", "a") is None
+        assert store.rng_state("r", 0) is None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 3 and all(str(path) in w for w in warnings)
+    assert "the weights row (context 'ctx', key 'a')" in warnings[0] and "starts from the weights inherited" in warnings[0]
+    assert "the finals row (context 'fctx', key 'a')" in warnings[1] and "trained again" in warnings[1]
+    assert f"sqlite3 {path} \"DELETE FROM finals WHERE context = 'fctx' AND key = 'a'\"" in warnings[1]
+    store.save_final("fctx", "a", {"f": 0.7}, state)  # what final training does next: the row is whole again
+    result, again = store.final("fctx", "a")
+    assert result == {"f": 0.7} and torch.equal(again["w"], state["w"])
+
+
+@pytest.fixture
+def unwritable():
+    """Make a path unwritable for this process: chmod for a normal user; as root (which chmod does not
+    stop) the immutable attribute, which stops root too. Undone afterwards."""
+    made = []
+
+    def make(path):
+        if os.geteuid() != 0:
+            mode = path.stat().st_mode
+            path.chmod(0o555 if path.is_dir() else 0o444)
+            made.append(lambda: path.chmod(mode))
+        else:
+            if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+                pytest.skip("running as root and `chattr +i` is not available here: nothing can make a path unwritable")
+            made.append(lambda: subprocess.run(["chattr", "-i", str(path)], check=True))
+        assert not os.access(path, os.W_OK)
+
+    yield make
+    for undo in reversed(made):
+        undo()
+
+
+@pytest.mark.parametrize("what", ["directory", "file"])
+def test_unwritable_store_is_reported_as_such(tmp_path, unwritable, what):
+    path = _filled_store(tmp_path / "run" / "store.sqlite")
+    before = path.read_bytes()
+    unwritable(path.parent if what == "directory" else path)
+    with pytest.raises(StoreError) as info:
+        RunStore(path)
+    message = str(info.value)
+    target = path.parent if what == "directory" else path
+    assert f"the {what} {target} is not writable by this process" in message
+    assert "nothing in it is lost or changed" in message and "not a usable" not in message and "move it away" not in message
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["store.sqlite"]
+
+
+def test_store_in_an_unwritable_directory_cannot_be_created(tmp_path, unwritable):
+    (tmp_path / "ro").mkdir()
+    unwritable(tmp_path / "ro")
+    with pytest.raises(StoreError, match=rf"the directory {tmp_path / 'ro'} is not writable by this process"):
+        RunStore(tmp_path / "ro" / "new" / "store.sqlite")
+
+
+# --------------------------------------------------------------------------- one process per run
+HOLDER = """
+import sys
+from nascomp.store import RunStore
+store = RunStore(sys.argv[1])
+store.open_run(sys.argv[2], {"a": 1})
+print("held", flush=True)
+sys.stdin.readline()
+store.close()
+print("released", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _holder(path, run):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), run], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_a_run_held_by_another_process_is_refused(tmp_path):
+    path = tmp_path / "s.sqlite"
+    holder = _holder(path, "r")
+    try:
+        store = RunStore(path)
+        with pytest.raises(StoreError, match=rf"run r of the store {path} is already running: held by pid {holder.pid} "
+                                             rf"on host {socket.gethostname()} since 20\d\d-.* UTC"):
+            store.open_run("r", {"a": 1})
+        assert store.open_run("other", {"a": 2}) is False  # another run sharing the store is not blocked
+        assert store.status("r") == "running"  # the refusal changed nothing
+        holder.stdin.write("\n"), holder.stdin.flush()
+        assert holder.stdout.readline() == "released\n"
+        assert not store.lock_path("r").exists()
+        assert store.open_run("r", {"a": 1}) is True  # released: this process resumes it
+        assert "pid %d " % os.getpid() in store.lock_path("r").read_text()
+        store.finish_run("r")
+        assert not store.lock_path("r").exists()
+    finally:
+        holder.kill(), holder.wait()
+
+
+def test_a_killed_holder_leaves_the_run_free(tmp_path):
+    path = tmp_path / "s.sqlite"
+    holder = _holder(path, "r")
+    holder.kill(), holder.wait()
+    assert RunStore(path).lock_path("r").exists()  # SIGKILL: no clean-up ran, yet the lock died with the process
+    assert RunStore(path).open_run("r", {"a": 1}) is True
+
+
+def test_a_run_held_before_its_store_exists_leaves_nothing_behind(tmp_path):
+    script = "import sys\nfrom nascomp.store import hold_run\nhold_run(sys.argv[1], 'r')\nsys.exit(2)\n"
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run" / "store.sqlite")], capture_output=True)
+    assert proc.returncode == 2, proc.stderr
+    assert list((tmp_path / "run").iterdir()) == []  # no store created, the lock file removed at exit
+
+
+@pytest.mark.slow
+def test_two_identical_commands_and_an_unwritable_store_through_the_cli(tmp_path, unwritable):
+    args = TINY + ["logger=none", "hydra.run.dir=run"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    first = subprocess.Popen([sys.executable, "-m", "nascomp.run", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not list((tmp_path / "run").glob("store.sqlite.*.lock")) and time.time() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None, "the first command ended before it could be joined"
+        second = cli(args, tmp_path, check=False, timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        line = second.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: run ") and f"is already running: held by pid {first.pid} on host" in line
+        assert first.poll() is None  # the first goes on
+        (tmp_path / "ro").mkdir()
+        unwritable(tmp_path / "ro")
+        third = cli(TINY + ["logger=none", f"store.path={tmp_path / 'ro' / 'store.sqlite'}"], tmp_path, check=False, timeout=300)
+        assert third.returncode == 2, third.stderr[-2000:]
+        line = third.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: cannot write the run store") and f"the directory {tmp_path / 'ro'} is not writable" in line
+    finally:
+        first.kill(), first.wait()
