@@ -90,7 +90,9 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bench(device: torch.device, args) -> dict[str, float]:
+def bench(device: torch.device, args) -> dict:
+    """Time (a), (b), (c) (``args``: the CLI's options) and print the table; returns the ratios b/a and
+    c/b, and per mode the best seconds, all runs and images/s."""
     t_width, s_width = args.teacher_width or WIDTHS[device.type][0], args.student_width or WIDTHS[device.type][1]
     torch.manual_seed(0)
     teacher = teachers.create(args.teacher, width=t_width)
@@ -124,7 +126,9 @@ def bench(device: torch.device, args) -> dict[str, float]:
         print(f"| {labels[key]} | {s:.1f} | {' '.join(f'{t:.1f}' for t in times[key])} | {images / s:.0f} |")
     b_a, c_b = seconds["a"] / seconds["b"], seconds["b"] / seconds["c"]
     print(f"b/a = {b_a:.2f} (target >= 0.9)   c/b = {c_b:.2f} (target >= 1.5)")
-    return {"b/a": b_a, "c/b": c_b}
+    return {"b/a": b_a, "c/b": c_b, "teacher_params": n_t, "student_params": n_s, "images": images,
+            "modes": {key: {"label": labels[key], "seconds": s, "runs": times[key], "images_per_s": images / s}
+                      for key, s in seconds.items()}}
 
 
 def main() -> None:
