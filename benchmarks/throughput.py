@@ -4,8 +4,8 @@
 All three train the same K students (same initial weights) from the same teacher on the same data
 with the proxy recipe (conf/training/proxy.yaml: mse_logits, Adam 1e-3, wd 5e-4, batch 128,
 crop+flip on the device, validation each epoch, best-epoch weights kept), bf16 autocast and
-channels_last on CUDA. Data: random CIFAR-shaped tensors (3x32x32, 10 classes); throughput does
-not depend on the pixel values. Images/s = K * epochs * n_train / wall seconds, the best of
+channels_last on CUDA. Data: ``dataset=synthetic`` (random CIFAR-shaped tensors, 3x32x32, 10
+classes); throughput does not depend on the pixel values. Images/s = K * epochs * n_train / wall seconds, the best of
 --repeats interleaved runs after a warm-up, Trainer construction and validation included.
 
     nice -n 10 python -m benchmarks.throughput                # CPU, and CUDA when present
@@ -32,17 +32,15 @@ import time
 
 import torch
 
-from nascomp import config, teachers, training
-from nascomp.data import Augment, Dataset, Split
+from nascomp import config, data, teachers, training
+from nascomp.data import Dataset
 from nascomp.student_module import mse_logits
 
 WIDTHS = {"cpu": (0.25, 0.1), "cuda": (1.0, 0.375)}  # (teacher, students): teacher ~6-7x the params
 
 
 def synthetic(n_train: int, n_val: int) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: Split(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
-    return Dataset("synthetic", split(n_train), split(n_val), split(n_val), 10, Augment(padding=4, flip=True))
+    return data.load(config.group("dataset", "synthetic", [f"split.train={n_train}", f"split.val={n_val}", f"split.test={n_val}"]))
 
 
 def plain_loop(student, teacher, ds: Dataset, cfg, device: torch.device) -> float:
