@@ -122,7 +122,11 @@ class Huge:
 
     def build(self, teacher, inherit):
         net = self.arch.build(teacher, inherit=inherit)
-        net.register_forward_pre_hook(lambda module, args: torch.empty(2**44, dtype=torch.uint8, device=args[0].device) and None)
+
+        def allocate(module, args) -> None:
+            torch.empty(2**44, dtype=torch.uint8, device=args[0].device)  # 16 TiB: raises
+
+        net.register_forward_pre_hook(allocate)
         return net
 
 
