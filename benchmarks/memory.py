@@ -23,6 +23,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,32 +37,48 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def open_setup(run_dir: str, teacher_width: float, epochs: int, release_host_heap: bool = True,
+               overrides: Sequence[str] = (), cuda: bool | None = None):
+    """The run's own ``Setup`` of the memory candidates (``experiment=cpu``; with ``cuda``, default:
+    when CUDA is present, ``trainer=auto``) with its store in ``run_dir``, and its stored evaluator
+    for a fresh run; ``overrides`` go after these."""
+    from nascomp.config import compose
+    from nascomp.pipeline import Setup
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    cfg = compose(["experiment=cpu", "logger=none", f"teacher.width={teacher_width}", f"proxy.epochs={epochs}",
+                   f"proxy.release_host_heap={release_host_heap}", f"store.path={run_dir}/store.sqlite",
+                   *(["trainer=auto"] if cuda else []), *overrides])
+    setup = Setup.build(cfg, run_dir)
+    return setup, setup.open_run("memory-" + ("trim" if release_host_heap else "keep"), resume=False)
+
+
+def measure(setup, evaluator, candidates: int, k: int) -> Iterator[dict]:
+    """Evaluate ``candidates`` random students, ``k`` per step; after each step one row: evaluated,
+    rss_mb, py_objects, seconds (and cuda_alloc_mb, cuda_reserved_mb when the students train on CUDA)."""
+    cuda = setup.proxy.cfg.trainer.accelerator != "cpu" and torch.cuda.is_available()
+    rng = np.random.default_rng(0)
+    start, done, step = time.perf_counter(), 0, 0
+    while done < candidates:
+        archs = [setup.space.sample(rng) for _ in range(min(k, candidates - done))]
+        evaluator.evaluate(archs, step)
+        done, step = done + len(archs), step + 1
+        gc.collect()
+        row = {"evaluated": done, "rss_mb": rss_mb(), "py_objects": len(gc.get_objects()),
+               "seconds": time.perf_counter() - start}
+        if cuda:
+            row["cuda_alloc_mb"] = torch.cuda.memory_allocated() / 2**20
+            row["cuda_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
+        yield row
+
+
 def child(args) -> None:
     """Evaluate the candidates through the run's own setup and evaluation path; print one JSON row per step."""
     import tempfile
 
-    from nascomp.config import compose
-    from nascomp.pipeline import Setup
-
-    cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose(["experiment=cpu", "logger=none", f"teacher.width={args.teacher_width}", f"proxy.epochs={args.epochs}",
-                       f"proxy.release_host_heap={args.child == 'trim'}", f"store.path={tmp}/store.sqlite",
-                       *(["trainer=auto"] if cuda else [])])
-        setup = Setup.build(cfg, tmp)
-        evaluator = setup.open_run(f"memory-{args.child}", resume=False)
-        rng = np.random.default_rng(0)
-        start, done, step = time.perf_counter(), 0, 0
-        while done < args.candidates:
-            archs = [setup.space.sample(rng) for _ in range(min(args.k, args.candidates - done))]
-            evaluator.evaluate(archs, step)
-            done, step = done + len(archs), step + 1
-            gc.collect()
-            row = {"evaluated": done, "rss_mb": rss_mb(), "py_objects": len(gc.get_objects()),
-                   "seconds": time.perf_counter() - start}
-            if cuda:
-                row["cuda_alloc_mb"] = torch.cuda.memory_allocated() / 2**20
-                row["cuda_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
+        setup, evaluator = open_setup(tmp, args.teacher_width, args.epochs, args.child == "trim")
+        for row in measure(setup, evaluator, args.candidates, args.k):
             print(json.dumps(row), flush=True)
         setup.store.close()
 

@@ -4,8 +4,8 @@
 All three train the same K students (same initial weights) from the same teacher on the same data
 with the proxy recipe (conf/training/proxy.yaml: mse_logits, Adam 1e-3, wd 5e-4, batch 128,
 crop+flip on the device, validation each epoch, best-epoch weights kept), bf16 autocast and
-channels_last on CUDA. Data: random CIFAR-shaped tensors (3x32x32, 10 classes); throughput does
-not depend on the pixel values. Images/s = K * epochs * n_train / wall seconds, the best of
+channels_last on CUDA. Data: ``dataset=synthetic`` (random CIFAR-shaped tensors, 3x32x32, 10
+classes); throughput does not depend on the pixel values. Images/s = K * epochs * n_train / wall seconds, the best of
 --repeats interleaved runs after a warm-up, Trainer construction and validation included.
 
     nice -n 10 python -m benchmarks.throughput                # CPU, and CUDA when present
@@ -32,17 +32,15 @@ import time
 
 import torch
 
-from nascomp import config, teachers, training
-from nascomp.data import Augment, Dataset, Split
+from nascomp import config, data, teachers, training
+from nascomp.data import Dataset
 from nascomp.student_module import mse_logits
 
 WIDTHS = {"cpu": (0.25, 0.1), "cuda": (1.0, 0.375)}  # (teacher, students): teacher ~6-7x the params
 
 
 def synthetic(n_train: int, n_val: int) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: Split(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
-    return Dataset("synthetic", split(n_train), split(n_val), split(n_val), 10, Augment(padding=4, flip=True))
+    return data.load(config.group("dataset", "synthetic", [f"split.train={n_train}", f"split.val={n_val}", f"split.test={n_val}"]))
 
 
 def plain_loop(student, teacher, ds: Dataset, cfg, device: torch.device) -> float:
@@ -90,7 +88,9 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bench(device: torch.device, args) -> dict[str, float]:
+def bench(device: torch.device, args) -> dict:
+    """Time (a), (b), (c) (``args``: the CLI's options) and print the table; returns the ratios b/a and
+    c/b, and per mode the best seconds, all runs and images/s."""
     t_width, s_width = args.teacher_width or WIDTHS[device.type][0], args.student_width or WIDTHS[device.type][1]
     torch.manual_seed(0)
     teacher = teachers.create(args.teacher, width=t_width)
@@ -124,7 +124,9 @@ def bench(device: torch.device, args) -> dict[str, float]:
         print(f"| {labels[key]} | {s:.1f} | {' '.join(f'{t:.1f}' for t in times[key])} | {images / s:.0f} |")
     b_a, c_b = seconds["a"] / seconds["b"], seconds["b"] / seconds["c"]
     print(f"b/a = {b_a:.2f} (target >= 0.9)   c/b = {c_b:.2f} (target >= 1.5)")
-    return {"b/a": b_a, "c/b": c_b}
+    return {"b/a": b_a, "c/b": c_b, "teacher_params": n_t, "student_params": n_s, "images": images,
+            "modes": {key: {"label": labels[key], "seconds": s, "runs": times[key], "images_per_s": images / s}
+                      for key, s in seconds.items()}}
 
 
 def main() -> None:

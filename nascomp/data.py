@@ -219,7 +219,21 @@ def _image_folder(cfg) -> Dataset:
     return Dataset(cfg.name, train, val, test, len(classes), Augment(**cfg.augment))
 
 
-_BUILDERS = {"cifar10": _cifar, "cifar100": _cifar, "digits": _digits, "imagefolder": _image_folder}
+def _synthetic(cfg) -> Dataset:
+    """Standard-normal images (N, *shape) plus a per-class colour shift (num_classes, C) ~ N(0, signal²)."""
+    g = torch.Generator().manual_seed(cfg.split.seed)
+    shift = cfg.signal * torch.randn(cfg.num_classes, cfg.shape[0], 1, 1, generator=g)  # (classes, C, 1, 1)
+
+    def split(n: int) -> Split:
+        y = torch.randint(0, cfg.num_classes, (n,), generator=g)
+        return Split(_normalise(torch.randn(n, *cfg.shape, generator=g) + shift[y], cfg.mean, cfg.std), y)
+
+    train, val, test = split(cfg.split.train), split(cfg.split.val), split(cfg.split.test)
+    return Dataset(cfg.name, train, val, test, cfg.num_classes, Augment(**cfg.augment))
+
+
+_BUILDERS = {"cifar10": _cifar, "cifar100": _cifar, "digits": _digits, "imagefolder": _image_folder,
+             "synthetic": _synthetic}
 
 
 def load(cfg) -> Dataset:

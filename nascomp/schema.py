@@ -40,7 +40,7 @@ class AugmentSchema:
 
 @dataclass
 class DatasetSchema:
-    name: str = _choice("cifar10", "cifar100", "digits", "imagefolder")
+    name: str = _choice("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
     num_classes: Optional[int] = None
     root: Optional[str] = None
     test_root: Optional[str] = None
@@ -48,6 +48,8 @@ class DatasetSchema:
     val_size: Optional[int] = None
     image_size: Optional[int] = None
     split: Optional[dict] = None
+    shape: Optional[list] = None  # synthetic only: (C, H, W)
+    signal: Optional[float] = None  # synthetic only
     mean: list = MISSING
     std: list = MISSING
     augment: AugmentSchema = field(default_factory=AugmentSchema)
