@@ -25,3 +25,59 @@ def test_mandatory_keys_once_set_validate():
     cfg = validate(compose(["dataset=imagefolder", "dataset.root=/data/images", "teacher=custom",
                             "teacher.name=pkg.mod:Net", "teacher.checkpoint=t.pt"]))
     assert (cfg.dataset.root, cfg.teacher.checkpoint) == ("/data/images", "t.pt")
+
+
+def _prepare(overrides, tmp_path):
+    from nascomp.pipeline import prepare
+
+    cfg = validate(compose(["experiment=quickstart", "logger=none", f"teacher_dir={tmp_path / 'teachers'}", *overrides]))
+    return prepare(cfg, tmp_path / "run")
+
+
+def test_a_cifar_teacher_follows_the_digits_channels(tmp_path, one_thread):
+    """teacher=resnet18 dataset=digits: a 1-channel ResNet-18 is trained, cached and searched (was a RuntimeError)."""
+    dataset, teacher, teacher_acc, graph, *_ = _prepare(["teacher=resnet18", "teacher.width=0.125", "teacher_training.epochs=1",
+                                                        "teacher_training.scheduler.milestones=[1]"], tmp_path)
+    assert teacher.conv1.in_channels == dataset.in_channels == 1 and teacher_acc > 0.1
+    assert graph.input_shape == (1, 8, 8)
+    assert len(list((tmp_path / "teachers").glob("resnet18-digits-w0.125-*.pt"))) == 1
+
+
+def test_a_teacher_that_cannot_take_the_data_fails_before_any_work(tmp_path):
+    from nascomp.pipeline import StartupError
+
+    with pytest.raises(StartupError, match=r"^teacher torchvision.models:resnet18 cannot take this dataset's input "
+                                           r"\(1, 8, 8\): .*the teacher expects 3 input channels"):
+        _prepare(["teacher=custom", "teacher.name=torchvision.models:resnet18", f"teacher.checkpoint={tmp_path / 't.pt'}"], tmp_path)
+    assert not (tmp_path / "teachers").exists() and not (tmp_path / "run").exists()
+
+
+def _cache(overrides):
+    from nascomp.pipeline import teacher_checkpoint
+
+    return teacher_checkpoint(validate(compose(["experiment=quickstart", *overrides])))
+
+
+def test_teacher_cache_is_keyed_by_the_data_and_the_recipe(tmp_path, monkeypatch):
+    base = _cache([])
+    assert base.parent.name == "teachers" and base.name.startswith("small_resnet-digits-w1-") and base.suffix == ".pt"
+    assert _cache(["dataset.split.seed=1"]) != base  # other data, another teacher
+    assert _cache(["teacher_training.epochs=16"]) != base  # another recipe
+    assert _cache(["teacher.width=0.5"]).name.startswith("small_resnet-digits-w0.5-")
+    assert _cache(["trainer=auto", "teacher_training.trainer.enable_progress_bar=false"]) == base  # where it runs: same teacher
+    assert _cache(["seed=3"]) == base  # the search seed: the teacher trains with teacher_training.seed
+    folder = ["dataset=imagefolder", "dataset.root=images"]
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    in_a = _cache(folder)
+    monkeypatch.chdir(tmp_path / "b")
+    assert _cache(folder) != in_a  # a relative root is resolved: another folder, another teacher
+    assert _cache(["dataset=imagefolder", f"dataset.root={tmp_path / 'a' / 'images'}"]) == in_a
+
+
+def test_teacher_cache_path_is_the_same_in_another_process():
+    code = ("from nascomp.config import compose; from nascomp.schema import validate; "
+            "from nascomp.pipeline import teacher_checkpoint; "
+            "print(teacher_checkpoint(validate(compose(['experiment=quickstart', 'dataset.split.seed=2']))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(_cache(["dataset.split.seed=2"]))
