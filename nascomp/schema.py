@@ -82,6 +82,7 @@ class SearchSchema:
     T: int = _range(0)
     budget: Optional[int] = None
     subset_prob: float = _range(0.0, 1.0, low_ok=False)
+    max_failed_steps: int = _range(1)
     best_f: str = _choice("subset", "global")
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
     tpe: dict = field(default_factory=dict)
