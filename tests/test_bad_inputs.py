@@ -81,3 +81,24 @@ def test_teacher_cache_path_is_the_same_in_another_process():
             "print(teacher_checkpoint(validate(compose(['experiment=quickstart', 'dataset.split.seed=2']))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(_cache(["dataset.split.seed=2"]))
+
+
+@pytest.mark.slow
+def test_a_search_where_every_student_diverges_exits_2_and_keeps_its_store(tmp_path):
+    """proxy.optimizer.lr=1e30: every student's loss is non-finite. It used to spin forever at 100% CPU."""
+    import os
+    import sqlite3
+
+    args = ["experiment=quickstart", "search.K=2", "search.T=9", "search.acquisition.samples=20", "proxy.epochs=1",
+            "teacher_training.epochs=2", "teacher.width=0.25", "logger=none", "proxy.optimizer.lr=1e30",
+            "search.max_failed_steps=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nascomp.run", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.rstrip().splitlines()[-1] == (
+        "error: every student of 2 consecutive steps (up to step 1) failed (search.max_failed_steps=2); the first error: "
+        "training loss diverged (non-finite). Check the proxy recipe (proxy.optimizer.lr, proxy.batch_size), the memory "
+        "it needs and the teacher; the failed evaluations are kept in the store")
+    db = sqlite3.connect(tmp_path / "run" / "store.sqlite")
+    assert db.execute("SELECT count(*), count(error) FROM evaluations").fetchone() == (4, 4)
