@@ -85,5 +85,5 @@ def test_sigint_after_a_recorded_step_exits_130_and_resume_keeps_the_step(workdi
     done, _ = _counts(run / "store.sqlite")
     assert done >= 2  # step 0 is kept
     resumed = _resume(workdir, args)
-    assert f"resuming run" in resumed.stdout and f"{done} evaluations stored" in resumed.stdout
+    assert "resuming run" in resumed.stdout and f"{done} evaluations stored" in resumed.stdout
     assert f"search done: 4 evaluations, {done} from the store's cache" in resumed.stdout
