@@ -12,6 +12,9 @@ normalisation constants live in ``conf/dataset/*.yaml`` and nowhere else:
 - ``imagefolder``: torchvision ``ImageFolder`` layout, resized to ``image_size``; ``val`` / ``test``
   held out by a seeded permutation (or ``test_root``, a second folder, for the test split).
 
+``load`` refuses data that cannot support a run (``ValueError``; exit 2 from ``nascomp.run``):
+fewer than 2 classes, an empty train / val / test split, or a class with no training image.
+
 Augmentation (random crop from a zero-padded image, horizontal flip) is a batched tensor op run on
 whatever device the batch is on (:class:`Augment`); :class:`DeviceLoader` serves batches of tensors
 that already live on the device (airbench style: no workers, no collation). ``Dataset.loader``
@@ -147,8 +150,11 @@ def _normalise(images: np.ndarray | Tensor, mean, std) -> Tensor:
 def _permuted_splits(images: Tensor, labels: Tensor, val: int, test: int, seed: int):
     """One fixed permutation (``seed``): first ``test`` images test, next ``val`` val, rest train."""
     n = len(labels)
+    if val < 0 or test < 0:
+        raise ValueError(f"dataset.split: val={val} and test={test} must be image counts (>= 0)")
     if val + test >= n:
-        raise ValueError(f"split asks for val={val} + test={test} images but the dataset has only {n}")
+        raise ValueError(f"dataset.split asks for val={val} + test={test} held-out images but the dataset has only "
+                         f"{n}, leaving none to train on; lower dataset.split.val / dataset.split.test or add images")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     te, va, tr = order[:test], order[test:test + val], order[test + val:]
     return Split(images[tr], labels[tr]), Split(images[va], labels[va]), Split(images[te], labels[te])
@@ -237,7 +243,33 @@ _BUILDERS = {"cifar10": _cifar, "cifar100": _cifar, "digits": _digits, "imagefol
 
 
 def load(cfg) -> Dataset:
-    """The dataset described by a ``conf/dataset/*.yaml`` node (``cfg.name`` picks the builder)."""
+    """The dataset described by a ``conf/dataset/*.yaml`` node (``cfg.name`` picks the builder),
+    refused with ``ValueError`` when it cannot support a run (:func:`check`)."""
     if cfg.name not in _BUILDERS:
         raise ValueError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(_BUILDERS))}")
-    return _BUILDERS[cfg.name](cfg)
+    return check(_BUILDERS[cfg.name](cfg))
+
+
+def check(ds: Dataset) -> Dataset:
+    """The minimums of a run: at least 2 classes (one class makes every student perfect), a
+    non-empty validation and test split, and at least one training image of every class (a teacher
+    cannot learn a class it never sees). Labels must lie in ``[0, num_classes)``."""
+    where = f"dataset {ds.name!r}"
+    if ds.num_classes < 2:
+        raise ValueError(f"{where} has {ds.num_classes} class(es); a run needs at least 2 (an image folder "
+                         f"needs one sub-folder of images per class)")
+    for name in ("train", "val", "test"):
+        split = ds.split(name)
+        if len(split) == 0:
+            raise ValueError(f"{where}: the {name} split is empty; give it images (dataset.split.{name} / "
+                             f"dataset.val_size for val and test, more images for train)")
+        if split.labels.min() < 0 or split.labels.max() >= ds.num_classes:
+            raise ValueError(f"{where}: the {name} split holds labels outside [0, {ds.num_classes}); "
+                             f"does dataset.num_classes match the data?")
+    counts = torch.bincount(ds.train.labels, minlength=ds.num_classes)  # (num_classes,)
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(f"{where}: the train split holds no image of class(es) {missing[:10]} "
+                         f"({len(ds.train)} training images for {ds.num_classes} classes); the train split needs "
+                         f"at least one image of every class: add images or hold out fewer (dataset.split.val / .test)")
+    return ds

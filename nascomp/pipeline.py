@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nascomp import data
+from nascomp import data, teachers
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
@@ -35,20 +35,44 @@ log = logging.getLogger("nascomp")
 
 
 def teacher_checkpoint(cfg: DictConfig) -> Path:
-    """The configured checkpoint, else the cache ``teacher_dir/<name>-<dataset>-w<width>.pt``."""
+    """The configured checkpoint, else the cache ``teacher_dir/<name>-<dataset>-w<width>-<hash>.pt``
+    with the hash of :func:`teacher_key`: a teacher is reused only for the data and recipe it was trained with."""
     if cfg.teacher.checkpoint:
         return Path(cfg.teacher.checkpoint).expanduser()
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.teacher.name)
-    return Path(cfg.teacher_dir) / f"{safe}-{cfg.dataset.name}-w{cfg.teacher.width:g}.pt"
+    return Path(cfg.teacher_dir) / f"{safe}-{cfg.dataset.name}-w{cfg.teacher.width:g}-{digest(teacher_key(cfg))[:12]}.pt"
+
+
+def teacher_key(cfg: DictConfig) -> dict:
+    """Everything a trained teacher depends on: the data (the ``dataset`` node with its folders as
+    absolute paths, without ``download``), the teacher (name, width, kwargs) and its recipe
+    (``teacher_training`` without its ``trainer`` node, which says where it runs, not what it learns)."""
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset.pop("download", None)
+    for k in ("root", "test_root"):
+        if dataset.get(k):
+            dataset[k] = str(Path(dataset[k]).expanduser().resolve())
+    teacher_recipe = OmegaConf.to_container(cfg.teacher_training, resolve=True)
+    teacher_recipe.pop("trainer", None)
+    teacher = {k: OmegaConf.to_container(cfg.teacher, resolve=True)[k] for k in ("name", "width", "kwargs")}
+    return {"dataset": dataset, "teacher": teacher, "recipe": teacher_recipe}
+
+
+def check_teacher(cfg: DictConfig, dataset: data.Dataset) -> None:
+    """Build the configured teacher for this dataset and run one batch of it, before any work."""
+    model = teachers.create(cfg.teacher.name, num_classes=dataset.num_classes, width=cfg.teacher.width,
+                            in_channels=dataset.in_channels, **cfg.teacher.kwargs)
+    teachers.check_input(model, dataset.train.images[:8], dataset.num_classes, cfg.teacher.name)
 
 
 def recipe(cfg: DictConfig, name: str) -> DictConfig:
-    """A training recipe with the ``trainer`` group applied (proxy training: one device)."""
+    """A training recipe with the ``trainer`` group applied (proxy training: one device) and ``cfg.seed``
+    (the teacher keeps its recipe's own seed: one cached teacher serves every search seed)."""
     r = cfg[name].copy()
     t = OmegaConf.to_container(cfg.trainer)
     if name == "proxy":
         t.pop("devices"), t.pop("strategy")
-    return OmegaConf.merge(r, {"trainer": t, "seed": cfg.seed})
+    return OmegaConf.merge(r, {"trainer": t, **({} if name == "teacher_training" else {"seed": cfg.seed})})
 
 
 def proxy_context(cfg: DictConfig, teacher: torch.nn.Module) -> str:
@@ -95,6 +119,7 @@ class Setup:
             if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
                 raise StartupError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
             dataset = data.load(cfg.dataset)
+            check_teacher(cfg, dataset)
             checkpoint = teacher_checkpoint(cfg)
             if cfg.teacher.checkpoint and not checkpoint.is_file():
                 raise StartupError(f"teacher.checkpoint {str(checkpoint)!r} does not exist")

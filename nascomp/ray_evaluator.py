@@ -36,7 +36,8 @@ def proxy_task(payload: dict, arch: dict) -> tuple[float, int, dict, bool]:
     if key not in _DATASETS:
         _DATASETS[key] = data.load(OmegaConf.create(payload["dataset"]))
     t = payload["teacher"]
-    teacher = teachers.create(t["name"], num_classes=t["num_classes"], width=t["width"], **t["kwargs"])
+    teacher = teachers.create(t["name"], num_classes=t["num_classes"], width=t["width"],
+                              in_channels=_DATASETS[key].in_channels, **t["kwargs"])
     teacher.load_state_dict(payload["teacher_state"])
     space = SearchSpace(ArchGraph.from_json(payload["graph"]), **payload["space"])
     student = space.from_dict(arch).build(teacher.eval(), inherit=payload["inherit"])

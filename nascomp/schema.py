@@ -84,6 +84,7 @@ class SearchSchema:
     T: int = _range(0)
     budget: Optional[int] = None
     subset_prob: float = _range(0.0, 1.0, low_ok=False)
+    max_failed_steps: int = _range(1)
     best_f: str = _choice("subset", "global")
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
     tpe: dict = field(default_factory=dict)
@@ -191,8 +192,20 @@ class ConfigSchema:
     extra: dict = field(default_factory=dict)  # free-form keys of plugins and experiments
 
 
+# what to set for the keys that a config group leaves mandatory (???)
+_NEEDED = {
+    "dataset.root": "dataset=imagefolder needs dataset.root=/path/to/images, a folder with one sub-folder of images per class",
+    "teacher.name": "teacher=custom needs teacher.name=my_package.models:MyNet, an importable teacher class",
+    "teacher.checkpoint": "teacher=custom needs its trained weights: teacher.checkpoint=/path/to/teacher.pt (a state_dict)",
+}
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """The config merged into ``ConfigSchema`` (types converted), with every range checked."""
+    missing = _missing(OmegaConf.to_container(cfg, resolve=False))  # before the merge, which would hide them
+    if missing:
+        key = missing[0]
+        raise ConfigError(f"{key}: no value given (???); {_NEEDED.get(key, f'set {key}=... on the command line')}")
     try:
         typed = OmegaConf.merge(OmegaConf.structured(ConfigSchema), cfg)
     except OmegaConfBaseException as exc:
@@ -221,6 +234,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed
+
+
+def _missing(node: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose value is the mandatory marker ``???``, in order."""
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _missing(v, f"{prefix}{key}.")]
+    return [prefix[:-1]] if node == "???" else []
 
 
 def _check(node: Any, schema: type, prefix: str) -> None:

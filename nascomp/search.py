@@ -6,11 +6,16 @@
         x_k <- argmax EI_k over candidates, never an evaluated or already proposed architecture
         D <- D ∪ {(x_k, f(x_k))}, k = 1..K
 
+While fewer than 2 students have succeeded, the kernels have nothing to fit and the step proposes
+at random; ``search.max_failed_steps`` consecutive steps in which every student failed end the search
+with :class:`SearchFailed` (e.g. a proxy learning rate that diverges everything).
+
 The same loop runs the baselines: only the proposer changes (``nascomp.baselines``), so every
 method sees the same first K random architectures for a given seed, the same evaluator and budget.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -23,6 +28,9 @@ from nascomp.acquisition import expected_improvement, maximize, random_candidate
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
 from nascomp.space import Architecture, Space
+
+log = logging.getLogger("nascomp")
+SUBSET_TRIES = 100  # draws of the kernels' subsets before short ones are filled up
 
 
 @dataclass(frozen=True)
@@ -78,17 +86,27 @@ class KernelProposer:
         self.seconds = {"train": 0.0, "acquisition": 0.0}
 
     def subsets(self, n: int, k: int, rng: np.random.Generator) -> torch.Tensor:
-        """(k, n) bool: point i in kernel j's subset with probability subset_prob; at least 2 each."""
-        while True:
+        """(k, n) bool: point i in kernel j's subset with probability subset_prob; at least 2 each
+        (n >= 2). Redrawn up to ``SUBSET_TRIES`` times; then each short subset gets 2 random points."""
+        if n < 2:
+            raise ValueError(f"kernel subsets need at least 2 data points, got {n}")
+        for _ in range(SUBSET_TRIES):
             mask = rng.random((k, n)) < self.scfg.subset_prob
             if self.reference_f is not None:
                 mask[:, 0] = True  # the reference is data point 0
             if (mask.sum(1) >= 2).all():
                 return torch.from_numpy(mask)
+        for j in np.flatnonzero(mask.sum(1) < 2):
+            mask[j, rng.choice(n, 2, replace=False)] = True
+        return torch.from_numpy(mask)
 
     def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
         start = time.perf_counter()
         ok = [r for r in history if not r.failed]  # failed evaluations carry no reward
+        if len(ok) < 2:  # nothing to fit a kernel on (every student so far failed): explore at random
+            log.warning("only %d of %d evaluated students succeeded: %d random proposals this step instead of the kernels'",
+                        len(ok), len(history), k)
+            return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
         archs, f = [r.arch for r in ok], [r.f for r in ok]
         if self.reference_f is not None:
             archs, f = [self.space.reference] + archs, [self.reference_f] + f
@@ -120,26 +138,33 @@ class KernelProposer:
         return [(a, i) for i, a in enumerate(chosen)]
 
 
+class SearchFailed(RuntimeError):
+    """Every student of ``max_failed_steps`` consecutive steps failed (or of the whole search): the
+    proxy training cannot work as configured. The failed evaluations stay recorded."""
+
+
 class Search:
     """Algorithm 1: ``Search(space, evaluator, proposer, K, T, seed).run()``."""
 
     def __init__(self, space: Space, evaluator: Evaluator, proposer: Proposer, K: int, T: int, seed: int, budget: int | None = None,
                  before_step: Callable[[int, dict], None] | None = None,
-                 after_step: Callable[[int, list[Record]], None] | None = None):
+                 after_step: Callable[[int, list[Record]], None] | None = None, max_failed_steps: int | None = None):
         """``before_step(step, rng_state)`` is called before each step's proposals (e.g. to record the
         random-number state), ``after_step(step, records)`` with each step's evaluated records (step 0:
-        the K random architectures), e.g. to log and track them."""
+        the K random architectures), e.g. to log and track them. ``max_failed_steps``: raise
+        :class:`SearchFailed` after this many consecutive steps in which every student failed (None: never)."""
         self.space, self.evaluator, self.proposer = space, evaluator, proposer
         self.before_step, self.after_step = before_step, after_step
         self.K, self.T, self.seed = K, T, seed
         self.budget = budget if budget is not None else K * (T + 1)
+        self.max_failed_steps = max_failed_steps
 
     def run(self) -> SearchResult:
         rng = np.random.default_rng([self.seed, 1])
         known = set() if self.evaluator.reference_f is None else {self.space.reference.key}
         first = random_candidates(self.space, min(self.K, self.budget), known, np.random.default_rng([self.seed, 0]))
         D = self.evaluate([(a, None) for a in first], step=0)  # the same K random ones for every method
-        step = 0
+        step, failed_steps = 0, self.check_failures(D, D, 0, 0)
         while len(D) < self.budget:
             step += 1
             known |= {r.arch.key for r in D}
@@ -148,8 +173,27 @@ class Search:
             batch = self.proposer.propose(D, min(self.K, self.budget - len(D)), set(known), rng)  # train K kernels, propose K
             if not batch:
                 break  # the space is exhausted
-            D += self.evaluate(batch, step)  # evaluate K, update D
+            new = self.evaluate(batch, step)  # evaluate K, update D
+            D += new
+            failed_steps = self.check_failures(D, new, failed_steps, step)
+        if all(r.failed for r in D):
+            raise SearchFailed(self.failure_message(D, f"every one of the {len(D)} students of the search failed"))
         return SearchResult(D, dict(getattr(self.proposer, "seconds", {})), step)
+
+    def check_failures(self, D: list[Record], new: list[Record], failed_steps: int, step: int) -> int:
+        """The count of consecutive all-failed steps after step ``step`` (its records ``new``);
+        ``SearchFailed`` at the bound."""
+        failed_steps = failed_steps + 1 if new and all(r.failed for r in new) else 0
+        if self.max_failed_steps is not None and failed_steps >= self.max_failed_steps:
+            raise SearchFailed(self.failure_message(D, f"every student of {failed_steps} consecutive steps (up to step {step}) "
+                                                         f"failed (search.max_failed_steps={self.max_failed_steps})"))
+        return failed_steps
+
+    @staticmethod
+    def failure_message(records: list[Record], what: str) -> str:
+        first = next(r.error for r in records if r.failed)
+        return (f"{what}; the first error: {first.splitlines()[0]}. Check the proxy recipe (proxy.optimizer.lr, proxy.batch_size), "
+                f"the memory it needs and the teacher; the failed evaluations are kept in the store")
 
     def evaluate(self, batch: list[tuple[Architecture, int | None]], step: int) -> list[Record]:
         evals = self.evaluator.evaluate([a for a, _ in batch], step)
@@ -183,4 +227,5 @@ def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, b
     ``budget``, else ``cfg.search.budget``, else K (T + 1)."""
     proposer = make_proposer(space, evaluator, cfg, seed, **kernel_options)
     budget = budget if budget is not None else cfg.search.get("budget")
-    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step).run()
+    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step,
+                  cfg.search.max_failed_steps).run()

@@ -6,7 +6,13 @@ checkpoint (a plain state_dict, or a dict holding one under ``state_dict``) with
 ``weights_only=True``.
 
 ``width`` multiplies every channel count (1.0 = the paper's networks; 0.125 gives CPU-sized
-teachers with the same topology).
+teachers with the same topology). ``in_channels`` is the dataset's channel count (3 for CIFAR, the
+default, 1 for digits). The CIFAR stems keep small images usable: ResNet and ShuffleNet halve the
+map three times (8x8 -> 1x1) and VGG's max-pools round up (``ceil_mode``), so a pool never takes a
+1x1 map to 0x0 (on 32x32 the shapes, and the parameter counts, are the paper's).
+
+:func:`check_input` runs one batch of the real data through a teacher before any work, so a
+teacher that cannot take the dataset fails at startup with what it expects and what it was given.
 """
 from __future__ import annotations
 
@@ -40,15 +46,16 @@ def _scaled(channels: int, width: float, multiple: int = 1) -> int:
 
 # --------------------------------------------------------------------------- VGG-19
 class VGG(nn.Module):
-    """CIFAR VGG: (3x3 conv with bias, BN, ReLU) blocks, 5 max-pools, flatten, one Linear."""
+    """CIFAR VGG: (3x3 conv with bias, BN, ReLU) blocks, 5 max-pools, flatten, one Linear. The pools
+    round up (``ceil_mode``): 32x32 ends at 1x1 as in the paper, and 8x8 stays at 1x1 after its third."""
 
-    def __init__(self, cfg: list, num_classes: int = 10, width: float = 1.0):
+    def __init__(self, cfg: list, num_classes: int = 10, width: float = 1.0, in_channels: int = 3):
         super().__init__()
         layers: list[nn.Module] = []
-        c_in = 3
+        c_in = in_channels
         for v in cfg:
             if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             else:
                 c_out = _scaled(v, width)
                 layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -65,8 +72,8 @@ _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 51
 
 
 @register("vgg19")
-def vgg19(num_classes: int = 10, width: float = 1.0) -> nn.Module:
-    return VGG(_VGG19, num_classes, width)
+def vgg19(num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> nn.Module:
+    return VGG(_VGG19, num_classes, width, in_channels)
 
 
 # --------------------------------------------------------------------------- ResNet-18/34
@@ -91,10 +98,10 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR ResNet: 3x3 stem, no max-pool, BasicBlocks, 1x1 conv + BN downsample, avg-pool, Linear."""
 
-    def __init__(self, blocks: list[int], num_classes: int = 10, width: float = 1.0):
+    def __init__(self, blocks: list[int], num_classes: int = 10, width: float = 1.0, in_channels: int = 3):
         super().__init__()
         widths = [_scaled(w, width) for w in (64, 128, 256, 512)]
-        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         stages = []
@@ -116,13 +123,13 @@ class ResNet(nn.Module):
 
 
 @register("resnet18")
-def resnet18(num_classes: int = 10, width: float = 1.0) -> nn.Module:
-    return ResNet([2, 2, 2, 2], num_classes, width)
+def resnet18(num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> nn.Module:
+    return ResNet([2, 2, 2, 2], num_classes, width, in_channels)
 
 
 @register("resnet34")
-def resnet34(num_classes: int = 10, width: float = 1.0) -> nn.Module:
-    return ResNet([3, 4, 6, 3], num_classes, width)
+def resnet34(num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> nn.Module:
+    return ResNet([3, 4, 6, 3], num_classes, width, in_channels)
 
 
 # --------------------------------------------------------------------------- ShuffleNet 1x (g=2)
@@ -157,10 +164,11 @@ class ShuffleUnit(nn.Module):
 
 
 class ShuffleNet(nn.Module):
-    def __init__(self, widths: list[int], blocks: list[int], groups: int, num_classes: int = 10, width: float = 1.0):
+    def __init__(self, widths: list[int], blocks: list[int], groups: int, num_classes: int = 10, width: float = 1.0,
+                 in_channels: int = 3):
         super().__init__()
         stem = _scaled(24, width, 4 * groups) if width != 1.0 else 24
-        self.conv1 = nn.Conv2d(3, stem, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, stem, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU(inplace=True)
         units = []
@@ -180,8 +188,8 @@ class ShuffleNet(nn.Module):
 
 
 @register("shufflenet_g2")
-def shufflenet_g2(num_classes: int = 10, width: float = 1.0) -> nn.Module:
-    return ShuffleNet([200, 400, 800], [4, 8, 4], 2, num_classes, width)
+def shufflenet_g2(num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> nn.Module:
+    return ShuffleNet([200, 400, 800], [4, 8, 4], 2, num_classes, width, in_channels)
 
 
 # --------------------------------------------------------------------------- small CNN (quickstart)
@@ -225,11 +233,15 @@ def _import(path: str):
         ) from exc
 
 
-def create(name: str, num_classes: int = 10, width: float = 1.0, checkpoint: str | Path | None = None, **kwargs) -> nn.Module:
+def create(name: str, num_classes: int = 10, width: float = 1.0, checkpoint: str | Path | None = None,
+           in_channels: int | None = None, **kwargs) -> nn.Module:
     """A teacher by registered name or by class path ``"pkg.module:Class"`` (kwargs go to its
-    constructor; ``num_classes`` and ``width`` too, when it accepts them). With ``checkpoint`` the
-    weights are loaded strictly; a mismatch raises ``ValueError`` naming the offending keys."""
+    constructor; ``num_classes``, ``width`` and ``in_channels`` too, when it accepts them;
+    ``in_channels=None`` keeps the constructor's default). With ``checkpoint`` the weights are loaded
+    strictly; a mismatch raises ``ValueError`` naming the offending keys."""
     if name in _REGISTRY:
+        if in_channels is not None and "in_channels" not in kwargs:
+            kwargs["in_channels"] = in_channels
         model = _REGISTRY[name](num_classes=num_classes, width=width, **kwargs)
     else:
         cls = _import(name)
@@ -239,10 +251,42 @@ def create(name: str, num_classes: int = 10, width: float = 1.0, checkpoint: str
             kwargs["num_classes"] = num_classes
         if "width" in params and "width" not in kwargs:
             kwargs["width"] = width
+        if in_channels is not None and "in_channels" in params and "in_channels" not in kwargs:
+            kwargs["in_channels"] = in_channels  # else check_input tells whether it fits the data
         model = cls(**kwargs)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, name)
     return model
+
+
+def check_input(model: nn.Module, images: torch.Tensor, num_classes: int, name: str = "teacher") -> None:
+    """One forward pass of ``images`` (a batch of the real data, ``(B, C, H, W)``) through ``model``
+    in eval mode without gradients; ``ValueError`` when it fails or when its output is not
+    ``(B, num_classes)``, saying what the teacher expects and what the data gives."""
+    shape = tuple(images.shape[1:])
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    expects = ""
+    if isinstance(first, nn.Conv2d):
+        expects = f"; the teacher expects {first.in_channels} input channels"
+    elif isinstance(first, nn.Linear):
+        expects = f"; the teacher expects {first.in_features} input features"
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(images)
+    except Exception as exc:  # the shape error of whichever layer could not take it
+        raise ValueError(
+            f"teacher {name} cannot take this dataset's input {shape}: {str(exc).splitlines()[0]}{expects}. "
+            f"Choose a teacher built for {shape[0]}-channel {shape[1]}x{shape[2]} images (a class path's "
+            f"constructor receives in_channels when it accepts it) or another dataset") from exc
+    finally:
+        model.train(training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(images), num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"teacher {name} gives outputs of shape {got} for a batch of {len(images)} images; the "
+                         f"dataset has {num_classes} classes, so it must give ({len(images)}, {num_classes}) logits "
+                         f"(does its constructor take num_classes?)")
 
 
 def load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str = "teacher") -> nn.Module:

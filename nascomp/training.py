@@ -14,6 +14,7 @@ the recipe's ``trainer`` node (:func:`make_trainer`) around one :class:`StudentM
   then tested once.
 - :func:`train_teacher` / :func:`load_or_train_teacher` — the teacher recipe on the train split;
   the checkpoint holds the state_dict with its validation and test accuracy (and a JSON beside it).
+  A teacher whose validation accuracy is at chance (1 / classes) or below is never saved.
 """
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class Result:
     state_dict: dict  # that epoch's weights, on the CPU
     test_accuracy: float | None = None  # measured once, on the weights chosen on validation
     diverged: bool = False  # the training loss was non-finite at some step
+
+
+class TeacherTrainingError(ValueError):
+    """Teacher training ended no better than chance on the validation split; nothing was cached."""
 
 
 def _device(accelerator: str) -> torch.device:
@@ -160,8 +165,15 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
     ``{"state_dict", "teacher", "width", "num_classes", "dataset", "val_accuracy", "test_accuracy"}``
     (readable by ``teachers.create(..., checkpoint=)``) plus the same numbers in a ``.json`` beside it."""
     cfg = cfg if cfg is not None else group("training", "teacher")
-    model = teachers.create(name, num_classes=dataset.num_classes, width=width, **kwargs)
+    model = teachers.create(name, num_classes=dataset.num_classes, width=width, in_channels=dataset.in_channels, **kwargs)
     result = fit_and_test(model, dataset, cfg)
+    chance = 1.0 / dataset.num_classes
+    if not result.val_accuracy > chance:  # a teacher at chance would score every student f ~ 1
+        raise TeacherTrainingError(
+            f"teacher {name} reached validation accuracy {result.val_accuracy:.4f} after {cfg.epochs} epochs, "
+            f"no better than chance (1/{dataset.num_classes} = {chance:.4f}), so it was not saved to "
+            f"{str(checkpoint)!r}; train longer (teacher_training.epochs), check teacher_training.optimizer.lr, "
+            f"or give it more data ({len(dataset.train)} training images)")
     info = {"teacher": name, "width": width, "num_classes": dataset.num_classes, "dataset": dataset.name,
             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy, "epoch": result.epoch}
     if rank_zero_only.rank == 0:  # under DDP every rank runs this; one writes
@@ -181,7 +193,8 @@ def load_or_train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, c
     if not path.is_file():
         model, result = train_teacher(name, dataset, path, cfg, width, **kwargs)
         return model.eval(), result.val_accuracy
-    model = teachers.create(name, num_classes=dataset.num_classes, width=width, checkpoint=path, **kwargs)
+    model = teachers.create(name, num_classes=dataset.num_classes, width=width, checkpoint=path,
+                            in_channels=dataset.in_channels, **kwargs)
     stored = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(stored, dict) and isinstance(stored.get("val_accuracy"), float):
         return model.eval(), stored["val_accuracy"]

@@ -112,3 +112,40 @@ def test_plain_dataloader_serves_the_same_batches_as_the_device_loader():
     assert len(resident) == len(plain) == 5
     for (xa, ya), (xb, yb) in zip(resident, plain):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def _folder(root, images_per_class, size=(10, 10)):
+    """An ImageFolder of tiny PNGs: class c's images are filled with grey level 40 c + i."""
+    from PIL import Image
+
+    for c, n in enumerate(images_per_class):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", size, (40 * c + i,) * 3).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("counts, split, message", [
+    ([6], ["split.val=1", "split.test=1"], r"has 1 class\(es\); a run needs at least 2"),
+    ([1, 1, 1], ["split.val=1", "split.test=1"], r"the train split holds no image of class\(es\) \[\d(, \d)?\] \(1 training images for 3 classes\)"),
+    ([2, 2], ["split.val=2", "split.test=2"], r"val=2 \+ test=2 held-out images but the dataset has only 4, leaving none to train on"),
+    ([4, 4], ["split.val=0", "split.test=2"], r"the val split is empty"),
+    ([4, 4], ["split.val=2", "split.test=0"], r"the test split is empty"),
+])
+def test_image_folder_that_cannot_support_a_run_is_refused(tmp_path, counts, split, message):
+    cfg = config.group("dataset", "imagefolder", [f"root={_folder(tmp_path / 'images', counts)}", "image_size=8", *split])
+    with pytest.raises(ValueError, match=message):
+        data.load(cfg)
+
+
+def test_smallest_image_folder_that_supports_a_run_loads(tmp_path):
+    cfg = config.group("dataset", "imagefolder", [f"root={_folder(tmp_path / 'images', [3, 3])}", "image_size=8",
+                                                  "split.val=1", "split.test=1"])
+    ds = data.load(cfg)  # 2 classes of 3: whichever 2 are held out, every class keeps a training image
+    assert (len(ds.train), len(ds.val), len(ds.test), ds.num_classes) == (4, 1, 1, 2)
+    assert set(ds.train.labels.tolist()) == {0, 1}
+
+
+def test_digits_with_an_empty_split_is_refused():
+    with pytest.raises(ValueError, match="the val split is empty"):
+        data.load(config.group("dataset", "digits", ["split.val=0"]))

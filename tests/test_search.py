@@ -96,3 +96,86 @@ def test_failed_evaluations_are_kept_out_of_the_models(space, method):
         told_failed = {proposer.space.from_flat(t.params).key for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))}
         assert {r.arch.key for r in failed if r.step < 5} <= told_failed
         assert all(t.value != 0.0 for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+class AlwaysFailing(TableEvaluator):
+    """Every student fails, as with proxy.optimizer.lr=1e30 (every loss non-finite)."""
+
+    def evaluate(self, archs, step=0):
+        from nascomp.evaluator import Evaluation
+
+        self.calls += len(archs)
+        return [Evaluation.failure(1, 0.0, "training loss diverged (non-finite)") for _ in archs]
+
+
+def test_a_search_where_every_student_fails_stops_with_a_clear_error(space, tmp_path):
+    import time
+
+    from nascomp.search import SearchFailed
+    from nascomp.evaluator import StoredEvaluator
+    from nascomp.store import RunStore
+
+    store = RunStore(tmp_path / "store.sqlite")
+    evaluator = StoredEvaluator(AlwaysFailing(space.accuracy, space.params, space.reference, "compression"), store, "r", "ctx")
+    start = time.perf_counter()
+    with pytest.raises(SearchFailed) as info:
+        run_search(space, evaluator, config(["search.T=50", "search.max_failed_steps=3"]), seed=0)
+    assert time.perf_counter() - start < 60  # it used to spin forever in KernelProposer.subsets
+    assert str(info.value).startswith("every student of 3 consecutive steps (up to step 2) failed (search.max_failed_steps=3); "
+                                      "the first error: training loss diverged (non-finite). Check the proxy recipe (proxy.optimizer.lr")
+    assert store.count("ctx") == 9  # three steps of K = 3, every failure recorded
+    assert all(r["error"] for r in store.cached("ctx", _keys(store)).values())
+
+
+def _keys(store):
+    return [k for (k,) in store.db.execute("SELECT key FROM evaluations")]
+
+
+def test_a_search_without_one_success_within_its_budget_fails(space):
+    from nascomp.search import SearchFailed
+
+    evaluator = AlwaysFailing(space.accuracy, space.params, space.reference, "accuracy")
+    with pytest.raises(SearchFailed, match=r"^every one of the 6 students of the search failed; the first error: training loss"):
+        run_search(space, evaluator, config(["search.T=1", "search.max_failed_steps=5"]), seed=0)
+    assert evaluator.calls == 6
+
+
+class FailingFirst(TableEvaluator):
+    """The first ``n`` evaluations fail (out of memory); the rest are looked up."""
+
+    def __init__(self, *args, n: int):
+        super().__init__(*args)
+        self.n = n
+
+    def evaluate(self, archs, step=0):
+        from nascomp.evaluator import Evaluation
+
+        first = self.calls  # the index of archs[0] among all evaluations
+        return [Evaluation.failure(1, 0.0, "out of memory") if first + i < self.n else e
+                for i, e in enumerate(super().evaluate(archs, step))]
+
+
+@pytest.mark.parametrize("n, random_steps", [(3, [1]), (5, [1, 2]), (0, [])])
+def test_kernels_propose_at_random_until_two_students_succeed(space, n, random_steps):
+    evaluator = FailingFirst(space.accuracy, space.params, space.reference, "accuracy", n=n)
+    result = run_search(space, evaluator, config(["search.T=3"]), seed=0)
+    assert [r.failed for r in result.history[:6]] == [i < n for i in range(6)]
+    for step in (1, 2, 3):  # n = 5: no success after step 0, one after step 1: random twice
+        kernels = [r.kernel for r in result.history if r.step == step]
+        assert kernels == ([None] * 3 if step in random_steps else [0, 1, 2])
+
+
+@pytest.mark.parametrize("reference_f", [None, 0.0])
+def test_kernel_subsets_hold_two_points_even_when_draws_cannot(space, reference_f):
+    import numpy as np
+    import torch
+
+    from nascomp.search import KernelProposer
+
+    cfg = config(["search.subset_prob=1e-9"])  # a draw essentially never puts 2 points in a subset
+    proposer = KernelProposer(space, cfg.kernel, cfg.search, reference_f)
+    mask = proposer.subsets(3, 4, np.random.default_rng(0))  # (K, n)
+    assert mask.shape == (4, 3) and (mask.sum(1) >= 2).all()
+    assert torch.equal(proposer.subsets(3, 4, np.random.default_rng(0)), mask)  # reproducible
+    with pytest.raises(ValueError, match="at least 2 data points, got 1"):
+        proposer.subsets(1, 4, np.random.default_rng(0))

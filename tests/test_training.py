@@ -107,3 +107,19 @@ def test_full_training_on_two_processes_with_ddp(tmp_path):
     rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(r["rank"] for r in rows) == [0, 1]  # two processes trained
     assert rows[0]["val"] == rows[1]["val"] > 0.3 and rows[0]["test"] == rows[1]["test"]  # metrics synced across ranks
+
+
+def test_a_teacher_at_chance_is_never_cached(tmp_path):
+    """Val images all equal: any model predicts one class for all of them, so accuracy is 1/2 = chance."""
+    g = torch.Generator().manual_seed(0)
+    train = data.Split(torch.randn(32, 1, 8, 8, generator=g), torch.arange(32) % 2)
+    val = data.Split(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]))
+    tiny = data.Dataset("tiny", train, val, val, num_classes=2)
+    cfg = config.group("training", "teacher", [q.removeprefix("training.") for q in QUICK] + ["epochs=1"])
+    path = tmp_path / "teacher.pt"
+    with pytest.raises(training.TeacherTrainingError,
+                       match=r"^teacher small_resnet reached validation accuracy 0\.5000 after 1 epochs, no better than "
+                             r"chance \(1/2 = 0\.5000\), so it was not saved to .*teacher\.pt'; train longer"):
+        training.load_or_train_teacher("small_resnet", tiny, path, cfg, width=0.25)
+    assert not path.exists() and not path.with_suffix(".json").exists()
+    assert issubclass(training.TeacherTrainingError, ValueError)  # prepare maps it to exit 2

@@ -1,0 +1,89 @@
+"""SIGTERM / SIGINT during a real run (issue 11, point 8): the run ends with 143 / 130 and one line on
+stderr giving the command that resumes it; re-running that command resumes from the store, keeping
+what was recorded. A real ``python -m nascomp.run`` subprocess; the store is polled to time the signal."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=2",
+        "final.enabled=false", "teacher_training.epochs=2", "teacher.width=0.25", "logger=none"]
+ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A working directory whose teachers/ cache the tests share."""
+    return tmp_path_factory.mktemp("signals")
+
+
+def _counts(store) -> tuple[int, int]:
+    """(recorded evaluations, evaluations in flight) of a run store, (0, 0) before it exists."""
+    try:
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+        try:
+            return tuple(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("evaluations", "inflight"))
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0, 0
+
+
+def _interrupt(workdir, run, sig, when) -> tuple[subprocess.CompletedProcess, list[str]]:
+    args = [*ARGS, f"hydra.run.dir={run}"]
+    proc = subprocess.Popen([sys.executable, "-m", "nascomp.run", *args], cwd=workdir, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and not when(*_counts(run / "store.sqlite")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), args
+
+
+def _check_one_line(proc, sig, run, args):
+    expected = (f"error: interrupted by {sig.name}; the run resumes from its store in {run}: "
+                f"python -m nascomp.run {' '.join(args)}")
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [expected], proc.stderr[-3000:]
+    assert proc.stderr.rstrip().endswith(expected) and "Traceback" not in proc.stderr
+
+
+def _resume(workdir, args) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "nascomp.run", *args], cwd=workdir, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_sigterm_in_student_training_exits_143_and_the_same_command_resumes(workdir):
+    run = workdir / "term"
+    # the first step's students are in flight: proxy training (Lightning's own SIGTERM handler is active)
+    proc, args = _interrupt(workdir, run, signal.SIGTERM, lambda done, inflight: inflight == 2 and not time.sleep(0.5))
+    assert proc.returncode == 143
+    _check_one_line(proc, signal.SIGTERM, run, args)
+    assert _counts(run / "store.sqlite") == (0, 2)  # nothing finished was lost; the step is marked in flight
+    resumed = _resume(workdir, args)
+    assert "0 evaluations stored, 2 were in flight" in resumed.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["evaluations"] == 4 and _counts(run / "store.sqlite") == (4, 0)
+
+
+def test_sigint_after_a_recorded_step_exits_130_and_resume_keeps_the_step(workdir):
+    run = workdir / "int"
+    # step 0 recorded, step 1 not started: the kernels are being fitted
+    proc, args = _interrupt(workdir, run, signal.SIGINT, lambda done, inflight: done == 2)
+    assert proc.returncode == 130
+    _check_one_line(proc, signal.SIGINT, run, args)
+    done, _ = _counts(run / "store.sqlite")
+    assert done >= 2  # step 0 is kept
+    resumed = _resume(workdir, args)
+    assert "resuming run" in resumed.stdout and f"{done} evaluations stored" in resumed.stdout
+    assert f"search done: 4 evaluations, {done} from the store's cache" in resumed.stdout
