@@ -3,14 +3,33 @@
 Per step: ``search/step`` is the x-axis of ``search/best_f`` (best f so far), ``search/f`` (each
 proposal's f) and, when the step trained kernels, ``search/kernel_loss``. At the end: every
 evaluated architecture as a table, the final students as artifacts. Nothing depends on W&B: the run
-directory's history.csv and plots carry the same information.
+directory's history.csv and plots carry the same information, so a tracker that fails (W&B down, a
+full disk, a bad value) warns once and stops tracking; the run goes on (``make_tracker`` wraps every
+tracker in ``GuardedTracker``).
 """
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
+
+# W&B types each table column once, from the first row; so every history column has one type here
+# (``nascomp.report.HISTORY_COLUMNS``). A missing value (``kernel`` of a random student, written ""
+# to history.csv) is a typed null. A column not listed is logged as text.
+HISTORY_TYPES: dict[str, type] = {"index": int, "step": int, "kernel": int, "key": str, "num_params": int,
+                                  "ratio": float, "times": float, "accuracy": float, "f": float,
+                                  "seconds": float, "error": str}
+
+
+def typed(value: Any, kind: type) -> Any:
+    """``value`` as ``kind``; None and "" in a numeric column are null."""
+    if kind is str:
+        return "" if value is None else str(value)
+    return None if value is None or value == "" else kind(value)
 
 
 class Tracker:
@@ -77,9 +96,12 @@ class WandbTracker(Tracker):
         self.run.log({"search/step": step, "search/best_f": best_f, **{f"search/{k}": v for k, v in (extra or {}).items()}})
 
     def log_history(self, rows):
+        """The ``evaluated`` table: one row per history row, every column of one type (``HISTORY_TYPES``)."""
         if rows:
             columns = list(rows[0])
-            self.run.log({"evaluated": self.wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
+            kinds = [HISTORY_TYPES.get(c, str) for c in columns]
+            data = [[typed(r.get(c), k) for c, k in zip(columns, kinds)] for r in rows]
+            self.run.log({"evaluated": self.wandb.Table(columns=columns, data=data, dtype=kinds, optional=True)})
 
     def log_students(self, paths):
         for name, path in paths.items():
@@ -95,12 +117,57 @@ class WandbTracker(Tracker):
         self.run.finish()
 
 
+class GuardedTracker(Tracker):
+    """Runs ``inner``'s calls so that none can end the run: the first exception is logged as one
+    warning, then tracking stops (later calls are skipped; ``finish`` is still tried, quietly)."""
+
+    def __init__(self, inner: Tracker, name: str):
+        self.inner, self.name, self.failed = inner, name, False
+
+    def _call(self, method: str, *args) -> None:
+        if self.failed:
+            return
+        try:
+            getattr(self.inner, method)(*args)
+        except Exception as exc:  # noqa: BLE001: any tracker failure, by design
+            self.fail(method, exc)
+
+    def fail(self, what: str, exc: BaseException) -> None:
+        self.failed = True
+        log.warning("logger %s failed in %s (%s: %s); tracking stops for this run, which goes on: history.csv "
+                    "in the run directory holds the same data", self.name, what, type(exc).__name__, exc)
+
+    def log_step(self, step, records, best_f, extra=None):
+        self._call("log_step", step, records, best_f, extra)
+
+    def log_history(self, rows):
+        self._call("log_history", rows)
+
+    def log_students(self, paths):
+        self._call("log_students", paths)
+
+    def log_summary(self, summary):
+        self._call("log_summary", summary)
+
+    def finish(self):
+        if not self.failed:
+            self._call("finish")
+        else:
+            try:
+                self.inner.finish()
+            except Exception as exc:  # noqa: BLE001: already warned once
+                log.debug("logger %s: finish after a failure: %s", self.name, exc)
+
+
 def make_tracker(cfg: Any, run_dir: Path, config: dict) -> Tracker:
-    """The tracker for ``logger`` config ``cfg`` (kind: wandb | csv | none)."""
-    if cfg.kind == "wandb":
-        return WandbTracker(cfg, run_dir, config)
-    if cfg.kind == "csv":
-        return CSVTracker(run_dir)
-    if cfg.kind == "none":
-        return Tracker()
-    raise ValueError(f"logger.kind must be wandb, csv or none, got {cfg.kind!r}")
+    """The tracker for ``logger`` config ``cfg`` (kind: wandb | csv | none), guarded so that a
+    failure, even while starting it, warns once and never ends the run."""
+    kinds = {"wandb": lambda: WandbTracker(cfg, run_dir, config), "csv": lambda: CSVTracker(run_dir), "none": Tracker}
+    if cfg.kind not in kinds:
+        raise ValueError(f"logger.kind must be wandb, csv or none, got {cfg.kind!r}")
+    guarded = GuardedTracker(Tracker(), cfg.kind)
+    try:
+        guarded.inner = kinds[cfg.kind]()
+    except Exception as exc:  # noqa: BLE001: any tracker failure, by design
+        guarded.fail("start", exc)
+    return guarded

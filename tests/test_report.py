@@ -60,7 +60,7 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = OmegaConf.create({"kind": "wandb", "project": "nascomp-test", "entity": None, "mode": "auto"})
     t = make_tracker(cfg, tmp_path, {"name": "t", "group": "g"})
-    assert t.run.settings.mode == "offline"
+    assert t.inner.run.settings.mode == "offline"
     t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.5)], 0.5)
     t.log_history([{"step": 0, "key": "a", "f": 0.2}])
     (tmp_path / "student").mkdir()
@@ -68,5 +68,6 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     t.log_students({"best": tmp_path / "student"})
     t.log_summary({"best": {"accuracy": 0.9, "num_params": 10, "ratio": 0.5, "times": 2.0, "f": 0.7}})
     t.finish()
+    assert not t.failed  # the guard swallowed nothing
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

@@ -3,14 +3,18 @@ overrides, a 2-job multirun, and every option of every config group composing an
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from omegaconf import OmegaConf
+
 from nascomp.config import compose, config_dir
-from nascomp.schema import validate
+from nascomp.config import group as config_group
+from nascomp.schema import ConfigError, validate
 
 # the quickstart, shrunk to seconds: 2 steps of K = 2, one epoch everywhere
 TINY = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
@@ -70,18 +74,40 @@ def test_two_job_multirun(workdir):
         assert summary["config"]["group"] == "mr"
 
 
-@pytest.mark.parametrize("override, message", [
+SCHEMA_ERRORS = [
     ("search.K=eight", "search.K: Value 'eight' of type 'str' could not be converted to Integer"),
     ("search.K=0", "search.K: 0 is out of range"),
     ("kernel.objective=likelihood", "kernel.objective: 'likelihood' is not one of posterior, marginal, euclidean"),
     ("kernel.warp=log", "kernel.warp: 'log' is not one of none, power"),
     ("+search.speed=3", "search.speed"),
+    ("space.ops=[skip]", "skip addition alone cannot make a student smaller"),
+]
+
+
+@pytest.mark.parametrize("override, message", SCHEMA_ERRORS)
+def test_bad_override_is_refused_by_the_schema(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose(TINY + [override]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.K=0", "error: bad configuration: search.K: 0 is out of range"),  # the schema
+    ("teacher.checkpoint=missing.pt", "does not exist"),  # the setup (nascomp.pipeline.StartupError)
 ])
-def test_bad_override_fails_at_startup(tmp_path, override, message):
+def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
+    """The one CLI check of the mapping: a bad input ends with exit status 2 and its message."""
     proc = cli(TINY + [override], tmp_path, check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
-    assert not (tmp_path / "teachers").exists()  # no work was done
+    assert not (tmp_path / "teachers").exists() and not list(tmp_path.glob("outputs/*/*/store.sqlite"))  # no work was done
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _options():
@@ -99,10 +125,17 @@ def test_every_option_composes_and_validates(group, option):
     if (group, option) == ("dataset", "imagefolder"):
         overrides += ["dataset.root=/data/images"]
     cfg = validate(compose(overrides))
-    assert cfg[group if group not in ("experiment",) else "name"] is not None
+    # the composed config carries every value the option's file sets (its own defaults list followed)
+    chosen = OmegaConf.to_container(config_group(group, option, [o.split(".", 1)[1] for o in overrides[1:]]))
+    for key, value in _leaves(chosen if group == "experiment" else {group: chosen}):
+        if key.startswith("hydra.") or (isinstance(value, str) and "${" in value):
+            continue
+        got = OmegaConf.select(cfg, key)
+        assert (OmegaConf.to_container(got) if OmegaConf.is_config(got) else got) == value, key
+    if group == "experiment":
+        assert cfg.group == chosen.get("group", "default")
     if group == "space":
         from nascomp import ArchGraph, SearchSpace, teachers
-        from omegaconf import OmegaConf
 
         graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8))
         assert SearchSpace(graph, **OmegaConf.to_container(cfg.space)).sample(seed=0).num_params < graph.num_params
@@ -128,11 +161,13 @@ def test_aggregate_real_runs(workdir):
     assert "| search.method |" in out
 
 
-def test_bad_inputs_fail_before_any_work(tmp_path):
+def test_bad_inputs_fail_before_any_work(tmp_path, monkeypatch):
     import torch
 
     from nascomp import teachers
+    from nascomp.pipeline import StartupError, run
 
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     torch.save(teachers.create("resnet18", width=0.125).state_dict(), tmp_path / "resnet.pt")
     cases = [
@@ -140,10 +175,8 @@ def test_bad_inputs_fail_before_any_work(tmp_path):
         ([f"teacher.checkpoint={tmp_path / 'broken.pt'}"], "cannot be read as a weights-only state_dict"),
         ([f"teacher.checkpoint={tmp_path / 'resnet.pt'}"], "does not match the small_resnet architecture"),
         ([f"teacher.checkpoint={tmp_path / 'missing.pt'}"], "does not exist"),
-        (["space.ops=[skip]"], "skip addition alone cannot make a student smaller"),
     ]
     for overrides, message in cases:
-        proc = cli(TINY + overrides, tmp_path, check=False, timeout=180)
-        assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr[-1500:])
-    assert not list(tmp_path.glob("outputs/*/*/store.sqlite"))  # nothing was started
-
+        with pytest.raises(StartupError, match=re.escape(message)):
+            run(validate(compose(TINY + overrides)), tmp_path / "run")
+    assert not (tmp_path / "run" / "store.sqlite").exists() and not (tmp_path / "teachers").exists()  # nothing was started

@@ -55,6 +55,34 @@ def test_cache_hit_within_and_across_runs(tmp_path, space):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+class KeyRecordingEvaluator(Evaluator):
+    """Records the keys each call evaluates."""
+
+    def __init__(self):
+        self.calls = []
+
+    def evaluate(self, archs):
+        self.calls.append([a.key for a in archs])
+        return [Evaluation(1.0 / (1 + a.num_params), 0.5, a.num_params, 0.1) for a in archs]
+
+
+def test_duplicate_keys_in_one_batch(tmp_path, space):
+    rng = np.random.default_rng(1)
+    a, b, c = (space.sample(rng) for _ in range(3))
+    assert len({a.key, b.key, c.key}) == 3
+    store = RunStore(tmp_path / "s.sqlite")
+    inner = KeyRecordingEvaluator()
+    stored = StoredEvaluator(inner, store, "run", "ctx")
+    stored.evaluate([c])
+    batch = [a, c, a, b, space.from_dict(a.to_dict())]  # a three times (once as an equal copy), c already stored
+    evals = stored.evaluate(batch)
+    assert inner.calls == [[c.key], [a.key, b.key]]  # once per distinct new key, in first-seen order
+    assert [(e.f, e.num_params) for e in evals] == [(1.0 / (1 + x.num_params), x.num_params) for x in batch]
+    assert store.count("ctx") == 3 and set(store.cached("ctx", [a.key, b.key, c.key])) == {a.key, b.key, c.key}
+    assert store.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 3  # one row per key
+    assert store.inflight("run") == []
+
+
 def test_open_run_refuses_a_different_config(tmp_path):
     store = RunStore(tmp_path / "s.sqlite")
     assert store.open_run("r", {"search": {"K": 8}}) is False
