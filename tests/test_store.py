@@ -61,7 +61,7 @@ class KeyRecordingEvaluator(Evaluator):
     def __init__(self):
         self.calls = []
 
-    def evaluate(self, archs):
+    def evaluate(self, archs, step=0):
         self.calls.append([a.key for a in archs])
         return [Evaluation(1.0 / (1 + a.num_params), 0.5, a.num_params, 0.1) for a in archs]
 
