@@ -72,6 +72,7 @@ def recipe(cfg: DictConfig, name: str) -> DictConfig:
     """A training recipe with the ``trainer`` group applied (proxy training: one device)."""
     r = cfg[name].copy()
     t = OmegaConf.to_container(cfg.trainer)
+    t.pop("threads")  # set once per process (nascomp.threads), not a Lightning Trainer argument
     if name == "proxy":
         t.pop("devices"), t.pop("strategy")
     return OmegaConf.merge(r, {"trainer": t, "seed": cfg.seed})

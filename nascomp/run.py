@@ -28,7 +28,10 @@ def main(cfg: DictConfig) -> float:
         log.error("bad configuration: %s", exc)
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         sys.exit(2)
+    from nascomp import threads
     from nascomp.pipeline import StartupError, run  # after validation: a bad config fails before heavy imports
+
+    threads.apply(cfg.trainer.threads)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # per-Trainer banners, many per search
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|modules? in eval mode|does not have many workers).*")
