@@ -13,7 +13,18 @@ jobs hits both alike; the table gives the median. The last line printed is ``slo
     python -m benchmarks.contention search.T=1 full.epochs=2       # a shrunk quickstart, for iterating
 
 Target: slowdown <= 2.5 with two busy processes on 2 cores.
-Measured 2026-11-30 (see the README for the table), 2-core CPU VM shared with other jobs, torch 2.14.
+Measured 2026-11-30 on a 2-core VM that ~6 other jobs shared (load average 6-8 before any `yes`),
+torch 2.14, one run per condition (`nice -n 5`), a shrunk quickstart
+`search.T=1 teacher_training.epochs=3 full.epochs=2 final.top_k=1`, trainer.threads=auto (= 1 here):
+| condition | seconds |
+|---|---|
+| idle (load 6) | 64.5 |
+| beside 2 busy processes | 252.7 |
+slowdown = 3.92: the background load changed during the runs, so this is not a clean measurement
+of the target. The same shrunk run with trainer.threads=2 at the same background load (no `yes`)
+took 144 s for teacher training, 237 s and 308 s for the two search steps, against 14 s, 17 s and
+20 s with trainer.threads=1 (10-15x). The issue's own numbers on an idle 2-core machine, full
+quickstart: 1 thread 25 s idle / 50 s beside two `yes` (2.0x), 2 threads 21 s / 147 s (7x).
 """
 from __future__ import annotations
 

@@ -8,6 +8,11 @@ quota), divides them among the workers that compute at once (a local cohort is o
 task gets ``evaluator.num_cpus``), and keeps half of them free for whatever else runs:
 
     threads = max(1, floor(cpus / workers / 2))
+
+On 2 cores that is 1 thread: the quickstart took 25 s idle / 50 s beside two busy processes with 1
+thread and 21 s / 147 s with 2 (issue 11); with 2 threads on a loaded 2-core machine search steps
+took 10-15x longer than with 1 (``benchmarks/contention.py``). Halving on larger machines is not
+measured; on SMT machines it is about one thread per physical core.
 """
 from __future__ import annotations
 
