@@ -70,6 +70,7 @@ def recipe(cfg: DictConfig, name: str) -> DictConfig:
     (the teacher keeps its recipe's own seed: one cached teacher serves every search seed)."""
     r = cfg[name].copy()
     t = OmegaConf.to_container(cfg.trainer)
+    t.pop("threads")  # set once per process (nascomp.threads), not a Lightning Trainer argument
     if name == "proxy":
         t.pop("devices"), t.pop("strategy")
     return OmegaConf.merge(r, {"trainer": t, **({} if name == "teacher_training" else {"seed": cfg.seed})})

@@ -10,7 +10,6 @@ the same seeds both give the same results.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 from omegaconf import OmegaConf
@@ -23,15 +22,16 @@ _DATASETS: dict[str, Any] = {}  # per worker process: dataset config digest -> D
 
 def proxy_task(payload: dict, arch: dict) -> tuple[float, int, dict, bool]:
     """Runs in a Ray worker: proxy-train one student; returns (val accuracy, epoch, state_dict, diverged)."""
-    import torch
+    import ray
 
-    from nascomp import data, teachers
+    from nascomp import data, teachers, threads
     from nascomp.graph import ArchGraph
     from nascomp.search_space import SearchSpace
     from nascomp.store import digest
     from nascomp.training import proxy_train
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)  # evaluator.num_cpus
+    threads.apply("auto", cpus=min(cpus, threads.available_cpus()))
     key = digest(payload["dataset"])
     if key not in _DATASETS:
         _DATASETS[key] = data.load(OmegaConf.create(payload["dataset"]))

@@ -70,9 +70,12 @@ def main(cfg: DictConfig) -> float:
     run_dir = HydraConfig.get().runtime.output_dir
     on_signals(run_dir)
     try:
+        from nascomp import threads
         from nascomp.pipeline import StartupError, run  # after validation: a bad config fails before heavy imports
         from nascomp.search import SearchFailed
         from nascomp.store import StoreError
+
+        threads.apply(cfg.trainer.threads)
 
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # per-Trainer banners, many per search
         warnings.filterwarnings("ignore", message=r".*(LeafSpec|modules? in eval mode|does not have many workers).*")

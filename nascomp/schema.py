@@ -135,6 +135,7 @@ class TrainerSchema:
     devices: int = MISSING
     strategy: str = MISSING
     precision: str = MISSING
+    threads: Any = MISSING  # auto | an int >= 1 (checked in validate)
 
 
 @dataclass
@@ -213,6 +214,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         msg = str(exc).splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
     _check(typed, ConfigSchema, "")
+    threads = typed.trainer.threads
+    if threads != "auto" and (type(threads) is not int or threads < 1):
+        raise ConfigError(f"trainer.threads: {threads!r} must be auto or an integer >= 1 (torch threads per process)")
     ops = set(typed.space.ops)
     if not ops or not ops <= {"remove", "shrink", "skip"}:
         raise ConfigError(f"space.ops: must be a non-empty subset of [remove, shrink, skip], got {list(typed.space.ops)}")

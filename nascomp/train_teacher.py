@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Sequence
 
 from omegaconf import OmegaConf
 
-from nascomp import config, data, training
+from nascomp import config, data, threads, training
 
 
 def main(argv: Sequence[str] | None = None) -> training.Result:
@@ -25,8 +26,12 @@ def main(argv: Sequence[str] | None = None) -> training.Result:
     parser.add_argument("--dataset", required=True, help="a conf/dataset/*.yaml name: cifar10, cifar100, digits, imagefolder")
     parser.add_argument("--out", required=True, help="checkpoint path to write (.pt)")
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = the paper's teacher)")
+    parser.add_argument("--threads", default=str(config.group("trainer", "auto").threads),
+                        help="torch threads: auto or a count >= 1 (as trainer.threads of a run)")
     parser.add_argument("overrides", nargs="*", help="dataset.KEY=VALUE or training.KEY=VALUE")
     args = parser.parse_args(argv)
+    if args.threads != "auto" and not (args.threads.isdigit() and int(args.threads) >= 1):
+        parser.error(f"--threads {args.threads!r} must be auto or an integer >= 1")
     for o in args.overrides:
         if not o.startswith(("dataset.", "training.")):
             parser.error(f"override {o!r} must start with dataset. or training.")
@@ -34,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> training.Result:
         {"dataset": config.group("dataset", args.dataset), "training": config.group("training", "teacher")},
         OmegaConf.from_dotlist(args.overrides),
     )
+    threads.apply(args.threads if args.threads == "auto" else int(args.threads))
     _, result = training.train_teacher(args.teacher, data.load(cfg.dataset), args.out, cfg.training, args.width)
     print(json.dumps({"checkpoint": args.out, "val_accuracy": result.val_accuracy,
                       "test_accuracy": result.test_accuracy, "epoch": result.epoch}))
@@ -41,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> training.Result:
 
 
 if __name__ == "__main__":
+    logging.getLogger("nascomp").addHandler(logging.StreamHandler())  # the "torch threads: ..." line, on stderr
+    logging.getLogger("nascomp").setLevel(logging.INFO)
     try:
         main()
     except (FileNotFoundError, ValueError) as exc:  # missing data, bad teacher name: the message says what to do
