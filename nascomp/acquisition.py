@@ -28,6 +28,7 @@ from linear_operator.operators import DiagLinearOperator
 from omegaconf import DictConfig
 from torch import Tensor
 
+from nascomp.schema import MAXIMIZERS
 from nascomp.space import Architecture, Space
 
 
@@ -101,7 +102,7 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
                 order = torch.argsort(scores[k][: len(kids[k])], descending=True)
                 parents[k] = [kids[k][i] for i in order[: cfg.parents].tolist()] or parents[k]
     else:
-        raise ValueError(f"acquisition.maximizer must be 'random' or 'evolution', got {cfg.maximizer!r}")
+        raise ValueError(f"acquisition.maximizer must be one of {', '.join(MAXIMIZERS)}, got {cfg.maximizer!r}")
     scores = _score_ragged(score_all, pools)
     chosen = []
     for k in range(num_kernels):

@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from nascomp.schema import NUMERIC
+
 LAYER_TYPES: tuple[str, ...] = (
     "identity", "conv", "linear", "batchnorm",
     "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu",
@@ -62,8 +64,8 @@ def encode(layers: Sequence[LayerSpec], n: int = DEFAULT_MAX_OFFSET, numeric: st
 
     Returns a float32 tensor of shape (L, m + 6 + 2n).
     """
-    if numeric not in ("log", "raw"):
-        raise ValueError(f"numeric must be 'log' or 'raw', got {numeric!r}")
+    if numeric not in NUMERIC:
+        raise ValueError(f"numeric must be one of {', '.join(NUMERIC)}, got {numeric!r}")
     m = len(LAYER_TYPES)
     out = np.zeros((len(layers), m + NUM_ATTRIBUTES + 2 * n), dtype=np.float32)
     type_index = {t: i for i, t in enumerate(LAYER_TYPES)}

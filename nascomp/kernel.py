@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nascomp.encoding import encoding_width
+from nascomp.schema import EMBEDDINGS, OBJECTIVES, POOLS, SIGMA2_MODES, WARPS
 from nascomp.space import Architecture, Space
 
 LOG_2PI = math.log(2 * math.pi)
@@ -89,10 +90,6 @@ class BatchedBiLSTM(nn.Module):
         for i in range(len(self.w_ih)):
             x = self._layer(x, i)
         return x
-
-
-POOLS = ("mean", "concat", "both")
-WARPS = ("none", "power")
 
 
 class LSTMEmbedding(nn.Module):
@@ -212,9 +209,11 @@ class EmbeddingKernelModule(L.LightningModule):
         elif cfg.embedding == "flat":
             self.embed = FlatEmbedding(num_kernels)
         else:
-            raise ValueError(f"kernel.embedding must be 'lstm' or 'flat', got {cfg.embedding!r}")
-        if cfg.objective not in ("posterior", "marginal", "euclidean"):
-            raise ValueError(f"kernel.objective must be posterior, marginal or euclidean, got {cfg.objective!r}")
+            raise ValueError(f"kernel.embedding must be one of {', '.join(EMBEDDINGS)}, got {cfg.embedding!r}")
+        if cfg.objective not in OBJECTIVES:
+            raise ValueError(f"kernel.objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+        if cfg.sigma2_mode not in SIGMA2_MODES:
+            raise ValueError(f"kernel.sigma2_mode must be one of {', '.join(SIGMA2_MODES)}, got {cfg.sigma2_mode!r}")
         self.log_sigma_scale = nn.Parameter(torch.zeros(num_kernels, 1, 1), requires_grad=bool(cfg.learn_sigma))
         if cfg.objective == "euclidean":
             width = 2 * cfg.hidden if cfg.embedding == "lstm" else input_size
@@ -231,8 +230,6 @@ class EmbeddingKernelModule(L.LightningModule):
             pair = mask.unsqueeze(-1) & mask.unsqueeze(-2) & ~torch.eye(z.shape[1], dtype=torch.bool, device=z.device)
             med = torch.nanmedian(torch.where(pair, d2, torch.nan).flatten(1), dim=1).values
             s2 = s2 * torch.nan_to_num(med, nan=1.0).clamp_min(1e-6).view(-1, 1, 1)
-        elif self.cfg.sigma2_mode != "absolute":
-            raise ValueError(f"kernel.sigma2_mode must be 'absolute' or 'relative', got {self.cfg.sigma2_mode!r}")
         return s2 * self.log_sigma_scale.double().exp()
 
     def gram(self, z: Tensor, mask: Tensor, s2: Tensor) -> Tensor:

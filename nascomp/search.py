@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from nascomp.acquisition import expected_improvement, maximize, random_candidates
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
+from nascomp.schema import METHODS
 from nascomp.space import Architecture, Space
 
 
@@ -173,7 +174,7 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
         return baselines.TPEProposer(space, cfg.search.tpe, seed)
     if method == "rea":
         return baselines.REAProposer(space, cfg.search.rea)
-    raise ValueError(f"search.method must be ours, random, tpe or rea, got {method!r}")
+    raise ValueError(f"search.method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, budget: int | None = None,

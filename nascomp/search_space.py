@@ -24,9 +24,9 @@ from torch import nn
 from nascomp.channels import ChannelSolution, shrunk_width, solve
 from nascomp.encoding import LayerSpec
 from nascomp.graph import ACTIVATIONS, ArchGraph, GraphNet, Layer
+from nascomp.schema import INHERIT, check_space
 from nascomp.space import Architecture, FlatDim, Space
 
-OPERATORS = ("remove", "shrink", "skip")
 REMOVABLE = ("conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
              "shuffle", "dropout") + ACTIVATIONS
 
@@ -44,19 +44,10 @@ class SearchSpace(Space):
         if unknown_options:
             raise ValueError(f"unknown search-space options {sorted(unknown_options)}; known: {sorted(cfg)}")
         cfg = {**cfg, **options}
+        check_space(cfg)
         ops, remove_p, skip_p = tuple(cfg["ops"]), tuple(cfg["remove_p"]), tuple(cfg["skip_p"])
         shrink_low, shrink_high, shrink_groups = float(cfg["shrink_low"]), float(cfg["shrink_high"]), cfg["shrink_groups"]
         max_offset, max_tries = int(cfg["max_offset"]), int(cfg["max_tries"])
-        unknown = set(ops) - set(OPERATORS)
-        if unknown or not ops:
-            raise ValueError(f"ops must be a non-empty subset of {OPERATORS}, got {tuple(ops)}")
-        if shrink_groups not in ("width", "structural"):
-            raise ValueError(f"shrink_groups must be 'width' or 'structural', got {shrink_groups!r}")
-        if not 0.0 <= shrink_low < shrink_high <= 1.0:
-            raise ValueError(f"need 0 <= shrink_low < shrink_high <= 1, got {shrink_low}, {shrink_high}")
-        for name, ps in (("remove_p", remove_p), ("skip_p", skip_p)):
-            if not ps or not all(0.0 <= p <= 1.0 for p in ps):
-                raise ValueError(f"{name} must be a non-empty list of probabilities, got {list(ps)}")
         self.graph = graph
         self.ops = tuple(ops)
         self.remove_p, self.skip_p = tuple(remove_p), tuple(skip_p)
@@ -223,8 +214,8 @@ class Candidate(Architecture):
         """
         from nascomp.inherit import inherit_weights
 
-        if inherit not in ("first", "l1", "none"):
-            raise ValueError(f"inherit must be 'first', 'l1' or 'none', got {inherit!r}")
+        if inherit not in INHERIT:
+            raise ValueError(f"inherit must be one of {', '.join(INHERIT)}, got {inherit!r}")
         if bn_stats not in ("reset", "copy"):
             raise ValueError(f"bn_stats must be 'reset' or 'copy', got {bn_stats!r}")
         net = self.graph.build()
