@@ -8,7 +8,8 @@ For layer i of a topologically sorted architecture the vector is
 For an edge i -> j (i < j) element (j - i - 1) of i's outgoing vector and of j's incoming vector is
 1 (offset 1 is the first element). An edge from the network input is not a layer-to-layer edge and
 is not encoded. A network may have more than n layers: only an edge whose offset exceeds n is an
-error.
+error. n is the search space's ``max_offset`` (``Space.max_offset``): the space decides which edges
+exist, so it states how long they can be, and the kernel encodes with that n.
 
 Numeric attributes are ``log`` scaled by default, log2(1 + x): channel counts span 3..2048 while
 the one-hot and edge entries are 0/1, and raw counts would dominate the LSTM's input (and saturate
@@ -33,7 +34,6 @@ LAYER_TYPES: tuple[str, ...] = (
     "flatten", "shuffle", "concat", "add", "dropout", "zero",
 )
 NUM_ATTRIBUTES = 6  # kernel, stride, padding, groups, in channels, out channels
-DEFAULT_MAX_OFFSET = 128  # n of the paper / reference code
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,12 @@ class LayerSpec:
         return (self.kernel, self.stride, self.padding, self.groups, self.in_channels, self.out_channels)
 
 
-def encoding_width(n: int = DEFAULT_MAX_OFFSET) -> int:
+def encoding_width(n: int) -> int:
     """m + 6 + 2n."""
     return len(LAYER_TYPES) + NUM_ATTRIBUTES + 2 * n
 
 
-def encode(layers: Sequence[LayerSpec], n: int = DEFAULT_MAX_OFFSET, numeric: str = "log") -> torch.Tensor:
+def encode(layers: Sequence[LayerSpec], n: int, numeric: str = "log") -> torch.Tensor:
     """Encode a topologically sorted list of layers.
 
     Returns a float32 tensor of shape (L, m + 6 + 2n).

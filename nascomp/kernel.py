@@ -132,7 +132,8 @@ class FlatEmbedding(nn.Module):
 class Featurizer:
     """Architectures -> the embedding network's input, cached by key.
 
-    ``lstm``: the layer encodings, (N, L, m + 6 + 2n); ``flat``: the flat view, (N, D).
+    ``lstm``: the layer encodings, (N, L, m + 6 + 2n) with n the space's ``max_offset``; ``flat``:
+    the flat view, (N, D).
     """
 
     def __init__(self, space: Space, cfg: DictConfig):
@@ -143,7 +144,7 @@ class Featurizer:
     def one(self, arch: Architecture) -> Tensor:
         x = self.cache.get(arch.key)
         if x is None:
-            x = arch.encode(n=self.cfg.max_offset, numeric=self.cfg.numeric) if self.cfg.embedding == "lstm" else self._flat(arch)
+            x = arch.encode(n=self.space.max_offset, numeric=self.cfg.numeric) if self.cfg.embedding == "lstm" else self._flat(arch)
             if self.cache_bytes > self.cfg.feature_cache_mb * 2**20:
                 self.cache.clear()
                 self.cache_bytes = 0
@@ -172,7 +173,7 @@ class Featurizer:
     @property
     def input_size(self) -> int:
         if self.cfg.embedding == "lstm":
-            return encoding_width(self.cfg.max_offset)
+            return encoding_width(self.space.max_offset)
         return sum(len(d.choices) if d.kind == "choice" else 1 for d in self.space.flat_dims())
 
 

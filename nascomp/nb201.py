@@ -94,6 +94,8 @@ class NB201Space(Space):
     ``params[code]`` the parameter count. The reference is the largest cell (every edge a 3x3 conv).
     """
 
+    max_offset = 8  # a cell has 9 layers, so no edge is longer than 8 (the longest, e(1->3) <- add1, is 5)
+
     def __init__(self, dataset: str = "cifar10"):
         if dataset not in DATASETS:
             raise ValueError(f"unknown NAS-Bench-201 dataset {dataset!r}; choose one of {', '.join(DATASETS)}")

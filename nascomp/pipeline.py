@@ -151,7 +151,7 @@ def transferred_kernels(cfg: DictConfig, space: SearchSpace) -> dict | None:
         EmbeddingKernelModule(cfg.kernel, cfg.search.K, Featurizer(space, cfg.kernel).input_size).load_state_dict(state)
     except RuntimeError as exc:
         raise StartupError(f"kernel.transfer_from: the stored kernels do not fit search.K={cfg.search.K} and this "
-                           f"kernel config (use the source run's K, hidden, layers, max_offset): {str(exc).splitlines()[0]}") from exc
+                           f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset): {str(exc).splitlines()[0]}") from exc
     log.info("kernel transfer: the kernels of step %d of run %s in %s, conditioned here but not trained", step, run, path)
     return state
 

@@ -117,7 +117,6 @@ class KernelSchema:
     hidden: int = _range(1)
     layers: int = _range(1)
     pool: str = _choice(*POOLS)
-    max_offset: int = _range(1)
     feature_cache_mb: float = _range(0)
     numeric: str = _choice(*NUMERIC)
     sigma2: float = _range(0.0, None, low_ok=False)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nascomp.encoding import DEFAULT_MAX_OFFSET, LayerSpec, encode
+from nascomp.encoding import LayerSpec, encode
 
 
 class Architecture(ABC):
@@ -33,8 +33,8 @@ class Architecture(ABC):
     def num_params(self) -> int:
         """Number of parameters of the network this architecture describes."""
 
-    def encode(self, n: int = DEFAULT_MAX_OFFSET, numeric: str = "log") -> torch.Tensor:
-        """The layer-encoding matrix, shape (L, m + 6 + 2n)."""
+    def encode(self, n: int, numeric: str = "log") -> torch.Tensor:
+        """The layer-encoding matrix, shape (L, m + 6 + 2n); n is the space's ``max_offset``."""
         return encode(self.layers(), n=n, numeric=numeric)
 
     def __eq__(self, other: object) -> bool:
@@ -58,6 +58,12 @@ class FlatDim:
 
 class Space(ABC):
     """A search space: sampling, mutation and the flat view used by TPE and the flat kernel."""
+
+    # n of the layer encoding (paper 6.2): no architecture of the space has an edge i -> j with
+    # j - i > max_offset. The space owns this number, not the kernel: the space decides which edges
+    # exist (the compression space proposes no longer skip, ``space.max_offset``), and an encoding
+    # shorter than its longest edge could not encode it. The kernel's featurizer reads it from here.
+    max_offset: int
 
     @property
     @abstractmethod

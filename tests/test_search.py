@@ -6,7 +6,7 @@ from nascomp.nb201 import NB201Space, TableEvaluator
 from nascomp.search import run_search
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
-TINY = ["search.K=3", "search.T=3", "search.acquisition.samples=30", "kernel.max_steps=5", "kernel.max_offset=8",
+TINY = ["search.K=3", "search.T=3", "search.acquisition.samples=30", "kernel.max_steps=5",
         "kernel.hidden=8", "search.tpe.n_startup_trials=4", "search.rea.population=5", "search.rea.tournament=2"]
 METHODS = {
     "ours": [],

@@ -36,7 +36,7 @@ def check_valid(name, seed):
     assert sum(p.numel() for p in student.parameters()) == child.num_params
     with torch.no_grad():
         assert student.eval()(torch.randn(2, *shape)).shape == (2, 10)
-    assert child.encode().shape == (len(graph), encoding_width())
+    assert child.encode(n=space.max_offset).shape == (len(graph), encoding_width(space.max_offset))
     again = space.sample(np.random.default_rng(seed))
     assert again.key == child.key and len(child.key) == 32
     assert space.from_flat(dict(zip([d.name for d in space.flat_dims()], space.to_flat(child)))).key == child.key
