@@ -29,7 +29,7 @@ from nascomp.search import Record, run_search
 from nascomp.search_space import SearchSpace
 from nascomp.store import RunStore, StoreError, digest, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
-from nascomp.training import full_train, load_or_train_teacher
+from nascomp.training import PROXY_PLACEMENT, full_train, load_or_train_teacher, resolve_device
 
 log = logging.getLogger("nascomp")
 
@@ -43,19 +43,19 @@ def teacher_checkpoint(cfg: DictConfig) -> Path:
 
 
 def recipe(cfg: DictConfig, name: str) -> DictConfig:
-    """A training recipe with the ``trainer`` group applied (proxy training: one device)."""
+    """A training recipe with the ``trainer`` group (where it trains) added to its own Trainer flags."""
     r = cfg[name].copy()
-    t = OmegaConf.to_container(cfg.trainer)
-    if name == "proxy":
-        t.pop("devices"), t.pop("strategy")
-    return OmegaConf.merge(r, {"trainer": t, "seed": cfg.seed})
+    OmegaConf.set_struct(r, False)  # the recipe's trainer node gains the group's keys
+    return OmegaConf.merge(r, {"trainer": cfg.trainer, "seed": cfg.seed})
 
 
 def proxy_context(cfg: DictConfig, teacher: torch.nn.Module) -> str:
     """The store context of proxy evaluations: the teacher's weights, the dataset, the proxy recipe
-    (with ``cfg.seed``) and the inheritance. Runs with equal contexts share their evaluations."""
+    (with ``cfg.seed``, on one device as ``proxy_train`` runs it) and the inheritance. Runs with equal
+    contexts share their evaluations."""
+    proxy = OmegaConf.merge(recipe(cfg, "proxy"), {"trainer": PROXY_PLACEMENT})
     return digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-                   "proxy": OmegaConf.to_container(recipe(cfg, "proxy"), resolve=True), "inherit": cfg.inherit})
+                   "proxy": OmegaConf.to_container(proxy, resolve=True), "inherit": cfg.inherit})
 
 
 class StartupError(RuntimeError):
@@ -86,9 +86,7 @@ class Setup:
         """Any problem raises ``StartupError`` naming it; the only work done is training a teacher that
         is not cached. The store is ``cfg.store.path``, else ``run_dir/store.sqlite``."""
         try:
-            accelerator = cfg.trainer.accelerator
-            if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-                raise StartupError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
+            resolve_device(cfg.trainer.accelerator)
             dataset = data.load(cfg.dataset)
             checkpoint = teacher_checkpoint(cfg)
             if cfg.teacher.checkpoint and not checkpoint.is_file():
