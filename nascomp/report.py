@@ -15,6 +15,8 @@ from typing import Sequence
 
 import matplotlib
 
+from nascomp.reward import RewardRow
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -25,11 +27,11 @@ def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
     """One dict per evaluated architecture (``nascomp.search.Record``), in evaluation order."""
     rows = []
     for i, r in enumerate(history):
+        table1 = RewardRow.scored(r.accuracy, r.num_params, r.f, teacher_params)
         rows.append({
             "index": i, "step": r.step, "kernel": "" if r.kernel is None else r.kernel, "key": r.arch.key,
-            "num_params": r.num_params, "ratio": 1.0 - r.num_params / teacher_params,
-            "times": teacher_params / max(r.num_params, 1), "accuracy": r.accuracy, "f": r.f,
-            "seconds": r.seconds, "error": r.error or "",
+            "num_params": table1.num_params, "ratio": table1.ratio, "times": table1.times,
+            "accuracy": table1.accuracy, "f": table1.f, "seconds": r.seconds, "error": r.error or "",
         })
     return rows
 
