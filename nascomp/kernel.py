@@ -37,6 +37,7 @@ import lightning as L
 import numpy as np
 import scipy.stats
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
@@ -276,8 +277,7 @@ class EmbeddingKernelModule(L.LightningModule):
         return losses.sum()  # kernels share no parameters: the sum trains each on its own loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        opt = self.cfg.optimizer
-        return torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        return instantiate(self.cfg.optimizer)(self.parameters())  # a _partial_ node, as the training recipes
 
     def fit(self, x: Tensor, y: Tensor, mask: Tensor) -> "EmbeddingKernelModule":
         """Train (unless nothing is learnable) and condition the GPs: x (N, ...), y (N,), mask (K, N)."""

@@ -244,7 +244,9 @@ def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) ->
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, on_weights) -> ProxyEvaluator:
-    """``evaluator=local`` (this process) or ``evaluator=ray`` (one Ray task per student)."""
+    """``evaluator=local`` (this process) or ``evaluator=ray`` (one Ray task per student). A ``kind``
+    rather than a ``_target_``: both are built from runtime objects (the teacher module, the dataset,
+    the store callback) and Ray's from what rebuilds them remotely, which a config node cannot hold."""
     args = (teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort, on_weights)
     if cfg.evaluator.kind == "local":
         return ProxyEvaluator(*args)

@@ -158,7 +158,7 @@ class TrainerSchema:
 
 @dataclass
 class LoggerSchema:
-    kind: str = _choice("wandb", "csv", "none")
+    _target_: str = MISSING  # the Tracker class: nascomp.tracking.WandbTracker | CSVTracker | Tracker (nothing)
     project: Optional[str] = None
     entity: Optional[str] = None
     mode: Optional[str] = None

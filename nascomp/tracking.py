@@ -16,6 +16,9 @@ from typing import Any, Sequence
 class Tracker:
     """Does nothing (``logger=none``); the base of the others."""
 
+    def __init__(self, run_dir: Path | None = None, config: dict | None = None):
+        pass
+
     def log_step(self, step: int, records: Sequence, best_f: float, extra: dict[str, float] | None = None) -> None:
         pass
 
@@ -35,7 +38,7 @@ class Tracker:
 class CSVTracker(Tracker):
     """``metrics.csv``: one row per step (step, evaluations, best_f, mean_f, extra metrics)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, config: dict | None = None):
         self.path = Path(run_dir) / "metrics.csv"
         self.evaluations = 0
         self.fields: list[str] | None = None
@@ -57,16 +60,15 @@ class CSVTracker(Tracker):
 class WandbTracker(Tracker):
     """One W&B run per search, grouped by the experiment/ablation ``group``."""
 
-    def __init__(self, cfg: Any, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, project: str, entity: str | None = None, mode: str = "auto"):
         import wandb
 
-        mode = cfg.mode
         if os.environ.get("WANDB_MODE"):
             mode = os.environ["WANDB_MODE"]
         elif mode == "auto":
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         self.wandb = wandb
-        self.run = wandb.init(project=cfg.project, entity=cfg.entity, group=config.get("group"), name=config.get("name"),
+        self.run = wandb.init(project=project, entity=entity, group=config.get("group"), name=config.get("name"),
                               config=config, dir=str(run_dir), mode=mode, reinit="finish_previous")
         self.run.define_metric("search/step")
         self.run.define_metric("search/*", step_metric="search/step")
@@ -96,11 +98,11 @@ class WandbTracker(Tracker):
 
 
 def make_tracker(cfg: Any, run_dir: Path, config: dict) -> Tracker:
-    """The tracker for ``logger`` config ``cfg`` (kind: wandb | csv | none)."""
-    if cfg.kind == "wandb":
-        return WandbTracker(cfg, run_dir, config)
-    if cfg.kind == "csv":
-        return CSVTracker(run_dir)
-    if cfg.kind == "none":
-        return Tracker()
-    raise ValueError(f"logger.kind must be wandb, csv or none, got {cfg.kind!r}")
+    """The tracker of ``logger`` config ``cfg``: its ``_target_`` class (``conf/logger/*.yaml``) with
+    the node's other keys that are set (the schema gives every logger key, null when a file leaves it
+    out), given the run directory and the resolved run config."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    options = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(cfg), resolve=True).items() if v is not None}
+    return instantiate(options, _partial_=True)(run_dir, config)

@@ -58,7 +58,7 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = OmegaConf.create({"kind": "wandb", "project": "nascomp-test", "entity": None, "mode": "auto"})
+    cfg = OmegaConf.create({"_target_": "nascomp.tracking.WandbTracker", "project": "nascomp-test", "entity": None, "mode": "auto"})
     t = make_tracker(cfg, tmp_path, {"name": "t", "group": "g"})
     assert t.run.settings.mode == "offline"
     t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.5)], 0.5)
