@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from nascomp.schema import MAXIMIZERS
-from nascomp.space import Architecture, Space
+from nascomp.search_space import Architecture, Space
 
 
 class _FixedPosterior(Model):

@@ -8,7 +8,7 @@ Anything else the graph cannot represent raises ``GraphError`` naming the call a
 supported.
 
 ``ArchGraph.build()`` returns a ``GraphNet``, an ``nn.Module`` computing the graph (fresh weights);
-``nascomp.search_space.Candidate.build`` fills one with a teacher's weights.
+``nascomp.compression_space.Candidate.build`` fills one with a teacher's weights.
 """
 from __future__ import annotations
 

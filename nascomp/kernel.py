@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from nascomp.encoding import encoding_width
 from nascomp.schema import EMBEDDINGS, OBJECTIVES, POOLS, SIGMA2_MODES, WARPS
-from nascomp.space import Architecture, Space
+from nascomp.search_space import Architecture, Space
 
 LOG_2PI = math.log(2 * math.pi)
 LAMBDA_RANGE = (-4.0, 6.0)  # Yeo-Johnson λ is clipped here: a few points can call for a λ that blows one of them up

@@ -31,7 +31,7 @@ import numpy as np
 from nascomp.encoding import LayerSpec
 from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.reward import reward
-from nascomp.space import Architecture, FlatDim, Space
+from nascomp.search_space import Architecture, FlatDim, Space
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))

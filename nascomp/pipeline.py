@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nascomp import data
+from nascomp.compression_space import CompressionSpace
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
@@ -26,7 +27,6 @@ from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
 from nascomp.reward import RewardRow
 from nascomp.search import Record, run_search
-from nascomp.search_space import SearchSpace
 from nascomp.store import RunStore, StoreError, digest, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.training import PROXY_PLACEMENT, full_train, load_or_train_teacher, resolve_device
@@ -75,7 +75,7 @@ class Setup:
     teacher: torch.nn.Module
     teacher_accuracy: float
     graph: ArchGraph
-    space: SearchSpace
+    space: CompressionSpace
     store: RunStore
     context: str
     proxy: ProxyEvaluator
@@ -95,7 +95,7 @@ class Setup:
             teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
                                                          cfg.teacher.width, **cfg.teacher.kwargs)
             graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
-            space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
+            space = CompressionSpace(graph, **OmegaConf.to_container(cfg.space))
             log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
                      len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
             config = OmegaConf.to_container(cfg, resolve=True)
@@ -128,7 +128,7 @@ class Setup:
         return StoredEvaluator(self.proxy, self.store, run_id, self.context)
 
 
-def transferred_kernels(cfg: DictConfig, space: SearchSpace) -> dict | None:
+def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> dict | None:
     """The last kernels of the run stored at ``kernel.transfer_from`` (a run directory or a store file)."""
     source = cfg.kernel.transfer_from
     if not source:

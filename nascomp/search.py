@@ -23,7 +23,7 @@ from nascomp.acquisition import expected_improvement, maximize, random_candidate
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
 from nascomp.schema import METHODS
-from nascomp.space import Architecture, Space
+from nascomp.search_space import Architecture, Space
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from nascomp import ArchGraph, SearchSpace, export_onnx, load_student
+from nascomp import ArchGraph, CompressionSpace, export_onnx, load_student
 
 
 class ResidualCNN(nn.Module):
@@ -34,7 +34,7 @@ def test_own_teacher_trace_sample_build_forward_export(tmp_path):
     graph = ArchGraph.from_module(teacher, (3, 16, 16))
     assert graph.num_params == sum(p.numel() for p in teacher.parameters())
     assert any(l.type == "add" for l in graph.layers)  # x + b(x) feeds c and the next sum: an add layer
-    space = SearchSpace(graph)
+    space = CompressionSpace(graph)
     rng = np.random.default_rng(0)
     for _ in range(10):
         child = space.sample(rng)
@@ -52,7 +52,7 @@ def test_own_teacher_trace_sample_build_forward_export(tmp_path):
 def test_onnx_matches_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     teacher = ResidualCNN().eval()
-    space = SearchSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
     student = space.sample(np.random.default_rng(1)).build(teacher).eval()
     path = export_onnx(student, tmp_path / "s.onnx")
     x = torch.randn(5, 3, 16, 16)
@@ -64,7 +64,7 @@ def test_loading_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="architecture.json is missing"):
         load_student(tmp_path)
     teacher = ResidualCNN()
-    space = SearchSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
     a, b = space.sample(np.random.default_rng(0)), space.sample(np.random.default_rng(1))
     a.save(tmp_path / "a", a.build(teacher))
     torch.save(b.build(teacher).state_dict(), tmp_path / "a" / "weights.pt")

@@ -101,11 +101,11 @@ def test_every_option_composes_and_validates(group, option):
     cfg = validate(compose(overrides))
     assert cfg[group if group not in ("experiment",) else "name"] is not None
     if group == "space":
-        from nascomp import ArchGraph, SearchSpace, teachers
+        from nascomp import ArchGraph, CompressionSpace, teachers
         from omegaconf import OmegaConf
 
         graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8))
-        assert SearchSpace(graph, **OmegaConf.to_container(cfg.space)).sample(seed=0).num_params < graph.num_params
+        assert CompressionSpace(graph, **OmegaConf.to_container(cfg.space)).sample(seed=0).num_params < graph.num_params
     if group == "logger":
         from nascomp.tracking import make_tracker
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nascomp import ArchGraph, SearchSpace, load_student, teachers
+from nascomp import ArchGraph, CompressionSpace, load_student, teachers
 from nascomp.channels import shrunk_width
 from nascomp.encoding import encoding_width
 
@@ -24,7 +24,7 @@ def setup(name, **space_kwargs):
         torch.manual_seed(0)
         teacher = teachers.create(name, width=WIDTH[name]).eval()
         graph = ArchGraph.from_module(teacher, shape)
-        _CACHE[key] = teacher, graph, SearchSpace(graph, **space_kwargs), shape
+        _CACHE[key] = teacher, graph, CompressionSpace(graph, **space_kwargs), shape
     return _CACHE[key]
 
 
@@ -153,8 +153,8 @@ def test_inheritance_first_and_l1():
 
 
 def test_keys_are_equal_across_processes():
-    code = ("import numpy as np; from nascomp import ArchGraph, SearchSpace, teachers; "
-            "t = teachers.create('resnet18', width=0.125); s = SearchSpace(ArchGraph.from_module(t, (3, 32, 32))); "
+    code = ("import numpy as np; from nascomp import ArchGraph, CompressionSpace, teachers; "
+            "t = teachers.create('resnet18', width=0.125); s = CompressionSpace(ArchGraph.from_module(t, (3, 32, 32))); "
             "print(' '.join(s.sample(np.random.default_rng(k)).key for k in range(5)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     _, _, space, _ = setup("resnet18")
@@ -164,6 +164,6 @@ def test_keys_are_equal_across_processes():
 def test_bad_space_config_is_explained():
     _, graph, _, _ = setup("resnet18")
     with pytest.raises(ValueError, match="ops must be a non-empty subset"):
-        SearchSpace(graph, ops=("prune",))
+        CompressionSpace(graph, ops=("prune",))
     with pytest.raises(ValueError, match="shrink_groups"):
-        SearchSpace(graph, shrink_groups="layer")
+        CompressionSpace(graph, shrink_groups="layer")
