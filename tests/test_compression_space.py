@@ -132,7 +132,7 @@ def test_skip_sums_into_its_target():
     i, j = space.skip_pairs[0]
     child = type(space.reference)(space, frozenset(), frozenset({(i, j)}), (0.0,) * space.num_groups)
     assert child.graph.layers[j].inputs == graph.layers[j].inputs + (i,)
-    assert child.encode()[j].sum() > space.reference.encode()[j].sum()  # one more incoming edge
+    assert child.encode(space.max_offset)[j].sum() > space.reference.encode(space.max_offset)[j].sum()  # one more incoming edge
 
 
 def test_inheritance_first_and_l1():
