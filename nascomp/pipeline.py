@@ -175,7 +175,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             result = run_search(setup.space, evaluator, cfg, seed=cfg.seed,
                                 before_step=lambda step, state: record_or_check_rng(store, run_id, step, state),
                                 after_step=steps, **kernel_options)
-        store.append_history(run_id, [(i, r.step, r.kernel, r.arch.key) for i, r in enumerate(result.history)])
+        store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
         log.info("search done: %d evaluations, %d from the store's cache", len(result.history), evaluator.hits)
         search_seconds = time.perf_counter() - started
         rows = history_rows(result.history, graph.num_params)

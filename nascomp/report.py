@@ -20,7 +20,7 @@ from nascomp.reward import RewardRow
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HISTORY_COLUMNS = ("index", "step", "kernel", "key", "num_params", "ratio", "times", "accuracy", "f", "seconds", "error")
+HISTORY_COLUMNS = ("index", "step", "proposer", "key", "num_params", "ratio", "times", "accuracy", "f", "seconds", "error")
 
 
 def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
@@ -29,7 +29,7 @@ def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
     for i, r in enumerate(history):
         table1 = RewardRow.scored(r.accuracy, r.num_params, r.f, teacher_params)
         rows.append({
-            "index": i, "step": r.step, "kernel": "" if r.kernel is None else r.kernel, "key": r.arch.key,
+            "index": i, "step": r.step, "proposer": "" if r.proposer is None else r.proposer, "key": r.arch.key,
             "num_params": table1.num_params, "ratio": table1.ratio, "times": table1.times,
             "accuracy": table1.accuracy, "f": table1.f, "seconds": r.seconds, "error": r.error or "",
         })

@@ -28,7 +28,8 @@ from nascomp.search_space import Architecture, Space
 
 @dataclass(frozen=True)
 class Record:
-    """One evaluated architecture of the history; ``kernel`` is the proposing kernel (None: random/baseline).
+    """One evaluated architecture of the history; ``proposer`` is the index of the kernel (of K) that
+    proposed it (None: a random first architecture or a baseline's).
     A failed evaluation (``failed``) keeps its error; its f = 0 is no reward and no proposer reads it."""
 
     arch: Architecture
@@ -36,7 +37,7 @@ class Record:
     accuracy: float
     num_params: int
     step: int
-    kernel: int | None
+    proposer: int | None
     seconds: float
     error: str | None = None
 

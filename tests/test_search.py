@@ -44,7 +44,7 @@ def test_one_complete_loop(space, method, objective):
     assert [r.step for r in result.history] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
     if objective == "compression":
         assert space.reference.key not in keys  # known a priori (f = 0), never proposed
-    kernels = [r.kernel for r in result.history[3:]]
+    kernels = [r.proposer for r in result.history[3:]]
     assert kernels == ([0, 1, 2] * 3 if method not in ("random", "tpe", "rea") else [None] * 9)
     top = result.top(4)
     assert [r.f for r in top] == sorted((r.f for r in result.history), reverse=True)[:4]
