@@ -2,7 +2,7 @@
 
 For layer i of a topologically sorted architecture the vector is
 
-    [ one-hot type (m) | kernel, stride, padding, groups, in channels, out channels (6) |
+    [ one-hot type (m) | kernel size, stride, padding, groups, in channels, out channels (6) |
       incoming edges (n) | outgoing edges (n) ]
 
 For an edge i -> j (i < j) element (j - i - 1) of i's outgoing vector and of j's incoming vector is
@@ -33,7 +33,7 @@ LAYER_TYPES: tuple[str, ...] = (
     "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
     "flatten", "shuffle", "concat", "add", "dropout", "zero",
 )
-NUM_ATTRIBUTES = 6  # kernel, stride, padding, groups, in channels, out channels
+NUM_ATTRIBUTES = 6  # kernel size, stride, padding, groups, in channels, out channels
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class LayerSpec:
     network input. Attributes a type lacks are 0."""
 
     type: str
-    kernel: int = 0
+    kernel_size: int = 0
     stride: int = 0
     padding: int = 0
     groups: int = 0
@@ -51,7 +51,7 @@ class LayerSpec:
     inputs: tuple[int, ...] = field(default=())
 
     def attributes(self) -> tuple[int, int, int, int, int, int]:
-        return (self.kernel, self.stride, self.padding, self.groups, self.in_channels, self.out_channels)
+        return (self.kernel_size, self.stride, self.padding, self.groups, self.in_channels, self.out_channels)
 
 
 def encoding_width(n: int) -> int:

@@ -42,9 +42,9 @@ OBJECTIVES: tuple[str, ...] = ("accuracy", "compression")  # f = validation accu
 _OP_LAYER = {
     "none": LayerSpec("zero"),
     "skip_connect": LayerSpec("identity"),
-    "nor_conv_1x1": LayerSpec("conv", kernel=1, stride=1, padding=0, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
-    "nor_conv_3x3": LayerSpec("conv", kernel=3, stride=1, padding=1, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
-    "avg_pool_3x3": LayerSpec("avgpool", kernel=3, stride=1, padding=1),
+    "nor_conv_1x1": LayerSpec("conv", kernel_size=1, stride=1, padding=0, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
+    "nor_conv_3x3": LayerSpec("conv", kernel_size=3, stride=1, padding=1, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
+    "avg_pool_3x3": LayerSpec("avgpool", kernel_size=3, stride=1, padding=1),
 }
 
 
