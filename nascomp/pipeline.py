@@ -188,7 +188,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         teacher_row["f"] = 0.0
         best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params, teacher_acc)
         summary = {
-            "name": cfg.name, "group": cfg.group, "run_dir": str(run_dir),
+            "name": cfg.name, "experiment_group": cfg.experiment_group, "run_dir": str(run_dir),
             "teacher": {"name": cfg.teacher.name, **teacher_row},
             "best": best, "finalists": finalists,
             "search": {"method": cfg.search.method, "K": cfg.search.K, "T": cfg.search.T,

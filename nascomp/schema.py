@@ -191,7 +191,7 @@ class StoreSchema:
 class ConfigSchema:
     seed: int = MISSING
     name: str = MISSING
-    group: str = MISSING
+    experiment_group: str = MISSING
     inherit: str = _choice(*INHERIT)
     cohort: bool = MISSING
     teacher_dir: str = MISSING

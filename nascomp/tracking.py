@@ -58,7 +58,7 @@ class CSVTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    """One W&B run per search, grouped by the experiment/ablation ``group``."""
+    """One W&B run per search, in the W&B group ``experiment_group`` (the experiment / ablation)."""
 
     def __init__(self, run_dir: Path, config: dict, project: str, entity: str | None = None, mode: str = "auto"):
         import wandb
@@ -68,7 +68,7 @@ class WandbTracker(Tracker):
         elif mode == "auto":
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         self.wandb = wandb
-        self.run = wandb.init(project=project, entity=entity, group=config.get("group"), name=config.get("name"),
+        self.run = wandb.init(project=project, entity=entity, group=config.get("experiment_group"), name=config.get("name"),
                               config=config, dir=str(run_dir), mode=mode, reinit="finish_previous")
         self.run.define_metric("search/step")
         self.run.define_metric("search/*", step_metric="search/step")

@@ -59,7 +59,7 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = OmegaConf.create({"_target_": "nascomp.tracking.WandbTracker", "project": "nascomp-test", "entity": None, "mode": "auto"})
-    t = make_tracker(cfg, tmp_path, {"name": "t", "group": "g"})
+    t = make_tracker(cfg, tmp_path, {"name": "t", "experiment_group": "g"})
     assert t.run.settings.mode == "offline"
     t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.5)], 0.5)
     t.log_history([{"step": 0, "key": "a", "f": 0.2}])

@@ -61,13 +61,13 @@ def test_quickstart_pipeline_through_the_cli(workdir):
 
 @pytest.mark.slow
 def test_two_job_multirun(workdir):
-    cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
+    cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "experiment_group=mr"], workdir)
     jobs = sorted(j for j in (workdir / "multirun" / "mr").iterdir() if j.is_dir())
     assert [j.name.split("search.method=")[1].split(",")[0] for j in jobs] == ["random", "rea"]
     for job in jobs:
         summary = json.loads((job / "summary.json").read_text())
         assert summary["evaluations"] == 4 and summary["finalists"] == []
-        assert summary["config"]["group"] == "mr"
+        assert summary["config"]["experiment_group"] == "mr"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -116,7 +116,7 @@ def test_every_option_composes_and_validates(group, option):
 @pytest.mark.slow
 def test_aggregate_real_runs(workdir):
     if not (workdir / "multirun" / "mr").is_dir():
-        cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
+        cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "experiment_group=mr"], workdir)
     script = Path(__file__).resolve().parents[1] / "experiments" / "aggregate.py"
     out = subprocess.run([sys.executable, str(script), str(workdir / "multirun" / "mr"), "--csv", str(workdir / "mr.csv")],
                          capture_output=True, text=True, check=True).stdout
