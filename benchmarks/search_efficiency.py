@@ -146,7 +146,7 @@ class CompressionBench:
         self.setup = Setup.build(compression_config(args, []), Path(args.store).parent)
         s = self.setup
         print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
-              f"{s.teacher_accuracy:.4f}; {len(s.space.removable)} removable layers, {s.space.num_groups} shrink groups, "
+              f"{s.teacher_accuracy:.4f}; {len(s.space.removable)} removable layers, {s.space.num_shrink_groups} shrink groups, "
               f"{len(s.space.skip_pairs)} legal skips; store {s.store.path}: {s.store.count(s.context)} "
               "evaluations cached", flush=True)
 

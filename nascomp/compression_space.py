@@ -3,14 +3,15 @@ removal, layer shrinkage and skip-connection addition.
 
     removal  only layers whose input shape equals their output shape (C, H, W); a removed layer
              becomes an identity and keeps its edges
-    shrink   one ratio r per group of channel groups; width max(d, floor((1 - r) F / d) d)
+    shrink   one ratio r per shrink group of channel symbols (``nascomp.channels``); width
+             max(d, floor((1 - r) F / d) d)
     skip     an edge i -> j where out-shape(i) == in-shape(j) and j is not removed; j sums its inputs
 
 Sampling distribution (defaults = the reference code, REFERENCE §2): one removal probability drawn
 per candidate from ``remove_p``, each removable layer removed with it; r ~ U[shrink_low, shrink_high)
 per shrink group; one skip probability drawn from ``skip_p``, each legal pair added with it.
-``shrink_groups="width"`` shares one ratio among all channel groups of equal teacher width (the
-reference code: 4 groups for VGG/ResNet); ``"structural"`` gives every channel group its own.
+``shrink_groups="width"`` shares one ratio among all channel symbols of equal teacher width (the
+reference code: 4 shrink groups for VGG/ResNet); ``"structural"`` gives every channel symbol its own.
 """
 from __future__ import annotations
 
@@ -57,11 +58,11 @@ class CompressionSpace(Space):
         layers = graph.layers
         self.solution = solve(layers, graph.input_shape[0], graph.output)
         sol = self.solution
-        # one ratio per group of free channel symbols
+        # one ratio per shrink group of free channel symbols
         group_key = (lambda s: sol.teacher_width[s]) if shrink_groups == "width" else (lambda s: s)
         keys = sorted({group_key(s) for s in sol.free})
-        self.group_of = {s: keys.index(group_key(s)) for s in sol.free}
-        self.num_groups = len(keys)
+        self.shrink_group_of = {s: keys.index(group_key(s)) for s in sol.free}
+        self.num_shrink_groups = len(keys)
         self.removable = [j for j, l in enumerate(layers)
                           if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs]
         self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat"
@@ -71,7 +72,7 @@ class CompressionSpace(Space):
     # ------------------------------------------------------------------ Space interface
     @cached_property
     def reference(self) -> "Candidate":
-        return Candidate(self, frozenset(), frozenset(), (0.0,) * self.num_groups)
+        return Candidate(self, frozenset(), frozenset(), (0.0,) * self.num_shrink_groups)
 
     def sample(self, rng: np.random.Generator | None = None, *, seed: int | None = None) -> "Candidate":
         """A random candidate smaller than the teacher, from ``rng`` (or a generator seeded with ``seed``)."""
@@ -81,9 +82,9 @@ class CompressionSpace(Space):
             if "remove" in self.ops and self.removable:
                 p = rng.choice(self.remove_p)
                 removed = frozenset(j for j, u in zip(self.removable, rng.random(len(self.removable))) if u < p)
-            ratios = (0.0,) * self.num_groups
+            ratios = (0.0,) * self.num_shrink_groups
             if "shrink" in self.ops:
-                ratios = tuple(float(r) for r in rng.uniform(self.shrink_low, self.shrink_high, self.num_groups))
+                ratios = tuple(float(r) for r in rng.uniform(self.shrink_low, self.shrink_high, self.num_shrink_groups))
             skips: frozenset[tuple[int, int]] = frozenset()
             if "skip" in self.ops and self.skip_pairs:
                 p = rng.choice(self.skip_p)
@@ -95,8 +96,8 @@ class CompressionSpace(Space):
         raise RuntimeError(f"no candidate smaller than the teacher in {self.max_tries} draws; enable 'remove' or 'shrink'")
 
     def mutate(self, arch: "Candidate", rng: np.random.Generator) -> "Candidate":
-        """Change one thing with one enabled operator: toggle a removable layer, redraw one group's
-        ratio, or toggle one legal skip."""
+        """Change one thing with one enabled operator: toggle a removable layer, redraw one shrink
+        group's ratio, or toggle one legal skip."""
         ops = [op for op in self.ops if (op != "remove" or self.removable) and (op != "skip" or self.skip_pairs)]
         for _ in range(self.max_tries):
             op = ops[rng.integers(len(ops))]
@@ -106,7 +107,7 @@ class CompressionSpace(Space):
                 removed ^= {j}
                 skips = {(a, b) for a, b in skips if b not in removed}
             elif op == "shrink":
-                g = rng.integers(self.num_groups)
+                g = rng.integers(self.num_shrink_groups)
                 ratios[g] = float(rng.uniform(self.shrink_low, self.shrink_high))
             else:
                 pair = self.skip_pairs[rng.integers(len(self.skip_pairs))]
@@ -125,7 +126,7 @@ class CompressionSpace(Space):
     def flat_dims(self) -> list[FlatDim]:
         dims = [FlatDim(f"keep_{j}", "bool") for j in self.removable] if "remove" in self.ops else []
         if "shrink" in self.ops:
-            dims += [FlatDim(f"shrink_{g}", "float", self.shrink_low, self.shrink_high) for g in range(self.num_groups)]
+            dims += [FlatDim(f"shrink_{g}", "float", self.shrink_low, self.shrink_high) for g in range(self.num_shrink_groups)]
         if "skip" in self.ops:
             dims += [FlatDim(f"skip_{i}_{j}", "bool") for i, j in self.skip_pairs]
         return dims
@@ -142,7 +143,7 @@ class CompressionSpace(Space):
 
     def from_flat(self, values: dict[str, Any]) -> "Candidate":
         removed = frozenset(j for j in self.removable if "remove" in self.ops and not values[f"keep_{j}"])
-        ratios = tuple(float(values[f"shrink_{g}"]) if "shrink" in self.ops else 0.0 for g in range(self.num_groups))
+        ratios = tuple(float(values[f"shrink_{g}"]) if "shrink" in self.ops else 0.0 for g in range(self.num_shrink_groups))
         skips = frozenset((i, j) for i, j in self.skip_pairs
                           if "skip" in self.ops and values[f"skip_{i}_{j}"] and j not in removed)
         return Candidate(self, removed, skips, ratios)
@@ -150,7 +151,7 @@ class CompressionSpace(Space):
 
 @dataclass(frozen=True, eq=False)
 class Candidate(Architecture):
-    """A student: which layers are removed, which skips are added, one shrink ratio per group."""
+    """A student: which layers are removed, which skips are added, one ratio per shrink group."""
 
     space: CompressionSpace
     removed: frozenset[int]
@@ -172,7 +173,7 @@ class Candidate(Architecture):
         sol = solve(layers, teacher.input_shape[0], teacher.output, fixed=space.solution.fixed)
         width = {}
         for s in sol.free:
-            g = space.group_of.get(s)
+            g = space.shrink_group_of.get(s)
             ratio = self.ratios[g] if g is not None else 0.0
             width[s] = shrunk_width(sol.teacher_width[s], ratio, sol.divisor[s])
         out = []
@@ -204,9 +205,9 @@ class Candidate(Architecture):
     def build(self, teacher: nn.Module | None = None, inherit: str = "first", bn_stats: str = "reset") -> GraphNet:
         """The student as an ``nn.Module``, inheriting the teacher's weights.
 
-        inherit: ``first`` keeps the first channels of each channel group (reference code), ``l1``
+        inherit: ``first`` keeps the first channels of each channel symbol (reference code), ``l1``
         the channels whose producing filters have the largest L1 norm, ``none`` a fresh init. In a
-        group that grouped convs or shuffles split into d blocks, the channels are kept per block.
+        symbol that grouped convs or shuffles split into d blocks, the channels are kept per block.
         bn_stats: ``reset`` (default, as the reference code) starts BN running mean/var at 0/1,
         since removal and shrinkage change every BN's input distribution; ``copy`` slices the
         teacher's running statistics (with nothing removed or shrunk the student then computes

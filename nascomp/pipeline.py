@@ -97,7 +97,7 @@ class Setup:
             graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
             space = CompressionSpace(graph, **OmegaConf.to_container(cfg.space))
             log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
-                     len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
+                     len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_shrink_groups, len(space.skip_pairs))
             config = OmegaConf.to_container(cfg, resolve=True)
             store = RunStore(cfg.store.path or Path(run_dir) / "store.sqlite")
             context = proxy_context(cfg, teacher)

@@ -118,7 +118,7 @@ def test_reference_sampling_distribution():
 def test_groups_of_equal_width_shrink_together():
     """With the reference grouping (4 groups for ResNet), every conv of teacher width F gets the same width."""
     teacher, graph, space, _ = setup("resnet18")
-    assert space.num_groups == 4
+    assert space.num_shrink_groups == 4
     child = type(space.reference)(space, frozenset(), frozenset(), (0.5, 0.25, 0.75, 0.1))
     widths = sorted({l.out_channels for l in graph.layers if l.type == "conv"})  # 8, 16, 32, 64 at width 1/8
     for l_t, l_s in zip(graph.layers, child.graph.layers):
@@ -130,14 +130,14 @@ def test_groups_of_equal_width_shrink_together():
 def test_skip_sums_into_its_target():
     teacher, graph, space, shape = setup("vgg19")
     i, j = space.skip_pairs[0]
-    child = type(space.reference)(space, frozenset(), frozenset({(i, j)}), (0.0,) * space.num_groups)
+    child = type(space.reference)(space, frozenset(), frozenset({(i, j)}), (0.0,) * space.num_shrink_groups)
     assert child.graph.layers[j].inputs == graph.layers[j].inputs + (i,)
     assert child.encode(space.max_offset)[j].sum() > space.reference.encode(space.max_offset)[j].sum()  # one more incoming edge
 
 
 def test_inheritance_first_and_l1():
     teacher, graph, space, _ = setup("vgg19")
-    child = type(space.reference)(space, frozenset(), frozenset(), (0.5,) * space.num_groups)
+    child = type(space.reference)(space, frozenset(), frozenset(), (0.5,) * space.num_shrink_groups)
     first = child.build(teacher, inherit="first")
     conv_t, conv_s = teacher.features[3], first.layers[3]  # second conv: (8 -> 8) at width 1/8
     w = conv_s.out_channels
