@@ -81,7 +81,9 @@ def mutants(space: Space, parents: Sequence[Architecture], n: int, exclude: set[
 
 def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,
              num_kernels: int, best: Sequence[Architecture], exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
-    """One proposal per kernel. ``score_all(cands)`` scores K equal-length candidate lists, (K, C).
+    """One proposal per kernel. ``score_all(cands)`` scores K equal-length candidate lists, (K, C);
+    ``cfg`` is ``search.acquisition``; ``best`` the evaluated architectures, best first (the first
+    parents of ``evolution``).
 
     Kernel k takes its best-scoring candidate that no earlier kernel took; ``exclude`` grows.
     """

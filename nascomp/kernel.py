@@ -200,7 +200,8 @@ class EmbeddingKernelModule(L.LightningModule):
     ``fit(x, y, mask)`` trains and conditions: x (N, ...) features shared by all kernels, y (N,)
     rewards, mask (K, N) bool, the subset of each kernel. ``posterior(xc)`` then gives the
     predictive mean and variance (K, C) of candidates xc ((K, C, ...) or (C, ...)), in the units
-    of ``self.y_mean`` / ``self.y_std`` (standardised when ``standardize``).
+    of the GP targets: ``self.transform`` (a ``TargetTransform`` fitted on each kernel's subset by
+    ``condition``) maps rewards there, ``standardise(f)`` applies it.
     """
 
     def __init__(self, cfg: DictConfig, num_kernels: int, input_size: int):
