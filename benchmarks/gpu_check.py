@@ -178,7 +178,7 @@ def ddp_child(path: str, device: torch.device, size: dict) -> None:
     from nascomp.config import compose
     from nascomp.graph import ArchGraph
     from nascomp.pipeline import recipe
-    from nascomp.search_space import SearchSpace
+    from nascomp.compression_space import CompressionSpace
     from nascomp.training import full_train
 
     on_cpu = ["trainer.accelerator=cpu", "trainer.precision=32-true"] if device.type == "cpu" else []
@@ -188,7 +188,7 @@ def ddp_child(path: str, device: torch.device, size: dict) -> None:
     dataset = data.load(cfg.dataset)
     torch.manual_seed(cfg.seed)
     teacher = teachers.create(cfg.teacher.name, num_classes=dataset.num_classes, width=cfg.teacher.width)
-    space = SearchSpace(ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:])), **OmegaConf.to_container(cfg.space))
+    space = CompressionSpace(ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:])), **OmegaConf.to_container(cfg.space))
     arch = space.sample(np.random.default_rng(cfg.seed))
     start = time.perf_counter()
     result = full_train(arch.build(teacher, inherit=cfg.inherit), dataset, recipe(cfg, "full"))

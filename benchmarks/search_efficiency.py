@@ -65,8 +65,6 @@ BASE_METHODS = {
     "tpe": ["search.method=tpe"],
     "rea": ["search.method=rea"],
 }
-# NAS-Bench-201 cells have 9 layers and edge offsets <= 5: n = 8 drops only always-zero columns.
-SPACE_OVERRIDES = {"nb201": ["kernel.max_offset=8"]}
 COLUMNS = ["method", "space", "dataset", "objective", "seed", "budget", "best", "regret", "train_s", "acq_s"]
 
 
@@ -106,7 +104,7 @@ def run_one(job: tuple) -> list[dict]:
     torch.set_num_threads(1)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     label, overrides, dataset, objective, seed, budgets = job
-    cfg = compose(SPACE_OVERRIDES["nb201"] + overrides)
+    cfg = compose(overrides)
     cfg.search.T = math.ceil(max(budgets) / cfg.search.K) - 1
     space = nb201_space(dataset)
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, objective)
@@ -148,7 +146,7 @@ class CompressionBench:
         self.setup = Setup.build(compression_config(args, []), Path(args.store).parent)
         s = self.setup
         print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
-              f"{s.teacher_accuracy:.4f}; {len(s.space.removable)} removable layers, {s.space.num_groups} shrink groups, "
+              f"{s.teacher_accuracy:.4f}; {len(s.space.removable)} removable layers, {s.space.num_shrink_groups} shrink groups, "
               f"{len(s.space.skip_pairs)} legal skips; store {s.store.path}: {s.store.count(s.context)} "
               "evaluations cached", flush=True)
 

@@ -69,7 +69,7 @@ def aggregate(runs: list[dict]) -> tuple[list[str], list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault(tuple(str(r["config"].get(k)) for k in keys), []).append(r)
-    table_name = runs[0]["config"].get("group", "") if runs else ""
+    table_name = runs[0]["config"].get("experiment_group", "") if runs else ""
     paper = PAPER.get(str(table_name).removesuffix("_cpu"), {})
     rows = []
     for value, members in sorted(groups.items()):

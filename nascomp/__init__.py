@@ -3,7 +3,7 @@
 from nascomp import teachers
 from nascomp.export import export_onnx, load_student
 from nascomp.graph import ArchGraph, GraphError, GraphNet
-from nascomp.search_space import Candidate, SearchSpace
+from nascomp.compression_space import Candidate, CompressionSpace
 
-__all__ = ["teachers", "ArchGraph", "GraphError", "GraphNet", "SearchSpace", "Candidate", "load_student", "export_onnx"]
+__all__ = ["teachers", "ArchGraph", "GraphError", "GraphNet", "CompressionSpace", "Candidate", "load_student", "export_onnx"]
 __version__ = "0.1.0"

@@ -28,7 +28,8 @@ from linear_operator.operators import DiagLinearOperator
 from omegaconf import DictConfig
 from torch import Tensor
 
-from nascomp.space import Architecture, Space
+from nascomp.schema import MAXIMIZERS
+from nascomp.search_space import Architecture, Space
 
 
 class _FixedPosterior(Model):
@@ -80,7 +81,9 @@ def mutants(space: Space, parents: Sequence[Architecture], n: int, exclude: set[
 
 def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,
              num_kernels: int, best: Sequence[Architecture], exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
-    """One proposal per kernel. ``score_all(cands)`` scores K equal-length candidate lists, (K, C).
+    """One proposal per kernel. ``score_all(cands)`` scores K equal-length candidate lists, (K, C);
+    ``cfg`` is ``search.acquisition``; ``best`` the evaluated architectures, best first (the first
+    parents of ``evolution``).
 
     Kernel k takes its best-scoring candidate that no earlier kernel took; ``exclude`` grows.
     """
@@ -101,7 +104,7 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
                 order = torch.argsort(scores[k][: len(kids[k])], descending=True)
                 parents[k] = [kids[k][i] for i in order[: cfg.parents].tolist()] or parents[k]
     else:
-        raise ValueError(f"acquisition.maximizer must be 'random' or 'evolution', got {cfg.maximizer!r}")
+        raise ValueError(f"acquisition.maximizer must be one of {', '.join(MAXIMIZERS)}, got {cfg.maximizer!r}")
     scores = _score_ragged(score_all, pools)
     chosen = []
     for k in range(num_kernels):

@@ -18,7 +18,7 @@ import optuna
 from omegaconf import DictConfig
 
 from nascomp.acquisition import random_candidates
-from nascomp.space import Architecture, Space
+from nascomp.search_space import Architecture, Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 MAX_TRIES = 100  # asks / mutations per proposal before falling back to a random architecture

@@ -1,4 +1,4 @@
-"""Channel groups: which layers must shrink together (paper 6.5, layer shrinkage).
+"""Channel symbols: which layers must shrink together (paper 6.5, layer shrinkage).
 
 Every tensor's channel count is a symbolic expression: an ordered tuple of terms (symbol,
 multiplier), its value sum(multiplier * width(symbol)). Each conv or linear layer creates a symbol
@@ -14,7 +14,9 @@ multiplier), its value sum(multiplier * width(symbol)). Each conv or linear laye
 An equation ``a = e`` with ``a`` a free single symbol not in ``e`` substitutes ``a := e``; two single
 symbols keep the lower index. An equation that cannot be solved that way fixes every symbol in it
 (their teacher widths already agree). Grouped convs and channel shuffles require divisibility by
-their group count: the symbol's ``divisor``. What is left free are the shrinkable channel groups.
+their group count: the symbol's ``divisor``. What is left free are the shrinkable channel symbols,
+each one set of channels that every layer producing or reading it shares. (The compression space draws one shrink ratio per *shrink group*
+of these symbols, ``space.shrink_groups``; "group" alone is a conv's ``groups``.)
 """
 from __future__ import annotations
 

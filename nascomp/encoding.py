@@ -2,13 +2,14 @@
 
 For layer i of a topologically sorted architecture the vector is
 
-    [ one-hot type (m) | kernel, stride, padding, groups, in channels, out channels (6) |
+    [ one-hot type (m) | kernel size, stride, padding, groups, in channels, out channels (6) |
       incoming edges (n) | outgoing edges (n) ]
 
 For an edge i -> j (i < j) element (j - i - 1) of i's outgoing vector and of j's incoming vector is
 1 (offset 1 is the first element). An edge from the network input is not a layer-to-layer edge and
 is not encoded. A network may have more than n layers: only an edge whose offset exceeds n is an
-error.
+error. n is the search space's ``max_offset`` (``Space.max_offset``): the space decides which edges
+exist, so it states how long they can be, and the kernel encodes with that n.
 
 Numeric attributes are ``log`` scaled by default, log2(1 + x): channel counts span 3..2048 while
 the one-hot and edge entries are 0/1, and raw counts would dominate the LSTM's input (and saturate
@@ -24,14 +25,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from nascomp.schema import NUMERIC
+
 LAYER_TYPES: tuple[str, ...] = (
     "identity", "conv", "linear", "batchnorm",
     "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu",
     "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
     "flatten", "shuffle", "concat", "add", "dropout", "zero",
 )
-NUM_ATTRIBUTES = 6  # kernel, stride, padding, groups, in channels, out channels
-DEFAULT_MAX_OFFSET = 128  # n of the paper / reference code
+NUM_ATTRIBUTES = 6  # kernel size, stride, padding, groups, in channels, out channels
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class LayerSpec:
     network input. Attributes a type lacks are 0."""
 
     type: str
-    kernel: int = 0
+    kernel_size: int = 0
     stride: int = 0
     padding: int = 0
     groups: int = 0
@@ -49,21 +51,21 @@ class LayerSpec:
     inputs: tuple[int, ...] = field(default=())
 
     def attributes(self) -> tuple[int, int, int, int, int, int]:
-        return (self.kernel, self.stride, self.padding, self.groups, self.in_channels, self.out_channels)
+        return (self.kernel_size, self.stride, self.padding, self.groups, self.in_channels, self.out_channels)
 
 
-def encoding_width(n: int = DEFAULT_MAX_OFFSET) -> int:
+def encoding_width(n: int) -> int:
     """m + 6 + 2n."""
     return len(LAYER_TYPES) + NUM_ATTRIBUTES + 2 * n
 
 
-def encode(layers: Sequence[LayerSpec], n: int = DEFAULT_MAX_OFFSET, numeric: str = "log") -> torch.Tensor:
+def encode(layers: Sequence[LayerSpec], n: int, numeric: str = "log") -> torch.Tensor:
     """Encode a topologically sorted list of layers.
 
     Returns a float32 tensor of shape (L, m + 6 + 2n).
     """
-    if numeric not in ("log", "raw"):
-        raise ValueError(f"numeric must be 'log' or 'raw', got {numeric!r}")
+    if numeric not in NUMERIC:
+        raise ValueError(f"numeric must be one of {', '.join(NUMERIC)}, got {numeric!r}")
     m = len(LAYER_TYPES)
     out = np.zeros((len(layers), m + NUM_ATTRIBUTES + 2 * n), dtype=np.float32)
     type_index = {t: i for i, t in enumerate(LAYER_TYPES)}

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from nascomp.space import Architecture
+from nascomp.search_space import Architecture
 
 if TYPE_CHECKING:
     from nascomp.store import RunStore

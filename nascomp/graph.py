@@ -8,7 +8,7 @@ Anything else the graph cannot represent raises ``GraphError`` naming the call a
 supported.
 
 ``ArchGraph.build()`` returns a ``GraphNet``, an ``nn.Module`` computing the graph (fresh weights);
-``nascomp.search_space.Candidate.build`` fills one with a teacher's weights.
+``nascomp.compression_space.Candidate.build`` fills one with a teacher's weights.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class Layer:
 
     ``inputs``: indices of earlier layers (-1 = the network input); several are summed, except for
     ``concat``. Shapes exclude the batch dimension: (C, H, W) or (F,). ``attrs`` holds what
-    building needs (kernel, stride, padding, groups, bias, eps, ...). ``target`` is the teacher's
+    building needs (kernel_size, stride, padding, groups, bias, eps, ...). ``target`` is the teacher's
     submodule path the weights come from ("" for parameter-free functional calls).
     """
 
@@ -64,7 +64,7 @@ class Layer:
     def num_params(self) -> int:
         a = self.attrs
         if self.type == "conv":
-            k = a["kernel"][0] * a["kernel"][1]
+            k = a["kernel_size"][0] * a["kernel_size"][1]
             return self.out_channels * (self.in_channels // a["groups"]) * k + (self.out_channels if a["bias"] else 0)
         if self.type == "linear":
             return self.out_channels * self.in_channels + (self.out_channels if a["bias"] else 0)
@@ -78,7 +78,7 @@ class Layer:
         first = lambda v: v[0] if isinstance(v, (tuple, list)) else (v or 0)  # noqa: E731
         return LayerSpec(
             type=self.type,
-            kernel=first(a.get("kernel", 0)),
+            kernel_size=first(a.get("kernel_size", 0)),
             stride=first(a.get("stride", 0)),
             padding=first(a.get("padding", 0)),
             groups=a.get("groups", 0),
@@ -94,6 +94,8 @@ class Layer:
     @classmethod
     def from_json(cls, d: dict) -> "Layer":
         attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in d["attrs"].items()}
+        if "kernel" in attrs:  # written before the attribute was named kernel_size
+            attrs["kernel_size"] = attrs.pop("kernel")
         return cls(d["name"], d["type"], tuple(d["inputs"]), tuple(d["in_shape"]), tuple(d["out_shape"]), attrs, d["target"])
 
 
@@ -143,7 +145,7 @@ class ArchGraph:
 
         Every input is -1 (the network input) or an earlier layer; ``output`` is a layer; every
         shape is positive integers; a layer's ``in_shape`` is what its inputs give (their common
-        shape; for ``concat`` the concatenation's or, as ``SearchSpace`` realises it, the first
+        shape; for ``concat`` the concatenation's or, as ``CompressionSpace`` realises it, the first
         input's); and each layer builds and, run on a meta tensor of ``in_shape`` (no memory, no
         arithmetic; shape-preserving types are not run), gives ``out_shape``. Raises
         ``GraphError`` naming the first layer that fails.
@@ -342,7 +344,7 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
     if kind == "conv":
         if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
             raise GraphError(f"conv {target!r}: only numeric zero padding is supported")
-        return {"kernel": _pair(mod.kernel_size), "stride": _pair(mod.stride), "padding": _pair(mod.padding),
+        return {"kernel_size": _pair(mod.kernel_size), "stride": _pair(mod.stride), "padding": _pair(mod.padding),
                 "dilation": _pair(mod.dilation), "groups": mod.groups, "bias": mod.bias is not None}
     if kind == "linear":
         return {"bias": mod.bias is not None}
@@ -350,7 +352,7 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
         return {"eps": mod.eps, "momentum": mod.momentum, "affine": mod.affine,
                 "track_running_stats": mod.track_running_stats}
     if kind in ("maxpool", "avgpool"):
-        attrs = {"kernel": _pair(mod.kernel_size), "stride": _pair(mod.stride or mod.kernel_size),
+        attrs = {"kernel_size": _pair(mod.kernel_size), "stride": _pair(mod.stride or mod.kernel_size),
                  "padding": _pair(mod.padding), "ceil_mode": mod.ceil_mode}
         if kind == "maxpool":
             if _pair(mod.dilation) != (1, 1) or mod.return_indices:
@@ -397,7 +399,7 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
     if kind in ("maxpool", "avgpool"):
         k = _pair(_arg(node, 1, "kernel_size"))
         s = _arg(node, 2, "stride", None)
-        attrs = {"kernel": k, "stride": _pair(s) if s else k, "padding": _pair(_arg(node, 3, "padding", 0)),
+        attrs = {"kernel_size": k, "stride": _pair(s) if s else k, "padding": _pair(_arg(node, 3, "padding", 0)),
                  "ceil_mode": bool(_arg(node, 5 if kind == "maxpool" else 4, "ceil_mode", False))}
         if kind == "avgpool":
             attrs["count_include_pad"] = bool(_arg(node, 5, "count_include_pad", True))
@@ -447,7 +449,7 @@ def make_layer(layer: Layer) -> nn.Module:
     """The ``nn.Module`` for one layer, freshly initialised."""
     a, t = layer.attrs, layer.type
     if t == "conv":
-        return nn.Conv2d(layer.in_channels, layer.out_channels, a["kernel"], a["stride"], a["padding"],
+        return nn.Conv2d(layer.in_channels, layer.out_channels, a["kernel_size"], a["stride"], a["padding"],
                          a.get("dilation", (1, 1)), a["groups"], a["bias"])
     if t == "linear":
         return nn.Linear(layer.in_channels, layer.out_channels, a["bias"])
@@ -455,9 +457,9 @@ def make_layer(layer: Layer) -> nn.Module:
         cls = nn.BatchNorm2d if len(layer.in_shape) == 3 else nn.BatchNorm1d
         return cls(layer.out_channels, a["eps"], a["momentum"], a["affine"], a["track_running_stats"])
     if t == "maxpool":
-        return nn.MaxPool2d(a["kernel"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"])
+        return nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"])
     if t == "avgpool":
-        return nn.AvgPool2d(a["kernel"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"])
+        return nn.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"])
     if t == "adaptive_avgpool":
         return nn.AdaptiveAvgPool2d(a["output_size"])
     if t == "adaptive_maxpool":

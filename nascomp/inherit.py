@@ -3,7 +3,7 @@ code keeps the first filters / input channels).
 
 Every tensor of the student gets the list of teacher channel indices it keeps:
 
-    channel group s     ``first``: the first w channels; ``l1``: the w whose producing filters have
+    channel symbol s    ``first``: the first w channels; ``l1``: the w whose producing filters have
                         the largest L1 norm; either taken per block when groups split s into d blocks
     expression          the terms' lists concatenated, offset by the terms' teacher widths;
                         a term (s, m) from flattening expands each channel c to c*m .. c*m + m - 1
@@ -25,8 +25,8 @@ from nascomp.channels import INPUT, ChannelSolution
 from nascomp.graph import ArchGraph, GraphNet
 
 
-def _group_indices(sol: ChannelSolution, graph: ArchGraph, teacher: nn.Module, width: dict[int, int], mode: str) -> dict[int, torch.Tensor]:
-    """Kept teacher channel indices per free channel group, sorted."""
+def _symbol_indices(sol: ChannelSolution, graph: ArchGraph, teacher: nn.Module, width: dict[int, int], mode: str) -> dict[int, torch.Tensor]:
+    """Kept teacher channel indices per free channel symbol, sorted."""
     importance: dict[int, torch.Tensor] = {}
     if mode == "l1":
         for j, layer in enumerate(graph.layers):
@@ -102,7 +102,7 @@ def tensor_indices(graph: ArchGraph, teacher_graph_widths: list[int], sol: Chann
 def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: ChannelSolution,
                     width: dict[int, int], mode: str, copy_bn_stats: bool) -> None:
     teacher_widths = [sol.value(sol.out_exprs[j], {}) for j in range(len(graph.layers))]
-    kept = _group_indices(sol, graph, teacher, width, mode)
+    kept = _symbol_indices(sol, graph, teacher, width, mode)
     idx = tensor_indices(graph, teacher_widths, sol, kept)
     inp = torch.arange(sol.teacher_width[INPUT])
     for j, layer in enumerate(graph.layers):

@@ -37,11 +37,13 @@ import lightning as L
 import numpy as np
 import scipy.stats
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nascomp.encoding import encoding_width
-from nascomp.space import Architecture, Space
+from nascomp.schema import EMBEDDINGS, OBJECTIVES, POOLS, SIGMA2_MODES, WARPS
+from nascomp.search_space import Architecture, Space
 
 LOG_2PI = math.log(2 * math.pi)
 LAMBDA_RANGE = (-4.0, 6.0)  # Yeo-Johnson λ is clipped here: a few points can call for a λ that blows one of them up
@@ -91,10 +93,6 @@ class BatchedBiLSTM(nn.Module):
         return x
 
 
-POOLS = ("mean", "concat", "both")
-WARPS = ("none", "power")
-
-
 class LSTMEmbedding(nn.Module):
     """h(x) = normalise(pool over layers of BiLSTM(x)): (N | K·N, L, D) -> (K, N, E).
 
@@ -135,7 +133,8 @@ class FlatEmbedding(nn.Module):
 class Featurizer:
     """Architectures -> the embedding network's input, cached by key.
 
-    ``lstm``: the layer encodings, (N, L, m + 6 + 2n); ``flat``: the flat view, (N, D).
+    ``lstm``: the layer encodings, (N, L, m + 6 + 2n) with n the space's ``max_offset``; ``flat``:
+    the flat view, (N, D).
     """
 
     def __init__(self, space: Space, cfg: DictConfig):
@@ -146,7 +145,7 @@ class Featurizer:
     def one(self, arch: Architecture) -> Tensor:
         x = self.cache.get(arch.key)
         if x is None:
-            x = arch.encode(n=self.cfg.max_offset, numeric=self.cfg.numeric) if self.cfg.embedding == "lstm" else self._flat(arch)
+            x = arch.encode(n=self.space.max_offset, numeric=self.cfg.numeric) if self.cfg.embedding == "lstm" else self._flat(arch)
             if self.cache_bytes > self.cfg.feature_cache_mb * 2**20:
                 self.cache.clear()
                 self.cache_bytes = 0
@@ -175,7 +174,7 @@ class Featurizer:
     @property
     def input_size(self) -> int:
         if self.cfg.embedding == "lstm":
-            return encoding_width(self.cfg.max_offset)
+            return encoding_width(self.space.max_offset)
         return sum(len(d.choices) if d.kind == "choice" else 1 for d in self.space.flat_dims())
 
 
@@ -201,7 +200,8 @@ class EmbeddingKernelModule(L.LightningModule):
     ``fit(x, y, mask)`` trains and conditions: x (N, ...) features shared by all kernels, y (N,)
     rewards, mask (K, N) bool, the subset of each kernel. ``posterior(xc)`` then gives the
     predictive mean and variance (K, C) of candidates xc ((K, C, ...) or (C, ...)), in the units
-    of ``self.y_mean`` / ``self.y_std`` (standardised when ``standardize``).
+    of the GP targets: ``self.transform`` (a ``TargetTransform`` fitted on each kernel's subset by
+    ``condition``) maps rewards there, ``standardise(f)`` applies it.
     """
 
     def __init__(self, cfg: DictConfig, num_kernels: int, input_size: int):
@@ -212,9 +212,11 @@ class EmbeddingKernelModule(L.LightningModule):
         elif cfg.embedding == "flat":
             self.embed = FlatEmbedding(num_kernels)
         else:
-            raise ValueError(f"kernel.embedding must be 'lstm' or 'flat', got {cfg.embedding!r}")
-        if cfg.objective not in ("posterior", "marginal", "euclidean"):
-            raise ValueError(f"kernel.objective must be posterior, marginal or euclidean, got {cfg.objective!r}")
+            raise ValueError(f"kernel.embedding must be one of {', '.join(EMBEDDINGS)}, got {cfg.embedding!r}")
+        if cfg.objective not in OBJECTIVES:
+            raise ValueError(f"kernel.objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+        if cfg.sigma2_mode not in SIGMA2_MODES:
+            raise ValueError(f"kernel.sigma2_mode must be one of {', '.join(SIGMA2_MODES)}, got {cfg.sigma2_mode!r}")
         self.log_sigma_scale = nn.Parameter(torch.zeros(num_kernels, 1, 1), requires_grad=bool(cfg.learn_sigma))
         if cfg.objective == "euclidean":
             width = 2 * cfg.hidden if cfg.embedding == "lstm" else input_size
@@ -231,8 +233,6 @@ class EmbeddingKernelModule(L.LightningModule):
             pair = mask.unsqueeze(-1) & mask.unsqueeze(-2) & ~torch.eye(z.shape[1], dtype=torch.bool, device=z.device)
             med = torch.nanmedian(torch.where(pair, d2, torch.nan).flatten(1), dim=1).values
             s2 = s2 * torch.nan_to_num(med, nan=1.0).clamp_min(1e-6).view(-1, 1, 1)
-        elif self.cfg.sigma2_mode != "absolute":
-            raise ValueError(f"kernel.sigma2_mode must be 'absolute' or 'relative', got {self.cfg.sigma2_mode!r}")
         return s2 * self.log_sigma_scale.double().exp()
 
     def gram(self, z: Tensor, mask: Tensor, s2: Tensor) -> Tensor:
@@ -278,8 +278,7 @@ class EmbeddingKernelModule(L.LightningModule):
         return losses.sum()  # kernels share no parameters: the sum trains each on its own loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        opt = self.cfg.optimizer
-        return torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        return instantiate(self.cfg.optimizer)(self.parameters())  # a _partial_ node, as the training recipes
 
     def fit(self, x: Tensor, y: Tensor, mask: Tensor) -> "EmbeddingKernelModule":
         """Train (unless nothing is learnable) and condition the GPs: x (N, ...), y (N,), mask (K, N)."""

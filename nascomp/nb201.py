@@ -31,7 +31,7 @@ import numpy as np
 from nascomp.encoding import LayerSpec
 from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.reward import reward
-from nascomp.space import Architecture, FlatDim, Space
+from nascomp.search_space import Architecture, FlatDim, Space
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
@@ -42,9 +42,9 @@ OBJECTIVES: tuple[str, ...] = ("accuracy", "compression")  # f = validation accu
 _OP_LAYER = {
     "none": LayerSpec("zero"),
     "skip_connect": LayerSpec("identity"),
-    "nor_conv_1x1": LayerSpec("conv", kernel=1, stride=1, padding=0, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
-    "nor_conv_3x3": LayerSpec("conv", kernel=3, stride=1, padding=1, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
-    "avg_pool_3x3": LayerSpec("avgpool", kernel=3, stride=1, padding=1),
+    "nor_conv_1x1": LayerSpec("conv", kernel_size=1, stride=1, padding=0, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
+    "nor_conv_3x3": LayerSpec("conv", kernel_size=3, stride=1, padding=1, groups=1, in_channels=CHANNELS, out_channels=CHANNELS),
+    "avg_pool_3x3": LayerSpec("avgpool", kernel_size=3, stride=1, padding=1),
 }
 
 
@@ -93,6 +93,8 @@ class NB201Space(Space):
     ``accuracy[code]`` is the validation accuracy (percent) averaged over the table's seeds,
     ``params[code]`` the parameter count. The reference is the largest cell (every edge a 3x3 conv).
     """
+
+    max_offset = 8  # a cell has 9 layers, so no edge is longer than 8 (the longest, e(1->3) <- add1, is 5)
 
     def __init__(self, dataset: str = "cifar10"):
         if dataset not in DATASETS:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nascomp import data, teachers
+from nascomp.compression_space import CompressionSpace
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
@@ -26,10 +27,9 @@ from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
 from nascomp.reward import RewardRow
 from nascomp.search import Record, run_search
-from nascomp.search_space import SearchSpace
 from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
-from nascomp.training import full_train, load_or_train_teacher
+from nascomp.training import PROXY_PLACEMENT, full_train, load_or_train_teacher, resolve_device
 
 log = logging.getLogger("nascomp")
 
@@ -66,21 +66,22 @@ def check_teacher(cfg: DictConfig, dataset: data.Dataset) -> None:
 
 
 def recipe(cfg: DictConfig, name: str) -> DictConfig:
-    """A training recipe with the ``trainer`` group applied (proxy training: one device) and ``cfg.seed``
-    (the teacher keeps its recipe's own seed: one cached teacher serves every search seed)."""
+    """A training recipe with the ``trainer`` group (where it trains) added to its own Trainer flags, and
+    ``cfg.seed`` (the teacher keeps its recipe's own seed: one cached teacher serves every search seed).
+    ``trainer.threads`` is not a Trainer argument: it is set once per process (``nascomp.threads``)."""
     r = cfg[name].copy()
-    t = OmegaConf.to_container(cfg.trainer)
-    t.pop("threads")  # set once per process (nascomp.threads), not a Lightning Trainer argument
-    if name == "proxy":
-        t.pop("devices"), t.pop("strategy")
-    return OmegaConf.merge(r, {"trainer": t, **({} if name == "teacher_training" else {"seed": cfg.seed})})
+    OmegaConf.set_struct(r, False)  # the recipe's trainer node gains the group's keys
+    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "threads"}
+    return OmegaConf.merge(r, {"trainer": trainer, **({} if name == "teacher_training" else {"seed": cfg.seed})})
 
 
 def proxy_context(cfg: DictConfig, teacher: torch.nn.Module) -> str:
     """The store context of proxy evaluations: the teacher's weights, the dataset, the proxy recipe
-    (with ``cfg.seed``) and the inheritance. Runs with equal contexts share their evaluations."""
+    (with ``cfg.seed``, on one device as ``proxy_train`` runs it) and the inheritance. Runs with equal
+    contexts share their evaluations."""
+    proxy = OmegaConf.merge(recipe(cfg, "proxy"), {"trainer": PROXY_PLACEMENT})
     return digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-                   "proxy": OmegaConf.to_container(recipe(cfg, "proxy"), resolve=True), "inherit": cfg.inherit})
+                   "proxy": OmegaConf.to_container(proxy, resolve=True), "inherit": cfg.inherit})
 
 
 class StartupError(RuntimeError):
@@ -105,7 +106,7 @@ class Setup:
     teacher: torch.nn.Module
     teacher_accuracy: float
     graph: ArchGraph
-    space: SearchSpace
+    space: CompressionSpace
     store: RunStore
     context: str
     proxy: ProxyEvaluator
@@ -116,9 +117,7 @@ class Setup:
         """Any problem raises ``StartupError`` naming it; the only work done is training a teacher that
         is not cached. The store is ``cfg.store.path``, else ``run_dir/store.sqlite``."""
         try:
-            accelerator = cfg.trainer.accelerator
-            if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-                raise StartupError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
+            resolve_device(cfg.trainer.accelerator)
             dataset = data.load(cfg.dataset)
             check_teacher(cfg, dataset)
             checkpoint = teacher_checkpoint(cfg)
@@ -128,9 +127,9 @@ class Setup:
             teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
                                                          cfg.teacher.width, **cfg.teacher.kwargs)
             graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
-            space = SearchSpace(graph, **OmegaConf.to_container(cfg.space))
+            space = CompressionSpace(graph, **OmegaConf.to_container(cfg.space))
             log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
-                     len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_groups, len(space.skip_pairs))
+                     len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_shrink_groups, len(space.skip_pairs))
             config = OmegaConf.to_container(cfg, resolve=True)
             store = RunStore(cfg.store.path or Path(run_dir) / "store.sqlite")
             context = proxy_context(cfg, teacher)
@@ -160,7 +159,7 @@ class Setup:
         return StoredEvaluator(self.proxy, self.store, run_id, self.context)
 
 
-def transferred_kernels(cfg: DictConfig, space: SearchSpace) -> dict | None:
+def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> dict | None:
     """The last kernels of the run stored at ``kernel.transfer_from`` (a run directory or a store file)."""
     source = cfg.kernel.transfer_from
     if not source:
@@ -181,7 +180,7 @@ def transferred_kernels(cfg: DictConfig, space: SearchSpace) -> dict | None:
         EmbeddingKernelModule(cfg.kernel, cfg.search.K, Featurizer(space, cfg.kernel).input_size).load_state_dict(state)
     except RuntimeError as exc:
         raise StartupError(f"kernel.transfer_from: the stored kernels do not fit search.K={cfg.search.K} and this "
-                           f"kernel config (use the source run's K, hidden, layers, max_offset): {str(exc).splitlines()[0]}") from exc
+                           f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset): {str(exc).splitlines()[0]}") from exc
     log.info("kernel transfer: the kernels of step %d of run %s in %s, conditioned here but not trained", step, run, path)
     return state
 
@@ -211,7 +210,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             result = run_search(setup.space, evaluator, cfg, seed=cfg.seed,
                                 before_step=lambda step, state: record_or_check_rng(store, run_id, step, state),
                                 after_step=steps, **kernel_options)
-        store.append_history(run_id, [(i, r.step, r.kernel, r.arch.key) for i, r in enumerate(result.history)])
+        store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
         log.info("search done: %d evaluations, %d from the store's cache", len(result.history), evaluator.hits)
         search_seconds = time.perf_counter() - started
         rows = history_rows(result.history, graph.num_params)
@@ -224,7 +223,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         teacher_row["f"] = 0.0
         best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params, teacher_acc)
         summary = {
-            "name": cfg.name, "group": cfg.group, "run_dir": str(run_dir),
+            "name": cfg.name, "experiment_group": cfg.experiment_group, "run_dir": str(run_dir),
             "teacher": {"name": cfg.teacher.name, **teacher_row},
             "best": best, "finalists": finalists,
             "search": {"method": cfg.search.method, "K": cfg.search.K, "T": cfg.search.T,
@@ -280,7 +279,9 @@ def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) ->
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, on_weights) -> ProxyEvaluator:
-    """``evaluator=local`` (this process) or ``evaluator=ray`` (one Ray task per student)."""
+    """``evaluator=local`` (this process) or ``evaluator=ray`` (one Ray task per student). A ``kind``
+    rather than a ``_target_``: both are built from runtime objects (the teacher module, the dataset,
+    the store callback) and Ray's from what rebuilds them remotely, which a config node cannot hold."""
     args = (teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort, on_weights)
     if cfg.evaluator.kind == "local":
         return ProxyEvaluator(*args)

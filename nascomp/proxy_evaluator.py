@@ -18,7 +18,7 @@ from torch import nn
 from nascomp.data import Dataset
 from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.reward import reward
-from nascomp.search_space import Candidate
+from nascomp.compression_space import Candidate
 from nascomp.training import Result, proxy_train
 
 

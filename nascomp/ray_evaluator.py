@@ -26,7 +26,7 @@ def proxy_task(payload: dict, arch: dict) -> tuple[float, int, dict, bool]:
 
     from nascomp import data, teachers, threads
     from nascomp.graph import ArchGraph
-    from nascomp.search_space import SearchSpace
+    from nascomp.compression_space import CompressionSpace
     from nascomp.store import digest
     from nascomp.training import proxy_train
 
@@ -39,7 +39,7 @@ def proxy_task(payload: dict, arch: dict) -> tuple[float, int, dict, bool]:
     teacher = teachers.create(t["name"], num_classes=t["num_classes"], width=t["width"],
                               in_channels=_DATASETS[key].in_channels, **t["kwargs"])
     teacher.load_state_dict(payload["teacher_state"])
-    space = SearchSpace(ArchGraph.from_json(payload["graph"]), **payload["space"])
+    space = CompressionSpace(ArchGraph.from_json(payload["graph"]), **payload["space"])
     student = space.from_dict(arch).build(teacher.eval(), inherit=payload["inherit"])
     (result,) = proxy_train([student], teacher, _DATASETS[key], OmegaConf.create(payload["proxy"]))
     return result.val_accuracy, result.epoch, result.state_dict, result.diverged

@@ -15,21 +15,23 @@ from typing import Sequence
 
 import matplotlib
 
+from nascomp.reward import RewardRow
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HISTORY_COLUMNS = ("index", "step", "kernel", "key", "num_params", "ratio", "times", "accuracy", "f", "seconds", "error")
+HISTORY_COLUMNS = ("index", "step", "proposer", "key", "num_params", "ratio", "times", "accuracy", "f", "seconds", "error")
 
 
 def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
     """One dict per evaluated architecture (``nascomp.search.Record``), in evaluation order."""
     rows = []
     for i, r in enumerate(history):
+        table1 = RewardRow.scored(r.accuracy, r.num_params, r.f, teacher_params)
         rows.append({
-            "index": i, "step": r.step, "kernel": "" if r.kernel is None else r.kernel, "key": r.arch.key,
-            "num_params": r.num_params, "ratio": 1.0 - r.num_params / teacher_params,
-            "times": teacher_params / max(r.num_params, 1), "accuracy": r.accuracy, "f": r.f,
-            "seconds": r.seconds, "error": r.error or "",
+            "index": i, "step": r.step, "proposer": "" if r.proposer is None else r.proposer, "key": r.arch.key,
+            "num_params": table1.num_params, "ratio": table1.ratio, "times": table1.times,
+            "accuracy": table1.accuracy, "f": table1.f, "seconds": r.seconds, "error": r.error or "",
         })
     return rows
 

@@ -37,13 +37,15 @@ class RewardRow:
 
     @classmethod
     def of(cls, accuracy: float, num_params: int, teacher_accuracy: float, teacher_params: int) -> "RewardRow":
-        return cls(
-            accuracy=accuracy,
-            num_params=num_params,
-            ratio=compression_ratio(num_params, teacher_params),
-            times=teacher_params / num_params,
-            f=reward(accuracy, num_params, teacher_accuracy, teacher_params),
-        )
+        """The row of an architecture, f by Eq. 6."""
+        return cls.scored(accuracy, num_params, reward(accuracy, num_params, teacher_accuracy, teacher_params), teacher_params)
+
+    @classmethod
+    def scored(cls, accuracy: float, num_params: int, f: float, teacher_params: int) -> "RewardRow":
+        """The row of an architecture whose f its evaluator gave (a failed one: 0; NAS-Bench-201's
+        accuracy objective: the accuracy)."""
+        return cls(accuracy=accuracy, num_params=num_params, ratio=compression_ratio(num_params, teacher_params),
+                   times=teacher_params / max(num_params, 1), f=f)
 
     def as_dict(self) -> dict:
         return asdict(self)

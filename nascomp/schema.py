@@ -1,6 +1,11 @@
 """Typed schemas of the main config: ``validate(cfg)`` merges the composed config into them, so a
 wrong type (``search.K=eight``), an unknown key or a value out of range fails at startup with a
 message naming it. The schemas hold types and ranges only; every default value lives in ``conf/``.
+
+The choice lists below are the only copy: the modules that also check a value for Python API users
+who build objects without the config (``nascomp.kernel``, ``nascomp.compression_space``, ...) import
+them from here, and the compression space calls ``check_space`` too. This module imports no torch,
+so ``python -m nascomp.run`` rejects a bad config before loading it.
 """
 from __future__ import annotations
 
@@ -9,6 +14,24 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+
+DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
+OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
+SHRINK_GROUPS = ("width", "structural")
+MAXIMIZERS = ("random", "evolution")
+METHODS = ("ours", "random", "tpe", "rea")
+BEST_F = ("subset", "global")
+EMBEDDINGS = ("lstm", "flat")
+POOLS = ("mean", "concat", "both")
+NUMERIC = ("log", "raw")
+SIGMA2_MODES = ("absolute", "relative")
+WARPS = ("none", "power")
+OBJECTIVES = ("posterior", "marginal", "euclidean")
+LOSSES = ("mse_logits", "kl", "ce")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+INHERIT = ("first", "l1", "none")
+EVALUATORS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -40,7 +63,7 @@ class AugmentSchema:
 
 @dataclass
 class DatasetSchema:
-    name: str = _choice("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
+    name: str = _choice(*DATASETS)
     num_classes: Optional[int] = None
     root: Optional[str] = None
     test_root: Optional[str] = None
@@ -62,14 +85,14 @@ class SpaceSchema:
     skip_p: list = MISSING
     shrink_low: float = _range(0.0, 1.0)
     shrink_high: float = _range(0.0, 1.0, low_ok=False)
-    shrink_groups: str = _choice("width", "structural")
+    shrink_groups: str = _choice(*SHRINK_GROUPS)
     max_offset: int = _range(1)
     max_tries: int = _range(1)
 
 
 @dataclass
 class AcquisitionSchema:
-    maximizer: str = _choice("random", "evolution")
+    maximizer: str = _choice(*MAXIMIZERS)
     samples: int = _range(1)
     log_ei: bool = MISSING
     parents: int = _range(1)
@@ -79,13 +102,13 @@ class AcquisitionSchema:
 
 @dataclass
 class SearchSchema:
-    method: str = _choice("ours", "random", "tpe", "rea")
+    method: str = _choice(*METHODS)
     K: int = _range(1)
     T: int = _range(0)
     budget: Optional[int] = None
     subset_prob: float = _range(0.0, 1.0, low_ok=False)
     max_failed_steps: int = _range(1)
-    best_f: str = _choice("subset", "global")
+    best_f: str = _choice(*BEST_F)
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
     tpe: dict = field(default_factory=dict)
     rea: dict = field(default_factory=dict)
@@ -93,21 +116,20 @@ class SearchSchema:
 
 @dataclass
 class KernelSchema:
-    embedding: str = _choice("lstm", "flat")
+    embedding: str = _choice(*EMBEDDINGS)
     hidden: int = _range(1)
     layers: int = _range(1)
-    pool: str = _choice("mean", "concat", "both")
-    max_offset: int = _range(1)
+    pool: str = _choice(*POOLS)
     feature_cache_mb: float = _range(0)
-    numeric: str = _choice("log", "raw")
+    numeric: str = _choice(*NUMERIC)
     sigma2: float = _range(0.0, None, low_ok=False)
-    sigma2_mode: str = _choice("absolute", "relative")
+    sigma2_mode: str = _choice(*SIGMA2_MODES)
     learn_sigma: bool = MISSING
     noise: float = _range(0.0, None, low_ok=False)
     standardize: bool = MISSING
-    warp: str = _choice("none", "power")
+    warp: str = _choice(*WARPS)
     transfer_from: Optional[str] = None
-    objective: str = _choice("posterior", "marginal", "euclidean")
+    objective: str = _choice(*OBJECTIVES)
     optimizer: dict = field(default_factory=dict)
     max_steps: int = _range(1)
     ema: dict = field(default_factory=dict)
@@ -117,7 +139,7 @@ class KernelSchema:
 class RecipeSchema:
     epochs: int = _range(1)
     batch_size: int = _range(1)
-    loss: str = _choice("mse_logits", "kl", "ce")
+    loss: str = _choice(*LOSSES)
     temperature: Optional[float] = None
     alpha: Optional[float] = None
     optimizer: dict = field(default_factory=dict)
@@ -131,7 +153,7 @@ class RecipeSchema:
 
 @dataclass
 class TrainerSchema:
-    accelerator: str = _choice("auto", "cpu", "gpu", "cuda")
+    accelerator: str = _choice(*ACCELERATORS)
     devices: int = MISSING
     strategy: str = MISSING
     precision: str = MISSING
@@ -140,7 +162,7 @@ class TrainerSchema:
 
 @dataclass
 class LoggerSchema:
-    kind: str = _choice("wandb", "csv", "none")
+    _target_: str = MISSING  # the Tracker class: nascomp.tracking.WandbTracker | CSVTracker | Tracker (nothing)
     project: Optional[str] = None
     entity: Optional[str] = None
     mode: Optional[str] = None
@@ -154,7 +176,7 @@ class FinalSchema:
 
 @dataclass
 class EvaluatorSchema:
-    kind: str = _choice("local", "ray")
+    kind: str = _choice(*EVALUATORS)
     address: Optional[str] = None
     local_cpus: Optional[int] = None
     num_gpus: Optional[Any] = None
@@ -173,8 +195,8 @@ class StoreSchema:
 class ConfigSchema:
     seed: int = MISSING
     name: str = MISSING
-    group: str = MISSING
-    inherit: str = _choice("first", "l1", "none")
+    experiment_group: str = MISSING
+    inherit: str = _choice(*INHERIT)
     cohort: bool = MISSING
     teacher_dir: str = MISSING
     teacher: TeacherSchema = field(default_factory=TeacherSchema)
@@ -217,18 +239,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     threads = typed.trainer.threads
     if threads != "auto" and (type(threads) is not int or threads < 1):
         raise ConfigError(f"trainer.threads: {threads!r} must be auto or an integer >= 1 (torch threads per process)")
-    ops = set(typed.space.ops)
-    if not ops or not ops <= {"remove", "shrink", "skip"}:
-        raise ConfigError(f"space.ops: must be a non-empty subset of [remove, shrink, skip], got {list(typed.space.ops)}")
-    if not ops & {"remove", "shrink"}:
-        raise ConfigError("space.ops: skip addition alone cannot make a student smaller than the teacher; "
-                          "add remove and/or shrink")
-    if typed.space.shrink_low >= typed.space.shrink_high:
-        raise ConfigError(f"space.shrink_low ({typed.space.shrink_low}) must be below space.shrink_high ({typed.space.shrink_high})")
-    for name in ("remove_p", "skip_p"):
-        ps = typed.space[name]
-        if not ps or not all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in ps):
-            raise ConfigError(f"space.{name}: must be a non-empty list of probabilities, got {list(ps)}")
+    check_space(typed.space)
     budget = typed.search.budget if typed.search.budget is not None else typed.search.K * (typed.search.T + 1)
     if typed.search.budget is not None and typed.search.budget < 1:
         raise ConfigError(f"search.budget: {typed.search.budget} is out of range (must be >= 1)")
@@ -245,6 +256,26 @@ def _missing(node: Any, prefix: str = "") -> list[str]:
     if isinstance(node, dict):
         return [k for key, v in node.items() for k in _missing(v, f"{prefix}{key}.")]
     return [prefix[:-1]] if node == "???" else []
+
+
+def check_space(space: Any) -> None:
+    """The compression space's options (``conf/space``, a mapping): what types and ranges cannot say.
+    ``validate`` calls it on the config and ``CompressionSpace`` on its options."""
+    ops = list(space["ops"])
+    if not ops or not set(ops) <= set(OPERATORS):
+        raise ConfigError(f"space.ops must be a non-empty subset of {', '.join(OPERATORS)}, got {ops}")
+    if not set(ops) & {"remove", "shrink"}:
+        raise ConfigError("space.ops: skip addition alone cannot make a student smaller than the teacher; "
+                          "add remove and/or shrink")
+    if space["shrink_groups"] not in SHRINK_GROUPS:
+        raise ConfigError(f"space.shrink_groups: {space['shrink_groups']!r} is not one of {', '.join(SHRINK_GROUPS)}")
+    low, high = space["shrink_low"], space["shrink_high"]
+    if not 0.0 <= low < high <= 1.0:
+        raise ConfigError(f"space.shrink_low ({low}) must be below space.shrink_high ({high}), both in [0, 1]")
+    for name in ("remove_p", "skip_p"):
+        ps = list(space[name])
+        if not ps or not all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in ps):
+            raise ConfigError(f"space.{name}: must be a non-empty list of probabilities, got {ps}")
 
 
 def _check(node: Any, schema: type, prefix: str) -> None:

@@ -27,7 +27,8 @@ from omegaconf import DictConfig
 from nascomp.acquisition import expected_improvement, maximize, random_candidates
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
-from nascomp.space import Architecture, Space
+from nascomp.schema import METHODS
+from nascomp.search_space import Architecture, Space
 
 log = logging.getLogger("nascomp")
 SUBSET_TRIES = 100  # draws of the kernels' subsets before short ones are filled up
@@ -35,7 +36,8 @@ SUBSET_TRIES = 100  # draws of the kernels' subsets before short ones are filled
 
 @dataclass(frozen=True)
 class Record:
-    """One evaluated architecture of the history; ``kernel`` is the proposing kernel (None: random/baseline).
+    """One evaluated architecture of the history; ``proposer`` is the index of the kernel (of K) that
+    proposed it (None: a random first architecture or a baseline's).
     A failed evaluation (``failed``) keeps its error; its f = 0 is no reward and no proposer reads it."""
 
     arch: Architecture
@@ -43,7 +45,7 @@ class Record:
     accuracy: float
     num_params: int
     step: int
-    kernel: int | None
+    proposer: int | None
     seconds: float
     error: str | None = None
 
@@ -217,7 +219,7 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
         return baselines.TPEProposer(space, cfg.search.tpe, seed)
     if method == "rea":
         return baselines.REAProposer(space, cfg.search.rea)
-    raise ValueError(f"search.method must be ours, random, tpe or rea, got {method!r}")
+    raise ValueError(f"search.method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, budget: int | None = None,

@@ -1,251 +1,92 @@
-"""The compression search space of paper 3.2 / 6.5: architectures obtained from a teacher by layer
-removal, layer shrinkage and skip-connection addition.
+"""The abstract search space that Algorithm 1, the kernels and every baseline work over.
 
-    removal  only layers whose input shape equals their output shape (C, H, W); a removed layer
-             becomes an identity and keeps its edges
-    shrink   one ratio r per group of channel groups; width max(d, floor((1 - r) F / d) d)
-    skip     an edge i -> j where out-shape(i) == in-shape(j) and j is not removed; j sums its inputs
-
-Sampling distribution (defaults = the reference code, REFERENCE §2): one removal probability drawn
-per candidate from ``remove_p``, each removable layer removed with it; r ~ U[shrink_low, shrink_high)
-per shrink group; one skip probability drawn from ``skip_p``, each legal pair added with it.
-``shrink_groups="width"`` shares one ratio among all channel groups of equal teacher width (the
-reference code: 4 groups for VGG/ResNet); ``"structural"`` gives every channel group its own.
+Two spaces implement it: the compression space of paper 3.2 (``nascomp.compression_space.CompressionSpace``,
+architectures derived from a teacher) and NAS-Bench-201 (``nascomp.nb201``). Every search method
+only uses what is declared here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from functools import cached_property
-from typing import Any
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
-from torch import nn
+import torch
 
-from nascomp.channels import ChannelSolution, shrunk_width, solve
-from nascomp.encoding import LayerSpec
-from nascomp.graph import ACTIVATIONS, ArchGraph, GraphNet, Layer
-from nascomp.space import Architecture, FlatDim, Space
-
-OPERATORS = ("remove", "shrink", "skip")
-REMOVABLE = ("conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
-             "shuffle", "dropout") + ACTIVATIONS
+from nascomp.encoding import LayerSpec, encode
 
 
-class SearchSpace(Space):
-    """All students of one teacher graph reachable by the enabled operators."""
-
-    def __init__(self, graph: ArchGraph, **options: Any):
-        """``options`` override ``conf/space/default.yaml`` (ops, remove_p, skip_p, shrink_low,
-        shrink_high, shrink_groups, max_offset, max_tries); an unknown option is an error."""
-        from nascomp.config import group
-
-        cfg = group("space", "default")
-        unknown_options = set(options) - set(cfg)
-        if unknown_options:
-            raise ValueError(f"unknown search-space options {sorted(unknown_options)}; known: {sorted(cfg)}")
-        cfg = {**cfg, **options}
-        ops, remove_p, skip_p = tuple(cfg["ops"]), tuple(cfg["remove_p"]), tuple(cfg["skip_p"])
-        shrink_low, shrink_high, shrink_groups = float(cfg["shrink_low"]), float(cfg["shrink_high"]), cfg["shrink_groups"]
-        max_offset, max_tries = int(cfg["max_offset"]), int(cfg["max_tries"])
-        unknown = set(ops) - set(OPERATORS)
-        if unknown or not ops:
-            raise ValueError(f"ops must be a non-empty subset of {OPERATORS}, got {tuple(ops)}")
-        if shrink_groups not in ("width", "structural"):
-            raise ValueError(f"shrink_groups must be 'width' or 'structural', got {shrink_groups!r}")
-        if not 0.0 <= shrink_low < shrink_high <= 1.0:
-            raise ValueError(f"need 0 <= shrink_low < shrink_high <= 1, got {shrink_low}, {shrink_high}")
-        for name, ps in (("remove_p", remove_p), ("skip_p", skip_p)):
-            if not ps or not all(0.0 <= p <= 1.0 for p in ps):
-                raise ValueError(f"{name} must be a non-empty list of probabilities, got {list(ps)}")
-        self.graph = graph
-        self.ops = tuple(ops)
-        self.remove_p, self.skip_p = tuple(remove_p), tuple(skip_p)
-        self.shrink_low, self.shrink_high = shrink_low, shrink_high
-        self.max_offset = max_offset
-        self.max_tries = max_tries
-        layers = graph.layers
-        self.solution = solve(layers, graph.input_shape[0], graph.output)
-        sol = self.solution
-        # one ratio per group of free channel symbols
-        group_key = (lambda s: sol.teacher_width[s]) if shrink_groups == "width" else (lambda s: s)
-        keys = sorted({group_key(s) for s in sol.free})
-        self.group_of = {s: keys.index(group_key(s)) for s in sol.free}
-        self.num_groups = len(keys)
-        self.removable = [j for j, l in enumerate(layers)
-                          if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs]
-        self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat"
-                           for i in range(max(0, j - max_offset), j)
-                           if i not in lj.inputs and layers[i].out_shape == lj.in_shape]
-
-    # ------------------------------------------------------------------ Space interface
-    @cached_property
-    def reference(self) -> "Candidate":
-        return Candidate(self, frozenset(), frozenset(), (0.0,) * self.num_groups)
-
-    def sample(self, rng: np.random.Generator | None = None, *, seed: int | None = None) -> "Candidate":
-        """A random candidate smaller than the teacher, from ``rng`` (or a generator seeded with ``seed``)."""
-        rng = rng if rng is not None else np.random.default_rng(seed)
-        for _ in range(self.max_tries):
-            removed: frozenset[int] = frozenset()
-            if "remove" in self.ops and self.removable:
-                p = rng.choice(self.remove_p)
-                removed = frozenset(j for j, u in zip(self.removable, rng.random(len(self.removable))) if u < p)
-            ratios = (0.0,) * self.num_groups
-            if "shrink" in self.ops:
-                ratios = tuple(float(r) for r in rng.uniform(self.shrink_low, self.shrink_high, self.num_groups))
-            skips: frozenset[tuple[int, int]] = frozenset()
-            if "skip" in self.ops and self.skip_pairs:
-                p = rng.choice(self.skip_p)
-                skips = frozenset(pair for pair, u in zip(self.skip_pairs, rng.random(len(self.skip_pairs)))
-                                  if u < p and pair[1] not in removed)
-            cand = Candidate(self, removed, skips, ratios)
-            if cand.num_params < self.graph.num_params:
-                return cand
-        raise RuntimeError(f"no candidate smaller than the teacher in {self.max_tries} draws; enable 'remove' or 'shrink'")
-
-    def mutate(self, arch: "Candidate", rng: np.random.Generator) -> "Candidate":
-        """Change one thing with one enabled operator: toggle a removable layer, redraw one group's
-        ratio, or toggle one legal skip."""
-        ops = [op for op in self.ops if (op != "remove" or self.removable) and (op != "skip" or self.skip_pairs)]
-        for _ in range(self.max_tries):
-            op = ops[rng.integers(len(ops))]
-            removed, skips, ratios = set(arch.removed), set(arch.skips), list(arch.ratios)
-            if op == "remove":
-                j = self.removable[rng.integers(len(self.removable))]
-                removed ^= {j}
-                skips = {(a, b) for a, b in skips if b not in removed}
-            elif op == "shrink":
-                g = rng.integers(self.num_groups)
-                ratios[g] = float(rng.uniform(self.shrink_low, self.shrink_high))
-            else:
-                pair = self.skip_pairs[rng.integers(len(self.skip_pairs))]
-                if pair[1] in removed:
-                    continue
-                skips ^= {pair}
-            cand = Candidate(self, frozenset(removed), frozenset(skips), tuple(ratios))
-            if cand.key != arch.key and cand.num_params < self.graph.num_params:
-                return cand
-        raise RuntimeError(f"no smaller neighbour of {arch.key} found in {self.max_tries} tries")
-
-    def from_dict(self, d: dict) -> "Candidate":
-        """The candidate ``Candidate.to_dict`` described."""
-        return Candidate(self, frozenset(d["removed"]), frozenset(tuple(p) for p in d["skips"]), tuple(d["ratios"]))
-
-    def flat_dims(self) -> list[FlatDim]:
-        dims = [FlatDim(f"keep_{j}", "bool") for j in self.removable] if "remove" in self.ops else []
-        if "shrink" in self.ops:
-            dims += [FlatDim(f"shrink_{g}", "float", self.shrink_low, self.shrink_high) for g in range(self.num_groups)]
-        if "skip" in self.ops:
-            dims += [FlatDim(f"skip_{i}_{j}", "bool") for i, j in self.skip_pairs]
-        return dims
-
-    def to_flat(self, arch: "Candidate") -> np.ndarray:
-        values = []
-        if "remove" in self.ops:
-            values += [0.0 if j in arch.removed else 1.0 for j in self.removable]
-        if "shrink" in self.ops:
-            values += list(arch.ratios)
-        if "skip" in self.ops:
-            values += [1.0 if pair in arch.skips else 0.0 for pair in self.skip_pairs]
-        return np.asarray(values, dtype=np.float64)
-
-    def from_flat(self, values: dict[str, Any]) -> "Candidate":
-        removed = frozenset(j for j in self.removable if "remove" in self.ops and not values[f"keep_{j}"])
-        ratios = tuple(float(values[f"shrink_{g}"]) if "shrink" in self.ops else 0.0 for g in range(self.num_groups))
-        skips = frozenset((i, j) for i, j in self.skip_pairs
-                          if "skip" in self.ops and values[f"skip_{i}_{j}"] and j not in removed)
-        return Candidate(self, removed, skips, ratios)
-
-
-@dataclass(frozen=True, eq=False)
-class Candidate(Architecture):
-    """A student: which layers are removed, which skips are added, one shrink ratio per group."""
-
-    space: SearchSpace
-    removed: frozenset[int]
-    skips: frozenset[tuple[int, int]]
-    ratios: tuple[float, ...]
-
-    @cached_property
-    def _realized(self) -> tuple[ArchGraph, ChannelSolution, dict[int, int]]:
-        space = self.space
-        teacher = space.graph
-        layers = []
-        for j, layer in enumerate(teacher.layers):
-            inputs = layer.inputs + tuple(sorted(i for i, k in self.skips if k == j))
-            if j in self.removed:
-                layer = Layer(layer.name, "identity", inputs, layer.in_shape, layer.in_shape, {}, "")
-            else:
-                layer = replace(layer, inputs=inputs)
-            layers.append(layer)
-        sol = solve(layers, teacher.input_shape[0], teacher.output, fixed=space.solution.fixed)
-        width = {}
-        for s in sol.free:
-            g = space.group_of.get(s)
-            ratio = self.ratios[g] if g is not None else 0.0
-            width[s] = shrunk_width(sol.teacher_width[s], ratio, sol.divisor[s])
-        out = []
-        for j, layer in enumerate(layers):
-            c_in, c_out = sol.value(sol.in_exprs[j], width), sol.value(sol.out_exprs[j], width)
-            attrs = dict(layer.attrs)
-            if j in sol.depthwise:
-                attrs["groups"] = c_in
-            out.append(Layer(layer.name, layer.type, layer.inputs, (c_in,) + layer.in_shape[1:],
-                             (c_out,) + layer.out_shape[1:], attrs, layer.target))
-        return ArchGraph(out, teacher.input_shape, teacher.output), sol, width
+class Architecture(ABC):
+    """One point of a search space."""
 
     @property
-    def graph(self) -> ArchGraph:
-        """The student as an architecture graph (the one representation of a network)."""
-        return self._realized[0]
-
-    @cached_property
+    @abstractmethod
     def key(self) -> str:
-        return self.graph.key
+        """Canonical key: a stable hex hash, equal across processes and runs for equal architectures."""
+
+    @abstractmethod
+    def layers(self) -> list[LayerSpec]:
+        """The topologically sorted layers (paper 6.2)."""
 
     @property
+    @abstractmethod
     def num_params(self) -> int:
-        return self.graph.num_params
+        """Number of parameters of the network this architecture describes."""
 
-    def layers(self) -> list[LayerSpec]:
-        return self.graph.specs()
+    def encode(self, n: int, numeric: str = "log") -> torch.Tensor:
+        """The layer-encoding matrix, shape (L, m + 6 + 2n); n is the space's ``max_offset``."""
+        return encode(self.layers(), n=n, numeric=numeric)
 
-    def build(self, teacher: nn.Module | None = None, inherit: str = "first", bn_stats: str = "reset") -> GraphNet:
-        """The student as an ``nn.Module``, inheriting the teacher's weights.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Architecture) and self.key == other.key
 
-        inherit: ``first`` keeps the first channels of each channel group (reference code), ``l1``
-        the channels whose producing filters have the largest L1 norm, ``none`` a fresh init. In a
-        group that grouped convs or shuffles split into d blocks, the channels are kept per block.
-        bn_stats: ``reset`` (default, as the reference code) starts BN running mean/var at 0/1,
-        since removal and shrinkage change every BN's input distribution; ``copy`` slices the
-        teacher's running statistics (with nothing removed or shrunk the student then computes
-        exactly what the teacher does).
-        """
-        from nascomp.inherit import inherit_weights
+    def __hash__(self) -> int:
+        return hash(self.key)
 
-        if inherit not in ("first", "l1", "none"):
-            raise ValueError(f"inherit must be 'first', 'l1' or 'none', got {inherit!r}")
-        if bn_stats not in ("reset", "copy"):
-            raise ValueError(f"bn_stats must be 'reset' or 'copy', got {bn_stats!r}")
-        net = self.graph.build()
-        if inherit != "none":
-            if teacher is None:
-                raise ValueError(f"inherit={inherit!r} needs the teacher module")
-            graph, sol, width = self._realized
-            inherit_weights(net, teacher, graph, sol, width, inherit, bn_stats == "copy")
-        return net
 
-    def save(self, path, module: nn.Module) -> None:
-        """Save as ``path/architecture.json`` + ``path/weights.pt`` (a plain state_dict)."""
-        from nascomp.export import save_student
+@dataclass(frozen=True)
+class FlatDim:
+    """One dimension of the flat hyper-parameter view (paper 6.4): ``bool`` (keep a layer, add a skip),
+    ``float`` in [low, high) (a shrink ratio) or ``choice`` among ``choices``."""
 
-        save_student(path, self.graph, module)
+    name: str
+    kind: str  # "bool" | "float" | "choice"
+    low: float = 0.0
+    high: float = 1.0
+    choices: tuple[Any, ...] = ()
 
-    def to_dict(self) -> dict:
-        """What the operators did, exactly: removed layers, added skips, shrink ratios (JSON-able)."""
-        return {"removed": sorted(self.removed), "skips": sorted(list(p) for p in self.skips), "ratios": list(self.ratios)}
 
-    def describe(self) -> dict:
-        """What the operators did: counts of removed layers and added skips, the shrink ratios."""
-        return {"removed": len(self.removed), "skips": len(self.skips), "ratios": [round(r, 4) for r in self.ratios]}
+class Space(ABC):
+    """A search space: sampling, mutation and the flat view used by TPE and the flat kernel."""
 
+    # n of the layer encoding (paper 6.2): no architecture of the space has an edge i -> j with
+    # j - i > max_offset. The space owns this number, not the kernel: the space decides which edges
+    # exist (the compression space proposes no longer skip, ``space.max_offset``), and an encoding
+    # shorter than its longest edge could not encode it. The kernel's featurizer reads it from here.
+    max_offset: int
+
+    @property
+    @abstractmethod
+    def reference(self) -> Architecture:
+        """The reference architecture: the teacher in the compression space (f = 0 by definition)."""
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Architecture:
+        """A random architecture, drawn with the space's sampling distribution."""
+
+    @abstractmethod
+    def mutate(self, arch: Architecture, rng: np.random.Generator) -> Architecture:
+        """A random neighbour of ``arch`` made with the same operators."""
+
+    @abstractmethod
+    def flat_dims(self) -> Sequence[FlatDim]:
+        """The flat hyper-parameter view: one entry per dimension."""
+
+    @abstractmethod
+    def to_flat(self, arch: Architecture) -> np.ndarray:
+        """The flat view of ``arch`` as a float vector of shape (len(flat_dims()),): bools as 0/1,
+        floats as they are, choices as the index of the choice."""
+
+    @abstractmethod
+    def from_flat(self, values: dict[str, Any]) -> Architecture:
+        """The architecture a full assignment of the flat dimensions (by name) describes."""

@@ -7,7 +7,9 @@ Tables
                  the teacher's weights, the dataset and the proxy-training recipe, so an architecture
                  evaluated under the same conditions is never trained again, in this run or another
                  run sharing the file
-    history      (run, index) -> step, kernel, key: the order in which a run evaluated
+    history      (run, index) -> step, kernel, key: the order in which a run evaluated (the column
+                 ``kernel`` holds ``Record.proposer``, the index of the proposing kernel; its SQL
+                 name is kept so that older store files stay readable)
     inflight     (run, key): evaluations started and not finished (redone on resume)
     weights      (context, key) -> proxy-trained state_dict of the current top students
     finals       (context, key) -> fully trained result and state_dict
@@ -259,7 +261,7 @@ class RunStore:
 
     # ----------------------------------------------------------------- history
     def append_history(self, run: str, rows: list[tuple[int, int, int | None, str]]) -> None:
-        """(index, step, kernel, key) rows; re-recording the same index (a replay) is a no-op."""
+        """(index, step, proposer, key) rows; re-recording the same index (a replay) is a no-op."""
         with self._guard("history", f"run {run!r}"), self._tx():
             self.db.executemany("INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?)", [(run, *r) for r in rows])
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # W&B types each table column once, from the first row; so every history column has one type here
 # (``nascomp.report.HISTORY_COLUMNS``). A missing value (``kernel`` of a random student, written ""
 # to history.csv) is a typed null. A column not listed is logged as text.
-HISTORY_TYPES: dict[str, type] = {"index": int, "step": int, "kernel": int, "key": str, "num_params": int,
+HISTORY_TYPES: dict[str, type] = {"index": int, "step": int, "proposer": int, "key": str, "num_params": int,
                                   "ratio": float, "times": float, "accuracy": float, "f": float,
                                   "seconds": float, "error": str}
 
@@ -34,6 +34,9 @@ def typed(value: Any, kind: type) -> Any:
 
 class Tracker:
     """Does nothing (``logger=none``); the base of the others."""
+
+    def __init__(self, run_dir: Path | None = None, config: dict | None = None):
+        pass
 
     def log_step(self, step: int, records: Sequence, best_f: float, extra: dict[str, float] | None = None) -> None:
         pass
@@ -54,7 +57,7 @@ class Tracker:
 class CSVTracker(Tracker):
     """``metrics.csv``: one row per step (step, evaluations, best_f, mean_f, extra metrics)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, config: dict | None = None):
         self.path = Path(run_dir) / "metrics.csv"
         self.evaluations = 0
         self.fields: list[str] | None = None
@@ -74,18 +77,17 @@ class CSVTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    """One W&B run per search, grouped by the experiment/ablation ``group``."""
+    """One W&B run per search, in the W&B group ``experiment_group`` (the experiment / ablation)."""
 
-    def __init__(self, cfg: Any, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, project: str, entity: str | None = None, mode: str = "auto"):
         import wandb
 
-        mode = cfg.mode
         if os.environ.get("WANDB_MODE"):
             mode = os.environ["WANDB_MODE"]
         elif mode == "auto":
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         self.wandb = wandb
-        self.run = wandb.init(project=cfg.project, entity=cfg.entity, group=config.get("group"), name=config.get("name"),
+        self.run = wandb.init(project=project, entity=entity, group=config.get("experiment_group"), name=config.get("name"),
                               config=config, dir=str(run_dir), mode=mode, reinit="finish_previous")
         self.run.define_metric("search/step")
         self.run.define_metric("search/*", step_metric="search/step")
@@ -160,14 +162,23 @@ class GuardedTracker(Tracker):
 
 
 def make_tracker(cfg: Any, run_dir: Path, config: dict) -> Tracker:
-    """The tracker for ``logger`` config ``cfg`` (kind: wandb | csv | none), guarded so that a
-    failure, even while starting it, warns once and never ends the run."""
-    kinds = {"wandb": lambda: WandbTracker(cfg, run_dir, config), "csv": lambda: CSVTracker(run_dir), "none": Tracker}
-    if cfg.kind not in kinds:
-        raise ValueError(f"logger.kind must be wandb, csv or none, got {cfg.kind!r}")
-    guarded = GuardedTracker(Tracker(), cfg.kind)
+    """The tracker of ``logger`` config ``cfg``: its ``_target_`` class (``conf/logger/*.yaml``) with
+    the node's other keys that are set (the schema gives every logger key, null when a file leaves it
+    out), given the run directory and the resolved run config; guarded so that a failure, even while
+    starting it, warns once and never ends the run. A ``_target_`` that names no class is a ValueError."""
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    options = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(cfg), resolve=True).items() if v is not None}
+    target = options.get("_target_")
     try:
-        guarded.inner = kinds[cfg.kind]()
+        cls = get_class(target)
+    except Exception as exc:  # noqa: BLE001: hydra raises several kinds for a bad path
+        raise ValueError(f"logger._target_={target!r} is not a tracker class (conf/logger/*.yaml name "
+                         f"nascomp.tracking.WandbTracker, CSVTracker or Tracker): {exc}") from exc
+    guarded = GuardedTracker(Tracker(), cls.__name__)
+    try:
+        guarded.inner = instantiate(options, _partial_=True)(run_dir, config)
     except Exception as exc:  # noqa: BLE001: any tracker failure, by design
         guarded.fail("start", exc)
     return guarded

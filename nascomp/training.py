@@ -53,19 +53,27 @@ class TeacherTrainingError(ValueError):
     """Teacher training ended no better than chance on the validation split; nothing was cached."""
 
 
-def _device(accelerator: str) -> torch.device:
+PROXY_PLACEMENT = {"devices": 1, "strategy": "auto"}  # a cohort trains in lockstep in one process: one device
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """The device ``trainer.accelerator`` names: CUDA for auto when present, else the CPU. The one CUDA
+    check: ``Setup.build`` calls it at startup, every Trainer when it is built."""
     if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
         return torch.device("cuda")
     if accelerator in ("cuda", "gpu"):
-        raise RuntimeError(f"trainer.accelerator={accelerator!r} but CUDA is not available; use auto or cpu")
+        raise ValueError(f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=auto or trainer=cpu")
     return torch.device("cpu")
 
 
 def make_trainer(cfg, **overrides) -> L.Trainer:
-    """A Trainer for recipe ``cfg``: its ``trainer`` node (``precision: auto`` = bf16-mixed on CUDA,
-    32-true elsewhere), ``max_epochs = cfg.epochs``, then ``overrides``."""
-    kwargs = {**OmegaConf.to_container(cfg.trainer, resolve=True), **overrides}
-    device = _device(kwargs["accelerator"])
+    """A Trainer for recipe ``cfg``: ``conf/trainer/auto.yaml`` (where to train, when the recipe does
+    not come with the run's ``trainer`` group, as from the Python API), the recipe's ``trainer`` node
+    (``precision: auto`` = bf16-mixed on CUDA, 32-true elsewhere), ``max_epochs = cfg.epochs``, then
+    ``overrides``."""
+    placement = OmegaConf.merge(group("trainer", "auto"), cfg.trainer)
+    kwargs = {**OmegaConf.to_container(placement, resolve=True), **overrides}
+    device = resolve_device(kwargs["accelerator"])
     kwargs["accelerator"] = device.type
     if kwargs.get("precision") == "auto":
         kwargs["precision"] = "bf16-mixed" if device.type == "cuda" else "32-true"
@@ -117,12 +125,13 @@ def _cpu(state: dict | None) -> dict:
 def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, dataset: Dataset,
                 cfg=None) -> list[Result]:
     """Distil ``students`` (one module or a cohort of K) from ``teacher`` with recipe ``cfg``
-    (default ``conf/training/proxy.yaml``). Returns one :class:`Result` per student, in order;
-    the students come back on the CPU holding their best-epoch weights."""
+    (default ``conf/training/proxy.yaml``) on one device, whatever ``trainer.devices`` says
+    (``PROXY_PLACEMENT``: the cohort is one module in one process). Returns one :class:`Result` per
+    student, in order; the students come back on the CPU holding their best-epoch weights."""
     cfg = cfg if cfg is not None else group("training", "proxy")
     module = StudentModule(students, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
     with _quiet():
-        trainer = make_trainer(cfg)
+        trainer = make_trainer(cfg, **PROXY_PLACEMENT)
         device = trainer.strategy.root_device
         train = dataset.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
         val = dataset.loader("val", cfg.batch_size, device=device)

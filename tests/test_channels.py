@@ -3,9 +3,9 @@ divisibility, flatten multipliers, residual sums. Every number is worked out by 
 import torch
 from torch import nn
 
-from nascomp import ArchGraph, SearchSpace
+from nascomp import ArchGraph, CompressionSpace
 from nascomp.channels import INPUT, shrunk_width, solve
-from nascomp.search_space import Candidate
+from nascomp.compression_space import Candidate
 
 
 def solved(model, input_shape):
@@ -15,7 +15,7 @@ def solved(model, input_shape):
 
 def student(graph, ratios):
     """The student with nothing removed or added and one shrink ratio per free channel symbol."""
-    space = SearchSpace(graph, shrink_groups="structural")  # one group per free symbol, in symbol order
+    space = CompressionSpace(graph, shrink_groups="structural")  # one group per free symbol, in symbol order
     return Candidate(space, frozenset(), frozenset(), tuple(ratios))
 
 

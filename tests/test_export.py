@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nascomp import ArchGraph, SearchSpace, export_onnx, load_student
+from nascomp import ArchGraph, CompressionSpace, export_onnx, load_student
 from nascomp.export import StudentFileError
 
 
@@ -37,7 +37,7 @@ def test_own_teacher_trace_sample_build_forward_export(tmp_path):
     graph = ArchGraph.from_module(teacher, (3, 16, 16))
     assert graph.num_params == sum(p.numel() for p in teacher.parameters())
     assert any(l.type == "add" for l in graph.layers)  # x + b(x) feeds c and the next sum: an add layer
-    space = SearchSpace(graph)
+    space = CompressionSpace(graph)
     rng = np.random.default_rng(0)
     for _ in range(10):
         child = space.sample(rng)
@@ -55,7 +55,7 @@ def test_own_teacher_trace_sample_build_forward_export(tmp_path):
 def test_onnx_matches_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     teacher = ResidualCNN().eval()
-    space = SearchSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
     student = space.sample(np.random.default_rng(1)).build(teacher).eval()
     path = export_onnx(student, tmp_path / "s.onnx")
     x = torch.randn(5, 3, 16, 16)
@@ -67,7 +67,7 @@ def test_loading_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="architecture.json is missing"):
         load_student(tmp_path)
     teacher = ResidualCNN()
-    space = SearchSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
     a, b = space.sample(np.random.default_rng(0)), space.sample(np.random.default_rng(1))
     a.save(tmp_path / "a", a.build(teacher))
     torch.save(b.build(teacher).state_dict(), tmp_path / "a" / "weights.pt")
@@ -79,7 +79,7 @@ def test_loading_errors(tmp_path):
 def saved(tmp_path):
     """A real student saved to disk, with the module it was saved from and a sample input."""
     teacher = ResidualCNN().eval()
-    child = SearchSpace(ArchGraph.from_module(teacher, (3, 16, 16))).sample(np.random.default_rng(2))
+    child = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16))).sample(np.random.default_rng(2))
     student = child.build(teacher).eval()
     child.save(tmp_path / "s", student)
     return tmp_path / "s", student, torch.randn(3, 3, 16, 16)
@@ -152,7 +152,7 @@ def test_tampered_architecture_is_refused(saved, edit, rekey, message):
 
 
 def test_every_registered_teacher_and_its_candidates_validate():
-    """No false alarms: traced teachers and the students SearchSpace realises from them are valid."""
+    """No false alarms: traced teachers and the students CompressionSpace realises from them are valid."""
     from nascomp import teachers
 
     rng = np.random.default_rng(0)
@@ -160,7 +160,7 @@ def test_every_registered_teacher_and_its_candidates_validate():
         shape = (1, 8, 8) if name == "small_resnet" else (3, 32, 32)
         graph = ArchGraph.from_module(teachers.create(name, width=0.25), shape)
         assert graph.validate() is graph
-        space = SearchSpace(graph)
+        space = CompressionSpace(graph)
         for _ in range(3):
             child = space.sample(rng)
             assert ArchGraph.from_json(child.graph.to_json()).key == child.key  # from_json validates

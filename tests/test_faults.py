@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nascomp import ArchGraph, SearchSpace, data, teachers
+from nascomp import ArchGraph, CompressionSpace, data, teachers
 from nascomp.config import group
 from nascomp.proxy_evaluator import ProxyEvaluator
 
@@ -36,7 +36,7 @@ class Oversized(Diverging):
 def setup():
     dataset = data.load(group("dataset", "digits"))
     teacher = teachers.create("small_resnet", width=0.25).eval()
-    space = SearchSpace(ArchGraph.from_module(teacher, (1, 8, 8)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (1, 8, 8)))
     proxy = group("training", "proxy", ["epochs=1", "batch_size=128", "trainer.accelerator=cpu"])
     return dataset, teacher, space, proxy
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nascomp import ArchGraph, GraphError, SearchSpace, teachers
+from nascomp import ArchGraph, GraphError, CompressionSpace, teachers
 from nascomp.encoding import LAYER_TYPES, NUM_ATTRIBUTES, LayerSpec, encode, encoding_width
 
 # layer counts of the reference code (REFERENCE §3): a residual sum is two incoming edges, not a layer
@@ -40,7 +40,7 @@ def test_graph_module_computes_what_the_teacher_computes(name):
     torch.manual_seed(0)
     model = _randomise_bn(teachers.create(name, width=0.25)).eval()
     graph = ArchGraph.from_module(model, _shape(name))
-    student = SearchSpace(graph).reference.build(model, inherit="first", bn_stats="copy").eval()
+    student = CompressionSpace(graph).reference.build(model, inherit="first", bn_stats="copy").eval()
     x = torch.randn(4, *_shape(name))
     with torch.no_grad():
         assert torch.equal(student(x), model(x))
@@ -75,7 +75,7 @@ def test_functional_calls_and_view_are_traced():
     model = _Functional().eval()
     graph = ArchGraph.from_module(model, (3, 8, 8))
     assert [l.type for l in graph.layers] == ["conv", "relu", "maxpool", "avgpool", "concat", "flatten", "linear"]
-    net = SearchSpace(graph).reference.build(model, bn_stats="copy").eval()
+    net = CompressionSpace(graph).reference.build(model, bn_stats="copy").eval()
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(net(x), model(x))
 

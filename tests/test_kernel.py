@@ -181,7 +181,7 @@ def test_fit_lowers_the_training_loss(objective, pool):
     x = torch.randn(30, 4, 8)
     y = x[:, :, 0].sum(-1).double()
     mask = torch.rand(2, 30) < 0.7
-    module = EmbeddingKernelModule(kernel_cfg(max_offset=1, objective=objective, pool=pool, max_steps=40, ema={"tol": 0.0},
+    module = EmbeddingKernelModule(kernel_cfg(objective=objective, pool=pool, max_steps=40, ema={"tol": 0.0},
                                               optimizer={"lr": 1e-2, "weight_decay": 0.0}), 2, 8)
     before = module.losses(*pack(x, y, mask)).detach()
     module.fit(x, y, mask)

@@ -14,7 +14,7 @@ def test_pareto_front_by_hand():
 
 def _record(i, f, params, acc, error=None):
     return SimpleNamespace(arch=SimpleNamespace(key=f"k{i}"), f=f, accuracy=acc, num_params=params,
-                           step=i // 2, kernel=None if i < 2 else i % 2, seconds=1.5, error=error)
+                           step=i // 2, proposer=None if i < 2 else i % 2, seconds=1.5, error=error)
 
 
 def test_rows_plots_and_report(tmp_path):
@@ -23,9 +23,9 @@ def test_rows_plots_and_report(tmp_path):
     rows = history_rows(history, teacher_params=1000)
     assert [r["ratio"] for r in rows] == pytest.approx([0.5, 0.7, 0.8, 0.9])
     assert rows[3]["times"] == pytest.approx(10.0) and rows[2]["error"].startswith("OutOfMemoryError")
-    assert [r["kernel"] for r in rows] == ["", "", 0, 1]
+    assert [r["proposer"] for r in rows] == ["", "", 0, 1]
     write_history(rows, tmp_path / "history.csv")
-    assert (tmp_path / "history.csv").read_text().splitlines()[0].startswith("index,step,kernel,key,num_params")
+    assert (tmp_path / "history.csv").read_text().splitlines()[0].startswith("index,step,proposer,key,num_params")
     files = plot(rows, {"num_params": 1000, "accuracy": 0.95}, tmp_path)
     assert all((tmp_path / f).stat().st_size > 5000 for f in files.values())
     summary = {"name": "t", "teacher": {"accuracy": 0.95, "num_params": 1000, "ratio": 0.0, "times": 1.0, "f": 0.0},
@@ -58,8 +58,8 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = OmegaConf.create({"kind": "wandb", "project": "nascomp-test", "entity": None, "mode": "auto"})
-    t = make_tracker(cfg, tmp_path, {"name": "t", "group": "g"})
+    cfg = OmegaConf.create({"_target_": "nascomp.tracking.WandbTracker", "project": "nascomp-test", "entity": None, "mode": "auto"})
+    t = make_tracker(cfg, tmp_path, {"name": "t", "experiment_group": "g"})
     assert t.inner.run.settings.mode == "offline"
     t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.5)], 0.5)
     t.log_history([{"step": 0, "key": "a", "f": 0.2}])

@@ -65,13 +65,13 @@ def test_quickstart_pipeline_through_the_cli(workdir):
 
 @pytest.mark.slow
 def test_two_job_multirun(workdir):
-    cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
+    cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "experiment_group=mr"], workdir)
     jobs = sorted(j for j in (workdir / "multirun" / "mr").iterdir() if j.is_dir())
     assert [j.name.split("search.method=")[1].split(",")[0] for j in jobs] == ["random", "rea"]
     for job in jobs:
         summary = json.loads((job / "summary.json").read_text())
         assert summary["evaluations"] == 4 and summary["finalists"] == []
-        assert summary["config"]["group"] == "mr"
+        assert summary["config"]["experiment_group"] == "mr"
 
 
 SCHEMA_ERRORS = [
@@ -133,12 +133,13 @@ def test_every_option_composes_and_validates(group, option):
         got = OmegaConf.select(cfg, key)
         assert (OmegaConf.to_container(got) if OmegaConf.is_config(got) else got) == value, key
     if group == "experiment":
-        assert cfg.group == chosen.get("group", "default")
+        assert cfg.experiment_group == chosen.get("experiment_group", "default")
     if group == "space":
-        from nascomp import ArchGraph, SearchSpace, teachers
+        from nascomp import ArchGraph, CompressionSpace, teachers
+        from omegaconf import OmegaConf
 
         graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8))
-        assert SearchSpace(graph, **OmegaConf.to_container(cfg.space)).sample(seed=0).num_params < graph.num_params
+        assert CompressionSpace(graph, **OmegaConf.to_container(cfg.space)).sample(seed=0).num_params < graph.num_params
     if group == "logger":
         from nascomp.tracking import make_tracker
 
@@ -149,7 +150,7 @@ def test_every_option_composes_and_validates(group, option):
 @pytest.mark.slow
 def test_aggregate_real_runs(workdir):
     if not (workdir / "multirun" / "mr").is_dir():
-        cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "group=mr"], workdir)
+        cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "experiment_group=mr"], workdir)
     script = Path(__file__).resolve().parents[1] / "experiments" / "aggregate.py"
     out = subprocess.run([sys.executable, str(script), str(workdir / "multirun" / "mr"), "--csv", str(workdir / "mr.csv")],
                          capture_output=True, text=True, check=True).stdout

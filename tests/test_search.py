@@ -6,7 +6,7 @@ from nascomp.nb201 import NB201Space, TableEvaluator
 from nascomp.search import run_search
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
-TINY = ["search.K=3", "search.T=3", "search.acquisition.samples=30", "kernel.max_steps=5", "kernel.max_offset=8",
+TINY = ["search.K=3", "search.T=3", "search.acquisition.samples=30", "kernel.max_steps=5",
         "kernel.hidden=8", "search.tpe.n_startup_trials=4", "search.rea.population=5", "search.rea.tournament=2"]
 METHODS = {
     "ours": [],
@@ -44,7 +44,7 @@ def test_one_complete_loop(space, method, objective):
     assert [r.step for r in result.history] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
     if objective == "compression":
         assert space.reference.key not in keys  # known a priori (f = 0), never proposed
-    kernels = [r.kernel for r in result.history[3:]]
+    kernels = [r.proposer for r in result.history[3:]]
     assert kernels == ([0, 1, 2] * 3 if method not in ("random", "tpe", "rea") else [None] * 9)
     top = result.top(4)
     assert [r.f for r in top] == sorted((r.f for r in result.history), reverse=True)[:4]
@@ -161,7 +161,7 @@ def test_kernels_propose_at_random_until_two_students_succeed(space, n, random_s
     result = run_search(space, evaluator, config(["search.T=3"]), seed=0)
     assert [r.failed for r in result.history[:6]] == [i < n for i in range(6)]
     for step in (1, 2, 3):  # n = 5: no success after step 0, one after step 1: random twice
-        kernels = [r.kernel for r in result.history if r.step == step]
+        kernels = [r.proposer for r in result.history if r.step == step]
         assert kernels == ([None] * 3 if step in random_steps else [0, 1, 2])
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from nascomp import ArchGraph, SearchSpace, teachers
+from nascomp import ArchGraph, CompressionSpace, teachers
 from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.evaluator import StoredEvaluator
 from nascomp.store import RunStore, StoreError
@@ -34,7 +34,7 @@ class CountingEvaluator(Evaluator):
 
 @pytest.fixture
 def space():
-    return SearchSpace(ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8)))
+    return CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8)))
 
 
 def test_cache_hit_within_and_across_runs(tmp_path, space):

@@ -60,13 +60,13 @@ def test_every_teacher_takes_the_datasets_channels_and_small_images(name, shape)
 
 
 def test_vgg_on_8x8_keeps_a_1x1_map_and_its_graph_builds_students():
-    from nascomp import ArchGraph, SearchSpace
+    from nascomp import ArchGraph, CompressionSpace
 
     vgg = teachers.create("vgg19", width=0.125, in_channels=1).eval()
     assert vgg.features(torch.randn(1, 1, 8, 8)).shape == (1, 64, 1, 1)  # 8 -> 4 -> 2 -> 1 -> 1 -> 1
     assert vgg.features(torch.randn(1, 1, 32, 32)).shape == (1, 64, 1, 1)  # CIFAR: 32 -> 1, as in the paper
     graph = ArchGraph.from_module(vgg, (1, 8, 8))
-    student = SearchSpace(graph).sample(seed=0).build(vgg)
+    student = CompressionSpace(graph).sample(seed=0).build(vgg)
     assert student(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 

@@ -16,7 +16,7 @@ from nascomp.tracking import Tracker, make_tracker
 
 from test_run import TINY
 
-WANDB = OmegaConf.create({"kind": "wandb", "project": "nascomp-test", "entity": None, "mode": "auto"})
+WANDB = OmegaConf.create({"_target_": "nascomp.tracking.WandbTracker", "project": "nascomp-test", "entity": None, "mode": "auto"})
 
 
 def warnings_of(caplog):
@@ -36,20 +36,20 @@ def as_csv(value):
 
 
 def test_history_with_and_without_a_proposing_kernel(tmp_path, monkeypatch, caplog):
-    """The rows that crashed W&B: kernel "" (random first students) then integers."""
+    """The rows that crashed W&B: proposer "" (random first students) then integers."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    history = [SimpleNamespace(arch=SimpleNamespace(key=f"k{i}"), step=i // 2, kernel=kernel, num_params=100 - 10 * i,
+    history = [SimpleNamespace(arch=SimpleNamespace(key=f"k{i}"), step=i // 2, proposer=kernel, num_params=100 - 10 * i,
                                accuracy=0.5 + i / 10, f=0.1 * i, seconds=1.5, error=None if i != 1 else "out of memory")
                for i, kernel in enumerate([None, None, 0, 1])]
     rows = history_rows(history, teacher_params=200)
-    t = make_tracker(WANDB, tmp_path, {"name": "t", "group": "g"})
+    t = make_tracker(WANDB, tmp_path, {"name": "t", "experiment_group": "g"})
     t.log_history(rows)
     t.finish()
     assert not t.failed and not warnings_of(caplog)
     columns, data = logged_table(tmp_path)
     assert columns == list(rows[0])
     column = dict(zip(columns, zip(*data)))
-    assert column["kernel"] == (None, None, 0, 1)  # a missing proposing kernel is a typed null
+    assert column["proposer"] == (None, None, 0, 1)  # a missing proposing kernel is a typed null
     assert column["num_params"] == (100, 90, 80, 70)
     assert column["ratio"] == pytest.approx((0.5, 0.55, 0.6, 0.65))
     assert column["error"] == ("", "out of memory", "", "")
@@ -94,7 +94,7 @@ def test_wandb_logs_the_history_of_a_real_search(tmp_path, teacher_dir, monkeypa
     assert len(data) == len(rows) == 4
     for row, logged in zip(rows, data):
         assert [as_csv(v) for v in logged] == [row[c] for c in columns]
-    kernels = [dict(zip(columns, logged))["kernel"] for logged in data]
+    kernels = [dict(zip(columns, logged))["proposer"] for logged in data]
     assert kernels[:2] == [None, None] and all(isinstance(k, int) for k in kernels[2:])  # random, then proposed
 
 

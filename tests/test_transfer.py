@@ -7,7 +7,7 @@ from nascomp.search import run_search
 
 
 def _setup(*overrides):
-    cfg = compose(["kernel.max_offset=8", "search.K=2", "search.T=2", "search.acquisition.samples=30", *overrides])
+    cfg = compose(["space.max_offset=8", "search.K=2", "search.T=2", "search.acquisition.samples=30", *overrides])
     space = NB201Space("cifar10")
     return cfg, space, TableEvaluator(space.accuracy, space.params, space.reference, "compression")
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nascomp import ArchGraph, SearchSpace, load_student, teachers
+from nascomp import ArchGraph, CompressionSpace, load_student, teachers
 from nascomp.channels import shrunk_width
 from nascomp.encoding import encoding_width
 
@@ -24,7 +24,7 @@ def setup(name, **space_kwargs):
         torch.manual_seed(0)
         teacher = teachers.create(name, width=WIDTH[name]).eval()
         graph = ArchGraph.from_module(teacher, shape)
-        _CACHE[key] = teacher, graph, SearchSpace(graph, **space_kwargs), shape
+        _CACHE[key] = teacher, graph, CompressionSpace(graph, **space_kwargs), shape
     return _CACHE[key]
 
 
@@ -36,7 +36,7 @@ def check_valid(name, seed):
     assert sum(p.numel() for p in student.parameters()) == child.num_params
     with torch.no_grad():
         assert student.eval()(torch.randn(2, *shape)).shape == (2, 10)
-    assert child.encode().shape == (len(graph), encoding_width())
+    assert child.encode(n=space.max_offset).shape == (len(graph), encoding_width(space.max_offset))
     again = space.sample(np.random.default_rng(seed))
     assert again.key == child.key and len(child.key) == 32
     assert space.from_flat(dict(zip([d.name for d in space.flat_dims()], space.to_flat(child)))).key == child.key
@@ -118,7 +118,7 @@ def test_reference_sampling_distribution():
 def test_groups_of_equal_width_shrink_together():
     """With the reference grouping (4 groups for ResNet), every conv of teacher width F gets the same width."""
     teacher, graph, space, _ = setup("resnet18")
-    assert space.num_groups == 4
+    assert space.num_shrink_groups == 4
     child = type(space.reference)(space, frozenset(), frozenset(), (0.5, 0.25, 0.75, 0.1))
     widths = sorted({l.out_channels for l in graph.layers if l.type == "conv"})  # 8, 16, 32, 64 at width 1/8
     for l_t, l_s in zip(graph.layers, child.graph.layers):
@@ -130,14 +130,14 @@ def test_groups_of_equal_width_shrink_together():
 def test_skip_sums_into_its_target():
     teacher, graph, space, shape = setup("vgg19")
     i, j = space.skip_pairs[0]
-    child = type(space.reference)(space, frozenset(), frozenset({(i, j)}), (0.0,) * space.num_groups)
+    child = type(space.reference)(space, frozenset(), frozenset({(i, j)}), (0.0,) * space.num_shrink_groups)
     assert child.graph.layers[j].inputs == graph.layers[j].inputs + (i,)
-    assert child.encode()[j].sum() > space.reference.encode()[j].sum()  # one more incoming edge
+    assert child.encode(space.max_offset)[j].sum() > space.reference.encode(space.max_offset)[j].sum()  # one more incoming edge
 
 
 def test_inheritance_first_and_l1():
     teacher, graph, space, _ = setup("vgg19")
-    child = type(space.reference)(space, frozenset(), frozenset(), (0.5,) * space.num_groups)
+    child = type(space.reference)(space, frozenset(), frozenset(), (0.5,) * space.num_shrink_groups)
     first = child.build(teacher, inherit="first")
     conv_t, conv_s = teacher.features[3], first.layers[3]  # second conv: (8 -> 8) at width 1/8
     w = conv_s.out_channels
@@ -153,8 +153,8 @@ def test_inheritance_first_and_l1():
 
 
 def test_keys_are_equal_across_processes():
-    code = ("import numpy as np; from nascomp import ArchGraph, SearchSpace, teachers; "
-            "t = teachers.create('resnet18', width=0.125); s = SearchSpace(ArchGraph.from_module(t, (3, 32, 32))); "
+    code = ("import numpy as np; from nascomp import ArchGraph, CompressionSpace, teachers; "
+            "t = teachers.create('resnet18', width=0.125); s = CompressionSpace(ArchGraph.from_module(t, (3, 32, 32))); "
             "print(' '.join(s.sample(np.random.default_rng(k)).key for k in range(5)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     _, _, space, _ = setup("resnet18")
@@ -164,6 +164,6 @@ def test_keys_are_equal_across_processes():
 def test_bad_space_config_is_explained():
     _, graph, _, _ = setup("resnet18")
     with pytest.raises(ValueError, match="ops must be a non-empty subset"):
-        SearchSpace(graph, ops=("prune",))
+        CompressionSpace(graph, ops=("prune",))
     with pytest.raises(ValueError, match="shrink_groups"):
-        SearchSpace(graph, shrink_groups="layer")
+        CompressionSpace(graph, shrink_groups="layer")
