@@ -73,6 +73,7 @@ def make_trainer(cfg, **overrides) -> L.Trainer:
     ``overrides``."""
     placement = OmegaConf.merge(group("trainer", "auto"), cfg.trainer)
     kwargs = {**OmegaConf.to_container(placement, resolve=True), **overrides}
+    kwargs.pop("threads", None)  # torch threads are set once per process (nascomp.threads), not per Trainer
     device = resolve_device(kwargs["accelerator"])
     kwargs["accelerator"] = device.type
     if kwargs.get("precision") == "auto":
