@@ -109,6 +109,15 @@ def _jsonable(attrs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(attrs.items())}
 
 
+# A key hashes the layer attributes under the names they had when keys were first stored, so that
+# renaming an attribute in code never changes an architecture's key: stores and saved students stay valid.
+_KEYED_AS = {"kernel_size": "kernel"}
+
+
+def _keyed(attrs: dict) -> dict:
+    return {_KEYED_AS.get(k, k): v for k, v in _jsonable(attrs).items()}
+
+
 @dataclass
 class ArchGraph:
     """A network as topologically sorted layers. ``output`` is the index of the output layer."""
@@ -198,7 +207,7 @@ class ArchGraph:
     @property
     def key(self) -> str:
         """Stable hash of everything that defines the network (not layer names or weight sources)."""
-        body = [[l.type, list(l.inputs), list(l.in_shape), list(l.out_shape), _jsonable(l.attrs)] for l in self.layers]
+        body = [[l.type, list(l.inputs), list(l.in_shape), list(l.out_shape), _keyed(l.attrs)] for l in self.layers]
         text = json.dumps([list(self.input_shape), self.output, body], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -108,6 +108,22 @@ def test_untampered_student_loads_with_the_same_outputs(saved):
     assert loaded.graph.key == json.loads((path / "architecture.json").read_text())["key"]
 
 
+def test_a_student_saved_before_the_kernel_size_rename_loads(saved):
+    """architecture.json files written when the conv attribute was ``kernel`` keep loading, same key."""
+    path, student, x = saved
+
+    def old_names(doc):
+        for layer in doc["layers"]:
+            if "kernel_size" in layer["attrs"]:
+                layer["attrs"]["kernel"] = layer["attrs"].pop("kernel_size")
+
+    _tamper(path, old_names)
+    doc = json.loads((path / "architecture.json").read_text())
+    assert any("kernel" in l["attrs"] for l in doc["layers"])
+    loaded = load_student(path).eval()
+    assert loaded.graph.key == doc["key"] and torch.equal(loaded(x), student(x))
+
+
 def _set_input(layer, value):
     def edit(doc):
         doc["layers"][layer]["inputs"] = [value]

@@ -137,3 +137,20 @@ def test_offsets_beyond_n_only_fail_when_used():
     assert encode(chain, n=2).shape == (10, encoding_width(2))
     with pytest.raises(ValueError, match="offset 3 > n = 2"):
         encode(chain + [LayerSpec("relu", inputs=(9, 7))], n=2)
+
+
+@pytest.mark.parametrize("name, shape, teacher_key, sample_key", [
+    ("small_resnet", (1, 8, 8), "4cbd87c2ea381daccfb5ac2db7848a1e", "48fa5a1ae04c958d80a47a60626339e0"),
+    ("resnet18", (3, 32, 32), "2eb62df27ee45a6d69f0a4df8e1127d1", "64cea7fae5f691a01b72bd174e0ccf35"),
+    ("shufflenet_g2", (3, 32, 32), "037caf11b0a7b41eea45ce0f4c22d0ac", "26537b28cb65d250873b62d9e3d43d73"),
+])
+def test_keys_are_stable_across_renames(name, shape, teacher_key, sample_key):
+    """The keys that stores and saved students recorded before the conv attribute became ``kernel_size``
+    (computed at commit c13b4ad): a rename in code must never change a key."""
+    import numpy as np
+
+    from nascomp import CompressionSpace
+
+    graph = ArchGraph.from_module(teachers.create(name, width=0.25), shape)
+    assert graph.key == teacher_key
+    assert CompressionSpace(graph).sample(np.random.default_rng(0)).key == sample_key
