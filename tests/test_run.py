@@ -136,7 +136,6 @@ def test_every_option_composes_and_validates(group, option):
         assert cfg.experiment_group == chosen.get("experiment_group", "default")
     if group == "space":
         from nascomp import ArchGraph, CompressionSpace, teachers
-        from omegaconf import OmegaConf
 
         graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8))
         assert CompressionSpace(graph, **OmegaConf.to_container(cfg.space)).sample(seed=0).num_params < graph.num_params

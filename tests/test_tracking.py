@@ -65,7 +65,7 @@ def test_a_tracker_that_cannot_start_warns_once(tmp_path, monkeypatch, caplog):
     assert t.failed
     [warning] = warnings_of(caplog)
     message = warning.getMessage()
-    assert "logger wandb failed in start" in message and "history.csv" in message and "ValidationError" in message
+    assert "logger WandbTracker failed in start" in message and "history.csv" in message and "ValidationError" in message
 
 
 @pytest.fixture(scope="module")
@@ -119,5 +119,5 @@ def test_a_failing_tracker_never_ends_the_run(tmp_path, teacher_dir, monkeypatch
     assert len(list(csv.DictReader(open(tmp_path / "history.csv")))) == 4
     [warning] = warnings_of(caplog)
     message = warning.getMessage()
-    assert "logger wandb failed in log_step (ConnectionError: tracking service unreachable)" in message
+    assert "logger BrokenTracker failed in log_step (ConnectionError: tracking service unreachable)" in message
     assert "history.csv" in message
