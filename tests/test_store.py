@@ -330,7 +330,7 @@ def test_a_run_held_before_its_store_exists_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.slow
 def test_two_identical_commands_and_an_unwritable_store_through_the_cli(tmp_path, unwritable):
-    args = TINY + ["logger=none", "hydra.run.dir=run"]
+    args = TINY + ["logger=none", "hydra.run.dir=run", "teacher_training.epochs=500"]  # the first stays busy (killed below)
     env = {**os.environ, "WANDB_MODE": "disabled"}
     first = subprocess.Popen([sys.executable, "-m", "nascomp.run", *args], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

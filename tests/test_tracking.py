@@ -101,7 +101,7 @@ def test_wandb_logs_the_history_of_a_real_search(tmp_path, teacher_dir, monkeypa
 class BrokenTracker(Tracker):
     """Every call raises, as a tracker whose service went away would."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, **options):
         self.calls = 0
 
     def log_step(self, *args, **kwargs):

