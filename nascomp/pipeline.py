@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -19,13 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nascomp import data, teachers
-from nascomp.compression_space import CompressionSpace
+from nascomp.compression_space import Candidate, CompressionSpace
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
-from nascomp.reward import RewardRow
+from nascomp.reward import RewardRow, reward
 from nascomp.search import Record, run_search
 from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
@@ -146,6 +147,28 @@ class Setup:
     def run_id(self) -> str:
         return run_id_of(self.config)
 
+    def proxy_weights(self, arch: Candidate, f: float) -> dict:
+        """The proxy-trained weights of ``arch`` (proxy f ``f``): from the store, else proxy-trained
+        again. The store keeps the weights of the best ``final.top_k`` students of a context, and runs
+        sharing a store share the context, so another run's better students can push a finalist's
+        weights out (or a row can be unreadable); proxy training is seeded, so training it again gives
+        the same weights. A finalist never starts from weights other than its own."""
+        state = self.store.weights(self.context, arch.key)
+        if state is not None:
+            return state
+        log.info("proxy weights of %s are not in the store (kept for the best %d students of every run sharing "
+                 "it): proxy-training it again", arch.key[:12], self.cfg.final.top_k)
+        (result,) = self.proxy.train([arch])
+        if isinstance(result, Exception) or result.diverged:
+            raise RuntimeError(f"proxy-training finalist {arch.key} again failed ({result!r}), although its "
+                               f"recorded proxy training succeeded (f {f:.4f})")
+        again = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.graph.num_params)
+        if not math.isclose(again, f, rel_tol=1e-6, abs_tol=1e-9):
+            log.warning("finalist %s: proxy training again gave f %.6f, the search recorded %.6f (non-deterministic "
+                        "kernels on this device?); full training starts from the weights just trained",
+                        arch.key[:12], again, f)
+        return result.state_dict
+
     def open_run(self, run_id: str, resume: bool, config: dict | None = None) -> StoredEvaluator:
         """Register (or resume) ``run_id`` with ``config`` (default: this setup's) in the store; returns
         the proxy evaluator behind the store's cache."""
@@ -218,7 +241,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         tracker.log_history(rows)
 
         final_start = time.perf_counter()
-        finalists = final_training(cfg, result.history, store, context, dataset, teacher, teacher_acc, graph.num_params, run_dir)
+        finalists = final_training(setup, result.history, run_dir)
         teacher_row = RewardRow.of(teacher_acc, graph.num_params, teacher_acc, graph.num_params).as_dict()
         teacher_row["f"] = 0.0
         best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params, teacher_acc)
@@ -299,10 +322,11 @@ def _search_best(top: Sequence[Record], teacher_params: int, teacher_acc: float)
             "test_accuracy": None, "fully_trained": False}
 
 
-def final_training(cfg, history, store: RunStore, context: str, dataset, teacher, teacher_acc, teacher_params,
-                   run_dir: Path) -> list[dict]:
-    """Fully train the top-k students from their proxy weights (each result kept in the store, so a
-    resumed run does not train a finalist twice); export the best by f."""
+def final_training(setup: Setup, history: Sequence[Record], run_dir: Path) -> list[dict]:
+    """Fully train the top-k students, each from its own proxy weights (``Setup.proxy_weights``; each
+    result kept in the store, so a resumed run does not train a finalist twice); export the best by f."""
+    cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher
+    teacher_acc, teacher_params = setup.teacher_accuracy, setup.graph.num_params
     if not cfg.final.enabled:
         return []
     full_cfg = recipe(cfg, "full")
@@ -316,9 +340,7 @@ def final_training(cfg, history, store: RunStore, context: str, dataset, teacher
             row, state = stored
             log.info("full training of %s: from the store", r.arch.key[:12])
         else:
-            proxy_state = store.weights(context, r.arch.key)
-            if proxy_state is not None:
-                student.load_state_dict(proxy_state)
+            student.load_state_dict(setup.proxy_weights(r.arch, r.f))
             log.info("full training of %s (%d params, proxy f %.4f)", r.arch.key[:12], r.num_params, r.f)
             res = full_train(student, dataset, full_cfg)
             state = res.state_dict
