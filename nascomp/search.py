@@ -71,7 +71,8 @@ class SearchResult:
 
 class Proposer(Protocol):
     def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
-        """k new architectures (with the index of the kernel that proposed each), none in ``exclude``."""
+        """k new architectures, each with its proposer (the index of the kernel that proposed it; None for
+        random and baseline proposals), none in ``exclude``."""
 
 
 class KernelProposer:
@@ -199,7 +200,8 @@ class Search:
 
     def evaluate(self, batch: list[tuple[Architecture, int | None]], step: int) -> list[Record]:
         evals = self.evaluator.evaluate([a for a, _ in batch], step)
-        records = [Record(a, e.f, e.accuracy, e.num_params, step, k, e.seconds, e.error) for (a, k), e in zip(batch, evals)]
+        records = [Record(a, e.f, e.accuracy, e.num_params, step, proposer, e.seconds, e.error)
+                   for (a, proposer), e in zip(batch, evals)]
         if self.after_step is not None:
             self.after_step(step, records)
         return records
