@@ -143,10 +143,6 @@ class Setup:
             raise StartupError(str(exc)) from exc
         return cls(cfg, config, dataset, teacher, teacher_acc, graph, space, store, context, proxy, transfer)
 
-    @property
-    def run_id(self) -> str:
-        return run_id_of(self.config)
-
     def proxy_weights(self, arch: Candidate, f: float) -> dict:
         """The proxy-trained weights of ``arch`` (proxy f ``f``): from the store, else proxy-trained
         again. The store keeps the weights of the best ``final.top_k`` students of a context, and runs
@@ -213,14 +209,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_id = run_id_of(OmegaConf.to_container(cfg, resolve=True))
     try:  # before any work: one process per run
-        hold_run(cfg.store.path or run_dir / "store.sqlite", run_id_of(OmegaConf.to_container(cfg, resolve=True)))
+        hold_run(cfg.store.path or run_dir / "store.sqlite", run_id)
     except StoreError as exc:
         raise StartupError(str(exc)) from exc
     setup = Setup.build(cfg, run_dir)
-    dataset, teacher, teacher_acc, graph, store, context = (setup.dataset, setup.teacher, setup.teacher_accuracy,
-                                                             setup.graph, setup.store, setup.context)
-    run_id = setup.run_id
+    teacher_acc, graph, store = setup.teacher_accuracy, setup.graph, setup.store
     evaluator = setup.open_run(run_id, cfg.store.resume)
     tracker = make_tracker(cfg.logger, run_dir, setup.config)
     try:
@@ -241,7 +236,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         tracker.log_history(rows)
 
         final_start = time.perf_counter()
-        finalists = final_training(setup, result.history, run_dir)
+        finalists = final_training(setup, result.top(cfg.final.top_k), run_dir)
         teacher_row = RewardRow.of(teacher_acc, graph.num_params, teacher_acc, graph.num_params).as_dict()
         teacher_row["f"] = 0.0
         best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params, teacher_acc)
@@ -322,16 +317,16 @@ def _search_best(top: Sequence[Record], teacher_params: int, teacher_acc: float)
             "test_accuracy": None, "fully_trained": False}
 
 
-def final_training(setup: Setup, history: Sequence[Record], run_dir: Path) -> list[dict]:
-    """Fully train the top-k students, each from its own proxy weights (``Setup.proxy_weights``; each
-    result kept in the store, so a resumed run does not train a finalist twice); export the best by f."""
+def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
+    """Fully train the finalists ``top`` (the search's ``top(final.top_k)``), each from its own proxy
+    weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
+    finalist twice); export the best by f."""
     cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher
     teacher_acc, teacher_params = setup.teacher_accuracy, setup.graph.num_params
     if not cfg.final.enabled:
         return []
     full_cfg = recipe(cfg, "full")
     final_context = digest({"proxy": context, "full": OmegaConf.to_container(full_cfg, resolve=True)})
-    top = sorted((r for r in history if not r.failed), key=lambda r: -r.f)[: cfg.final.top_k]
     out, modules = [], {}
     for r in top:
         student = r.arch.build(teacher, inherit=cfg.inherit)

@@ -322,16 +322,15 @@ class RunStore:
                             "context = ? ORDER BY f DESC LIMIT ?)", (context, context, keep))
 
     def weights(self, context: str, key: str) -> dict | None:
-        """The proxy-trained weights of ``key``; unreadable ones are reported and read as missing (full
-        training then starts from the weights inherited from the teacher, as for any student whose
-        proxy weights were not kept)."""
+        """The proxy-trained weights of ``key``; unreadable ones are reported and read as missing (a
+        finalist's are then proxy-trained again: ``pipeline.Setup.proxy_weights``)."""
         row_name = f"context {context!r}, key {key!r}"
         with self._guard("weights", row_name):
             row = self.db.execute("SELECT state FROM weights WHERE context = ? AND key = ?", (context, key)).fetchone()
         if row is None:
             return None
         return self._decode("weights", row_name, f"context = '{context}' AND key = '{key}'", from_bytes, row[0],
-                            missing_ok="full training starts from the weights inherited from the teacher")
+                            missing_ok="a finalist's proxy training is run again")
 
     def save_final(self, context: str, key: str, result: dict, state: dict) -> None:
         with self._guard("finals", f"context {context!r}, key {key!r}"), self._tx():

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 log = logging.getLogger(__name__)
 
 # W&B types each table column once, from the first row; so every history column has one type here
-# (``nascomp.report.HISTORY_COLUMNS``). A missing value (``kernel`` of a random student, written ""
+# (``nascomp.report.HISTORY_COLUMNS``). A missing value (``proposer`` of a random student, written ""
 # to history.csv) is a typed null. A column not listed is logged as text.
 HISTORY_TYPES: dict[str, type] = {"index": int, "step": int, "proposer": int, "key": str, "num_params": int,
                                   "ratio": float, "times": float, "accuracy": float, "f": float,

@@ -220,7 +220,7 @@ def test_unreadable_weights_finals_and_rng_read_as_missing(tmp_path, caplog):
         assert store.rng_state("r", 0) is None
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 3 and all(str(path) in w for w in warnings)
-    assert "the weights row (context 'ctx', key 'a')" in warnings[0] and "starts from the weights inherited" in warnings[0]
+    assert "the weights row (context 'ctx', key 'a')" in warnings[0] and "proxy training is run again" in warnings[0]
     assert "the finals row (context 'fctx', key 'a')" in warnings[1] and "trained again" in warnings[1]
     assert f"sqlite3 {path} \"DELETE FROM finals WHERE context = 'fctx' AND key = 'a'\"" in warnings[1]
     store.save_final("fctx", "a", {"f": 0.7}, state)  # what final training does next: the row is whole again
