@@ -60,12 +60,17 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASE_METHODS = {
     "ours": [],
     "flat": ["kernel=flat"],
-    "paper": ["kernel=paper", "search.acquisition.maximizer=random"],  # the reference kernel and maximiser
+    "paper": ["search.method=paper"],  # the reference method: kernel=paper, random maximiser, 1000 samples
     "random": ["search.method=random"],
     "tpe": ["search.method=tpe"],
     "rea": ["search.method=rea"],
 }
-COLUMNS = ["method", "space", "dataset", "objective", "seed", "budget", "best", "regret", "train_s", "acq_s"]
+COLUMNS = ["method", "space", "dataset", "objective", "seed", "seed_set", "budget", "best", "regret", "train_s", "acq_s"]
+HELD_OUT = 1000  # seeds from here on are held out: they choose nothing (--seed-offset 1000); below are tuning seeds
+
+
+def seed_set(seed: int) -> str:
+    return "held-out" if int(seed) >= HELD_OUT else "tuning"
 
 
 def parse_methods(spec: str) -> list[tuple[str, list[str]]]:
@@ -112,7 +117,7 @@ def run_one(job: tuple) -> list[dict]:
     steps = max(result.steps, 1)
     optimum = evaluator.optimum
     return [
-        dict(method=label, space="nb201", dataset=dataset, objective=objective, seed=seed, budget=b,
+        dict(method=label, space="nb201", dataset=dataset, objective=objective, seed=seed, seed_set=seed_set(seed), budget=b,
              best=result.best_after(b), regret=optimum - result.best_after(b),
              train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps)
         for b in budgets
@@ -166,7 +171,7 @@ class CompressionBench:
         self.setup.store.finish_run(run_id)
         steps = max(result.steps, 1)
         return [
-            dict(method=label, space=self.args.space_label, dataset=dataset, objective=objective, seed=seed, budget=b,
+            dict(method=label, space=self.args.space_label, dataset=dataset, objective=objective, seed=seed, seed_set=seed_set(seed), budget=b,
                  best=result.best_after(b), regret="", train_s=result.seconds.get("train", 0.0) / steps,
                  acq_s=result.seconds.get("acquisition", 0.0) / steps, cached=evaluator.hits)
             for b in budgets
@@ -187,7 +192,10 @@ def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open() as fh:
-        return list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != COLUMNS:
+            raise SystemExit(f"{path}: columns {reader.fieldnames}, expected {COLUMNS}; write to a new --csv")
+        return list(reader)
 
 
 def table(rows: list[dict], budgets: list[int], methods: list[str], regret: str = "regret") -> str:
@@ -232,7 +240,8 @@ def main() -> None:
                    "(compression space: always f of Eq. 6)")
     p.add_argument("--methods", default="ours,flat,random,tpe,rea")
     p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (plus --seed-offset)")
-    p.add_argument("--seed-offset", type=int, default=0)
+    p.add_argument("--seed-offset", type=int, default=0, help=f"{HELD_OUT}: the held-out seeds, which chose nothing "
+                   "(the rows are labelled held-out; below it, tuning); the table shows the rows of this seed set")
     p.add_argument("--budgets", default="50,100,160")
     p.add_argument("--csv", default="search_efficiency.csv")
     p.add_argument("--workers", type=int, default=1, help="nb201: parallel processes, one thread each")
@@ -269,7 +278,9 @@ def main() -> None:
             fh.flush()
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
                   f"{rows[0]['objective']} seed {rows[0]['seed']}: regret " + " ".join(f"{r['regret']:.4f}" for r in rows), flush=True)
-    rows = [r for r in read_rows(path) if r["dataset"] in args.dataset.split(",") and r["objective"] in args.objective.split(",")]
+    rows = [r for r in read_rows(path) if r["dataset"] in args.dataset.split(",") and r["objective"] in args.objective.split(",")
+            and r["seed_set"] == seed_set(args.seed_offset)]
+    print(f"\n{seed_set(args.seed_offset)} seeds")
     print(table(rows, budgets, [label for label, _ in methods]))
 
 
@@ -297,7 +308,9 @@ def main_compression(args) -> None:
             fh.flush()
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: best "
                   + " ".join(f"{r['best']:.4f}" for r in rows) + f" ({rows[0]['cached']} from the store)", flush=True)
-    rows = [r for r in read_rows(path) if r["space"] == args.space_label and r["dataset"] == args.dataset]
+    rows = [r for r in read_rows(path) if r["space"] == args.space_label and r["dataset"] == args.dataset
+            and r["seed_set"] == seed_set(args.seed_offset)]
+    print(f"\n{seed_set(args.seed_offset)} seeds")
     print(table(with_gap(rows), budgets, [label for label, _ in methods], regret="gap"))
 
 

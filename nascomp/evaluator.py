@@ -55,6 +55,12 @@ class Evaluator(ABC):
         """f of the space's reference architecture if known a priori, else None."""
         return None
 
+    @property
+    def reward_scale(self) -> float:
+        """What f is multiplied by before a kernel sees it, so that kernels model rewards on the
+        paper's [0, 1] scale (NAS-Bench-201 accuracy is in percent: 0.01). Records keep f as evaluated."""
+        return 1.0
+
 
 class StoredEvaluator(Evaluator):
     """``inner`` behind the run store's cache: architectures already evaluated in this ``context``
@@ -68,6 +74,10 @@ class StoredEvaluator(Evaluator):
     @property
     def reference_f(self) -> float | None:
         return self.inner.reference_f
+
+    @property
+    def reward_scale(self) -> float:
+        return self.inner.reward_scale
 
     def evaluate(self, archs: Sequence[Architecture], step: int = 0) -> list[Evaluation]:
         cached = self.store.cached(self.context, [a.key for a in archs])

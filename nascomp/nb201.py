@@ -166,6 +166,11 @@ class TableEvaluator(Evaluator):
         return 0.0 if self.objective == "compression" else None
 
     @property
+    def reward_scale(self) -> float:
+        """Accuracy is in percent; kernels see it as a fraction (the reference code's [0, 1] rewards)."""
+        return 0.01 if self.objective == "accuracy" else 1.0
+
+    @property
     def optimum(self) -> float:
         """The best f in the whole table (for regret)."""
         return max(self.f(code) for code in self.accuracy)

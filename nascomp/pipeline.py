@@ -27,6 +27,7 @@ from nascomp.graph import ArchGraph, GraphError
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
 from nascomp.reward import RewardRow, reward
+from nascomp.schema import KERNEL_METHODS
 from nascomp.search import Record, run_search
 from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
@@ -183,7 +184,7 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> dict | None
     source = cfg.kernel.transfer_from
     if not source:
         return None
-    if cfg.search.method != "ours":
+    if cfg.search.method not in KERNEL_METHODS:
         raise StartupError(f"kernel.transfer_from is set but search.method={cfg.search.method} trains no kernels")
     path = Path(source).expanduser()
     path = path / "store.sqlite" if path.is_dir() else path
@@ -194,9 +195,11 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> dict | None
         raise StartupError(f"kernel.transfer_from: {str(path)!r} holds no kernels (was it a search with search.method=ours?)")
     run, step, state = found
     from nascomp.kernel import EmbeddingKernelModule, Featurizer
+    from nascomp.search import kernel_settings
 
+    kernel = kernel_settings(cfg)[0]
     try:
-        EmbeddingKernelModule(cfg.kernel, cfg.search.K, Featurizer(space, cfg.kernel).input_size).load_state_dict(state)
+        EmbeddingKernelModule(kernel, cfg.search.K, Featurizer(space, kernel).input_size).load_state_dict(state)
     except RuntimeError as exc:
         raise StartupError(f"kernel.transfer_from: the stored kernels do not fit search.K={cfg.search.K} and this "
                            f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset): {str(exc).splitlines()[0]}") from exc
@@ -224,7 +227,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             budget = cfg.search.budget or cfg.search.K * (cfg.search.T + 1)
             steps = StepLog(tracker, progress, -(-budget // cfg.search.K))
             kernel_options = {"transfer": setup.transfer,
-                              "on_fit": lambda step, state: store.save_kernels(run_id, step, state)} if cfg.search.method == "ours" else {}
+                              "on_fit": lambda step, state: store.save_kernels(run_id, step, state)} if cfg.search.method in KERNEL_METHODS else {}
             result = run_search(setup.space, evaluator, cfg, seed=cfg.seed,
                                 before_step=lambda step, state: record_or_check_rng(store, run_id, step, state),
                                 after_step=steps, **kernel_options)

@@ -22,12 +22,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nascomp.acquisition import expected_improvement, maximize, random_candidates
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
-from nascomp.schema import METHODS
+from nascomp.schema import KERNEL_METHODS, METHODS
 from nascomp.search_space import Architecture, Space
 
 log = logging.getLogger("nascomp")
@@ -79,11 +79,13 @@ class KernelProposer:
     """Train K kernels on random subsets of D and let each propose its EI maximiser."""
 
     def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None,
-                 transfer: dict | None = None, on_fit: Callable[[int, dict], None] | None = None):
+                 transfer: dict | None = None, on_fit: Callable[[int, dict], None] | None = None, reward_scale: float = 1.0):
         """``transfer``: the state_dict of K kernels learned in another search (paper Table 3): they
         are conditioned on this search's data but not trained. ``on_fit(step, state_dict)`` receives
-        the kernels of each step (the step whose architectures they propose), e.g. to store them."""
+        the kernels of each step (the step whose architectures they propose), e.g. to store them.
+        ``reward_scale`` (``Evaluator.reward_scale``) puts the kernels' targets on the [0, 1] scale."""
         self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
+        self.reward_scale = reward_scale
         self.transfer, self.on_fit = transfer, on_fit
         self.featurize = Featurizer(space, kernel_cfg)
         self.seconds = {"train": 0.0, "acquisition": 0.0}
@@ -113,7 +115,7 @@ class KernelProposer:
         archs, f = [r.arch for r in ok], [r.f for r in ok]
         if self.reference_f is not None:
             archs, f = [self.space.reference] + archs, [self.reference_f] + f
-        x, y = self.featurize(archs), torch.tensor(f, dtype=torch.float64)
+        x, y = self.featurize(archs), torch.tensor(f, dtype=torch.float64) * self.reward_scale
         mask = self.subsets(len(archs), k, rng)
         torch.manual_seed(int(rng.integers(2**31)))
         module = EmbeddingKernelModule(self.kcfg, k, self.featurize.input_size)
@@ -207,14 +209,32 @@ class Search:
         return records
 
 
+def kernel_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """The kernel and search settings of a kernel method (``schema.KERNEL_METHODS``): ``ours`` reads
+    ``cfg.kernel`` and ``cfg.search``; ``paper``, the reference method, reads the kernel group option
+    ``search.paper.kernel`` (``kernel=paper``) and the acquisition of ``search.paper.acquisition``
+    (random sampling, 1000 candidates per kernel) over ``cfg.search``: ``kernel.*`` and
+    ``search.acquisition.*`` of ``cfg`` are not read, the method is fixed."""
+    from nascomp.config import group
+
+    if cfg.search.method == "ours":
+        return cfg.kernel, cfg.search
+    paper = cfg.search.paper
+    kernel = group("kernel", paper.kernel)
+    kernel.transfer_from = cfg.kernel.transfer_from  # where kernels come from is not a setting of the method
+    search = OmegaConf.merge(cfg.search, {"acquisition": paper.acquisition})
+    return kernel, search
+
+
 def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, **kernel_options) -> Proposer:
-    """The proposer of ``cfg.search.method``: ours | random | tpe | rea (``kernel_options``:
+    """The proposer of ``cfg.search.method`` (``nascomp.schema.METHODS``; ``kernel_options``:
     ``transfer`` / ``on_fit`` of ``KernelProposer``)."""
     from nascomp import baselines
 
     method = cfg.search.method
-    if method == "ours":
-        return KernelProposer(space, cfg.kernel, cfg.search, evaluator.reference_f, **kernel_options)
+    if method in KERNEL_METHODS:
+        kernel, search = kernel_settings(cfg)
+        return KernelProposer(space, kernel, search, evaluator.reference_f, reward_scale=evaluator.reward_scale, **kernel_options)
     if method == "random":
         return baselines.RandomProposer(space)
     if method == "tpe":
