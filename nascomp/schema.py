@@ -20,7 +20,7 @@ DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
 SHRINK_GROUPS = ("width", "structural")
 MAXIMIZERS = ("random", "evolution")
-METHODS = ("ours", "random", "tpe", "rea")
+METHODS = ("ours", "random", "tpe", "rea", "local", "smac")
 BEST_F = ("subset", "global")
 EMBEDDINGS = ("lstm", "flat")
 POOLS = ("mean", "concat", "both")
@@ -101,6 +101,18 @@ class AcquisitionSchema:
 
 
 @dataclass
+class TPESchema:
+    n_startup_trials: Optional[int] = _range(0)  # None: search.K
+    multivariate: bool = MISSING
+    constant_liar: bool = MISSING
+
+
+@dataclass
+class LocalSchema:
+    neighbours: int = _range(1)
+
+
+@dataclass
 class SearchSchema:
     method: str = _choice(*METHODS)
     K: int = _range(1)
@@ -110,8 +122,9 @@ class SearchSchema:
     max_failed_steps: int = _range(1)
     best_f: str = _choice(*BEST_F)
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
-    tpe: dict = field(default_factory=dict)
+    tpe: TPESchema = field(default_factory=TPESchema)
     rea: dict = field(default_factory=dict)
+    local: LocalSchema = field(default_factory=LocalSchema)
 
 
 @dataclass
