@@ -22,11 +22,12 @@ architectures (paper 6.4), each set as its authors recommend for K evaluations p
 
 None proposes an architecture already evaluated: a TPE or SMAC trial that lands on one is told its
 known f at no cost to the budget and asked again; one that lands on an architecture proposed earlier
-in the same step stays pending and is told that architecture's f with it; an REA child that does is
-mutated again. A failed evaluation (``Record.failed``) is no reward: TPE is told the trial failed,
-SMAC that it crashed (SMAC's ``StatusType.CRASHED``, at the worst cost seen so far, as SMAC's own
-runner does with its ``crash_cost``), REA never picks it as a parent, local search never as an
-incumbent.
+in the same step is told failed (TPE; the first stays RUNNING for the liar) or stays pending and is
+told that architecture's f with it (SMAC); an REA child that does is mutated again. A failed
+evaluation (``Record.failed``) is no reward: TPE is told the trial failed, SMAC that it crashed
+(``StatusType.CRASHED``, at the worst cost seen so far: SMAC's own runner gives a crash its
+``crash_cost``, by default infinity, which its log-scaled cost encoding cannot take), REA never picks
+it as a parent, local search never as an incumbent.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class TPEProposer:
         self.dists = {d.name: _distribution(d) for d in space.flat_dims()}
         self.told: set[str] = set()  # keys of history records already told to the study
         self.known: dict[str, float | None] = {}
-        self.pending: dict[str, list[optuna.trial.Trial]] = {}  # asked (RUNNING), not yet told, by architecture
+        self.pending: dict[str, optuna.trial.Trial] = {}  # asked (RUNNING), not yet told, by architecture
         self.seconds = {"acquisition": 0.0}
 
     def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
@@ -86,12 +87,10 @@ class TPEProposer:
                 arch = self.space.from_flat(trial.params)
                 if arch.key in self.known:  # evaluated before: tell the known f (or failure), free
                     self._tell_trial(trial, self.known[arch.key])
-                elif arch.key in self.pending:  # proposed earlier in this step: told its f with it
-                    self.pending[arch.key].append(trial)
-                elif arch.key in exclude:  # known a priori (the reference), never evaluated
+                elif arch.key in exclude:  # proposed in this step (still RUNNING for the liar), or known a priori
                     self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
-                    self.pending[arch.key] = [trial]
+                    self.pending[arch.key] = trial
                     break
             else:
                 arch = random_candidates(self.space, 1, exclude, rng)[0]
@@ -109,10 +108,10 @@ class TPEProposer:
 
     def _tell(self, arch: Architecture, f: float | None) -> None:
         """Tell the study an evaluated architecture's f (None: it failed)."""
-        trials = self.pending.pop(arch.key, [])
-        for trial in trials:
+        trial = self.pending.pop(arch.key, None)
+        if trial is not None:
             self._tell_trial(trial, f)
-        if not trials:  # evaluated outside TPE (the first random architectures): add as a finished (or failed) trial
+        else:  # evaluated outside TPE (the first random architectures): add as a finished (or failed) trial
             outcome = {"value": f} if f is not None else {"state": optuna.trial.TrialState.FAIL}
             self.study.add_trial(optuna.trial.create_trial(params=flat_values(self.space, arch), distributions=self.dists,
                                                            **outcome))
@@ -208,7 +207,8 @@ class SMACProposer:
     and without a leaf cap (sklearn allocates the 2^20 leaves of SMAC's cap for every tree: 0.4 s a
     tree; the trees grow to the same stopping rules either way). K per step: SMAC's own batch,
     the K best new configurations of one acquisition maximisation (``retrain_after`` = K), as its
-    parallel workers get them. Cost = -f; a failure is told as ``CRASHED`` at the worst cost seen.
+    parallel workers get them. Cost = -f; a failure is told as ``CRASHED`` at the worst cost seen (a
+    failure before any success waits for one).
     SMAC's files go to a temporary directory, removed with the proposer.
     """
 

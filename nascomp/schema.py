@@ -9,6 +9,7 @@ so ``python -m nascomp.run`` rejects a bad config before loading it.
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
@@ -259,6 +260,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     if typed.kernel.transfer_from and budget % typed.search.K:
         raise ConfigError(f"kernel.transfer_from: transferred kernels propose K = {typed.search.K} per step; "
                           f"the budget ({budget}) must be a multiple of K")
+    if typed.search.method == "smac" and importlib.util.find_spec("smac") is None:
+        raise ConfigError("search.method: smac needs SMAC3, an optional dependency: pip install 'nascomp[peer]'")
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed

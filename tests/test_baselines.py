@@ -129,6 +129,12 @@ def test_a_budget_off_the_step_grid_is_respected(space, evaluator, method):
 
 
 def test_smac_without_the_extra_is_a_clear_error(space, evaluator, monkeypatch):
+    from nascomp.schema import ConfigError, validate
+
     monkeypatch.setitem(sys.modules, "smac", None)  # as if SMAC3 were not installed: importing it fails
+    cfg = config(["search.method=smac"])
+    with pytest.raises(ConfigError, match=r"^search.method: smac needs SMAC3, an optional dependency: pip install 'nascomp\[peer\]'$"):
+        validate(cfg)  # at startup: python -m nascomp.run exits with status 2 before training anything
     with pytest.raises(ImportError, match=r"search.method=smac needs SMAC3, an optional dependency: pip install 'nascomp\[peer\]'"):
-        make_proposer(space, evaluator, config(["search.method=smac"]), seed=0)
+        make_proposer(space, evaluator, cfg, seed=0)  # the Python API
+    validate(config(["search.method=tpe"]))  # the other methods do not need it
