@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from nascomp.nb201 import EDGES, OPS, NB201Space, TableEvaluator
 from nascomp.search import Record, Search, make_proposer, run_search
+from nascomp.evaluator import Evaluator
 from nascomp.search_space import Space
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
@@ -138,3 +139,43 @@ def test_smac_without_the_extra_is_a_clear_error(space, evaluator, monkeypatch):
     with pytest.raises(ImportError, match=r"search.method=smac needs SMAC3, an optional dependency: pip install 'nascomp\[peer\]'"):
         make_proposer(space, evaluator, cfg, seed=0)  # the Python API
     validate(config(["search.method=tpe"]))  # the other methods do not need it
+
+
+class CompressionOnly(Evaluator):
+    """f = C (2 - C) of Eq. 6 with the accuracy ratio 1, C = 1 - params / teacher params: a reward
+    computed from the student's real parameter count, no training (the teacher: f = 0)."""
+
+    def __init__(self, teacher_params):
+        self.teacher_params = teacher_params
+
+    @property
+    def reference_f(self):
+        return 0.0
+
+    def evaluate(self, archs, step=0):
+        from nascomp.evaluator import Evaluation
+
+        out = []
+        for a in archs:
+            c = 1 - a.num_params / self.teacher_params
+            out.append(Evaluation(c * (2 - c), 1.0, a.num_params, 0.0))
+        return out
+
+
+@pytest.mark.parametrize("method", ["tpe", "local", "smac"])
+def test_the_baselines_search_the_compression_space(method):
+    """The flat view with bool (keep, skip) and float (shrink) dimensions, and neighbours drawn with
+    mutate: a small ResNet's students, nothing evaluated twice, the teacher never proposed."""
+    if method == "smac":
+        pytest.importorskip("smac", reason="SMAC3 is not installed: pip install 'nascomp[peer]'")
+    from nascomp import teachers
+    from nascomp.compression_space import CompressionSpace
+    from nascomp.graph import ArchGraph
+
+    space = CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=0.5).eval(), (1, 8, 8)))
+    evaluator = CompressionOnly(space.graph.num_params)
+    result = run_search(space, evaluator, config([f"search.method={method}", "search.K=3", "search.T=3",
+                                                  "search.local.neighbours=10"]), seed=0)
+    keys = [r.arch.key for r in result.history]
+    assert len(keys) == 12 and len(set(keys)) == 12 and space.reference.key not in keys
+    assert all(0 < r.f < 1 for r in result.history)
