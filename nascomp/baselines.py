@@ -209,7 +209,8 @@ class SMACProposer:
     the K best new configurations of one acquisition maximisation (``retrain_after`` = K), as its
     parallel workers get them. Cost = -f; a failure is told as ``CRASHED`` at the worst cost seen (a
     failure before any success waits for one).
-    SMAC's files go to a temporary directory, removed with the proposer.
+    SMAC's files: its scenario, written once to a temporary directory and removed; nothing else (every
+    tell is ``save=False``).
     """
 
     def __init__(self, space: Space, K: int, budget: int, seed: int):
@@ -226,13 +227,13 @@ class SMACProposer:
         self.cs.add([Categorical(d.name, list(d.choices)) if d.kind == "choice" else
                      Categorical(d.name, [False, True]) if d.kind == "bool" else Float(d.name, (d.low, d.high))
                      for d in space.flat_dims()])
-        self.tmp = tempfile.TemporaryDirectory(prefix="nascomp-smac-")
-        scenario = Scenario(self.cs, deterministic=True, n_trials=budget, seed=seed, output_directory=Path(self.tmp.name))
-        model = HPO.get_model(scenario)
-        model._rf_opts.update(n_jobs=1, max_leaf_nodes=None)  # the facade passes neither through
-        self.smac = HPO(scenario, None, model=model, initial_design=HPO.get_initial_design(scenario, n_configs=0),
-                        config_selector=HPO.get_config_selector(scenario, retrain_after=K), overwrite=True,
-                        logging_level=False)
+        with tempfile.TemporaryDirectory(prefix="nascomp-smac-") as tmp:  # SMAC writes its scenario once, here
+            scenario = Scenario(self.cs, deterministic=True, n_trials=budget, seed=seed, output_directory=Path(tmp))
+            model = HPO.get_model(scenario)
+            model._rf_opts.update(n_jobs=1, max_leaf_nodes=None)  # the facade passes neither through
+            self.smac = HPO(scenario, None, model=model, initial_design=HPO.get_initial_design(scenario, n_configs=0),
+                            config_selector=HPO.get_config_selector(scenario, retrain_after=K), overwrite=True,
+                            logging_level=False)
         self.told: set[str] = set()
         self.known: dict[str, float | None] = {}
         self.pending: dict[str, list] = {}  # asked TrialInfos, not yet told, by architecture
