@@ -9,8 +9,12 @@ carry the overrides that reproduce them in their method label.
 
 Every method runs Algorithm 1's loop (nascomp.search) with the same evaluator, the same seeds and
 the same first K random architectures per seed. Methods: ``ours`` (conf defaults), ``flat``
-(kernel=flat), ``paper`` (kernel=paper), ``random``, ``tpe``, ``rea``; any of them may carry Hydra
-overrides in brackets, e.g. ``ours[search.K=1]`` or ``ours[kernel.objective=marginal,kernel.layers=2]``.
+(kernel=flat), ``paper`` (kernel=paper), ``random``, ``rea``, ``tpe`` (constant liar, multivariate,
+startup = the first K; the TPE of earlier tables is
+``tpe[search.tpe.multivariate=false,search.tpe.constant_liar=false,search.tpe.n_startup_trials=10]``),
+``local`` (local search, White et al. 2021) and ``smac`` (SMAC3's random-forest BO, ``pip install
+'nascomp[peer]'``); nascomp.baselines says how each is set. Any of them may carry Hydra overrides in
+brackets, e.g. ``ours[search.K=1]`` or ``ours[kernel.objective=marginal,kernel.layers=2]``.
 
     python benchmarks/search_efficiency.py --space nb201 --dataset cifar10,cifar100,imagenet \
         --objective accuracy,compression --methods ours,flat,random,tpe,rea --seeds 20 \
@@ -64,6 +68,8 @@ BASE_METHODS = {
     "random": ["search.method=random"],
     "tpe": ["search.method=tpe"],
     "rea": ["search.method=rea"],
+    "local": ["search.method=local"],
+    "smac": ["search.method=smac"],
 }
 COLUMNS = ["method", "space", "dataset", "objective", "seed", "seed_set", "budget", "best", "regret", "train_s", "acq_s"]
 HELD_OUT = 1000  # seeds from here on are held out: they choose nothing (--seed-offset 1000); below are tuning seeds

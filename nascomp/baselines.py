@@ -1,17 +1,39 @@
-"""Baselines that run in Algorithm 1's loop with the same evaluator and budget (paper 6.4).
+"""Baselines that run in Algorithm 1's loop with the same evaluator, budget and first K random
+architectures (paper 6.4), each set as its authors recommend for K evaluations per step.
 
 - ``RandomProposer``: random search.
-- ``TPEProposer``: Optuna's TPE over the space's flat view (per-layer keep, per-group shrink
-  ratio, per-pair skip; choices for NAS-Bench-201), asked K trials per step.
+- ``TPEProposer``: Optuna's TPE over the space's flat view (per-layer keep, per-group shrink ratio,
+  per-pair skip; choices for NAS-Bench-201), asked K trials per step (``search.tpe``):
+  ``multivariate: true`` (one joint Parzen estimator over all dimensions; Optuna's documentation
+  reports it beats the independent one on single-objective problems), ``constant_liar: true`` (the K
+  trials of a step are asked before any is told, so each is RUNNING while the next is drawn and
+  the liar counts it as a bad result: the K trials spread out instead of being K draws of one model;
+  Optuna's recommendation for parallel trials), ``n_startup_trials: null`` = K (the shared first K
+  random architectures are TPE's random start, added to the study as finished trials: step 1 is
+  already TPE's). The TPE of earlier tables: ``search.tpe.multivariate=false
+  search.tpe.constant_liar=false search.tpe.n_startup_trials=10``.
 - ``REAProposer``: regularized evolution (Real et al. 2019): the last ``population`` evaluated
   architectures are alive; each child mutates the best of ``tournament`` random live members.
+- ``LocalSearchProposer``: local search (White, Zela, Ru, Liu, Hutter 2021, "Local search is state
+  of the art for NAS benchmarks"): the incumbent's unevaluated neighbours (``Space.neighbours``),
+  K per step in random order; see the class.
+- ``SMACProposer``: SMAC3's random-forest Bayesian optimisation (``pip install 'nascomp[peer]'``);
+  see the class.
 
-None proposes an architecture already evaluated: a TPE trial that lands on one is told its known
-f at no cost to the budget and asked again; an REA child that does is mutated again. A failed
-evaluation (``Record.failed``) is no reward: TPE is told the trial failed, REA never picks it as a
-parent.
+None proposes an architecture already evaluated: a TPE or SMAC trial that lands on one is told its
+known f at no cost to the budget and asked again; one that lands on an architecture proposed earlier
+in the same step is told failed (TPE; the first stays RUNNING for the liar) or stays pending and is
+told that architecture's f with it (SMAC); an REA child that does is mutated again. A failed
+evaluation (``Record.failed``) is no reward: TPE is told the trial failed, SMAC that it crashed
+(``StatusType.CRASHED``, at the worst cost seen so far: SMAC's own runner gives a crash its
+``crash_cost``, by default infinity, which its log-scaled cost encoding cannot take), REA never picks
+it as a parent, local search never as an incumbent.
 """
 from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -32,38 +54,49 @@ class RandomProposer:
         return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
 
 
+def flat_values(space: Space, arch: Architecture) -> dict:
+    """``arch`` in the flat view by dimension name: a choice, a bool or a float."""
+    return {d.name: (d.choices[int(v)] if d.kind == "choice" else (bool(v) if d.kind == "bool" else float(v)))
+            for d, v in zip(space.flat_dims(), space.to_flat(arch))}
+
+
 class TPEProposer:
-    def __init__(self, space: Space, cfg: DictConfig, seed: int):
+    """Optuna's TPE, asked K trials per step; ``cfg`` is ``search.tpe`` (see the module docstring)."""
+
+    def __init__(self, space: Space, cfg: DictConfig, K: int, seed: int):
+        n_startup = K if cfg.n_startup_trials is None else cfg.n_startup_trials
+        self.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=cfg.multivariate,
+                                                  constant_liar=cfg.constant_liar)
         self.space = space
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials, multivariate=cfg.multivariate)
-        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study = optuna.create_study(direction="maximize", sampler=self.sampler)
         self.dists = {d.name: _distribution(d) for d in space.flat_dims()}
         self.told: set[str] = set()  # keys of history records already told to the study
-        self.known: dict[str, float] = {}
-        self.pending: dict[str, optuna.trial.Trial] = {}  # asked, not yet told
+        self.known: dict[str, float | None] = {}
+        self.pending: dict[str, optuna.trial.Trial] = {}  # asked (RUNNING), not yet told, by architecture
+        self.seconds = {"acquisition": 0.0}
 
     def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
+        start = time.perf_counter()
         for r in history:
             if r.arch.key not in self.told:
                 self._tell(r.arch, None if r.failed else r.f)
         out: list[tuple[Architecture, None]] = []
-        for _ in range(k):
+        for _ in range(k):  # all k asked before any is told: the constant liar sees them RUNNING
             for _ in range(MAX_TRIES):
                 trial = self.study.ask(self.dists)
                 arch = self.space.from_flat(trial.params)
                 if arch.key in self.known:  # evaluated before: tell the known f (or failure), free
                     self._tell_trial(trial, self.known[arch.key])
-                elif arch.key in exclude:  # proposed in this batch: no value yet
+                elif arch.key in exclude:  # proposed in this step (still RUNNING for the liar), or known a priori
                     self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
+                    self.pending[arch.key] = trial
                     break
             else:
                 arch = random_candidates(self.space, 1, exclude, rng)[0]
-                trial = None
-            if trial is not None:
-                self.pending[arch.key] = trial
             exclude.add(arch.key)
             out.append((arch, None))
+        self.seconds["acquisition"] += time.perf_counter() - start
         return out
 
     def _tell_trial(self, trial: optuna.trial.Trial, f: float | None) -> None:
@@ -79,11 +112,9 @@ class TPEProposer:
         if trial is not None:
             self._tell_trial(trial, f)
         else:  # evaluated outside TPE (the first random architectures): add as a finished (or failed) trial
-            params = self.space.to_flat(arch)
-            values = {d.name: (d.choices[int(v)] if d.kind == "choice" else (bool(v) if d.kind == "bool" else float(v)))
-                      for d, v in zip(self.space.flat_dims(), params)}
             outcome = {"value": f} if f is not None else {"state": optuna.trial.TrialState.FAIL}
-            self.study.add_trial(optuna.trial.create_trial(params=values, distributions=self.dists, **outcome))
+            self.study.add_trial(optuna.trial.create_trial(params=flat_values(self.space, arch), distributions=self.dists,
+                                                           **outcome))
         self.told.add(arch.key)
         self.known[arch.key] = f
 
@@ -117,3 +148,148 @@ class REAProposer:
             exclude.add(child.key)
             out.append((child, None))
         return out
+
+
+class LocalSearchProposer:
+    """Local search (White et al. 2021), K proposals per step; ``cfg`` is ``search.local``.
+
+    The incumbent starts as the best of the shared first K random architectures. Each step proposes
+    K of its unevaluated neighbours (``space.neighbours``: NAS-Bench-201's 24 one-edge changes, or
+    ``cfg.neighbours`` draws of ``mutate`` where a space cannot list them, drawn once per incumbent)
+    in random order; then the incumbent moves to the best new architecture if it is better. When the
+    incumbent's neighbours are all evaluated and none improved on it, local search is stuck and
+    restarts from a random architecture (as the paper does): the free places of the step that used
+    up the neighbourhood are filled with random architectures, and the best of them becomes the
+    incumbent (K random ones when no place was free). A failed evaluation is never an incumbent.
+    """
+
+    def __init__(self, space: Space, cfg: DictConfig):
+        self.space, self.draws = space, cfg.neighbours
+        self.incumbent = None  # the Record local search stands on
+        self.neighbourhood: list[Architecture] = []  # the incumbent's neighbours, in random order
+        self.restarts: set[str] = set()  # keys of the random architectures of the last step that had any
+        self.seen = 0  # history records already read
+
+    def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
+        new = [r for r in history[self.seen:] if not r.failed]
+        self.seen = len(history)
+        best = max(new, key=lambda r: r.f, default=None)
+        if best is not None and (self.incumbent is None or best.f > self.incumbent.f):
+            self.move(best, rng)  # an improvement (or the first incumbent)
+        todo = [a for a in self.neighbourhood if a.key not in exclude]
+        if not todo and self.incumbent is not None:  # stuck: restart from the best random architecture
+            pool = [r for r in history if r.arch.key in self.restarts and not r.failed]
+            self.restarts = set()
+            if pool:
+                self.move(max(pool, key=lambda r: r.f), rng)
+                todo = [a for a in self.neighbourhood if a.key not in exclude]
+        out = todo[:k]
+        randoms = random_candidates(self.space, k - len(out), exclude | {a.key for a in out}, rng)
+        if randoms:
+            self.restarts = {a.key for a in randoms}
+        exclude |= {a.key for a in out + randoms}
+        return [(a, None) for a in out + randoms]
+
+    def move(self, record, rng: np.random.Generator) -> None:
+        self.incumbent = record
+        neighbours = self.space.neighbours(record.arch, rng, self.draws)
+        self.neighbourhood = [neighbours[i] for i in rng.permutation(len(neighbours))]
+        self.restarts = set()
+
+
+class SMACProposer:
+    """SMAC3's random-forest Bayesian optimisation (Lindauer et al. 2022) as a peer library, over the
+    space's flat view, with its ``HyperparameterOptimizationFacade`` as SMAC recommends for it: a
+    random forest of 10 trees on log-scaled costs, log expected improvement maximised by local and
+    sorted random search, 20 % of the configurations interleaved at random. Changes, none to the
+    algorithm: no initial design (the shared first K random architectures are told to SMAC as its
+    start); the forest on one thread (``n_jobs=1``; SMAC's -1 starts a thread pool per prediction)
+    and without a leaf cap (sklearn allocates the 2^20 leaves of SMAC's cap for every tree: 0.4 s a
+    tree; the trees grow to the same stopping rules either way). K per step: SMAC's own batch,
+    the K best new configurations of one acquisition maximisation (``retrain_after`` = K), as its
+    parallel workers get them. Cost = -f; a failure is told as ``CRASHED`` at the worst cost seen (a
+    failure before any success waits for one).
+    SMAC's files: its scenario, written once to a temporary directory and removed; nothing else (every
+    tell is ``save=False``).
+    """
+
+    def __init__(self, space: Space, K: int, budget: int, seed: int):
+        try:
+            from ConfigSpace import Categorical, ConfigurationSpace, Float
+            from smac import HyperparameterOptimizationFacade as HPO, Scenario
+        except ImportError:
+            raise ImportError("search.method=smac needs SMAC3, an optional dependency: pip install 'nascomp[peer]'") from None
+        import logging
+
+        logging.getLogger("smac").setLevel(logging.ERROR)
+        self.space = space
+        self.cs = ConfigurationSpace(seed=seed)
+        self.cs.add([Categorical(d.name, list(d.choices)) if d.kind == "choice" else
+                     Categorical(d.name, [False, True]) if d.kind == "bool" else Float(d.name, (d.low, d.high))
+                     for d in space.flat_dims()])
+        with tempfile.TemporaryDirectory(prefix="nascomp-smac-") as tmp:  # SMAC writes its scenario once, here
+            scenario = Scenario(self.cs, deterministic=True, n_trials=budget, seed=seed, output_directory=Path(tmp))
+            model = HPO.get_model(scenario)
+            model._rf_opts.update(n_jobs=1, max_leaf_nodes=None)  # the facade passes neither through
+            self.smac = HPO(scenario, None, model=model, initial_design=HPO.get_initial_design(scenario, n_configs=0),
+                            config_selector=HPO.get_config_selector(scenario, retrain_after=K), overwrite=True,
+                            logging_level=False)
+        self.told: set[str] = set()
+        self.known: dict[str, float | None] = {}
+        self.pending: dict[str, list] = {}  # asked TrialInfos, not yet told, by architecture
+        self.worst = None  # the worst cost (-f) of a successful evaluation so far: a failure's cost
+        self.seconds = {"acquisition": 0.0}
+
+    def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
+        from smac.main.exceptions import ConfigurationSpaceExhaustedException
+
+        start = time.perf_counter()
+        ok = [-r.f for r in history if not r.failed]
+        self.worst = max(ok, default=None)
+        for r in history:  # a failure waits until a student succeeded: its cost is the worst success's
+            if r.arch.key not in self.told and (not r.failed or ok):
+                self._tell(r.arch, None if r.failed else r.f)
+        out: list[tuple[Architecture, None]] = []
+        for _ in range(k):
+            chosen = None
+            for _ in range(MAX_TRIES):
+                try:
+                    info = self.smac.ask()
+                except (StopIteration, ConfigurationSpaceExhaustedException):  # SMAC found nothing new
+                    break
+                arch = self.space.from_flat(dict(info.config))
+                if arch.key in self.known:  # evaluated before under another configuration: tell its f, free
+                    self._tell_trial(info, self.known[arch.key])
+                elif arch.key in self.pending:  # proposed earlier in this step: told its f with it
+                    self.pending[arch.key].append(info)
+                elif arch.key in exclude:  # known a priori (the reference): left running in SMAC's history
+                    continue
+                else:
+                    self.pending[arch.key] = [info]
+                    chosen = arch
+                    break
+            if chosen is None:
+                chosen = random_candidates(self.space, 1, exclude, rng)[0]
+            exclude.add(chosen.key)
+            out.append((chosen, None))
+        self.seconds["acquisition"] += time.perf_counter() - start
+        return out
+
+    def _tell_trial(self, info, f: float | None) -> None:
+        from smac.runhistory.dataclasses import TrialValue
+        from smac.runhistory.enumerations import StatusType
+
+        value = TrialValue(cost=-f) if f is not None else TrialValue(cost=self.worst, status=StatusType.CRASHED)
+        self.smac.tell(info, value, save=False)
+
+    def _tell(self, arch: Architecture, f: float | None) -> None:
+        from ConfigSpace import Configuration
+        from smac.runhistory.dataclasses import TrialInfo
+
+        infos = self.pending.pop(arch.key, [])
+        for info in infos:
+            self._tell_trial(info, f)
+        if not infos:  # evaluated outside SMAC (the first random architectures): told without an ask
+            self._tell_trial(TrialInfo(Configuration(self.cs, values=flat_values(self.space, arch)), seed=0), f)
+        self.told.add(arch.key)
+        self.known[arch.key] = f

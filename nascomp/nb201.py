@@ -130,6 +130,12 @@ class NB201Space(Space):
         ops[e] = (ops[e] + 1 + int(rng.integers(len(OPS) - 1))) % len(OPS)
         return self.cell(ops)
 
+    def neighbours(self, arch: Architecture, rng: np.random.Generator | None = None, n: int | None = None) -> list[Cell]:
+        """Every cell one edge away: each of the 6 edges changed to each of the 4 other operations (24
+        cells, in edge order); ``rng`` and ``n`` are not needed."""
+        return [self.cell(arch.ops[:e] + (op,) + arch.ops[e + 1:])
+                for e in range(len(EDGES)) for op in range(len(OPS)) if op != arch.ops[e]]
+
     def flat_dims(self) -> list[FlatDim]:
         return [FlatDim(f"Op{e}", "choice", choices=OPS) for e in range(len(EDGES))]
 

@@ -9,6 +9,7 @@ so ``python -m nascomp.run`` rejects a bad config before loading it.
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
@@ -20,7 +21,7 @@ DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
 SHRINK_GROUPS = ("width", "structural")
 MAXIMIZERS = ("random", "evolution")
-METHODS = ("ours", "paper", "random", "tpe", "rea")
+METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
 BEST_F = ("subset", "global")
 EMBEDDINGS = ("lstm", "flat")
@@ -102,6 +103,18 @@ class AcquisitionSchema:
 
 
 @dataclass
+class TPESchema:
+    n_startup_trials: Optional[int] = _range(0)  # None: search.K
+    multivariate: bool = MISSING
+    constant_liar: bool = MISSING
+
+
+@dataclass
+class LocalSchema:
+    neighbours: int = _range(1)
+
+
+@dataclass
 class SearchSchema:
     method: str = _choice(*METHODS)
     K: int = _range(1)
@@ -112,8 +125,9 @@ class SearchSchema:
     best_f: str = _choice(*BEST_F)
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
     paper: dict = field(default_factory=dict)
-    tpe: dict = field(default_factory=dict)
+    tpe: TPESchema = field(default_factory=TPESchema)
     rea: dict = field(default_factory=dict)
+    local: LocalSchema = field(default_factory=LocalSchema)
 
 
 @dataclass
@@ -248,6 +262,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     if typed.kernel.transfer_from and budget % typed.search.K:
         raise ConfigError(f"kernel.transfer_from: transferred kernels propose K = {typed.search.K} per step; "
                           f"the budget ({budget}) must be a multiple of K")
+    if typed.search.method == "smac" and importlib.util.find_spec("smac") is None:
+        raise ConfigError("search.method: smac needs SMAC3, an optional dependency: pip install 'nascomp[peer]'")
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed

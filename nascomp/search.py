@@ -238,9 +238,14 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
     if method == "random":
         return baselines.RandomProposer(space)
     if method == "tpe":
-        return baselines.TPEProposer(space, cfg.search.tpe, seed)
+        return baselines.TPEProposer(space, cfg.search.tpe, cfg.search.K, seed)
     if method == "rea":
         return baselines.REAProposer(space, cfg.search.rea)
+    if method == "local":
+        return baselines.LocalSearchProposer(space, cfg.search.local)
+    if method == "smac":
+        budget = cfg.search.get("budget") or cfg.search.K * (cfg.search.T + 1)
+        return baselines.SMACProposer(space, cfg.search.K, budget, seed)
     raise ValueError(f"search.method must be one of {', '.join(METHODS)}, got {method!r}")
 
 

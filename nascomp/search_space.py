@@ -78,6 +78,16 @@ class Space(ABC):
     def mutate(self, arch: Architecture, rng: np.random.Generator) -> Architecture:
         """A random neighbour of ``arch`` made with the same operators."""
 
+    def neighbours(self, arch: Architecture, rng: np.random.Generator, n: int) -> list[Architecture]:
+        """The one-step neighbours of ``arch`` (local search's neighbourhood). This default, for spaces
+        that cannot list them (continuous shrink ratios): the distinct results of ``n`` draws of
+        ``mutate``. A space with a finite neighbourhood lists it exactly and ignores ``rng`` and ``n``."""
+        out: dict[str, Architecture] = {}
+        for _ in range(n):
+            child = self.mutate(arch, rng)
+            out.setdefault(child.key, child)
+        return list(out.values())
+
     @abstractmethod
     def flat_dims(self) -> Sequence[FlatDim]:
         """The flat hyper-parameter view: one entry per dimension."""

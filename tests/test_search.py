@@ -7,7 +7,7 @@ from nascomp.search import run_search
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
 TINY = ["search.K=3", "search.T=3", "search.acquisition.samples=30", "kernel.max_steps=5",
-        "kernel.hidden=8", "search.tpe.n_startup_trials=4", "search.rea.population=5", "search.rea.tournament=2"]
+        "kernel.hidden=8", "search.rea.population=5", "search.rea.tournament=2"]
 METHODS = {
     "ours": [],
     "flat": ["kernel=flat"],
@@ -18,7 +18,20 @@ METHODS = {
     "random": ["search.method=random"],
     "tpe": ["search.method=tpe"],
     "rea": ["search.method=rea"],
+    "local": ["search.method=local"],
+    "smac": ["search.method=smac"],
 }
+BASELINES = {"random", "tpe", "rea", "local", "smac"}
+try:
+    import smac  # noqa: F401  the peer library, an optional extra (in dev)
+    NO_SMAC = None
+except ImportError:
+    NO_SMAC = "SMAC3 is not installed: pip install 'nascomp[peer]'"
+
+
+def method_param(m, slow=False):
+    marks = ([pytest.mark.slow] if slow else []) + ([pytest.mark.skip(reason=NO_SMAC)] if m == "smac" and NO_SMAC else [])
+    return pytest.param(m, marks=marks)
 
 
 def config(overrides):
@@ -35,7 +48,7 @@ SLOW = {"paper", "evolution", "marginal", "euclidean"}
 
 
 @pytest.mark.parametrize("objective", ["accuracy", "compression"])
-@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in METHODS])
+@pytest.mark.parametrize("method", [method_param(m, m in SLOW) for m in METHODS])
 def test_one_complete_loop(space, method, objective):
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, objective)
     result = run_search(space, evaluator, config(METHODS[method]), seed=3)
@@ -45,7 +58,7 @@ def test_one_complete_loop(space, method, objective):
     if objective == "compression":
         assert space.reference.key not in keys  # known a priori (f = 0), never proposed
     kernels = [r.proposer for r in result.history[3:]]
-    assert kernels == ([0, 1, 2] * 3 if method not in ("random", "tpe", "rea") else [None] * 9)
+    assert kernels == ([0, 1, 2] * 3 if method not in BASELINES else [None] * 9)
     top = result.top(4)
     assert [r.f for r in top] == sorted((r.f for r in result.history), reverse=True)[:4]
     assert result.best_after(12) == top[0].f and evaluator.calls == 12
@@ -54,11 +67,11 @@ def test_one_complete_loop(space, method, objective):
 def test_all_methods_share_the_first_random_architectures(space):
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy")
     firsts = {m: [r.arch.key for r in run_search(space, evaluator, config(METHODS[m] + ["search.T=0"]), seed=5).history]
-              for m in ("ours", "random", "tpe", "rea")}
+              for m in ("ours", "random", "tpe", "rea", "local") + (() if NO_SMAC else ("smac",))}
     assert len({tuple(v) for v in firsts.values()}) == 1
 
 
-@pytest.mark.parametrize("method", ["ours", "tpe", "rea"])
+@pytest.mark.parametrize("method", [method_param(m) for m in ("ours", "tpe", "rea", "local", "smac")])
 def test_same_seed_same_trajectory(space, method):
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "compression")
     runs = [[r.arch.key for r in run_search(space, evaluator, config(METHODS[method]), seed=s).history] for s in (7, 7, 8)]
@@ -76,7 +89,7 @@ class FailingEvaluator(TableEvaluator):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ours", "tpe", "rea"])
+@pytest.mark.parametrize("method", [method_param(m) for m in ("ours", "tpe", "rea", "local", "smac")])
 def test_failed_evaluations_are_kept_out_of_the_models(space, method):
     from nascomp.search import Search, make_proposer
 
@@ -96,6 +109,16 @@ def test_failed_evaluations_are_kept_out_of_the_models(space, method):
         told_failed = {proposer.space.from_flat(t.params).key for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))}
         assert {r.arch.key for r in failed if r.step < 5} <= told_failed
         assert all(t.value != 0.0 for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    if method == "smac":  # SMAC is told each failure as a crash at the worst cost seen, never as f = 0
+        from smac.runhistory.enumerations import StatusType
+
+        rh = proposer.smac.runhistory
+        told = {proposer.space.from_flat(dict(rh.get_config(k.config_id))).key: v for k, v in rh.items()}
+        assert {r.arch.key for r in failed if r.step < 5} <= {key for key, v in told.items() if v.status == StatusType.CRASHED}
+        worst = max(-r.f for r in result.history if not r.failed)
+        assert all(v.cost <= worst for v in told.values() if v.status != StatusType.RUNNING)
+    if method == "local":  # a failed student is never the incumbent
+        assert not proposer.incumbent.failed and proposer.incumbent.arch.ops[0] != 0
 
 
 class AlwaysFailing(TableEvaluator):
@@ -179,3 +202,24 @@ def test_kernel_subsets_hold_two_points_even_when_draws_cannot(space, reference_
     assert torch.equal(proposer.subsets(3, 4, np.random.default_rng(0)), mask)  # reproducible
     with pytest.raises(ValueError, match="at least 2 data points, got 1"):
         proposer.subsets(1, 4, np.random.default_rng(0))
+
+
+def test_the_paper_method_is_the_reference_settings_whatever_the_kernel_group_says():
+    """search.method=paper reads conf/kernel/paper.yaml and the random maximiser with 1000 samples,
+    not kernel.* / search.acquisition.*; its kernels see NAS-Bench-201 accuracy as a fraction."""
+    from nascomp.search import KernelProposer, kernel_settings, make_proposer
+
+    cfg = config(["search.method=paper", "kernel.hidden=8", "search.acquisition.maximizer=evolution"])
+    kernel, search = kernel_settings(cfg)
+    assert (kernel.hidden, kernel.layers, kernel.pool, kernel.sigma2, kernel.standardize, kernel.max_steps) == (64, 4, "mean", 0.01, False, 100)
+    assert (search.acquisition.maximizer, search.acquisition.samples) == ("random", 1000)
+    assert search.K == 3  # the loop's settings are the run's
+    space = NB201Space("cifar10")
+    accuracy = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy")
+    compression = TableEvaluator(space.accuracy, space.params, space.reference, "compression")
+    assert (accuracy.reward_scale, compression.reward_scale) == (0.01, 1.0)
+    proposer = make_proposer(space, accuracy, cfg, seed=0)
+    assert isinstance(proposer, KernelProposer) and proposer.reward_scale == 0.01 and proposer.kcfg.layers == 4
+    result = run_search(space, accuracy, config(["search.method=paper", "search.T=1"]), seed=1)
+    assert len(result.history) == 6 and len({r.arch.key for r in result.history}) == 6
+    assert {r.proposer for r in result.history[3:]} == {0, 1, 2}
