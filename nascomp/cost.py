@@ -1,0 +1,158 @@
+"""The cost of a network: parameters, FLOPs, latency and peak memory (the deployment objectives).
+
+    params      parameters of every layer (``ArchGraph.num_params``)
+    flops       multiply-accumulates of one forward of one sample, from the shapes the graph holds:
+                    conv    C_out * (C_in / groups) * k_h * k_w * H_out * W_out
+                    linear  C_out * C_in
+                every other layer (BN, activations, pools, adds, concat, ...) counts 0: BN folds into
+                the conv before it at deployment, and the rest are not multiply-accumulates. No bias
+                terms. This is fvcore's count of its ``conv`` and ``linear`` operators exactly; fvcore's
+                total adds 1 per element for ``batch_norm`` and for ``adaptive_avg_pool2d``'s input
+                (``tests/test_cost.py`` checks both).
+    latency_ms  measured: warm-up runs, then the median of ``repeats`` timed forwards of a batch of
+                ``batch_size`` on ``device`` (``measure_latency``); cached in the run store per
+                (architecture key, device, batch size), so no student is timed twice
+    memory_mb   peak memory of one forward of a batch of ``batch_size`` (MiB, 2^20 bytes, float32),
+                computed from the graph's shapes, not measured: weights (parameters and BN running
+                statistics) plus the largest sum of activations alive at once when ``GraphNet`` runs
+                the graph (it frees each output after its last use; identity, flatten and dropout
+                return their input and allocate nothing; a sum of n inputs holds one temporary, two
+                when n > 2; the network input stays alive). Workspace inside an operator (im2col,
+                cuDNN) is not counted.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from nascomp.graph import ArchGraph, Layer
+    from nascomp.store import RunStore
+
+COSTS = ("params", "flops", "latency_ms", "memory_mb")  # every cost column, in this order
+BYTES = 4  # float32
+_ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat"))  # GraphNet layers returning their input
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The four costs of one network (units in the module docstring)."""
+
+    params: int
+    flops: int
+    latency_ms: float
+    memory_mb: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_flops(layer: "Layer") -> int:
+    """Multiply-accumulates of one layer for one sample (conv and linear; 0 for every other type, opaque
+    ones included). ``Layer.flops``, and ``ArchGraph.flops`` / ``Candidate.flops`` (their sum), call it."""
+    if layer.type == "conv":
+        kh, kw = layer.attrs["kernel_size"]
+        return layer.out_channels * (layer.in_channels // layer.attrs["groups"]) * kh * kw * math.prod(layer.out_shape[1:])
+    if layer.type == "linear":
+        return layer.out_channels * layer.in_channels * math.prod(layer.out_shape[1:])
+    return 0
+
+
+def weight_bytes(graph: "ArchGraph") -> int:
+    """Parameters and BN running statistics (mean, var), float32."""
+    stats = sum(2 * layer.out_channels for layer in graph.layers
+                if layer.type == "batchnorm" and layer.attrs.get("track_running_stats", True))
+    return BYTES * (graph.num_params + stats)
+
+
+def peak_activations(graph: "ArchGraph") -> int:
+    """The most activation elements (one sample) alive at once while ``GraphNet`` runs ``graph``."""
+    numel = lambda shape: math.prod(shape)  # noqa: E731
+    size: dict[int, int] = {-1: numel(graph.input_shape)}  # storage id -> elements
+    holds: dict[int, int] = {-1: -1}  # layer output (-1: the input) -> storage id
+    last_use: dict[int, int] = {}
+    for j, layer in enumerate(graph.layers):
+        for i in layer.inputs:
+            last_use[i] = j
+    peak = size[-1]
+    for j, layer in enumerate(graph.layers):
+        extra = 0  # a temporary freed within the layer
+        if layer.type == "concat":
+            h = j + len(graph.layers)  # a new storage
+            size[h] = sum(numel(graph.layers[i].out_shape) if i >= 0 else size[-1] for i in layer.inputs)
+        elif len(layer.inputs) == 1:
+            h = holds[layer.inputs[0]]
+        else:  # h = h + outs[i], one new tensor per input after the first
+            h = j + len(graph.layers)
+            size[h] = numel(layer.in_shape)
+            extra = size[h] if len(layer.inputs) > 2 else 0
+        out = h if layer.type in _ALIASES else j
+        if out == j:
+            size[j] = numel(layer.out_shape)
+        alive = set(holds.values()) | {h}
+        during = sum(size[s] for s in alive)  # the layer's input ready
+        peak = max(peak, during + extra, during + (size[out] if out not in alive else 0))
+        holds[j] = out
+        for i in set(layer.inputs):
+            if last_use[i] == j and i not in (-1, graph.output):
+                del holds[i]
+    return peak
+
+
+def memory_mb(graph: "ArchGraph", batch_size: int) -> float:
+    """Weights + peak activations of one forward of ``batch_size`` samples, in MiB."""
+    return (weight_bytes(graph) + BYTES * batch_size * peak_activations(graph)) / 2**20
+
+
+def measure_latency(module: torch.nn.Module, input_shape: tuple[int, ...], batch_size: int, device: str,
+                    warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` timed forwards (after ``warmup`` untimed ones) of a batch of
+    zeros (``batch_size``, *input_shape) in eval mode, on ``device`` (CUDA is synchronised around each)."""
+    module = module.to(device).eval()
+    x = torch.zeros(batch_size, *input_shape, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            module(x)
+            sync()
+            if i >= warmup:
+                times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+class Meter:
+    """The four costs of architecture graphs, as the ``objective`` config node says to measure them
+    (``device``, ``batch_size``, ``warmup``, ``repeats``). Latencies are cached in ``store`` (its
+    ``latency`` table) when one is given, else in this object."""
+
+    def __init__(self, cfg, store: "RunStore | None" = None):
+        self.device, self.batch_size = str(cfg.device), int(cfg.batch_size)
+        self.warmup, self.repeats = int(cfg.warmup), int(cfg.repeats)
+        self.store = store
+        self._latency: dict[str, float] = {}
+        self.timed = 0  # graphs timed (cache misses)
+
+    def latency_ms(self, graph: "ArchGraph") -> float:
+        key = graph.key
+        if key in self._latency:
+            return self._latency[key]
+        ms = self.store.latency(key, self.device, self.batch_size) if self.store is not None else None
+        if ms is None:
+            times = measure_latency(graph.build(), graph.input_shape, self.batch_size, self.device, self.warmup, self.repeats)
+            ms = statistics.median(times)
+            self.timed += 1
+            if self.store is not None:
+                self.store.save_latency(key, self.device, self.batch_size, ms, self.repeats)
+        self._latency[key] = ms
+        return ms
+
+    def costs(self, graph: "ArchGraph") -> Costs:
+        return Costs(graph.num_params, graph.flops, self.latency_ms(graph), memory_mb(graph, self.batch_size))
