@@ -1,6 +1,6 @@
 """The cost of a network: parameters, FLOPs, latency and peak memory (the deployment objectives).
 
-    params      parameters of every layer (``ArchGraph.num_params``)
+    num_params  parameters of every layer (``ArchGraph.num_params``)
     flops       multiply-accumulates of one forward of one sample, from the shapes the graph holds:
                     conv    C_out * (C_in / groups) * k_h * k_w * H_out * W_out
                     linear  C_out * C_in
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from nascomp.graph import ArchGraph, Layer
     from nascomp.store import RunStore
 
-COSTS = ("params", "flops", "latency_ms", "memory_mb")  # every cost column, in this order
+COSTS = ("num_params", "flops", "latency_ms", "memory_mb")  # every cost column (a field of Costs), in this order
 BYTES = 4  # float32
 _ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat"))  # GraphNet layers returning their input
 
@@ -43,7 +43,7 @@ _ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat"))  # Gra
 class Costs:
     """The four costs of one network (units in the module docstring)."""
 
-    params: int
+    num_params: int
     flops: int
     latency_ms: float
     memory_mb: float
@@ -131,10 +131,20 @@ def measure_latency(module: torch.nn.Module, input_shape: tuple[int, ...], batch
 class Meter:
     """The four costs of architecture graphs, as the ``objective`` config node says to measure them
     (``device``, ``batch_size``, ``warmup``, ``repeats``). Latencies are cached in ``store`` (its
-    ``latency`` table) when one is given, else in this object."""
+    ``latency`` table, per ``device_key``: the device, and for the CPU the thread count) when one is
+    given, and in this object."""
 
     def __init__(self, cfg, store: "RunStore | None" = None):
         self.device, self.batch_size = str(cfg.device), int(cfg.batch_size)
+        try:
+            kind = torch.device(self.device).type
+        except RuntimeError as exc:
+            raise ValueError(f"objective.device={self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from exc
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"objective.device={self.device} but CUDA is not available here; measure latency on "
+                             "objective.device=cpu, or run where the device is")
+        # CPU latency depends on the threads torch uses: a CPU figure is stored per thread count
+        self.device_key = f"cpu/{torch.get_num_threads()} threads" if self.device == "cpu" else self.device
         self.warmup, self.repeats = int(cfg.warmup), int(cfg.repeats)
         self.store = store
         self._latency: dict[str, float] = {}
@@ -144,13 +154,13 @@ class Meter:
         key = graph.key
         if key in self._latency:
             return self._latency[key]
-        ms = self.store.latency(key, self.device, self.batch_size) if self.store is not None else None
+        ms = self.store.latency(key, self.device_key, self.batch_size) if self.store is not None else None
         if ms is None:
             times = measure_latency(graph.build(), graph.input_shape, self.batch_size, self.device, self.warmup, self.repeats)
             ms = statistics.median(times)
             self.timed += 1
             if self.store is not None:
-                self.store.save_latency(key, self.device, self.batch_size, ms, self.repeats)
+                self.store.save_latency(key, self.device_key, self.batch_size, ms, self.repeats)
         self._latency[key] = ms
         return ms
 
