@@ -7,8 +7,8 @@
                 every other layer (BN, activations, pools, adds, concat, ...) counts 0: BN folds into
                 the conv before it at deployment, and the rest are not multiply-accumulates. No bias
                 terms. This is fvcore's count of its ``conv`` and ``linear`` operators exactly; fvcore's
-                total adds 1 per element for ``batch_norm`` and for ``adaptive_avg_pool2d``'s input
-                (``tests/test_cost.py`` checks both).
+                total adds, in eval mode, 2 per element of an affine ``batch_norm``'s input and 1 per
+                element of ``adaptive_avg_pool2d``'s input (``tests/test_cost.py`` checks both).
     latency_ms  measured: warm-up runs, then the median of ``repeats`` timed forwards of a batch of
                 ``batch_size`` on ``device`` (``measure_latency``); cached in the run store per
                 (architecture key, device, batch size), so no student is timed twice
@@ -128,6 +128,20 @@ def measure_latency(module: torch.nn.Module, input_shape: tuple[int, ...], batch
     return times
 
 
+def check_device(device: str) -> str:
+    """``device`` if latency can be measured on it here, else a ValueError saying what to set."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise ValueError(f"objective.device={device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"objective.device={device}, but CUDA is not available here; measure latency with "
+                         "objective.device=cpu, or run where that device is")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"objective.device={device!r}: latency is measured on cpu or cuda only")
+    return device
+
+
 class Meter:
     """The four costs of architecture graphs, as the ``objective`` config node says to measure them
     (``device``, ``batch_size``, ``warmup``, ``repeats``). Latencies are cached in ``store`` (its
@@ -135,14 +149,7 @@ class Meter:
     given, and in this object."""
 
     def __init__(self, cfg, store: "RunStore | None" = None):
-        self.device, self.batch_size = str(cfg.device), int(cfg.batch_size)
-        try:
-            kind = torch.device(self.device).type
-        except RuntimeError as exc:
-            raise ValueError(f"objective.device={self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from exc
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"objective.device={self.device} but CUDA is not available here; measure latency on "
-                             "objective.device=cpu, or run where the device is")
+        self.device, self.batch_size = check_device(str(cfg.device)), int(cfg.batch_size)
         # CPU latency depends on the threads torch uses: a CPU figure is stored per thread count
         self.device_key = f"cpu/{torch.get_num_threads()} threads" if self.device == "cpu" else self.device
         self.warmup, self.repeats = int(cfg.warmup), int(cfg.repeats)

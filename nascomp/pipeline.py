@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nascomp import data, teachers
 from nascomp.compression_space import Candidate, CompressionSpace
 from nascomp.config import group
-from nascomp.cost import COSTS, Meter
+from nascomp.cost import COSTS, Meter, check_device
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
@@ -134,6 +134,7 @@ class Setup:
         is not cached. The store is ``cfg.store.path``, else ``run_dir/store.sqlite``."""
         try:
             resolve_device(cfg.trainer.accelerator)
+            check_device(cfg.objective.device)
             dataset = data.load(cfg.dataset)
             check_teacher(cfg, dataset)
             checkpoint = teacher_checkpoint(cfg)
