@@ -9,7 +9,7 @@
                 terms. This is fvcore's count of its ``conv`` and ``linear`` operators exactly; fvcore's
                 total adds, in eval mode, 2 per element of an affine ``batch_norm``'s input and 1 per
                 element of ``adaptive_avg_pool2d``'s input (``tests/test_cost.py`` checks both).
-    latency_ms  measured: warm-up runs, then the median of ``repeats`` timed forwards of a batch of
+    latency_ms  measured (or, with ``objective.latency_table``, predicted per layer: ``LatencyTable``): warm-up runs, then the median of ``repeats`` timed forwards of a batch of
                 ``batch_size`` on ``device`` (``measure_latency``); cached in the run store per
                 (architecture key, device, batch size), so no student is timed twice
     memory_mb   peak memory of one forward of a batch of ``batch_size`` (MiB, 2^20 bytes, float32),
@@ -115,17 +115,48 @@ def measure_latency(module: torch.nn.Module, input_shape: tuple[int, ...], batch
     zeros (``batch_size``, *input_shape) in eval mode, on ``device`` (CUDA is synchronised around each)."""
     module = module.to(device).eval()
     x = torch.zeros(batch_size, *input_shape, device=device)
+    return _time(lambda: module(x), device, warmup, repeats)
+
+
+def _time(fn, device: str, warmup: int, repeats: int) -> list[float]:
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
             sync()
             start = time.perf_counter()
-            module(x)
+            fn()
             sync()
             if i >= warmup:
                 times.append(1e3 * (time.perf_counter() - start))
     return times
+
+
+class LatencyTable:
+    """Predicted latency (``objective.latency_table=true``): the sum over layers of each layer's latency
+    timed alone (the sum or concatenation of its inputs, then the layer, on zeros of its input shapes at
+    the batch size; the median of ``repeats`` after ``warmup``). Each distinct layer (type, input and
+    output shapes, attributes) is timed once and kept here, so a new student costs only the layers no
+    earlier one had. Its error against the measured figure: ``benchmarks/costs.py table``."""
+
+    def __init__(self, device: str, batch_size: int, warmup: int, repeats: int):
+        self.device, self.batch_size, self.warmup, self.repeats = device, batch_size, warmup, repeats
+        self.ms: dict[str, float] = {}  # layer signature -> ms
+
+    def predict(self, graph: "ArchGraph") -> float:
+        from nascomp.graph import _jsonable, make_layer
+
+        total = 0.0
+        for layer in graph.layers:
+            shapes = [graph.input_shape if i < 0 else graph.layers[i].out_shape for i in layer.inputs]
+            signature = repr((layer.type, shapes, layer.out_shape, _jsonable(layer.attrs)))
+            if signature not in self.ms:
+                module = make_layer(layer).to(self.device).eval()
+                xs = [torch.zeros(self.batch_size, *s, device=self.device) for s in shapes]
+                join = (lambda: torch.cat(xs, 1)) if layer.type == "concat" else (lambda: sum(xs[1:], xs[0]))
+                self.ms[signature] = statistics.median(_time(lambda: module(join()), self.device, self.warmup, self.repeats))
+            total += self.ms[signature]
+        return total
 
 
 def check_device(device: str) -> str:
@@ -144,7 +175,8 @@ def check_device(device: str) -> str:
 
 class Meter:
     """The four costs of architecture graphs, as the ``objective`` config node says to measure them
-    (``device``, ``batch_size``, ``warmup``, ``repeats``). Latencies are cached in ``store`` (its
+    (``device``, ``batch_size``, ``warmup``, ``repeats``; ``latency_table``: predicted by a
+    ``LatencyTable`` instead of measured, and not stored). Measured latencies are cached in ``store`` (its
     ``latency`` table, per ``device_key``: the device, and for the CPU the thread count) when one is
     given, and in this object."""
 
@@ -154,12 +186,16 @@ class Meter:
         self.device_key = f"cpu/{torch.get_num_threads()} threads" if self.device == "cpu" else self.device
         self.warmup, self.repeats = int(cfg.warmup), int(cfg.repeats)
         self.store = store
+        self.table = LatencyTable(self.device, self.batch_size, self.warmup, self.repeats) if cfg.get("latency_table") else None
         self._latency: dict[str, float] = {}
         self.timed = 0  # graphs timed (cache misses)
 
     def latency_ms(self, graph: "ArchGraph") -> float:
         key = graph.key
         if key in self._latency:
+            return self._latency[key]
+        if self.table is not None:
+            self._latency[key] = self.table.predict(graph)
             return self._latency[key]
         ms = self.store.latency(key, self.device_key, self.batch_size) if self.store is not None else None
         if ms is None:

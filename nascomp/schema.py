@@ -207,6 +207,7 @@ class ObjectiveSchema:
     batch_size: int = _range(1)
     warmup: int = _range(0)
     repeats: int = _range(1)
+    latency_table: bool = MISSING
     penalty: float = _range(0.0, None, low_ok=False)
     constraint: ConstraintSchema = field(default_factory=ConstraintSchema)
 

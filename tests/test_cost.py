@@ -136,3 +136,26 @@ def test_a_device_that_is_not_here_is_refused():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available here"):
             check_device("cuda")
+
+
+def test_latency_table_times_each_distinct_layer_once(tmp_path):
+    from nascomp.cost import LatencyTable
+
+    graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8))
+    table = LatencyTable("cpu", 1, warmup=1, repeats=3)
+    predicted = table.predict(graph)
+    distinct = len(table.ms)
+    assert 0 < distinct < len(graph.layers)  # repeated blocks share their timings
+    assert predicted >= sum(table.ms.values()) > 0  # every distinct layer at least once
+    assert table.predict(graph) == predicted and len(table.ms) == distinct  # nothing timed again
+    child = CompressionSpace(graph, ops=["remove"]).sample(seed=0)  # removal keeps the other layers' shapes
+    before = set(table.ms)
+    table.predict(child.graph)
+    new = set(table.ms) - before
+    assert child.removed and new and all(s.startswith("('identity'") for s in new)  # only removed layers' identities are timed
+
+    cfg = OmegaConf.merge(group("objective", "latency"), {"latency_table": True, "repeats": 3, "warmup": 1})
+    store = RunStore(tmp_path / "store.sqlite")
+    meter = Meter(cfg, store)
+    assert meter.latency_ms(graph) > 0 and meter.timed == 0  # predicted, not measured
+    assert store.db.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 0  # and not stored as measured

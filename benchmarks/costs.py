@@ -1,0 +1,138 @@
+"""Costs of a graph (nascomp.cost): FLOPs against fvcore, and the noise of measured latency.
+
+    nice -n 5 python -m benchmarks.costs flops     # every registered teacher at its paper input, and 3 students each
+    nice -n 5 python -m benchmarks.costs noise     # latency CV on digits students (small_resnet teacher)
+    nice -n 5 python -m benchmarks.costs table     # the per-layer latency table's error against measured latency
+
+``flops``: our count (multiply-accumulates of conv and linear, from the graph's shapes) beside
+fvcore's ``conv`` + ``linear`` and fvcore's total (which adds 2 per element of an affine batch norm
+and 1 per element of the adaptive pool's input, in eval mode).
+
+``noise``: the latency figure of ``objective=latency`` (warm-up, then the median of ``repeats``
+timed forwards, as ``nascomp.cost.Meter`` takes it) taken ``--trials`` times per network; its
+coefficient of variation (std / mean over trials), and the CV of single timed forwards.
+
+``table``: ``nascomp.cost.LatencyTable``'s prediction (sum of per-layer timings) against the
+measured figure, per network, and the mean absolute relative error.
+
+Measured 2026-11-30 on a 2-core CPU shared with 3 other jobs (load average ~3.3), 1 torch thread,
+torch 2.14, fvcore 0.1.5. FLOPs (``flops``): ours equals fvcore's conv + linear on every teacher and
+on all 15 students (3 per teacher).
+| teacher | input | params | ours (MACs) | fvcore conv+linear | fvcore total | total / ours |
+|---|---|---|---|---|---|---|
+| small_resnet | 1x8x8 | 0.175M | 4,475,520 | 4,475,520 | 4,507,264 | 1.0071 |
+| resnet18 | 3x32x32 | 11.17M | 555,422,720 | 555,422,720 | 556,659,712 | 1.0022 |
+| resnet34 | 3x32x32 | 21.28M | 1,159,402,496 | 1,159,402,496 | 1,161,458,688 | 1.0018 |
+| vgg19 | 3x32x32 | 20.04M | 398,136,320 | 398,136,320 | 398,742,528 | 1.0015 |
+| shufflenet_g2 | 3x32x32 | 0.93M | 50,443,904 | 50,443,904 | 51,908,608 | 1.0290 |
+Latency noise (``noise``: defaults, warm-up 3, median of 15, 10 trials, batch 1 and 64): see the README.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import warnings
+
+import numpy as np
+import torch
+
+from nascomp import teachers
+from nascomp.compression_space import CompressionSpace
+from nascomp.cost import LatencyTable, measure_latency
+from nascomp.graph import ArchGraph
+
+TEACHERS = [("small_resnet", (1, 8, 8)), ("resnet18", (3, 32, 32)), ("resnet34", (3, 32, 32)), ("vgg19", (3, 32, 32)),
+            ("shufflenet_g2", (3, 32, 32))]
+
+
+def fvcore_ops(model, shape) -> dict:
+    from fvcore.nn import FlopCountAnalysis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = FlopCountAnalysis(model.eval(), torch.zeros(1, *shape))
+        a.unsupported_ops_warnings(False)
+        a.uncalled_modules_warnings(False)
+        return dict(a.by_operator())
+
+
+def flops(students: int) -> None:
+    print("| teacher | input | params | ours (MACs) | fvcore conv+linear | fvcore total | total / ours |")
+    print("|---|---|---|---|---|---|---|")
+    agree = total = 0
+    for name, shape in TEACHERS:
+        teacher = teachers.create(name, num_classes=10, in_channels=shape[0]).eval()
+        graph = ArchGraph.from_module(teacher, shape)
+        ops = fvcore_ops(teacher, shape)
+        print(f"| {name} | {'x'.join(map(str, shape))} | {graph.num_params / 1e6:.4g}M | {graph.flops:,} | "
+              f"{ops.get('conv', 0) + ops.get('linear', 0):,} | {sum(ops.values()):,} | {sum(ops.values()) / graph.flops:.4f} |")
+        rng = np.random.default_rng(0)
+        space = CompressionSpace(graph)
+        for _ in range(students):
+            child = space.sample(rng)
+            ops = fvcore_ops(child.build(teacher), shape)
+            agree += child.flops == ops.get("conv", 0) + ops.get("linear", 0)
+            total += 1
+    print(f"students: ours == fvcore conv+linear for {agree} of {total}")
+
+
+def noise(trials: int, warmup: int, repeats: int, students: int, batch_sizes: list[int]) -> None:
+    torch.set_num_threads(1)
+    teacher = teachers.create("small_resnet", num_classes=10, in_channels=1).eval()
+    graph = ArchGraph.from_module(teacher, (1, 8, 8))
+    space = CompressionSpace(graph)
+    rng = np.random.default_rng(0)
+    nets = [("teacher", graph)] + [(f"student {i}", space.sample(rng).graph) for i in range(students)]
+    print(f"{trials} trials of (warm-up {warmup}, median of {repeats}) per network, 1 thread")
+    print("| network | MFLOPs | batch | median ms (mean of trials) | CV of the figure | CV of one forward |")
+    print("|---|---|---|---|---|---|")
+    for name, g in nets:
+        module = g.build()
+        for b in batch_sizes:
+            runs = [measure_latency(module, g.input_shape, b, "cpu", warmup, repeats) for _ in range(trials)]
+            medians = [statistics.median(r) for r in runs]
+            single = [t for r in runs for t in r]
+            cv = statistics.stdev(medians) / statistics.mean(medians)
+            cv1 = statistics.stdev(single) / statistics.mean(single)
+            print(f"| {name} | {g.flops / 1e6:.3g} | {b} | {statistics.mean(medians):.3f} | {cv:.3f} | {cv1:.3f} |")
+
+
+def table(warmup: int, repeats: int, students: int, batch_sizes: list[int]) -> None:
+    torch.set_num_threads(1)
+    teacher = teachers.create("small_resnet", num_classes=10, in_channels=1).eval()
+    graph = ArchGraph.from_module(teacher, (1, 8, 8))
+    space = CompressionSpace(graph)
+    rng = np.random.default_rng(0)
+    nets = [("teacher", graph)] + [(f"student {i}", space.sample(rng).graph) for i in range(students)]
+    print("| network | batch | measured ms | predicted ms | relative error |")
+    print("|---|---|---|---|---|")
+    for b in batch_sizes:
+        predictor = LatencyTable("cpu", b, warmup, repeats)
+        errors = []
+        for name, g in nets:
+            measured = statistics.median(measure_latency(g.build(), g.input_shape, b, "cpu", warmup, repeats))
+            predicted = predictor.predict(g)
+            errors.append(abs(predicted - measured) / measured)
+            print(f"| {name} | {b} | {measured:.3f} | {predicted:.3f} | {(predicted - measured) / measured:+.3f} |")
+        print(f"| mean absolute relative error, batch {b} | | | | {statistics.mean(errors):.3f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("part", choices=["flops", "noise", "table"])
+    p.add_argument("--students", type=int, default=3)
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--batch-sizes", default="1,64")
+    a = p.parse_args()
+    if a.part == "flops":
+        flops(a.students)
+    elif a.part == "table":
+        table(a.warmup, a.repeats, a.students, [int(b) for b in a.batch_sizes.split(",")])
+    else:
+        noise(a.trials, a.warmup, a.repeats, a.students, [int(b) for b in a.batch_sizes.split(",")])
+
+
+if __name__ == "__main__":
+    main()
