@@ -20,12 +20,28 @@ torch 2.14, fvcore 0.1.5. FLOPs (``flops``): ours equals fvcore's conv + linear 
 on all 15 students (3 per teacher).
 | teacher | input | params | ours (MACs) | fvcore conv+linear | fvcore total | total / ours |
 |---|---|---|---|---|---|---|
-| small_resnet | 1x8x8 | 0.175M | 4,475,520 | 4,475,520 | 4,507,264 | 1.0071 |
+| small_resnet | 1x8x8 | 0.1698M | 4,475,520 | 4,475,520 | 4,507,264 | 1.0071 |
 | resnet18 | 3x32x32 | 11.17M | 555,422,720 | 555,422,720 | 556,659,712 | 1.0022 |
 | resnet34 | 3x32x32 | 21.28M | 1,159,402,496 | 1,159,402,496 | 1,161,458,688 | 1.0018 |
 | vgg19 | 3x32x32 | 20.04M | 398,136,320 | 398,136,320 | 398,742,528 | 1.0015 |
-| shufflenet_g2 | 3x32x32 | 0.93M | 50,443,904 | 50,443,904 | 51,908,608 | 1.0290 |
-Latency noise (``noise``: defaults, warm-up 3, median of 15, 10 trials, batch 1 and 64): see the README.
+| shufflenet_g2 | 3x32x32 | 0.9882M | 50,443,904 | 50,443,904 | 51,908,608 | 1.0290 |
+Latency noise (``noise --students 4``: warm-up 3, median of 15, 10 trials), small_resnet on digits:
+| network | MFLOPs | batch | median ms | CV of the figure | CV of one forward |
+|---|---|---|---|---|---|
+| teacher | 4.48 | 1 | 2.701 | 0.860 | 0.840 |
+| teacher | 4.48 | 64 | 25.928 | 0.339 | 0.439 |
+| student 0 | 0.00513 | 1 | 0.566 | 0.123 | 0.165 |
+| student 0 | 0.00513 | 64 | 1.389 | 0.265 | 0.279 |
+| student 1 | 0.166 | 1 | 0.610 | 0.074 | 0.165 |
+| student 1 | 0.166 | 64 | 3.985 | 0.191 | 0.180 |
+| student 2 | 0.193 | 1 | 0.696 | 0.067 | 0.811 |
+| student 2 | 0.193 | 64 | 3.253 | 0.114 | 0.230 |
+| student 3 | 1.28 | 1 | 1.319 | 0.078 | 0.146 |
+| student 3 | 1.28 | 64 | 11.166 | 0.170 | 0.208 |
+With ``--warmup 10 --repeats 50`` the figure's CV was no lower (0.10-0.57): on this shared machine
+the noise is other processes' load, not too few timings. The per-layer table (``table --students 6``)
+under-predicts (it leaves out GraphNet's own per-layer overhead): mean absolute relative error 0.34
+at batch 1 (-0.16 to -0.66 per network) and 0.25 at batch 64 (-0.67 to +0.21).
 """
 from __future__ import annotations
 
