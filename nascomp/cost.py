@@ -17,8 +17,10 @@
                 statistics) plus the largest sum of activations alive at once when ``GraphNet`` runs
                 the graph (it frees each output after its last use; identity, flatten and dropout
                 return their input and allocate nothing; a sum of n inputs holds one temporary, two
-                when n > 2; the network input stays alive). Workspace inside an operator (im2col,
-                cuDNN) is not counted.
+                when n > 2; the network input stays alive; while it runs, a conv holds a second
+                buffer of its output's size and a max-pool its int64 indices, as torch's CPU kernels
+                do). Other workspace (im2col of thin convs, cuDNN) is not counted:
+                ``benchmarks/costs.py memory`` compares the figure with torch.profiler's.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 COSTS = ("num_params", "flops", "latency_ms", "memory_mb")  # every cost column (a field of Costs), in this order
 BYTES = 4  # float32
 _ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat"))  # GraphNet layers returning their input
+# what a layer holds while it runs, in units of its output (torch's CPU kernels, measured with torch.profiler):
+# a conv (oneDNN) a second output-sized buffer, a max-pool its int64 indices (2 float32 elements per output)
+_TRANSIENT = {"conv": 1, "maxpool": 2}
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,8 @@ def peak_activations(graph: "ArchGraph") -> int:
             size[j] = numel(layer.out_shape)
         alive = set(holds.values()) | {h}
         during = sum(size[s] for s in alive)  # the layer's input ready
-        peak = max(peak, during + extra, during + (size[out] if out not in alive else 0))
+        made = size[out] if out not in alive else 0
+        peak = max(peak, during + extra, during + made * (1 + _TRANSIENT.get(layer.type, 0)))
         holds[j] = out
         for i in set(layer.inputs):
             if last_use[i] == j and i not in (-1, graph.output):
@@ -107,6 +113,25 @@ def peak_activations(graph: "ArchGraph") -> int:
 def memory_mb(graph: "ArchGraph", batch_size: int) -> float:
     """Weights + peak activations of one forward of ``batch_size`` samples, in MiB."""
     return (weight_bytes(graph) + BYTES * batch_size * peak_activations(graph)) / 2**20
+
+
+def profiled_peak_bytes(graph: "ArchGraph", batch_size: int) -> int:
+    """The peak of the bytes that one forward of ``GraphNet`` allocates on the CPU and has not yet freed
+    (torch.profiler's memory events, the input excluded), after one unprofiled forward: the measurement
+    that ``peak_activations`` is checked against (``tests/test_cost.py``, ``benchmarks/costs.py memory``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net, x = graph.build().eval(), torch.zeros(batch_size, *graph.input_shape)
+    with torch.inference_mode():
+        net(x)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            net(x)
+    current = peak = 0
+    for event in sorted(prof.profiler.kineto_results.events(), key=lambda e: e.start_ns()):
+        if event.name() == "[memory]":
+            current += event.nbytes()
+            peak = max(peak, current)
+    return peak
 
 
 def measure_latency(module: torch.nn.Module, input_shape: tuple[int, ...], batch_size: int, device: str,
