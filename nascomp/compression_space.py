@@ -199,6 +199,11 @@ class Candidate(Architecture):
     def num_params(self) -> int:
         return self.graph.num_params
 
+    @property
+    def flops(self) -> int:
+        """Multiply-accumulates of one forward of one sample (``nascomp.cost``)."""
+        return self.graph.flops
+
     def layers(self) -> list[LayerSpec]:
         return self.graph.specs()
 

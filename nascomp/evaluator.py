@@ -13,7 +13,7 @@ look-ups), and ``StoredEvaluator`` below, which puts the run store's cache in fr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from nascomp.search_space import Architecture
@@ -28,21 +28,26 @@ class Evaluation:
 
     A failed evaluation (training diverged, ran out of memory, a worker died or timed out) has
     ``error`` set and ``failed`` true; its f and accuracy are 0 (the floor of Eq. 6, so tables and
-    plots stay finite), and no proposer reads them as a reward."""
+    plots stay finite), and no proposer reads them as a reward. ``flops``, ``latency_ms`` and
+    ``memory_mb`` are the other costs (``nascomp.cost``), known for failed students too; None where
+    the evaluator has none (NAS-Bench-201's table)."""
 
     f: float
     accuracy: float
     num_params: int
     seconds: float
     error: str | None = None
+    flops: int | None = None
+    latency_ms: float | None = None
+    memory_mb: float | None = None
 
     @property
     def failed(self) -> bool:
         return self.error is not None
 
     @classmethod
-    def failure(cls, num_params: int, seconds: float, error: str) -> "Evaluation":
-        return cls(0.0, 0.0, num_params, seconds, error)
+    def failure(cls, num_params: int, seconds: float, error: str, **costs) -> "Evaluation":
+        return cls(0.0, 0.0, num_params, seconds, error, **costs)
 
 
 class Evaluator(ABC):
@@ -61,11 +66,17 @@ class Evaluator(ABC):
         paper's [0, 1] scale (NAS-Bench-201 accuracy is in percent: 0.01). Records keep f as evaluated."""
         return 1.0
 
+    def costs(self, arch: Architecture) -> dict | None:
+        """The costs of ``arch`` other than its parameters (flops, latency_ms, memory_mb), if this
+        evaluator measures them, else None."""
+        return None
+
 
 class StoredEvaluator(Evaluator):
     """``inner`` behind the run store's cache: architectures already evaluated in this ``context``
     (by this run or any run sharing the store) come from the store; the rest, each distinct key once,
-    are marked in flight, evaluated, then recorded in one transaction."""
+    are marked in flight, evaluated, then recorded in one transaction. A row stored before the store
+    kept costs gets them from ``inner.costs``."""
 
     def __init__(self, inner: Evaluator, store: "RunStore", run: str, context: str):
         self.inner, self.store, self.run, self.context = inner, store, run, context
@@ -89,4 +100,13 @@ class StoredEvaluator(Evaluator):
             results = [(a.key, asdict(e), a.to_dict() if hasattr(a, "to_dict") else {}) for a, e in zip(todo, evals)]
             self.store.record(self.run, self.context, results)
             cached.update({k: r for k, r, _ in results})
-        return [Evaluation(**cached[a.key]) for a in archs]
+        out = []
+        for a in archs:
+            e = Evaluation(**cached[a.key])
+            if e.flops is None and (costs := self.inner.costs(a)) is not None:  # a row stored before costs were
+                e = replace(e, **costs)
+            out.append(e)
+        return out
+
+    def costs(self, arch: Architecture) -> dict | None:
+        return self.inner.costs(arch)

@@ -72,6 +72,13 @@ class Layer:
             return 2 * self.out_channels if a["affine"] else 0
         return 0
 
+    @property
+    def flops(self) -> int:
+        """Multiply-accumulates of this layer for one sample (``nascomp.cost.layer_flops``)."""
+        from nascomp.cost import layer_flops
+
+        return layer_flops(self)
+
     def spec(self) -> LayerSpec:
         """The layer as the encoding (paper 6.2) sees it."""
         a = self.attrs
@@ -129,6 +136,11 @@ class ArchGraph:
     @property
     def num_params(self) -> int:
         return sum(layer.num_params for layer in self.layers)
+
+    @property
+    def flops(self) -> int:
+        """Multiply-accumulates of one forward of one sample (``nascomp.cost``)."""
+        return sum(layer.flops for layer in self.layers)
 
     def __len__(self) -> int:
         return len(self.layers)

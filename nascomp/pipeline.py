@@ -21,12 +21,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nascomp import data, teachers
 from nascomp.compression_space import Candidate, CompressionSpace
+from nascomp.config import group
+from nascomp.cost import COSTS, Meter, check_device
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
-from nascomp.reward import RewardRow, reward
+from nascomp.reward import Objective, RewardRow
 from nascomp.schema import KERNEL_METHODS
 from nascomp.search import Record, run_search
 from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
@@ -79,11 +81,21 @@ def recipe(cfg: DictConfig, name: str) -> DictConfig:
 
 def proxy_context(cfg: DictConfig, teacher: torch.nn.Module) -> str:
     """The store context of proxy evaluations: the teacher's weights, the dataset, the proxy recipe
-    (with ``cfg.seed``, on one device as ``proxy_train`` runs it) and the inheritance. Runs with equal
-    contexts share their evaluations."""
+    (with ``cfg.seed``, on one device as ``proxy_train`` runs it), the inheritance and the objective
+    unless it is the default (:func:`stored_config`: the stored f and costs depend on it). Runs with
+    equal contexts share their evaluations."""
     proxy = OmegaConf.merge(recipe(cfg, "proxy"), {"trainer": PROXY_PLACEMENT})
+    objective = stored_config({"objective": OmegaConf.to_container(cfg.objective, resolve=True)})
     return digest({"teacher": tensor_digest(teacher.state_dict()), "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-                   "proxy": OmegaConf.to_container(proxy, resolve=True), "inherit": cfg.inherit})
+                   "proxy": OmegaConf.to_container(proxy, resolve=True), "inherit": cfg.inherit, **objective})
+
+
+def stored_config(config: dict) -> dict:
+    """``config`` less its ``objective`` node when that is ``conf/objective/params.yaml`` unchanged (the
+    paper's Eq. 6): runs and stores made before the objective group existed keep their run ids,
+    contexts and recorded configs, so they resume and share evaluations as before."""
+    default = OmegaConf.to_container(group("objective", "params"), resolve=True)
+    return {k: v for k, v in config.items() if not (k == "objective" and v == default)}
 
 
 class StartupError(RuntimeError):
@@ -91,8 +103,9 @@ class StartupError(RuntimeError):
 
 
 def run_id_of(config: dict) -> str:
-    """A run's id in the store: its resolved config, less what does not change its results."""
-    return digest({k: v for k, v in config.items() if k not in ("logger", "store")})
+    """A run's id in the store: its resolved config, less what does not change its results (and less
+    the default objective: :func:`stored_config`)."""
+    return digest({k: v for k, v in stored_config(config).items() if k not in ("logger", "store")})
 
 
 @dataclass
@@ -100,7 +113,8 @@ class Setup:
     """Everything before the search, built once by ``Setup.build`` for the run (``run``) and for every
     benchmark: the data, the teacher and its validation accuracy, the teacher's graph and the search
     space over it, the run store, the store context of proxy evaluations, the proxy evaluator (local
-    or Ray) and the kernels transferred from another run (or None)."""
+    or Ray), the kernels transferred from another run (or None) and the reward (``objective``, which
+    measures every student's costs)."""
 
     cfg: DictConfig
     config: dict  # cfg resolved to plain data (what the store and summary.json record)
@@ -113,6 +127,7 @@ class Setup:
     context: str
     proxy: ProxyEvaluator
     transfer: dict | None
+    objective: Objective
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir: Path) -> "Setup":
@@ -120,6 +135,7 @@ class Setup:
         is not cached. The store is ``cfg.store.path``, else ``run_dir/store.sqlite``."""
         try:
             resolve_device(cfg.trainer.accelerator)
+            check_device(cfg.objective.device)
             dataset = data.load(cfg.dataset)
             check_teacher(cfg, dataset)
             checkpoint = teacher_checkpoint(cfg)
@@ -135,14 +151,18 @@ class Setup:
             config = OmegaConf.to_container(cfg, resolve=True)
             store = RunStore(cfg.store.path or Path(run_dir) / "store.sqlite")
             context = proxy_context(cfg, teacher)
-            proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph,
+            objective = Objective(cfg.objective, Meter(cfg.objective, store), graph, teacher_acc)
+            log.info("objective %s%s; teacher costs: %s", cfg.objective.name,
+                     f", constraint {objective.caps} (penalty p = {objective.penalty:g})" if objective.caps else "",
+                     ", ".join(f"{k} {v:.4g}" for k, v in objective.teacher_costs.as_dict().items()))
+            proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph, objective,
                                    on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
             transfer = transferred_kernels(cfg, space)
         except StartupError:
             raise
         except (FileNotFoundError, ValueError, ImportError, GraphError, StoreError) as exc:
             raise StartupError(str(exc)) from exc
-        return cls(cfg, config, dataset, teacher, teacher_acc, graph, space, store, context, proxy, transfer)
+        return cls(cfg, config, dataset, teacher, teacher_acc, graph, space, store, context, proxy, transfer, objective)
 
     def proxy_weights(self, arch: Candidate, f: float) -> dict:
         """The proxy-trained weights of ``arch`` (proxy f ``f``): from the store, else proxy-trained
@@ -159,7 +179,7 @@ class Setup:
         if isinstance(result, Exception) or result.diverged:
             raise RuntimeError(f"proxy-training finalist {arch.key} again failed ({result!r}), although its "
                                f"recorded proxy training succeeded (f {f:.4f})")
-        again = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.graph.num_params)
+        again = self.objective.reward(result.val_accuracy, self.objective.costs(arch.graph))
         if not math.isclose(again, f, rel_tol=1e-6, abs_tol=1e-9):
             log.warning("finalist %s: proxy training again gave f %.6f, the search recorded %.6f (non-deterministic "
                         "kernels on this device?); full training starts from the weights just trained",
@@ -170,7 +190,7 @@ class Setup:
         """Register (or resume) ``run_id`` with ``config`` (default: this setup's) in the store; returns
         the proxy evaluator behind the store's cache."""
         try:
-            resumed = self.store.open_run(run_id, self.config if config is None else config, resume)
+            resumed = self.store.open_run(run_id, stored_config(self.config if config is None else config), resume)
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
         if resumed:
@@ -235,18 +255,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("search done: %d evaluations, %d from the store's cache", len(result.history), evaluator.hits)
         search_seconds = time.perf_counter() - started
         rows = history_rows(result.history, graph.num_params)
+        objective = setup.objective
         write_history(rows, run_dir / "history.csv")
         tracker.log_history(rows)
 
         final_start = time.perf_counter()
         finalists = final_training(setup, result.top(cfg.final.top_k), run_dir)
-        teacher_row = RewardRow.of(teacher_acc, graph.num_params, teacher_acc, graph.num_params).as_dict()
-        teacher_row["f"] = 0.0
-        best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params, teacher_acc)
+        teacher_row = {**RewardRow.scored(teacher_acc, graph.num_params, objective.reference_f, graph.num_params).as_dict(),
+                       **objective.teacher_costs.as_dict()}
+        best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params)
         summary = {
             "name": cfg.name, "experiment_group": cfg.experiment_group, "run_dir": str(run_dir),
             "teacher": {"name": cfg.teacher.name, **teacher_row},
-            "best": best, "finalists": finalists,
+            "best": best, "finalists": finalists, "objective": objective.describe(),
             "search": {"method": cfg.search.method, "K": cfg.search.K, "T": cfg.search.T,
                        "best_f": result.best_after(len(result.history)), **{f"seconds_{k}": v for k, v in result.seconds.items()}},
             "evaluations": len(result.history), "steps": result.steps + 1,
@@ -299,33 +320,34 @@ def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) ->
                     "the resumed history may differ from an uninterrupted one", step)
 
 
-def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, on_weights) -> ProxyEvaluator:
+def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, objective: Objective,
+                   on_weights) -> ProxyEvaluator:
     """``evaluator=local`` (this process) or ``evaluator=ray`` (one Ray task per student). A ``kind``
     rather than a ``_target_``: both are built from runtime objects (the teacher module, the dataset,
     the store callback) and Ray's from what rebuilds them remotely, which a config node cannot hold."""
     args = (teacher, teacher_acc, dataset, recipe(cfg, "proxy"), cfg.inherit, cfg.cohort, on_weights)
     if cfg.evaluator.kind == "local":
-        return ProxyEvaluator(*args)
+        return ProxyEvaluator(*args, objective=objective)
     from nascomp.ray_evaluator import RayEvaluator
 
     spec = {"name": cfg.teacher.name, "num_classes": dataset.num_classes, "width": cfg.teacher.width,
             "kwargs": config["teacher"]["kwargs"]}
-    return RayEvaluator(*args, ray_cfg=cfg.evaluator, teacher_spec=spec, dataset_cfg=config["dataset"],
+    return RayEvaluator(*args, objective=objective, ray_cfg=cfg.evaluator, teacher_spec=spec, dataset_cfg=config["dataset"],
                         graph_json=graph.to_json(), space_options=config["space"])
 
 
-def _search_best(top: Sequence[Record], teacher_params: int, teacher_acc: float) -> dict:
+def _search_best(top: Sequence[Record], teacher_params: int) -> dict:
     r = top[0]  # a search without one success ends in SearchFailed
-    return {"key": r.arch.key, **RewardRow.of(r.accuracy, r.num_params, teacher_acc, teacher_params).as_dict(),
-            "test_accuracy": None, "fully_trained": False}
+    return {"key": r.arch.key, **RewardRow.scored(r.accuracy, r.num_params, r.f, teacher_params).as_dict(),
+            **{c: getattr(r, c) for c in COSTS}, "test_accuracy": None, "fully_trained": False}
 
 
 def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
     """Fully train the finalists ``top`` (the search's ``top(final.top_k)``), each from its own proxy
     weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
-    finalist twice); export the best by f."""
+    finalist twice); export the best by f. Each finalist's row carries its costs (``COSTS``)."""
     cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher
-    teacher_acc, teacher_params = setup.teacher_accuracy, setup.graph.num_params
+    teacher_params, objective = setup.graph.num_params, setup.objective
     if not cfg.final.enabled:
         return []
     full_cfg = recipe(cfg, "full")
@@ -342,8 +364,10 @@ def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[d
             log.info("full training of %s (%d params, proxy f %.4f)", r.arch.key[:12], r.num_params, r.f)
             res = full_train(student, dataset, full_cfg)
             state = res.state_dict
-            row = {"key": r.arch.key, **RewardRow.of(res.val_accuracy, r.num_params, teacher_acc, teacher_params).as_dict(),
-                   "test_accuracy": res.test_accuracy, "proxy_f": r.f, "fully_trained": True}
+            costs = objective.costs(r.arch.graph)
+            f = objective.reward(res.val_accuracy, costs)
+            row = {"key": r.arch.key, **RewardRow.scored(res.val_accuracy, r.num_params, f, teacher_params).as_dict(),
+                   **costs.as_dict(), "test_accuracy": res.test_accuracy, "proxy_f": r.f, "fully_trained": True}
             store.save_final(final_context, r.arch.key, row, state)
         student.load_state_dict(state)
         out.append(row)

@@ -1,5 +1,6 @@
 """Evaluating compression candidates: build each student from the teacher, distil it for a few
-epochs (the proxy training of REFERENCE §5), and score its best validation accuracy with Eq. 6.
+epochs (the proxy training of REFERENCE §5), and score its best validation accuracy with the
+reward (``nascomp.reward.Objective``: Eq. 6 by default). Every student's costs are measured too.
 
 The K candidates of a step train as one cohort sharing the teacher's forward pass (``cohort=True``)
 or one by one. A student whose training fails (non-finite loss, out of memory) is a failed
@@ -17,27 +18,41 @@ from torch import nn
 
 from nascomp.data import Dataset
 from nascomp.evaluator import Evaluation, Evaluator
-from nascomp.reward import reward
+from nascomp.reward import Objective
 from nascomp.compression_space import Candidate
 from nascomp.training import Result, proxy_train
 
 
 class ProxyEvaluator(Evaluator):
-    """f(x) = C(x)(2 - C(x)) A(x) / A(teacher), A(x) from proxy training."""
+    """f(x) = objective.reward(A(x), costs(x)), A(x) from proxy training (Eq. 6: C(x)(2 - C(x)) A(x) / A(teacher))."""
 
     def __init__(self, teacher: nn.Module, teacher_accuracy: float, dataset: Dataset, proxy_cfg,
                  inherit: str = "first", cohort: bool = True,
-                 on_weights: Callable[[str, float, dict], None] | None = None):
+                 on_weights: Callable[[str, float, dict], None] | None = None, objective: Objective | None = None):
+        """``objective``: the reward (default: ``conf/objective/params.yaml``, Eq. 6, its costs measured
+        without a store)."""
         self.teacher = teacher.eval()
         self.teacher_accuracy = teacher_accuracy
-        self.teacher_params = sum(p.numel() for p in teacher.parameters())
         self.dataset, self.cfg = dataset, proxy_cfg
         self.inherit, self.cohort = inherit, cohort
         self.on_weights = on_weights  # called with (key, f, proxy state_dict) of every trained student
+        if objective is None:
+            from nascomp.config import group
+            from nascomp.cost import Meter
+            from nascomp.graph import ArchGraph
+
+            graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
+            objective = Objective(group("objective", "params"), Meter(group("objective", "params")), graph, teacher_accuracy)
+        self.objective = objective
 
     @property
     def reference_f(self) -> float:
-        return 0.0  # the teacher: C = 0
+        return self.objective.reference_f  # the teacher: 0 under Eq. 6 (C = 0)
+
+    def costs(self, arch: Candidate) -> dict:
+        c = self.objective.costs(arch.graph).as_dict()
+        c.pop("num_params")
+        return c
 
     def evaluate(self, archs: Sequence[Candidate], step: int = 0) -> list[Evaluation]:
         start = time.perf_counter()
@@ -45,13 +60,15 @@ class ProxyEvaluator(Evaluator):
         seconds = (time.perf_counter() - start) / max(len(archs), 1)
         out = []
         for arch, result in zip(archs, results):
+            costs = self.objective.costs(arch.graph)
+            extra = {k: v for k, v in costs.as_dict().items() if k != "num_params"}
             if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
                 error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
                          else "training loss diverged (non-finite)")
-                out.append(Evaluation.failure(arch.num_params, seconds, error))
+                out.append(Evaluation.failure(arch.num_params, seconds, error, **extra))
                 continue
-            f = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.teacher_params)
-            out.append(Evaluation(f, result.val_accuracy, arch.num_params, seconds, None))
+            f = self.objective.reward(result.val_accuracy, costs)
+            out.append(Evaluation(f, result.val_accuracy, arch.num_params, seconds, None, **extra))
             if self.on_weights is not None:
                 self.on_weights(arch.key, f, result.state_dict)
         return out

@@ -1,6 +1,6 @@
-"""What every run leaves in its directory: ``history.csv`` (every evaluated architecture),
-``summary.json`` (teacher, best student, the Table 1 columns, the config), three plots and
-``report.md`` embedding them.
+"""What every run leaves in its directory: ``history.csv`` (every evaluated architecture, with every
+cost: num_params, flops, latency_ms, memory_mb), ``summary.json`` (teacher, best student, the Table 1
+columns and the costs, the objective, the config), three plots and ``report.md`` embedding them.
 
 Plots (paper Figures 1-2): f(x) against evaluation index with the best so far; the histogram of
 f(x); accuracy against parameters with the Pareto front and the teacher marked.
@@ -20,7 +20,8 @@ from nascomp.reward import RewardRow
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HISTORY_COLUMNS = ("index", "step", "proposer", "key", "num_params", "ratio", "times", "accuracy", "f", "seconds", "error")
+HISTORY_COLUMNS = ("index", "step", "proposer", "key", "num_params", "ratio", "times", "accuracy", "f", "seconds", "error",
+                   "flops", "latency_ms", "memory_mb")
 
 
 def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
@@ -32,6 +33,7 @@ def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
             "index": i, "step": r.step, "proposer": "" if r.proposer is None else r.proposer, "key": r.arch.key,
             "num_params": table1.num_params, "ratio": table1.ratio, "times": table1.times,
             "accuracy": table1.accuracy, "f": table1.f, "seconds": r.seconds, "error": r.error or "",
+            **{c: "" if getattr(r, c, None) is None else getattr(r, c) for c in ("flops", "latency_ms", "memory_mb")},
         })
     return rows
 
@@ -94,12 +96,23 @@ def _save(fig, path: Path) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table with the paper's Table 1 columns."""
-    lines = ["| | accuracy | #params | ratio | times | f(x) |", "|---|---|---|---|---|---|"]
+    """Markdown table with the paper's Table 1 columns, and the other costs when a row has them."""
+    costs = any(r.get("flops") is not None for r in rows)
+    lines = ["| | accuracy | #params | ratio | times | f(x) |" + (" MFLOPs | latency ms | memory MiB |" if costs else ""),
+             "|---|---|---|---|---|---|" + ("---|---|---|" if costs else "")]
     for r in rows:
         lines.append(f"| {r['name']} | {100 * r['accuracy']:.2f}% | {r['num_params'] / 1e6:.4g}M | "
-                     f"{r['ratio']:.4f} | {r['times']:.2f}x | {r['f']:.4f} |")
+                     f"{r['ratio']:.4f} | {r['times']:.2f}x | {r['f']:.4f} |" + (f" {_costs(r)} |" if costs else ""))
     return "\n".join(lines)
+
+
+def _costs(row: dict) -> str:
+    """The row's flops (in millions), latency_ms and memory_mb as table cells."""
+    cells = []
+    for key, scale in (("flops", 1e-6), ("latency_ms", 1.0), ("memory_mb", 1.0)):
+        v = row.get(key)
+        cells.append("" if v is None or v == "" else f"{float(v) * scale:.4g}")
+    return " | ".join(cells)
 
 
 def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
@@ -109,10 +122,12 @@ def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
             f"({summary['search']['method']}, K = {summary['search']['K']}); "
             f"search {summary['seconds']['search']:.0f} s, final training {summary['seconds']['final']:.0f} s.", ""]
     if summary.get("finalists"):
-        text += ["## Fully trained finalists", "", "| key | val accuracy | test accuracy | #params | f(x) |", "|---|---|---|---|---|"]
+        text += ["## Fully trained finalists", "",
+                 "| key | val accuracy | test accuracy | #params | f(x) | MFLOPs | latency ms | memory MiB |",
+                 "|---|---|---|---|---|---|---|---|"]
         for r in summary["finalists"]:
             text.append(f"| `{r['key'][:12]}` | {100 * r['accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
-                        f"{r['num_params'] / 1e6:.4g}M | {r['f']:.4f} |")
+                        f"{r['num_params'] / 1e6:.4g}M | {r['f']:.4f} | {_costs(r)} |")
         text.append("")
     for title, name in (("Reward along the search", "f_vs_index"), ("Histogram of f(x)", "f_histogram"),
                         ("Accuracy against parameters", "accuracy_vs_params")):

@@ -1,13 +1,36 @@
-"""The reward of paper Eq. 6 (from N2N) and the columns of the paper's Table 1.
+"""The reward of paper Eq. 6 (from N2N), its deployment variants (config group ``objective``) and
+the columns of the paper's Table 1.
 
     C(x) = 1 - params(x) / params(teacher)              (compression ratio, "Ratio")
     f(x) = C(x) (2 - C(x)) * A(x) / A(teacher)
 
 "Times" is params(teacher) / params(x). The teacher itself scores f = 0 (C = 0).
+
+``objective=params`` (the default, the paper) is Eq. 6; ``objective=flops|latency|memory`` is Eq. 6
+with that cost (``nascomp.cost``: num_params, flops, latency_ms, memory_mb) in place of params, the
+teacher's cost measured the same way. A cost above the teacher's gives C < 0, a negative f.
+
+The constraint form: any cap ``objective.constraint.<cost>=b`` set replaces Eq. 6 by
+
+    f(x) = A(x) / A(teacher) * prod_c min(1, b_c / cost_c(x))^p          (p = objective.penalty)
+
+the accuracy ratio when every cap is met, scaled down smoothly when one is not: a student at twice
+the cap keeps 2^-p of its accuracy ratio, so the kernels still rank infeasible students by accuracy
+and by how far over the cap they are (never a wall of zeros). The teacher's f is then its own
+penalty factor (1 when it meets the caps), which Algorithm 1 keeps as the reference.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nascomp.cost import Costs, Meter
+    from nascomp.graph import ArchGraph
+
+# objective.name -> the cost (a field of nascomp.cost.Costs) that Eq. 6 rewards; the only copy
+COST_OF = {"params": "num_params", "flops": "flops", "latency": "latency_ms", "memory": "memory_mb"}
 
 
 def compression_ratio(num_params: int, teacher_params: int) -> float:
@@ -17,8 +40,9 @@ def compression_ratio(num_params: int, teacher_params: int) -> float:
     return 1.0 - num_params / teacher_params
 
 
-def reward(accuracy: float, num_params: int, teacher_accuracy: float, teacher_params: int) -> float:
-    """f(x) of Eq. 6. Accuracies in any common unit (fractions or percent)."""
+def reward(accuracy: float, num_params: float, teacher_accuracy: float, teacher_params: float) -> float:
+    """f(x) of Eq. 6. Accuracies in any common unit (fractions or percent); any cost (FLOPs, latency,
+    memory) in place of the parameter counts gives that objective's f."""
     if teacher_accuracy <= 0:
         raise ValueError(f"teacher_accuracy must be positive, got {teacher_accuracy}")
     c = compression_ratio(num_params, teacher_params)
@@ -49,3 +73,47 @@ class RewardRow:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def constrained_reward(accuracy: float, costs: dict[str, float], teacher_accuracy: float, caps: dict[str, float],
+                       penalty: float) -> float:
+    """f(x) = A(x) / A(teacher) * prod_c min(1, caps[c] / costs[c])^penalty (the constraint form)."""
+    if teacher_accuracy <= 0:
+        raise ValueError(f"teacher_accuracy must be positive, got {teacher_accuracy}")
+    factor = math.prod(min(1.0, cap / costs[c]) ** penalty if costs[c] > 0 else 1.0 for c, cap in caps.items())
+    return accuracy / teacher_accuracy * factor
+
+
+class Objective:
+    """The reward as ``conf/objective`` configures it: Eq. 6 on the cost ``cfg.name`` or, when any
+    ``cfg.constraint`` cap is set, the constraint form (module docstring). ``meter`` measures the costs
+    (``nascomp.cost.Meter``); the teacher's are measured once, here."""
+
+    def __init__(self, cfg, meter: "Meter", teacher: "ArchGraph", teacher_accuracy: float):
+        if cfg.name not in COST_OF:
+            raise ValueError(f"objective.name must be one of {', '.join(COST_OF)}, got {cfg.name!r}")
+        self.name, self.cost = cfg.name, COST_OF[cfg.name]
+        self.caps = {c: float(v) for c, v in cfg.constraint.items() if v is not None}
+        self.penalty = float(cfg.penalty)
+        self.meter = meter
+        self.teacher_accuracy = teacher_accuracy
+        self.teacher_costs = meter.costs(teacher)
+
+    def costs(self, graph: "ArchGraph") -> "Costs":
+        return self.meter.costs(graph)
+
+    def reward(self, accuracy: float, costs: "Costs") -> float:
+        if self.caps:
+            return constrained_reward(accuracy, costs.as_dict(), self.teacher_accuracy, self.caps, self.penalty)
+        return reward(accuracy, getattr(costs, self.cost), self.teacher_accuracy, getattr(self.teacher_costs, self.cost))
+
+    @property
+    def reference_f(self) -> float:
+        """f of the teacher: 0 under Eq. 6, its penalty factor in the constraint form."""
+        return self.reward(self.teacher_accuracy, self.teacher_costs)
+
+    def describe(self) -> dict:
+        """What summary.json records: the objective, its caps and the teacher's costs."""
+        return {"name": self.name, "cost": self.cost, "constraint": self.caps, "penalty": self.penalty,
+                "device": self.meter.device_key, "batch_size": self.meter.batch_size,
+                "teacher_costs": self.teacher_costs.as_dict()}

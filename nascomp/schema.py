@@ -34,6 +34,7 @@ LOSSES = ("mse_logits", "kl", "ce")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 INHERIT = ("first", "l1", "none")
 EVALUATORS = ("local", "ray")
+DEPLOYMENT_OBJECTIVES = ("params", "flops", "latency", "memory")  # conf/objective (nascomp.reward.COST_OF)
 
 
 class ConfigError(ValueError):
@@ -208,6 +209,26 @@ class StoreSchema:
 
 
 @dataclass
+class ConstraintSchema:
+    num_params: Optional[float] = _range(0.0, None, low_ok=False)
+    flops: Optional[float] = _range(0.0, None, low_ok=False)
+    latency_ms: Optional[float] = _range(0.0, None, low_ok=False)
+    memory_mb: Optional[float] = _range(0.0, None, low_ok=False)
+
+
+@dataclass
+class ObjectiveSchema:
+    name: str = _choice(*DEPLOYMENT_OBJECTIVES)
+    device: str = MISSING
+    batch_size: int = _range(1)
+    warmup: int = _range(0)
+    repeats: int = _range(1)
+    latency_table: bool = MISSING
+    penalty: float = _range(0.0, None, low_ok=False)
+    constraint: ConstraintSchema = field(default_factory=ConstraintSchema)
+
+
+@dataclass
 class ConfigSchema:
     seed: int = MISSING
     name: str = MISSING
@@ -228,6 +249,7 @@ class ConfigSchema:
     final: FinalSchema = field(default_factory=FinalSchema)
     store: StoreSchema = field(default_factory=StoreSchema)
     evaluator: EvaluatorSchema = field(default_factory=EvaluatorSchema)
+    objective: ObjectiveSchema = field(default_factory=ObjectiveSchema)
     extra: dict = field(default_factory=dict)  # free-form keys of plugins and experiments
 
 

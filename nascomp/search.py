@@ -38,7 +38,8 @@ SUBSET_TRIES = 100  # draws of the kernels' subsets before short ones are filled
 class Record:
     """One evaluated architecture of the history; ``proposer`` is the index of the kernel (of K) that
     proposed it (None: a random first architecture or a baseline's).
-    A failed evaluation (``failed``) keeps its error; its f = 0 is no reward and no proposer reads it."""
+    A failed evaluation (``failed``) keeps its error; its f = 0 is no reward and no proposer reads it.
+    ``flops``, ``latency_ms``, ``memory_mb``: the evaluation's other costs (None where not measured)."""
 
     arch: Architecture
     f: float
@@ -48,6 +49,9 @@ class Record:
     proposer: int | None
     seconds: float
     error: str | None = None
+    flops: int | None = None
+    latency_ms: float | None = None
+    memory_mb: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -202,7 +206,7 @@ class Search:
 
     def evaluate(self, batch: list[tuple[Architecture, int | None]], step: int) -> list[Record]:
         evals = self.evaluator.evaluate([a for a, _ in batch], step)
-        records = [Record(a, e.f, e.accuracy, e.num_params, step, proposer, e.seconds, e.error)
+        records = [Record(a, e.f, e.accuracy, e.num_params, step, proposer, e.seconds, e.error, e.flops, e.latency_ms, e.memory_mb)
                    for (a, proposer), e in zip(batch, evals)]
         if self.after_step is not None:
             self.after_step(step, records)

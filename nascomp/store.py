@@ -3,10 +3,11 @@ search has learned, so that a killed run resumes and no finished evaluation is e
 
 Tables
     runs         run id -> its config (JSON) and status
-    evaluations  (context, key) -> f, accuracy, params, seconds, error: the cache. ``context`` hashes
-                 the teacher's weights, the dataset and the proxy-training recipe, so an architecture
-                 evaluated under the same conditions is never trained again, in this run or another
-                 run sharing the file
+    evaluations  (context, key) -> f, accuracy, params, seconds, error, and the other costs (flops,
+                 latency_ms, memory_mb; columns added to older files when opened, NULL in their old
+                 rows): the cache. ``context`` hashes the teacher's weights, the dataset, the
+                 proxy-training recipe and a non-default objective, so an architecture evaluated under
+                 the same conditions is never trained again, in this run or another run sharing the file
     history      (run, index) -> step, kernel, key: the order in which a run evaluated (the column
                  ``kernel`` holds ``Record.proposer``, the index of the proposing kernel; its SQL
                  name is kept so that older store files stay readable)
@@ -15,6 +16,8 @@ Tables
     finals       (context, key) -> fully trained result and state_dict
     kernels      (run, step) -> the kernels' state_dict of that step (kernel transfer reads them)
     rng          (run, step) -> the search's random-number state before that step's proposals
+    latency      (key, device, batch_size) -> measured latency (ms, the median of ``repeats`` timings):
+                 shared by every run and context, so no architecture is timed twice on one device
 
 Resume replays the search from its seed: evaluations come from the cache instantly, kernels are
 retrained deterministically, and the first evaluation missing from the cache is where the killed
@@ -55,14 +58,20 @@ log = logging.getLogger("nascomp")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, created REAL, updated REAL);
 CREATE TABLE IF NOT EXISTS evaluations (context TEXT, key TEXT, f REAL, accuracy REAL, num_params INTEGER,
-    seconds REAL, error TEXT, arch TEXT, created REAL, PRIMARY KEY (context, key));
+    seconds REAL, error TEXT, arch TEXT, created REAL, flops INTEGER, latency_ms REAL, memory_mb REAL,
+    PRIMARY KEY (context, key));
 CREATE TABLE IF NOT EXISTS history (run TEXT, idx INTEGER, step INTEGER, kernel INTEGER, key TEXT, PRIMARY KEY (run, idx));
 CREATE TABLE IF NOT EXISTS inflight (run TEXT, key TEXT, step INTEGER, started REAL, PRIMARY KEY (run, key));
 CREATE TABLE IF NOT EXISTS weights (context TEXT, key TEXT, f REAL, state BLOB, PRIMARY KEY (context, key));
 CREATE TABLE IF NOT EXISTS finals (context TEXT, key TEXT, result TEXT, state BLOB, PRIMARY KEY (context, key));
 CREATE TABLE IF NOT EXISTS kernels (run TEXT, step INTEGER, state BLOB, PRIMARY KEY (run, step));
 CREATE TABLE IF NOT EXISTS rng (run TEXT, step INTEGER, state TEXT, PRIMARY KEY (run, step));
+CREATE TABLE IF NOT EXISTS latency (key TEXT, device TEXT, batch_size INTEGER, ms REAL, repeats INTEGER, created REAL,
+    PRIMARY KEY (key, device, batch_size));
 """
+# columns added after the first store files were written: (table, column, SQL type), added when missing
+ADDED_COLUMNS = (("evaluations", "flops", "INTEGER"), ("evaluations", "latency_ms", "REAL"), ("evaluations", "memory_mb", "REAL"))
+EVALUATION_COLUMNS = ("f", "accuracy", "num_params", "seconds", "error", "flops", "latency_ms", "memory_mb")  # = Evaluation's fields
 
 
 def digest(obj: Any) -> str:
@@ -114,6 +123,7 @@ class RunStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self._add_columns()
         except OSError as exc:
             raise StoreError(f"cannot create the run store {self.path}: {exc}; point store.path at a writable place") from exc
         except sqlite3.DatabaseError as exc:
@@ -125,6 +135,15 @@ class RunStore:
 
     def _refuse_unwritable(self) -> None:
         refuse_unwritable(self.path)
+
+    def _add_columns(self) -> None:
+        """Bring a store written by an older version up to ``SCHEMA`` (``ADDED_COLUMNS``); its rows keep
+        their values, the new columns are NULL in them."""
+        for table, column, kind in ADDED_COLUMNS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                with self._tx():
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         for run in list(self._held):
@@ -232,10 +251,10 @@ class RunStore:
         out = {}
         for k in keys:
             with self._guard("evaluations", f"context {context!r}, key {k!r}"):
-                row = self.db.execute("SELECT f, accuracy, num_params, seconds, error FROM evaluations WHERE context = ? AND key = ?",
+                row = self.db.execute(f"SELECT {', '.join(EVALUATION_COLUMNS)} FROM evaluations WHERE context = ? AND key = ?",
                                       (context, k)).fetchone()
             if row:
-                out[k] = dict(zip(("f", "accuracy", "num_params", "seconds", "error"), row))
+                out[k] = dict(zip(EVALUATION_COLUMNS, row))
         return out
 
     def start(self, run: str, keys: Iterable[str], step: int) -> None:
@@ -250,9 +269,9 @@ class RunStore:
         """Store finished evaluations (key, result, arch description) and clear them from inflight."""
         with self._guard("evaluations", f"run {run!r}, context {context!r}, {len(results)} results"), self._tx():
             for key, r, arch in results:
-                self.db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                (context, key, r["f"], r["accuracy"], r["num_params"], r["seconds"], r["error"],
-                                 json.dumps(arch), time.time()))
+                self.db.execute(f"INSERT OR REPLACE INTO evaluations (context, key, arch, created, {', '.join(EVALUATION_COLUMNS)}) "
+                                f"VALUES (?, ?, ?, ?{', ?' * len(EVALUATION_COLUMNS)})",
+                                (context, key, json.dumps(arch), time.time(), *(r.get(c) for c in EVALUATION_COLUMNS)))
                 self.db.execute("DELETE FROM inflight WHERE run = ? AND key = ?", (run, key))
 
     def count(self, context: str) -> int:
@@ -312,6 +331,19 @@ class RunStore:
     def runs(self) -> list[tuple[str, str]]:
         with self._guard("runs", "all runs"):
             return [tuple(r) for r in self.db.execute("SELECT run, status FROM runs ORDER BY created")]
+
+    # ----------------------------------------------------------------- latency (nascomp.cost.Meter)
+    def latency(self, key: str, device: str, batch_size: int) -> float | None:
+        """The measured latency (ms) of architecture ``key`` on ``device`` at ``batch_size``, or None."""
+        with self._guard("latency", f"key {key!r}, device {device!r}, batch size {batch_size}"):
+            row = self.db.execute("SELECT ms FROM latency WHERE key = ? AND device = ? AND batch_size = ?",
+                                  (key, device, batch_size)).fetchone()
+        return None if row is None else row[0]
+
+    def save_latency(self, key: str, device: str, batch_size: int, ms: float, repeats: int) -> None:
+        with self._guard("latency", f"key {key!r}, device {device!r}, batch size {batch_size}"), self._tx():
+            self.db.execute("INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?, ?, ?)",
+                            (key, device, batch_size, ms, repeats, time.time()))
 
     # ----------------------------------------------------------------- weights
     def save_weights(self, context: str, key: str, f: float, state: dict, keep: int) -> None:

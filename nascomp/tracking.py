@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # to history.csv) is a typed null. A column not listed is logged as text.
 HISTORY_TYPES: dict[str, type] = {"index": int, "step": int, "proposer": int, "key": str, "num_params": int,
                                   "ratio": float, "times": float, "accuracy": float, "f": float,
-                                  "seconds": float, "error": str}
+                                  "seconds": float, "error": str, "flops": int, "latency_ms": float, "memory_mb": float}
 
 
 def typed(value: Any, kind: type) -> Any:
@@ -112,8 +112,9 @@ class WandbTracker(Tracker):
             self.run.log_artifact(artifact)
 
     def log_summary(self, summary):
-        for key in ("accuracy", "num_params", "ratio", "times", "f"):
-            self.run.summary[f"best/{key}"] = summary["best"][key]
+        for key in ("accuracy", "num_params", "ratio", "times", "f", "flops", "latency_ms", "memory_mb"):
+            if summary["best"].get(key) is not None:
+                self.run.summary[f"best/{key}"] = summary["best"][key]
 
     def finish(self):
         self.run.finish()

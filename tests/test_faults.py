@@ -14,6 +14,7 @@ class Diverging:
 
     def __init__(self, arch):
         self.arch, self.key, self.num_params = arch, "nan-" + arch.key, arch.num_params
+        self.graph = arch.graph  # what the evaluator measures the costs of
 
     def build(self, teacher, inherit):
         net = self.arch.build(teacher, inherit=inherit)

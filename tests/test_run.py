@@ -64,6 +64,48 @@ def test_quickstart_pipeline_through_the_cli(workdir):
 
 
 @pytest.mark.slow
+def test_flops_objective_run_records_every_cost(workdir):
+    """``objective=flops`` end to end: f is Eq. 6 on FLOPs; every student's four costs are in history.csv,
+    summary.json and the report; every distinct architecture (and the teacher) is timed once, in the store."""
+    proc = cli(TINY + ["objective=flops", "final.enabled=false", "hydra.run.dir=outputs/flops"], workdir)
+    run = workdir / "outputs" / "flops"
+    summary = json.loads((run / "summary.json").read_text())
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    teacher = summary["teacher"]
+    assert summary["objective"]["name"] == "flops" and summary["objective"]["teacher_costs"]["flops"] == teacher["flops"] > 0
+    for r in rows:
+        assert all(float(r[c]) > 0 for c in ("num_params", "flops", "latency_ms", "memory_mb")), r
+        c = 1 - int(r["flops"]) / teacher["flops"]
+        assert float(r["f"]) == pytest.approx(c * (2 - c) * float(r["accuracy"]) / teacher["accuracy"])
+    best = summary["best"]
+    assert best["flops"] == int(next(r for r in rows if r["key"] == best["key"])["flops"])
+    assert all(best[c] is not None for c in ("flops", "latency_ms", "memory_mb"))
+    assert "MFLOPs | latency ms | memory MiB" in (run / "report.md").read_text() and "MFLOPs" in proc.stdout
+    import sqlite3
+
+    timed = sqlite3.connect(run / "store.sqlite").execute("SELECT COUNT(*) FROM latency").fetchone()[0]
+    assert timed == len({r["key"] for r in rows}) + 1  # the students and the teacher, once each
+
+
+def test_the_default_objective_keeps_run_ids_and_contexts():
+    """Runs made before the objective group existed keep their run ids and store contexts (they resume
+    and share evaluations); another objective is another run and another context."""
+    from nascomp import teachers
+    from nascomp.pipeline import proxy_context, run_id_of
+
+    cfg = validate(compose(TINY))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    before = {k: v for k, v in config.items() if k != "objective"}  # a config as composed before the group existed
+    assert run_id_of(config) == run_id_of(before)
+    flops = validate(compose(TINY + ["objective=flops"]))
+    assert run_id_of(OmegaConf.to_container(flops, resolve=True)) != run_id_of(config)
+    teacher = teachers.create("small_resnet", width=0.25)
+    assert proxy_context(cfg, teacher) != proxy_context(flops, teacher)
+    tweaked = validate(compose(TINY + ["objective.batch_size=8"]))  # the costs recorded change: another context
+    assert proxy_context(tweaked, teacher) not in (proxy_context(cfg, teacher), proxy_context(flops, teacher))
+
+
+@pytest.mark.slow
 def test_two_job_multirun(workdir):
     cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "experiment_group=mr"], workdir)
     jobs = sorted(j for j in (workdir / "multirun" / "mr").iterdir() if j.is_dir())
@@ -81,6 +123,9 @@ SCHEMA_ERRORS = [
     ("kernel.warp=log", "kernel.warp: 'log' is not one of none, power"),
     ("+search.speed=3", "search.speed"),
     ("space.ops=[skip]", "skip addition alone cannot make a student smaller"),
+    ("objective.penalty=0", "objective.penalty: 0.0 is out of range (must be > 0.0)"),
+    ("objective.constraint.latency_ms=-5", "objective.constraint.latency_ms: -5.0 is out of range (must be > 0.0)"),
+    ("objective.name=speed", "objective.name: 'speed' is not one of params, flops, latency, memory"),
 ]
 
 
@@ -112,7 +157,7 @@ def _leaves(node, prefix=""):
 
 def _options():
     root = config_dir()
-    for group in ("teacher", "dataset", "space", "search", "kernel", "trainer", "logger", "experiment"):
+    for group in ("teacher", "dataset", "space", "search", "kernel", "objective", "trainer", "logger", "experiment"):
         for f in sorted((root / group).glob("*.yaml")):
             yield group, f.stem
 
@@ -175,7 +220,8 @@ def test_bad_inputs_fail_before_any_work(tmp_path, monkeypatch):
         ([f"teacher.checkpoint={tmp_path / 'broken.pt'}"], "cannot be read as a weights-only state_dict"),
         ([f"teacher.checkpoint={tmp_path / 'resnet.pt'}"], "does not match the small_resnet architecture"),
         ([f"teacher.checkpoint={tmp_path / 'missing.pt'}"], "does not exist"),
-    ]
+        (["objective.device=gpu0"], "objective.device='gpu0' is not a torch device"),
+    ] + ([(["objective=latency", "objective.device=cuda"], "CUDA is not available here")] if not torch.cuda.is_available() else [])
     for overrides, message in cases:
         with pytest.raises(StartupError, match=re.escape(message)):
             run(validate(compose(TINY + overrides)), tmp_path / "run")

@@ -55,6 +55,44 @@ def test_cache_hit_within_and_across_runs(tmp_path, space):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+class CostingEvaluator(CountingEvaluator):
+    """Evaluations with every cost; ``costs`` answers for rows stored without them."""
+
+    def costs(self, arch):
+        return {"flops": arch.flops, "latency_ms": 1.5, "memory_mb": 0.25}
+
+    def evaluate(self, archs, step=0):
+        self.calls += len(archs)
+        return [Evaluation(0.5, 0.5, a.num_params, 0.1, None, **self.costs(a)) for a in archs]
+
+
+def test_a_store_written_before_costs_gains_them_and_keeps_its_rows(tmp_path, space):
+    """An evaluations table without the cost columns (as older versions wrote it) is brought up to date
+    when opened; its rows read back, and the evaluator fills their costs."""
+    path = tmp_path / "old.sqlite"
+    arch = space.sample(seed=0)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE evaluations (context TEXT, key TEXT, f REAL, accuracy REAL, num_params INTEGER, "
+               "seconds REAL, error TEXT, arch TEXT, created REAL, PRIMARY KEY (context, key))")
+    db.execute("INSERT INTO evaluations VALUES ('ctx', ?, 0.7, 0.8, ?, 2.0, NULL, '{}', 0)", (arch.key, arch.num_params))
+    db.commit()
+    db.close()
+    store = RunStore(path)
+    columns = [r[1] for r in store.db.execute("PRAGMA table_info(evaluations)")]
+    assert columns[-3:] == ["flops", "latency_ms", "memory_mb"]
+    assert store.cached("ctx", [arch.key])[arch.key] == {"f": 0.7, "accuracy": 0.8, "num_params": arch.num_params,
+                                                          "seconds": 2.0, "error": None, "flops": None,
+                                                          "latency_ms": None, "memory_mb": None}
+    inner = CostingEvaluator()
+    new = space.sample(seed=1)
+    old_e, new_e = StoredEvaluator(inner, store, "run", "ctx").evaluate([arch, new])
+    assert inner.calls == 1  # the stored one is not evaluated again
+    assert (old_e.f, old_e.flops, old_e.latency_ms, old_e.memory_mb) == (0.7, arch.flops, 1.5, 0.25)
+    assert store.cached("ctx", [new.key])[new.key]["flops"] == new.flops  # new rows store their costs
+    store.close()
+    RunStore(path).close()  # opening it again adds nothing twice
+
+
 class KeyRecordingEvaluator(Evaluator):
     """Records the keys each call evaluates."""
 
