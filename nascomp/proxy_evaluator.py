@@ -45,20 +45,37 @@ class ProxyEvaluator(Evaluator):
         seconds = (time.perf_counter() - start) / max(len(archs), 1)
         out = []
         for arch, result in zip(archs, results):
-            if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
-                error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
-                         else "training loss diverged (non-finite)")
-                out.append(Evaluation.failure(arch.num_params, seconds, error))
-                continue
-            f = reward(result.val_accuracy, arch.num_params, self.teacher_accuracy, self.teacher_params)
-            out.append(Evaluation(f, result.val_accuracy, arch.num_params, seconds, None))
-            if self.on_weights is not None:
-                self.on_weights(arch.key, f, result.state_dict)
+            evaluation = self.score(result, arch.num_params, seconds)
+            out.append(evaluation)
+            if not evaluation.failed and self.on_weights is not None:
+                self.on_weights(arch.key, evaluation.f, result.state_dict)
         return out
+
+    def evaluate_modules(self, students: Sequence[nn.Module]) -> list[tuple[Evaluation, Result | Exception]]:
+        """Proxy-train built students that are no candidates of the space (the pruning baseline,
+        ``nascomp.pruning``) as ``evaluate`` trains candidates, in this process, and score each by Eq. 6
+        with its own parameter count. Their weights go to no store (they have no key): each comes back
+        with its training result (the student itself holds its best-epoch weights)."""
+        start = time.perf_counter()
+        results = self.train_modules(list(students))
+        seconds = (time.perf_counter() - start) / max(len(students), 1)
+        return [(self.score(r, sum(p.numel() for p in s.parameters()), seconds), r) for s, r in zip(students, results)]
+
+    def score(self, result: Result | Exception, num_params: int, seconds: float) -> Evaluation:
+        """One training result as an Evaluation: f of Eq. 6, or a failure (an exception, a diverged loss)."""
+        if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
+            error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
+                     else "training loss diverged (non-finite)")
+            return Evaluation.failure(num_params, seconds, error)
+        f = reward(result.val_accuracy, num_params, self.teacher_accuracy, self.teacher_params)
+        return Evaluation(f, result.val_accuracy, num_params, seconds, None)
 
     def train(self, archs: Sequence[Candidate]) -> list[Result | Exception]:
         """Proxy-train the students of ``archs`` here: as one cohort, or one by one."""
-        students = [a.build(self.teacher, inherit=self.inherit) for a in archs]
+        return self.train_modules([a.build(self.teacher, inherit=self.inherit) for a in archs])
+
+    def train_modules(self, students: list[nn.Module]) -> list[Result | Exception]:
+        """Proxy-train built students here: as one cohort, or one by one (``cohort``)."""
         if self.cohort:
             return self._train(students)
         return [r for s in students for r in self._train([s])]
