@@ -80,14 +80,17 @@ def reference_best(bench: CompressionBench, label: str, overrides: list[str], se
 def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], seed: int) -> list[dict]:
     """ours' best and the teacher pruned to its parameter count, proxy-trained (and with --full fully trained)."""
     from nascomp.pipeline import final_training, recipe
-    from nascomp.pruning import prune
+    from nascomp.pruning import PruningError, prune
     from nascomp.reward import RewardRow
     from nascomp.training import full_train
 
     s = bench.setup
     teacher_acc, teacher_params = s.teacher_accuracy, s.graph.num_params
     best = reference_best(bench, label, overrides, seed, args.budget)
-    pruned = prune(s.teacher, s.dataset.train.images[:2], best.num_params, args.importance, args.steps)
+    try:
+        pruned = prune(s.teacher, s.dataset.train.images[:2], best.num_params, args.importance, args.steps)
+    except PruningError as exc:
+        raise SystemExit(f"seed {seed}: {label}'s best student has {best.num_params} parameters: {exc}") from exc
     (evaluation, result), = s.proxy.evaluate_modules([pruned])
     if evaluation.failed:
         raise SystemExit(f"proxy training of the pruned teacher failed: {evaluation.error}")

@@ -83,7 +83,7 @@ def test_unreachable_target_and_bad_inputs_are_refused(setup, monkeypatch):
 
 @pytest.mark.slow
 def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path):
-    common = ["--dataset", "digits", "--teacher", "small_resnet", "--width", "0.25", "--K", "2", "--samples", "20",
+    common = ["--dataset", "digits", "--teacher", "small_resnet", "--width", "0.5", "--K", "2", "--samples", "20",
               "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
               "--override", "teacher_training.epochs=2", "--store", str(tmp_path / "store.sqlite")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -102,7 +102,7 @@ def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path)
     assert float(rows["ours"]["f"]) == pytest.approx(ours_best[0])
     target, n = int(rows["ours"]["num_params"]), int(rows["prune[l2]"]["num_params"])
     assert 0.9 * target <= n <= target
-    (teacher,) = (tmp_path / "teachers").glob("small_resnet-digits-w0.25-*.json")
+    (teacher,) = (tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.json")
     t = json.loads(teacher.read_text())
     for r in rows.values():
         c = float(r["ratio"])
