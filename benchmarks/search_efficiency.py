@@ -161,19 +161,27 @@ class CompressionBench:
               f"{len(s.space.skip_pairs)} legal skips; store {s.store.path}: {s.store.count(s.context)} "
               "evaluations cached", flush=True)
 
-    def run_one(self, job: tuple) -> list[dict]:
-        from nascomp.search import run_search
+    def run_config(self, overrides: list[str], seed: int, budget: int) -> tuple:
+        """A method's config for one search seed and budget, resolved, and its run id in the store
+        (the history of the run is stored under it: ``benchmarks/pruning.py`` reads its best student)."""
         from nascomp.store import digest
         from omegaconf import OmegaConf
 
-        label, overrides, dataset, objective, seed, budgets = job
         cfg = compression_config(self.args, overrides)
-        cfg.search.T = math.ceil(max(budgets) / cfg.search.K) - 1
+        cfg.search.T = math.ceil(budget / cfg.search.K) - 1
         config = OmegaConf.to_container(cfg, resolve=True)
-        run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": max(budgets),
+        run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": budget,
                          **{k: v for k, v in config.items() if k not in ("logger", "store")}})
+        return cfg, config, run_id
+
+    def run_one(self, job: tuple) -> list[dict]:
+        from nascomp.search import run_search
+
+        label, overrides, dataset, objective, seed, budgets = job
+        cfg, config, run_id = self.run_config(overrides, seed, max(budgets))
         evaluator = self.setup.open_run(run_id, resume=True, config=config)
         result = run_search(self.setup.space, evaluator, cfg, seed, budget=max(budgets))
+        self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
         self.setup.store.finish_run(run_id)
         steps = max(result.steps, 1)
         return [
@@ -194,13 +202,14 @@ def with_gap(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path, columns: list[str] = COLUMNS) -> list[dict]:
+    """The rows of a result CSV whose header is ``columns``; another header is refused."""
     if not path.exists():
         return []
     with path.open() as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames != COLUMNS:
-            raise SystemExit(f"{path}: columns {reader.fieldnames}, expected {COLUMNS}; write to a new --csv")
+        if reader.fieldnames != columns:
+            raise SystemExit(f"{path}: columns {reader.fieldnames}, expected {columns}; write to a new --csv")
         return list(reader)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.reward import Objective
 from nascomp.compression_space import Candidate
 from nascomp.training import Result, proxy_train
+
+if TYPE_CHECKING:
+    from nascomp.cost import Costs
 
 
 class ProxyEvaluator(Evaluator):
@@ -60,22 +63,44 @@ class ProxyEvaluator(Evaluator):
         seconds = (time.perf_counter() - start) / max(len(archs), 1)
         out = []
         for arch, result in zip(archs, results):
-            costs = self.objective.costs(arch.graph)
-            extra = {k: v for k, v in costs.as_dict().items() if k != "num_params"}
-            if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
-                error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
-                         else "training loss diverged (non-finite)")
-                out.append(Evaluation.failure(arch.num_params, seconds, error, **extra))
-                continue
-            f = self.objective.reward(result.val_accuracy, costs)
-            out.append(Evaluation(f, result.val_accuracy, arch.num_params, seconds, None, **extra))
-            if self.on_weights is not None:
-                self.on_weights(arch.key, f, result.state_dict)
+            evaluation = self.score(result, self.objective.costs(arch.graph), seconds)
+            out.append(evaluation)
+            if not evaluation.failed and self.on_weights is not None:
+                self.on_weights(arch.key, evaluation.f, result.state_dict)
         return out
+
+    def evaluate_modules(self, students: Sequence[nn.Module]) -> list[tuple[Evaluation, Result | Exception]]:
+        """Proxy-train built students that are no candidates of the space (the pruning baseline,
+        ``nascomp.pruning``) as ``evaluate`` trains candidates, in this process, and score each by Eq. 6
+        with its own parameter count. Their weights go to no store (they have no key): each comes back
+        with its training result (the student itself holds its best-epoch weights). Its costs are those
+        of its own traced graph."""
+        from nascomp.graph import ArchGraph
+
+        shape = tuple(self.dataset.train.images.shape[1:])
+        costs = [self.objective.costs(ArchGraph.from_module(s, shape)) for s in students]
+        start = time.perf_counter()
+        results = self.train_modules(list(students))
+        seconds = (time.perf_counter() - start) / max(len(students), 1)
+        return [(self.score(r, c, seconds), r) for c, r in zip(costs, results)]
+
+    def score(self, result: Result | Exception, costs: "Costs", seconds: float) -> Evaluation:
+        """One training result as an Evaluation: f = objective.reward, or a failure (an exception, a
+        diverged loss); every cost rides along."""
+        extra = {k: v for k, v in costs.as_dict().items() if k != "num_params"}
+        if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
+            error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
+                     else "training loss diverged (non-finite)")
+            return Evaluation.failure(costs.num_params, seconds, error, **extra)
+        f = self.objective.reward(result.val_accuracy, costs)
+        return Evaluation(f, result.val_accuracy, costs.num_params, seconds, None, **extra)
 
     def train(self, archs: Sequence[Candidate]) -> list[Result | Exception]:
         """Proxy-train the students of ``archs`` here: as one cohort, or one by one."""
-        students = [a.build(self.teacher, inherit=self.inherit) for a in archs]
+        return self.train_modules([a.build(self.teacher, inherit=self.inherit) for a in archs])
+
+    def train_modules(self, students: list[nn.Module]) -> list[Result | Exception]:
+        """Proxy-train built students here: as one cohort, or one by one (``cohort``)."""
         if self.cohort:
             return self._train(students)
         return [r for s in students for r in self._train([s])]

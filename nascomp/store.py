@@ -257,6 +257,13 @@ class RunStore:
                 out[k] = dict(zip(EVALUATION_COLUMNS, row))
         return out
 
+    def arch(self, context: str, key: str) -> dict | None:
+        """The description of an evaluated architecture (``Candidate.to_dict``), or None when not evaluated."""
+        with self._guard("evaluations", f"context {context!r}, key {key!r}"):
+            row = self.db.execute("SELECT arch FROM evaluations WHERE context = ? AND key = ?", (context, key)).fetchone()
+        return None if row is None else self._decode("evaluations", f"key {key!r}", f"context = '{context}' AND key = '{key}'",
+                                                     json.loads, row[0])
+
     def start(self, run: str, keys: Iterable[str], step: int) -> None:
         with self._guard("inflight", f"run {run!r}, step {step}"), self._tx():
             self.db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?, ?)", [(run, k, step, time.time()) for k in keys])

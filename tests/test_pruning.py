@@ -1,0 +1,114 @@
+"""The pruning baseline (nascomp.pruning): Torch-Pruning's channel pruning of a real trained teacher to
+a parameter count, its proxy training through the searched students' path, scored by Eq. 6, and the
+benchmark script (benchmarks/pruning.py) against the search-efficiency benchmark's stored run."""
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nascomp.config import compose
+from nascomp.pipeline import Setup
+from nascomp.pruning import IMPORTANCES, PruningError, num_params, prune
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """experiment=cpu (the benchmark's half-width small_resnet teacher), the teacher trained for 2 epochs on digits."""
+    tmp = tmp_path_factory.mktemp("pruning")
+    torch.set_num_threads(1)
+    cfg = compose(["experiment=cpu", "teacher_training.epochs=2", "logger=none",
+                   f"teacher_dir={tmp / 'teachers'}", f"store.path={tmp / 'store.sqlite'}"])
+    return Setup.build(cfg, tmp)
+
+
+@pytest.mark.parametrize("importance", IMPORTANCES)
+def test_prune_lands_just_below_the_target_and_keeps_the_classes(setup, importance):
+    teacher, x = setup.teacher, setup.dataset.val.images[:16]  # (16, 1, 8, 8)
+    before = copy.deepcopy(teacher.state_dict())
+    target = int(0.4 * setup.graph.num_params)
+    pruned = prune(teacher, x, target, importance)
+    n = num_params(pruned)
+    assert 0.97 * target <= n <= target
+    assert num_params(teacher) == setup.graph.num_params
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # the teacher is untouched
+    with torch.no_grad():
+        assert pruned.eval()(x).shape == teacher(x).shape == (16, 10)
+    assert pruned.linear.out_features == 10 and pruned.linear.in_features < teacher.linear.in_features
+    # the copy holds the teacher's surviving weights: each kept stem filter is one of the teacher's
+    kept, full = pruned.stem[0].weight.detach(), teacher.stem[0].weight.detach()
+    assert kept.shape[0] < full.shape[0]
+    assert all(any(torch.equal(k, f) for f in full) for k in kept)
+    assert all(p.requires_grad for p in pruned.parameters())
+
+
+def test_proxy_training_of_the_pruned_teacher_is_the_searched_students_and_scored_by_eq6(setup):
+    torch.manual_seed(0)
+    arch = setup.space.sample(seed=3)
+    (searched,) = setup.proxy.evaluate([arch])
+    torch.manual_seed(0)
+    ((same, _),) = setup.proxy.evaluate_modules([arch.build(setup.teacher, inherit=setup.cfg.inherit)])
+    assert (same.f, same.accuracy, same.num_params) == pytest.approx((searched.f, searched.accuracy, arch.num_params))
+
+    pruned = prune(setup.teacher, setup.dataset.train.images[:2], arch.num_params)
+    ((evaluation, result),) = setup.proxy.evaluate_modules([pruned])
+    assert not evaluation.failed and 0.1 < evaluation.accuracy <= 1.0 and result.epoch == 0
+    assert evaluation.accuracy == result.val_accuracy and evaluation.num_params == num_params(pruned) <= arch.num_params
+    c = 1 - num_params(pruned) / setup.graph.num_params
+    assert evaluation.f == pytest.approx(c * (2 - c) * evaluation.accuracy / setup.teacher_accuracy)
+    assert result.state_dict.keys() == pruned.state_dict().keys()
+    assert all(torch.equal(result.state_dict[k], v) for k, v in pruned.state_dict().items())  # it holds its best epoch
+
+
+def test_unreachable_target_and_bad_inputs_are_refused(setup, monkeypatch):
+    teacher, x, n = setup.teacher, setup.dataset.train.images[:2], setup.graph.num_params
+    with pytest.raises(PruningError, match=r"reaches no fewer than \d+ parameters, above the target 50"):
+        prune(teacher, x, 50)
+    with pytest.raises(PruningError, match=f"must be positive and below the teacher's {n}"):
+        prune(teacher, x, n)
+    with pytest.raises(PruningError, match="unknown pruning importance 'l3'; choose from l2, l1, bn_scale"):
+        prune(teacher, x, n // 2, "l3")
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)  # the library not installed
+    with pytest.raises(ImportError, match=r"pip install 'nascomp\[prune\]'"):
+        prune(teacher, x, n // 2)
+
+
+@pytest.mark.slow
+def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path):
+    common = ["--dataset", "digits", "--teacher", "small_resnet", "--width", "0.5", "--K", "2", "--samples", "20",
+              "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
+              "--override", "teacher_training.epochs=2", "--store", str(tmp_path / "store.sqlite")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda script, *args: subprocess.run([sys.executable, str(BENCH / script), *common, *args], cwd=tmp_path,
+                                               env=env, capture_output=True, text=True, timeout=300)
+    search = run("search_efficiency.py", "--space", "compression", "--methods", "ours", "--seeds", "1",
+                 "--budgets", "2,4", "--csv", str(tmp_path / "s.csv"))
+    assert search.returncode == 0, search.stderr[-3000:]
+    out = tmp_path / "p.csv"
+    res = run("pruning.py", "--seeds", "1", "--budget", "4", "--full", "--csv", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "searching it" not in res.stdout  # ours' best came from the stored run
+    rows = {r["method"]: r for r in csv.DictReader(out.open())}
+    assert sorted(rows) == ["ours", "prune[l2]"]
+    ours_best = [float(r["best"]) for r in csv.DictReader((tmp_path / "s.csv").open()) if r["budget"] == "4"]
+    assert float(rows["ours"]["f"]) == pytest.approx(ours_best[0])
+    target, n = int(rows["ours"]["num_params"]), int(rows["prune[l2]"]["num_params"])
+    assert 0.9 * target <= n <= target
+    (teacher,) = (tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.json")
+    t = json.loads(teacher.read_text())
+    for r in rows.values():
+        c = float(r["ratio"])
+        assert float(r["f"]) == pytest.approx(c * (2 - c) * float(r["accuracy"]) / t["val_accuracy"])
+        assert float(r["full_f"]) == pytest.approx(c * (2 - c) * float(r["full_accuracy"]) / t["val_accuracy"])
+        assert 0.0 < float(r["test_accuracy"]) <= 1.0
+    assert "| prune[l2] | 1 |" in res.stdout and "prune[l2] - ours, proxy f:" in res.stdout
+    again = run("pruning.py", "--seeds", "1", "--budget", "4", "--full", "--csv", str(out))
+    assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 2 and "[1/1" not in again.stdout
