@@ -9,6 +9,8 @@ multiplier), its value sum(multiplier * width(symbol)). Each conv or linear laye
     concat                                              out = in_1 ++ in_2 ++ ...
     flatten of (C, H, W)                                out = in with multipliers * H*W
     several inputs summed (residual, added skip)        in_1 = in_2 = ...   (solved by substitution)
+    opaque layer (kept whole, ``nascomp.graph``)        every symbol of its inputs fixed; out = its own
+                                                        symbol, fixed
     the network output                                  fixed (the number of classes)
 
 An equation ``a = e`` with ``a`` a free single symbol not in ``e`` substitutes ``a := e``; two single
@@ -98,7 +100,14 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
     in_exprs: list[Expr] = []
     for j, layer in enumerate(layers):
         ins = [out_exprs[i] if i >= 0 else ((INPUT, 1),) for i in layer.inputs]
-        if layer.type == "concat":
+        if layer.type == "opaque":  # kept whole: it pins every symbol it reads, and its output is its own
+            for e in ins:
+                fixed_set.update(s for s, _ in resolve(e))
+            in_expr = resolve(ins[0])
+            teacher_width[j] = layer.out_channels
+            fixed_set.add(j)
+            out = ((j, 1),)
+        elif layer.type == "concat":
             in_expr = resolve(ins[0])
             out: Expr = tuple(t for e in ins for t in resolve(e))
         else:

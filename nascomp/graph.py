@@ -4,14 +4,27 @@
 sample input to learn every tensor's shape, and turns each call into a ``Layer``. A layer with
 several inputs sums them (paper 6.5), so a residual ``relu(out + shortcut)`` becomes one ReLU layer
 with two incoming edges; an addition that cannot be folded that way stays an explicit ``add`` layer.
-Anything else the graph cannot represent raises ``GraphError`` naming the call and listing what is
-supported.
 
-``ArchGraph.build()`` returns a ``GraphNet``, an ``nn.Module`` computing the graph (fresh weights);
-``nascomp.compression_space.Candidate.build`` fills one with a teacher's weights.
+Any call the search space does not understand becomes an **opaque** layer: a small GraphModule
+holding that one call and the non-tensor values it reads (sizes, parameters read outside a module,
+a split's tuple), with the teacher's own submodules. It is kept whole with the teacher's weights,
+its inputs are separate arguments, and the channel equations pin every channel symbol it touches
+(``nascomp.channels``). ``ArchGraph.opaque`` says how many parameters that keeps whole, and which
+constructs. Only a model whose own ``forward`` torch.fx cannot trace is a ``GraphError``.
+
+Why torch.fx with a leaf policy, not torch.export: fx records module calls as ``call_module``
+nodes with their qualified names, which is what weight inheritance indexes the teacher by, and it
+runs in milliseconds on CPU without specialising shapes or decomposing modules into aten ops
+(export would turn a BatchNorm into ``_native_batch_norm_legit_no_training`` and lose the module
+boundary). Its weakness, Python control flow on tensor values, is confined by the leaf policy:
+torch.nn modules are leaves (as in fx), user modules are traced through, and a submodule whose
+forward fx cannot trace is retried as a leaf, i.e. kept whole as one opaque layer.
+The sample batch has 2 images, so that a tensor without the batch dimension (a statistic, a
+parameter) is told apart from a layer output.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -51,6 +64,11 @@ class Layer:
     out_shape: tuple[int, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
     target: str = ""
+    module: nn.Module | None = field(default=None, compare=False, repr=False)  # an opaque layer's computation
+
+    @property
+    def opaque(self) -> bool:
+        return self.type == "opaque"
 
     @property
     def in_channels(self) -> int:
@@ -70,6 +88,8 @@ class Layer:
             return self.out_channels * self.in_channels + (self.out_channels if a["bias"] else 0)
         if self.type == "batchnorm":
             return 2 * self.out_channels if a["affine"] else 0
+        if self.type == "opaque":
+            return a["params"]
         return 0
 
     def spec(self) -> LayerSpec:
@@ -77,7 +97,7 @@ class Layer:
         a = self.attrs
         first = lambda v: v[0] if isinstance(v, (tuple, list)) else (v or 0)  # noqa: E731
         return LayerSpec(
-            type=self.type,
+            type=_ENCODED_AS.get(self.type, self.type),
             kernel_size=first(a.get("kernel_size", 0)),
             stride=first(a.get("stride", 0)),
             padding=first(a.get("padding", 0)),
@@ -130,6 +150,17 @@ class ArchGraph:
     def num_params(self) -> int:
         return sum(layer.num_params for layer in self.layers)
 
+    @property
+    def opaque(self) -> dict:
+        """What the search space keeps whole: ``{"params": teacher parameters inside opaque layers,
+        "share": their fraction of all parameters, "constructs": {construct: number of opaque layers}}``."""
+        kept = [layer for layer in self.layers if layer.opaque]
+        params = sum(layer.num_params for layer in kept)
+        constructs: dict[str, int] = {}
+        for layer in kept:
+            constructs[layer.attrs["construct"]] = constructs.get(layer.attrs["construct"], 0) + 1
+        return {"params": params, "share": params / max(1, self.num_params), "constructs": dict(sorted(constructs.items()))}
+
     def __len__(self) -> int:
         return len(self.layers)
 
@@ -179,6 +210,11 @@ class ArchGraph:
             _check_shape(f"{where}: in_shape", layer.in_shape)
             _check_shape(f"{where}: out_shape", layer.out_shape)
             given = [tuple(outs[i].shape[1:]) for i in layer.inputs]
+            if layer.opaque:  # its inputs are separate arguments; in_shape is the first one's
+                if layer.in_shape != given[0]:
+                    raise GraphError(f"{where} records in_shape {layer.in_shape} but its first input gives {given[0]}")
+                outs[j] = torch.empty(1, *layer.out_shape, device="meta")  # built from the teacher's module only
+                continue
             if layer.type == "concat":  # in_shape: the concatenation's (traced) or the first input's (realised)
                 joined = (sum(s[0] for s in given), *given[0][1:])
                 consistent = len({s[1:] for s in given}) == 1 and layer.in_shape in (joined, given[0])
@@ -217,7 +253,7 @@ class ArchGraph:
 
     @classmethod
     def from_module(cls, model: nn.Module, input_shape: tuple[int, ...]) -> "ArchGraph":
-        """Trace ``model`` (torch.fx) on a sample input of shape (1, *input_shape)."""
+        """Trace ``model`` (torch.fx, see the module docstring) on a sample input of shape (2, *input_shape)."""
         return _Tracer(model, tuple(input_shape)).graph()
 
 
@@ -240,7 +276,10 @@ _FUNCTIONS: dict[Any, str] = {
     F.adaptive_max_pool2d: "adaptive_maxpool", F.dropout: "dropout",
     torch.channel_shuffle: "shuffle", F.channel_shuffle: "shuffle",
 }
-LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values())
+LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque"}
+_CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle"})
+# the encoding (paper 6.2) has a fixed list of types; a type added since is encoded as its nearest kin
+_ENCODED_AS = {"opaque": "identity"}
 _SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "identity", "add"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
             "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias"}
@@ -257,23 +296,65 @@ def _supported() -> str:
             "methods: x.view/reshape/flatten to (N, -1), x.add, x.relu")
 
 
+class _LeafOnFailure(fx.Tracer):
+    """torch.fx's tracer (torch.nn modules are leaves, user modules are traced through), except that a
+    submodule whose forward cannot be traced (control flow on tensor values, ...) becomes a leaf
+    itself: it is kept whole as an opaque layer. ``leaves`` maps each such submodule to why."""
+
+    def __init__(self):
+        super().__init__()
+        self.leaves: dict[str, str] = {}
+
+    def is_leaf_module(self, m: nn.Module, path: str) -> bool:
+        return path in self.leaves or super().is_leaf_module(m, path)
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        if self.is_leaf_module(m, path):
+            return super().call_module(m, forward, args, kwargs)
+        stack, calls = list(self.module_stack.items()), dict(self.num_calls)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:  # the nodes it left behind are unused: dead code, removed after tracing
+            self.module_stack.clear()
+            self.module_stack.update(stack)
+            self.num_calls = calls
+            self.leaves[path] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return super().call_module(m, forward, args, kwargs)
+
+
+class _NotUnderstood(Exception):
+    """A call the search space has no layer type for: it becomes an opaque layer."""
+
+
 class _Tracer:
+    BATCH = 2  # the sample batch: a tensor whose first dimension is not this is no layer output
+
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
         self.model = model
         self.input_shape = input_shape
         self.modules = dict(model.named_modules())
 
     def graph(self) -> ArchGraph:
+        tracer = _LeafOnFailure()
         try:
-            gm = fx.symbolic_trace(self.model)
+            fx_graph = tracer.trace(self.model)
         except Exception as exc:
-            raise GraphError(f"torch.fx cannot trace {type(self.model).__name__}: {exc}. Control flow that "
-                             "depends on tensor values is not supported; write forward() without it") from exc
+            raise GraphError(f"torch.fx cannot trace {type(self.model).__name__}.forward: {type(exc).__name__}: {exc}. "
+                             "Only the model's own forward() must be traceable (a submodule that is not is kept "
+                             "whole): move control flow that depends on tensor values or sizes into a submodule, "
+                             "or mark the function that holds it with torch.fx.wrap") from exc
+        gm = fx.GraphModule(self.model, fx_graph)
+        if tracer.leaves:  # what the submodules that became leaves had traced before failing
+            gm.graph.eliminate_dead_code()
+            gm.recompile()
+        self.modules = dict(gm.named_modules())
         was_training = self.model.training
         self.model.eval()
+        gm.eval()
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(torch.zeros(1, *self.input_shape))
+                ShapeProp(gm).propagate(torch.zeros(self.BATCH, *self.input_shape))
         except Exception as exc:
             raise GraphError(f"{type(self.model).__name__} does not run on input shape {self.input_shape}: {exc}") from exc
         finally:
@@ -293,33 +374,89 @@ class _Tracer:
                 if not isinstance(arg, fx.Node) or arg not in value:
                     raise GraphError("the network must return exactly one tensor")
                 output = value[arg]
-            elif "tensor_meta" not in node.meta or not isinstance(node.meta["tensor_meta"], object) or not hasattr(node.meta["tensor_meta"], "shape"):
-                continue  # x.size(0) and other non-tensor values: only consumed by view/reshape
+            elif not self._is_value(node):
+                continue  # x.size(0), a split's tuple, a parameter: computed inside the layer that reads it
             else:
-                kind, attrs, target = self._classify(node, called)
-                tensor_inputs = [a for a in node.all_input_nodes if a in value]
-                if kind == "alias":
-                    value[node] = value[tensor_inputs[0]]
+                try:
+                    layer = self._understood(node, value, called)
+                except _NotUnderstood as exc:
+                    layer = self._opaque(node, value, gm, str(exc))
+                if layer is None:  # an alias (x.contiguous())
                     continue
-                unknown = [a for a in node.all_input_nodes if a not in value and hasattr(a.meta.get("tensor_meta"), "shape")]
-                if unknown:
-                    raise GraphError(f"node {node.name!r} consumes {unknown[0].name!r}, which is not a layer output")
-                if not tensor_inputs:
-                    raise GraphError(f"node {node.name!r} ({node.target}) has no tensor input; constants are not supported")
-                inputs = tuple(value[a] for a in tensor_inputs)
-                in_shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:]) if tensor_inputs[0].op != "placeholder" else self.input_shape
-                out_shape = tuple(node.meta["tensor_meta"].shape[1:])
-                if kind == "add" and len(inputs) != 2:
-                    raise GraphError(f"node {node.name!r}: only the sum of two tensors is supported ({_supported()})")
-                if kind == "concat":
-                    in_shape = out_shape
-                if kind == "flatten" and not (len(out_shape) == 1 and math.prod(in_shape) == out_shape[0]):
-                    raise GraphError(f"node {node.name!r} reshapes {in_shape} to {out_shape}; only flattening to (N, -1) is supported")
-                layers.append(Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target))
+                layers.append(layer)
                 value[node] = len(layers) - 1
         if output is None or output < 0:
             raise GraphError("the network's output is not a layer")
         return _fold_adds(ArchGraph(layers, self.input_shape, output))
+
+    def _is_value(self, node: fx.Node) -> bool:
+        """A layer output: a batched tensor with at least one dimension besides the batch."""
+        meta = node.meta.get("tensor_meta")
+        return (node.op != "get_attr" and hasattr(meta, "shape") and len(meta.shape) >= 2
+                and meta.shape[0] == self.BATCH)
+
+    def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | None:
+        try:
+            kind, attrs, target = self._classify(node, called)
+        except GraphError as exc:
+            raise _NotUnderstood(str(exc)) from exc
+        tensor_inputs = [a for a in node.all_input_nodes if a in value]
+        if kind == "alias" and len(tensor_inputs) == 1:
+            value[node] = value[tensor_inputs[0]]
+            return None
+        if any(a not in value and hasattr(a.meta.get("tensor_meta"), "shape") for a in node.all_input_nodes):
+            raise _NotUnderstood(f"node {node.name!r} reads a tensor that is not a layer output")
+        if not tensor_inputs:
+            raise _NotUnderstood(f"node {node.name!r} has no tensor input")
+        inputs = tuple(value[a] for a in tensor_inputs)
+        in_shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:])
+        out_shape = tuple(node.meta["tensor_meta"].shape[1:])
+        if kind == "add" and len(inputs) != 2:
+            raise _NotUnderstood(f"node {node.name!r}: only the sum of two tensors is a layer")
+        if kind == "concat":
+            in_shape = out_shape
+        if kind == "flatten" and not (len(out_shape) == 1 and math.prod(in_shape) == out_shape[0]):
+            raise _NotUnderstood(f"node {node.name!r} reshapes {in_shape} to {out_shape}, which is not a flatten")
+        if kind in _CHANNELS_FIRST and len(in_shape) != 3:
+            raise _NotUnderstood(f"node {node.name!r} ({kind}) on a tensor of shape {in_shape}, not (C, H, W)")
+        if kind == "linear" and len(in_shape) != 1:
+            raise _NotUnderstood(f"node {node.name!r}: a linear layer on shape {in_shape}, not (F,)")
+        if kind == "batchnorm" and (len(in_shape) not in (1, 3) or len(in_shape) != len(out_shape)):
+            raise _NotUnderstood(f"node {node.name!r}: a batch norm on shape {in_shape}")
+        return Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target)
+
+    def _opaque(self, node: fx.Node, value: dict, gm: fx.GraphModule, reason: str) -> Layer:
+        """The node as one opaque layer: a GraphModule computing it from its layer inputs (separate
+        arguments), with every non-layer value it reads (sizes, parameters, a split's tuple)
+        computed inside. It holds the teacher's own submodules and parameters (no copy)."""
+        sub = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        inputs: list[int] = []
+        shapes: list[tuple[int, ...]] = []
+
+        def copy(n: fx.Node) -> fx.Node:
+            if n not in env:
+                if n in value:
+                    env[n] = sub.placeholder(f"x{len(inputs)}")
+                    if n.op == "call_method" and n.target == "contiguous":  # an alias of its input, as memory too
+                        env[n] = sub.call_method("contiguous", (env[n],))
+                    inputs.append(value[n])
+                    shapes.append(self.input_shape if n.op == "placeholder" else tuple(n.meta["tensor_meta"].shape[1:]))
+                else:
+                    for a in n.all_input_nodes:
+                        copy(a)
+                    env[n] = sub.node_copy(n, lambda a: env[a])
+            return env[n]
+
+        sub.output(copy(node))
+        if not inputs:
+            raise GraphError(f"node {node.name!r} ({_construct(node, self.modules)}) computes a batched tensor from "
+                             "no input: it cannot be a layer")
+        module = fx.GraphModule(gm, sub)
+        params = sum(p.numel() for p in module.parameters())
+        attrs = {"construct": _construct(node, self.modules), "params": params}
+        return Layer(node.name, "opaque", tuple(inputs), shapes[0], tuple(node.meta["tensor_meta"].shape[1:]),
+                     attrs, "", module)
 
     def _classify(self, node: fx.Node, called: dict[str, str]) -> tuple[str, dict, str]:
         if node.op == "call_module":
@@ -347,6 +484,18 @@ class _Tracer:
             return kind, {"negative_slope": 0.01} if kind == "leaky_relu" else {}, ""
         raise GraphError(f"cannot represent {node.op} {node.target!r} at node {node.name!r} (parameters used "
                          f"outside a module are not supported); {_supported()}")
+
+
+def _construct(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """What an opaque node computes, as a user would name it: a module class, a function, a method."""
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    if node.op == "call_method":
+        return f".{node.target}()"
+    owner = getattr(node.target, "__self__", None)  # torch.autograd.Function.apply
+    if isinstance(owner, type):
+        return f"{owner.__name__}.{node.target.__name__}"
+    return getattr(node.target, "__name__", str(node.target))
 
 
 def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
@@ -437,7 +586,7 @@ def _fold_adds(graph: ArchGraph) -> ArchGraph:
                 consumers[i].append(j)
     fold = {i for i, layer in enumerate(layers)
             if layer.type == "add" and i != graph.output and len(consumers[i]) == 1
-            and layers[consumers[i][0]].inputs == (i,) and layers[consumers[i][0]].type != "concat"}
+            and layers[consumers[i][0]].inputs == (i,) and layers[consumers[i][0]].type not in ("concat", "opaque")}
     new_index, kept = {-1: -1}, []
     for i, layer in enumerate(layers):
         if i in fold:
@@ -449,7 +598,8 @@ def _fold_adds(graph: ArchGraph) -> ArchGraph:
         inputs = []
         for i in layer.inputs:
             inputs.extend(new_index[a] for a in layers[i].inputs) if i in fold else inputs.append(new_index[i])
-        out.append(Layer(layer.name, layer.type, tuple(inputs), layer.in_shape, layer.out_shape, layer.attrs, layer.target))
+        out.append(Layer(layer.name, layer.type, tuple(inputs), layer.in_shape, layer.out_shape, layer.attrs, layer.target,
+                         layer.module))
     return ArchGraph(out, graph.input_shape, new_index[graph.output])
 
 
@@ -457,6 +607,15 @@ def _fold_adds(graph: ArchGraph) -> ArchGraph:
 def make_layer(layer: Layer) -> nn.Module:
     """The ``nn.Module`` for one layer, freshly initialised."""
     a, t = layer.attrs, layer.type
+    if t == "opaque":
+        if layer.module is None:
+            raise GraphError(f"layer {layer.name!r} is an opaque {a['construct']}, built from the teacher's own module, "
+                             "which a graph read from JSON does not hold: trace the teacher again (ArchGraph.from_module)")
+        module = copy.deepcopy(layer.module)  # fresh submodules; a parameter read outside one keeps its value
+        for m in module.modules():
+            if m is not module and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        return module
     if t == "conv":
         return nn.Conv2d(layer.in_channels, layer.out_channels, a["kernel_size"], a["stride"], a["padding"],
                          a.get("dilation", (1, 1)), a["groups"], a["bias"])
@@ -500,6 +659,7 @@ class GraphNet(nn.Module):
         self.layers = nn.ModuleList(make_layer(layer) for layer in graph.layers)
         self._inputs = [layer.inputs for layer in graph.layers]
         self._concat = [layer.type == "concat" for layer in graph.layers]
+        self._opaque = [layer.opaque for layer in graph.layers]
         last_use: dict[int, int] = {}
         for j, inputs in enumerate(self._inputs):
             for i in inputs:
@@ -510,6 +670,11 @@ class GraphNet(nn.Module):
         outs: dict[int, torch.Tensor] = {-1: x}
         for j, layer in enumerate(self.layers):
             inputs = self._inputs[j]
+            if self._opaque[j]:  # its inputs are separate arguments
+                outs[j] = layer(*[outs[i] for i in inputs])
+                for i in self._free[j]:
+                    del outs[i]
+                continue
             if self._concat[j]:
                 h = torch.cat([outs[i] for i in inputs], 1)
             else:

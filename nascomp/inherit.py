@@ -9,6 +9,7 @@ Every tensor of the student gets the list of teacher channel indices it keeps:
                         a term (s, m) from flattening expands each channel c to c*m .. c*m + m - 1
     shuffle (g)         out[j] = teacher-inverse-shuffle(in[student-shuffle(j)])
     depthwise conv, BN, activations, pools, removed layers: the input's list
+    opaque layer        all its channels (its symbols are fixed); it loads the teacher's tensors whole
 
 A conv copies ``W_t[out_idx][:, in_idx]`` (for grouped convs, the in-group entries that exist in the
 teacher's group; others keep their fresh init), a linear likewise, a BN its affine parameters and,
@@ -76,7 +77,7 @@ def tensor_indices(graph: ArchGraph, teacher_graph_widths: list[int], sol: Chann
     inp = torch.arange(sol.teacher_width[INPUT])
     for j, layer in enumerate(graph.layers):
         first = idx[layer.inputs[0]] if layer.inputs[0] >= 0 else inp
-        if layer.type in ("conv", "linear") and j not in sol.depthwise:
+        if layer.type in ("conv", "linear", "opaque") and j not in sol.depthwise:
             out = _expr_indices(sol.out_exprs[j], kept, sol)
         elif layer.type == "concat":
             parts, offset = [], 0
@@ -105,7 +106,12 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
     kept = _symbol_indices(sol, graph, teacher, width, mode)
     idx = tensor_indices(graph, teacher_widths, sol, kept)
     inp = torch.arange(sol.teacher_width[INPUT])
+    teacher_state = None
     for j, layer in enumerate(graph.layers):
+        if layer.opaque:  # kept whole: the teacher's own tensors, by their names in the teacher
+            teacher_state = teacher.state_dict() if teacher_state is None else teacher_state
+            net.layers[j].load_state_dict({k: teacher_state[k] for k in net.layers[j].state_dict()})
+            continue
         if not layer.target:
             continue
         src = teacher.get_submodule(layer.target)

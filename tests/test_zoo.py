@@ -1,0 +1,103 @@
+"""Models people use: opaque layers for what the space does not understand, and the torchvision zoo.
+
+Every CNN classifier of ``torchvision.models`` (the library's own list, without the transformers
+ViT, Swin and MaxViT) traced at a small input: the graph computes what the teacher computes, sampled
+candidates build, run, are smaller and count their parameters exactly, ``l1`` inheritance is finite.
+"""
+import re
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from nascomp import ArchGraph, CompressionSpace, GraphError
+
+
+class _Clip(torch.autograd.Function):
+    """A construct nothing understands."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(-1.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def _clip(x):
+    return _Clip.apply(x)
+
+
+torch.fx.wrap("_clip")  # fx would trace into the Function's forward; wrapped, it is one opaque call
+
+
+class _Branchy(nn.Module):
+    """A submodule fx cannot trace (control flow on a tensor value), with parameters."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.conv(x)
+        return -self.conv(x)
+
+
+class _Custom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.branchy = _Branchy(8)
+        self.tail = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = _clip(torch.relu(self.stem(x)))
+        x = self.branchy(torch.relu(self.mid(x)))
+        x = torch.relu(self.tail(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_construct_nothing_understands_is_kept_whole_and_the_rest_searches():
+    torch.manual_seed(0)
+    model = _Custom().eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    opaque = [l for l in graph.layers if l.type == "opaque"]
+    assert [l.attrs["construct"] for l in opaque] == ["_clip", "_Branchy"]
+    assert graph.opaque["params"] == 8 * 8 * 9 + 8 and graph.opaque["constructs"] == {"_Branchy": 1, "_clip": 1}
+    assert graph.num_params == sum(p.numel() for p in model.parameters())
+    space = CompressionSpace(graph, shrink_groups="structural")
+    # stem and mid feed opaque layers (pinned); tail is free
+    tail = [j for j, l in enumerate(graph.layers) if l.target == "tail"][0]
+    assert space.solution.free == [tail]
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    for seed in range(10):
+        cand = space.sample(seed=seed)
+        net = cand.build(model, inherit="l1").eval()
+        assert sum(p.numel() for p in net.parameters()) == cand.num_params < graph.num_params
+        assert net(x).shape == (2, 5)
+    # the kept submodule is the teacher's, copied: training the student leaves the teacher alone
+    net = space.reference.build(model)
+    kept = [m for m in net.modules() if isinstance(m, _Branchy)][0]
+    assert torch.equal(kept.conv.weight, model.branchy.conv.weight)
+    assert kept.conv.weight.data_ptr() != model.branchy.conv.weight.data_ptr()
+
+
+class _Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.conv(x) if x.mean() > 0 else self.conv(-x)
+
+
+def test_a_model_whose_own_forward_cannot_be_traced_is_a_named_error():
+    with pytest.raises(GraphError, match=r"cannot trace _Untraceable.forward.*move control flow .* into a submodule"):
+        ArchGraph.from_module(_Untraceable(), (3, 4, 4))
