@@ -5,8 +5,8 @@ removal, layer shrinkage and skip-connection addition.
              becomes an identity and keeps its edges (an opaque layer only when it has one input)
     shrink   one ratio r per shrink group of channel symbols (``nascomp.channels``); width
              max(d, floor((1 - r) F / d) d)
-    skip     an edge i -> j where out-shape(i) == in-shape(j), j is not removed, not a concat and not
-             opaque; j sums its inputs
+    skip     an edge i -> j where out-shape(i) == in-shape(j), j is not removed, not a concat, gate
+             or opaque layer; j sums its inputs
 
 Sampling distribution (defaults = the reference code, REFERENCE §2): one removal probability drawn
 per candidate from ``remove_p``, each removable layer removed with it; r ~ U[shrink_low, shrink_high)
@@ -25,12 +25,12 @@ from torch import nn
 
 from nascomp.channels import ChannelSolution, shrunk_width, solve
 from nascomp.encoding import LayerSpec
-from nascomp.graph import ACTIVATIONS, ArchGraph, GraphNet, Layer
+from nascomp.graph import ACTIVATIONS, SEPARATE_INPUTS, ArchGraph, GraphNet, Layer
 from nascomp.schema import INHERIT, check_space
 from nascomp.search_space import Architecture, FlatDim, Space
 
 REMOVABLE = ("conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
-             "shuffle", "dropout", "opaque") + ACTIVATIONS
+             "shuffle", "dropout", "droppath", "opaque") + ACTIVATIONS
 
 
 class CompressionSpace(Space):
@@ -67,7 +67,7 @@ class CompressionSpace(Space):
         self.removable = [j for j, l in enumerate(layers)
                           if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs
                           and not (l.opaque and len(l.inputs) > 1)]
-        self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type not in ("concat", "opaque")
+        self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat" and lj.type not in SEPARATE_INPUTS
                            for i in range(max(0, j - max_offset), j)
                            if i not in lj.inputs and layers[i].out_shape == lj.in_shape]
 

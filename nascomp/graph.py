@@ -34,13 +34,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision.ops
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nascomp.encoding import LayerSpec
 
-ACTIVATIONS = ("relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu")
-PARAMETRIC = ("conv", "linear", "batchnorm")
+ACTIVATIONS = ("relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu", "hardsigmoid", "mish")
+PARAMETRIC = ("conv", "linear", "batchnorm")  # and "scale": a parameter read in forward (layer scale)
 
 
 class GraphError(ValueError):
@@ -90,6 +91,8 @@ class Layer:
             return 2 * self.out_channels if a["affine"] else 0
         if self.type == "opaque":
             return a["params"]
+        if self.type == "scale":
+            return self.out_channels
         return 0
 
     def spec(self) -> LayerSpec:
@@ -210,7 +213,7 @@ class ArchGraph:
             _check_shape(f"{where}: in_shape", layer.in_shape)
             _check_shape(f"{where}: out_shape", layer.out_shape)
             given = [tuple(outs[i].shape[1:]) for i in layer.inputs]
-            if layer.opaque:  # its inputs are separate arguments; in_shape is the first one's
+            if layer.type in SEPARATE_INPUTS:  # its inputs are separate arguments; in_shape is the first one's
                 if layer.in_shape != given[0]:
                     raise GraphError(f"{where} records in_shape {layer.in_shape} but its first input gives {given[0]}")
                 outs[j] = torch.empty(1, *layer.out_shape, device="meta")  # built from the teacher's module only
@@ -264,7 +267,8 @@ _MODULE_TYPES: dict[type, str] = {
     nn.Tanh: "tanh", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
     nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
-    nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle",
+    nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
+    torchvision.ops.StochasticDepth: "droppath",
 }
 _FUNCTIONS: dict[Any, str] = {
     operator.add: "add", torch.add: "add", operator.iadd: "add",
@@ -275,14 +279,19 @@ _FUNCTIONS: dict[Any, str] = {
     F.max_pool2d: "maxpool", F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "adaptive_avgpool",
     F.adaptive_max_pool2d: "adaptive_maxpool", F.dropout: "dropout",
     torch.channel_shuffle: "shuffle", F.channel_shuffle: "shuffle",
+    F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
+    torch.mean: "mean", operator.mul: "gate", torch.mul: "gate",
 }
-LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque"}
+LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale"}
+SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
 _CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle"})
 # the encoding (paper 6.2) has a fixed list of types; a type added since is encoded as its nearest kin
-_ENCODED_AS = {"opaque": "identity"}
-_SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "identity", "add"))  # validate() need not run them
+_ENCODED_AS = {"opaque": "identity", "hardsigmoid": "sigmoid", "mish": "silu", "droppath": "dropout",
+               "mean": "adaptive_avgpool", "gate": "add", "scale": "batchnorm"}
+_SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
-            "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias"}
+            "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
+            "mean": "mean", "mul": "gate", "__mul__": "gate"}
 
 
 def _pair(v) -> tuple[int, int]:
@@ -401,6 +410,14 @@ class _Tracer:
         except GraphError as exc:
             raise _NotUnderstood(str(exc)) from exc
         tensor_inputs = [a for a in node.all_input_nodes if a in value]
+        params = [a for a in node.all_input_nodes if a.op == "get_attr"]
+        if kind == "gate" and len(tensor_inputs) == 1 and len(params) == 1:  # x * gamma: layer scale
+            shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:])
+            gamma = params[0].meta["tensor_meta"].shape
+            if len(shape) != 3 or tuple(gamma) not in ((shape[0], 1, 1), (1, shape[0], 1, 1)) or \
+                    not isinstance(self._attr(params[0].target), nn.Parameter):
+                raise _NotUnderstood(f"node {node.name!r} scales {shape} by a tensor of shape {tuple(gamma)}")
+            return Layer(node.name, "scale", (value[tensor_inputs[0]],), shape, shape, {"shape": tuple(gamma)}, params[0].target)
         if kind == "alias" and len(tensor_inputs) == 1:
             value[node] = value[tensor_inputs[0]]
             return None
@@ -419,11 +436,24 @@ class _Tracer:
             raise _NotUnderstood(f"node {node.name!r} reshapes {in_shape} to {out_shape}, which is not a flatten")
         if kind in _CHANNELS_FIRST and len(in_shape) != 3:
             raise _NotUnderstood(f"node {node.name!r} ({kind}) on a tensor of shape {in_shape}, not (C, H, W)")
+        if kind == "mean" and len(in_shape) != 3:
+            raise _NotUnderstood(f"node {node.name!r}: a mean of shape {in_shape}, not (C, H, W)")
+        if kind == "gate":  # x (C, H, W) times a gate of shape (C, H, W) or (C, 1, 1): x first
+            shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in tensor_inputs]
+            if len(inputs) != 2 or len(out_shape) != 3 or out_shape not in shapes or any(
+                    len(sh) != 3 or sh[0] != out_shape[0] or sh[1:] not in (out_shape[1:], (1, 1)) for sh in shapes):
+                raise _NotUnderstood(f"node {node.name!r} multiplies shapes {shapes}, not x (C, H, W) by a gate (C, 1, 1)")
+            if shapes[0] != out_shape:
+                inputs, in_shape = inputs[::-1], shapes[1]
         if kind == "linear" and len(in_shape) != 1:
             raise _NotUnderstood(f"node {node.name!r}: a linear layer on shape {in_shape}, not (F,)")
         if kind == "batchnorm" and (len(in_shape) not in (1, 3) or len(in_shape) != len(out_shape)):
             raise _NotUnderstood(f"node {node.name!r}: a batch norm on shape {in_shape}")
         return Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target)
+
+    def _attr(self, target: str):
+        owner, _, name = target.rpartition(".")
+        return getattr(self.model.get_submodule(owner), name)
 
     def _opaque(self, node: fx.Node, value: dict, gm: fx.GraphModule, reason: str) -> Layer:
         """The node as one opaque layer: a GraphModule computing it from its layer inputs (separate
@@ -481,6 +511,8 @@ class _Tracer:
                 raise GraphError(f"cannot represent method .{node.target}() at node {node.name!r}; {_supported()}")
             if kind == "add" and not all(isinstance(a, fx.Node) for a in node.args):
                 raise GraphError(f"node {node.name!r} adds a constant; only the sum of two tensors is supported")
+            if kind in ("mean", "gate"):
+                return kind, _function_attrs(kind, node), ""
             return kind, {"negative_slope": 0.01} if kind == "leaky_relu" else {}, ""
         raise GraphError(f"cannot represent {node.op} {node.target!r} at node {node.name!r} (parameters used "
                          f"outside a module are not supported); {_supported()}")
@@ -532,6 +564,8 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
         return {"negative_slope": mod.negative_slope}
     if kind == "gelu":
         return {"approximate": mod.approximate}
+    if kind == "droppath":
+        return {"p": mod.p, "mode": mod.mode}
     return {}
 
 
@@ -572,6 +606,18 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
         return {"negative_slope": float(_arg(node, 1, "negative_slope", 0.01))}
     if kind == "gelu":
         return {"approximate": node.kwargs.get("approximate", "none")}
+    if kind == "droppath":
+        return {"p": float(_arg(node, 1, "p")), "mode": str(_arg(node, 2, "mode"))}
+    if kind == "mean":  # over H and W of (N, C, H, W): a global average pool
+        dims = _arg(node, 1, "dim")
+        dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+        if sorted(d % 4 for d in dims if isinstance(d, int)) != [2, 3] or len(dims) != 2 or node.kwargs.get("dtype"):
+            raise GraphError(f"node {node.name!r}: a mean over dims {dims}, not over H and W")
+        return {"keepdim": bool(_arg(node, 2, "keepdim", False))}
+    if kind == "gate":  # x * g(x): both tensors (a scale by a constant is not a gate)
+        if len(node.args) != 2 or not all(isinstance(a, fx.Node) for a in node.args):
+            raise GraphError(f"node {node.name!r} multiplies by a constant")
+        return {}
     return {}
 
 
@@ -586,7 +632,8 @@ def _fold_adds(graph: ArchGraph) -> ArchGraph:
                 consumers[i].append(j)
     fold = {i for i, layer in enumerate(layers)
             if layer.type == "add" and i != graph.output and len(consumers[i]) == 1
-            and layers[consumers[i][0]].inputs == (i,) and layers[consumers[i][0]].type not in ("concat", "opaque")}
+            and layers[consumers[i][0]].inputs == (i,) and layers[consumers[i][0]].type != "concat"
+            and layers[consumers[i][0]].type not in SEPARATE_INPUTS}
     new_index, kept = {-1: -1}, []
     for i, layer in enumerate(layers):
         if i in fold:
@@ -642,11 +689,49 @@ def make_layer(layer: Layer) -> nn.Module:
         return nn.LeakyReLU(a["negative_slope"])
     if t == "gelu":
         return nn.GELU(a.get("approximate", "none"))
+    if t == "droppath":
+        return torchvision.ops.StochasticDepth(a["p"], a["mode"])
+    if t == "mean":
+        return _Mean(a["keepdim"])
+    if t == "gate":
+        return _Gate()
+    if t == "scale":
+        return _Scale((layer.out_channels,) + tuple(a["shape"][-2:]) if len(a["shape"]) == 3 else
+                      (1, layer.out_channels) + tuple(a["shape"][-2:]))
     simple = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-              "hardswish": nn.Hardswish, "identity": nn.Identity, "add": nn.Identity, "concat": nn.Identity}
+              "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "identity": nn.Identity, "add": nn.Identity, "concat": nn.Identity}
     if t in simple:
         return simple[t]()  # never in-place: an input may feed several layers
     raise GraphError(f"layer {layer.name!r} has type {t!r}, which cannot be built")
+
+
+class _Mean(nn.Module):
+    """x.mean((2, 3)): the average over H and W."""
+
+    def __init__(self, keepdim: bool):
+        super().__init__()
+        self.keepdim = keepdim
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=self.keepdim)
+
+
+class _Gate(nn.Module):
+    """x * g: a tensor times its gate (squeeze-excitation), broadcast over H and W."""
+
+    def forward(self, x, g):
+        return x * g
+
+
+class _Scale(nn.Module):
+    """x * gamma: a learnt per-channel scale (layer scale), gamma of shape (C, 1, 1) or (1, C, 1, 1)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x):
+        return x * self.weight
 
 
 class GraphNet(nn.Module):
@@ -659,7 +744,7 @@ class GraphNet(nn.Module):
         self.layers = nn.ModuleList(make_layer(layer) for layer in graph.layers)
         self._inputs = [layer.inputs for layer in graph.layers]
         self._concat = [layer.type == "concat" for layer in graph.layers]
-        self._opaque = [layer.opaque for layer in graph.layers]
+        self._opaque = [layer.type in SEPARATE_INPUTS for layer in graph.layers]
         last_use: dict[int, int] = {}
         for j, inputs in enumerate(self._inputs):
             for i in inputs:

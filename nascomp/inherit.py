@@ -13,7 +13,7 @@ Every tensor of the student gets the list of teacher channel indices it keeps:
 
 A conv copies ``W_t[out_idx][:, in_idx]`` (for grouped convs, the in-group entries that exist in the
 teacher's group; others keep their fresh init), a linear likewise, a BN its affine parameters and,
-when asked, its running statistics.
+when asked, its running statistics, a layer scale its entries.
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
             continue
         if not layer.target:
             continue
-        src = teacher.get_submodule(layer.target)
+        src = teacher.get_parameter(layer.target) if layer.type == "scale" else teacher.get_submodule(layer.target)
         dst = net.layers[j]
         out_idx = idx[j]
         in_idx = idx[layer.inputs[0]] if layer.inputs[0] >= 0 else inp
@@ -124,6 +124,8 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
             dst.weight.copy_(src.weight[out_idx][:, in_idx])
             if dst.bias is not None:
                 dst.bias.copy_(src.bias[out_idx])
+        elif layer.type == "scale":
+            dst.weight.copy_(src[out_idx] if src.dim() == 3 else src[:, out_idx])
         elif layer.type == "batchnorm":
             if dst.affine:
                 dst.weight.copy_(src.weight[out_idx])

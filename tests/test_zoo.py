@@ -101,3 +101,54 @@ class _Untraceable(nn.Module):
 def test_a_model_whose_own_forward_cannot_be_traced_is_a_named_error():
     with pytest.raises(GraphError, match=r"cannot trace _Untraceable.forward.*move control flow .* into a submodule"):
         ArchGraph.from_module(_Untraceable(), (3, 4, 4))
+
+
+class _SEBlock(nn.Module):
+    """conv -> hardswish -> squeeze-excitation (mean, 1x1 convs, hard-sigmoid) -> x * gate ->
+    stochastic depth -> layer scale -> mean over H, W -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.Hardswish()
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.drop = torchvision.ops.StochasticDepth(0.2, "row")
+        self.gamma = nn.Parameter(torch.rand(8, 1, 1))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.act(self.conv(x))
+        gate = nn.functional.hardsigmoid(self.fc2(nn.functional.mish(self.fc1(x.mean((2, 3), keepdim=True)))))
+        x = self.gamma * self.drop(x * gate)
+        return self.head(x.mean([-1, -2]))
+
+
+def test_gating_layer_scale_and_stochastic_depth_are_understood():
+    torch.manual_seed(0)
+    model = _SEBlock().eval()
+    graph = ArchGraph.from_module(model, (3, 6, 6))
+    assert [l.type for l in graph.layers] == ["conv", "hardswish", "mean", "conv", "mish", "conv", "hardsigmoid",
+                                              "gate", "droppath", "scale", "mean", "linear"]
+    assert graph.opaque["params"] == 0 and graph.num_params == sum(p.numel() for p in model.parameters())
+    gate = graph.layers[7]
+    assert gate.inputs == (1, 6) and gate.in_shape == (8, 6, 6)  # x first, then its (8, 1, 1) gate
+    space = CompressionSpace(graph, shrink_groups="structural")
+    # the gate's producer (fc2, layer 5) is tied to the gated tensor's (conv, layer 0): one symbol
+    assert space.solution.free == [0, 3] and space.solution.out_exprs[5] == ((0, 1),)
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    from nascomp.compression_space import Candidate
+
+    half = Candidate(space, frozenset(), frozenset(), (0.5, 0.5))  # conv 8 -> 4, fc1 4 -> 2
+    assert [l.out_channels for l in half.graph.layers] == [4, 4, 4, 2, 2, 4, 4, 4, 4, 4, 4, 5]
+    # params: conv 3*4*9+4, fc1 4*2+2, fc2 2*4+4, gamma 4, head 4*5+5
+    assert half.num_params == 112 + 10 + 12 + 4 + 25
+    for mode in ("first", "l1"):
+        net = half.build(model, inherit=mode).eval()
+        assert sum(p.numel() for p in net.parameters()) == half.num_params
+        assert torch.isfinite(net(x)).all()
+    # l1 keeps the 4 conv filters of largest L1 norm, and the layer scale's entries of those channels
+    kept = model.conv.weight.abs().flatten(1).sum(1) + model.fc2.weight.abs().flatten(1).sum(1)
+    idx = kept.topk(4).indices.sort().values
+    net = half.build(model, inherit="l1")
+    assert torch.equal(net.layers[0].weight, model.conv.weight[idx]) and torch.equal(net.layers[9].weight, model.gamma[idx])
