@@ -152,3 +152,35 @@ def test_gating_layer_scale_and_stochastic_depth_are_understood():
     idx = kept.topk(4).indices.sort().values
     net = half.build(model, inherit="l1")
     assert torch.equal(net.layers[0].weight, model.conv.weight[idx]) and torch.equal(net.layers[9].weight, model.gamma[idx])
+
+
+def test_a_torchvision_teacher_by_name_from_the_config_and_the_local_pretrained_cache(tmp_path):
+    from nascomp import teachers
+    from nascomp.config import compose
+    from nascomp.pipeline import teacher_key
+
+    cfg = compose(["teacher=torchvision", "teacher.name=mobilenet_v3_small", "dataset=cifar10"])
+    assert cfg.teacher.kwargs.library == "torchvision" and cfg.teacher.checkpoint is None
+    assert teacher_key(cfg)["teacher"]["kwargs"] == {"library": "torchvision"}  # not the CIFAR registry's name
+    # no local file: torchvision's random init, 10 classes
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        torch.manual_seed(0)
+        fresh = teachers.create(cfg.teacher.name, num_classes=10, width=cfg.teacher.width, **cfg.teacher.kwargs)
+        assert fresh.classifier[-1].out_features == 10
+        # a pretrained file in the cache (ImageNet's 1000 classes): every tensor but the head is loaded
+        imagenet = torchvision.models.mobilenet_v3_small()
+        weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+        (tmp_path / "checkpoints").mkdir()
+        torch.save(imagenet.state_dict(), tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[1])
+        model = teachers.create("mobilenet_v3_small", num_classes=10, library="torchvision")
+    finally:
+        torch.hub.set_dir(old)
+    assert torch.equal(model.features[0][0].weight, imagenet.features[0][0].weight)
+    assert not torch.equal(model.features[0][0].weight, fresh.features[0][0].weight)
+    assert model.classifier[-1].weight.shape == (10, 1024)
+    with pytest.raises(ValueError, match="torchvision has no classifier 'efficientnet_b9'"):
+        teachers.create("efficientnet_b9", library="torchvision")
+    with pytest.raises(ValueError, match=r"teacher=timm needs timm.*pip install 'nascomp\[timm\]'|timm has no model"):
+        teachers.create("no_such_net", library="timm")
