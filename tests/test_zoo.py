@@ -184,3 +184,69 @@ def test_a_torchvision_teacher_by_name_from_the_config_and_the_local_pretrained_
         teachers.create("efficientnet_b9", library="torchvision")
     with pytest.raises(ValueError, match=r"teacher=timm needs timm.*pip install 'nascomp\[timm\]'|timm has no model"):
         teachers.create("no_such_net", library="timm")
+
+
+# --------------------------------------------------------------------------- the torchvision zoo
+TRANSFORMERS = ("vit_", "swin_", "maxvit_")  # attention models: not CNNs, not this space's subject
+CNNS = [n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(TRANSFORMERS)]
+
+
+def _family(name: str) -> str:
+    """resnet18 -> resnet, vgg11_bn -> vgg_bn, regnet_y_1_6gf -> regnet_y, efficientnet_v2_s -> efficientnet_v2."""
+    name = re.sub(r"_(x\d+_\d+|(\d+_)?\d+[gm]f|[sml]|tiny|small|base|large|b\d)$", "", name)
+    return re.sub(r"(?<=[a-uw-z])\d+(_\d+)?(x\d+d)?", "", name).rstrip("_")
+
+
+def _size(name: str) -> int:
+    return torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"]
+
+
+FAMILIES: dict[str, str] = {}  # family -> its smallest member
+for _name in sorted(CNNS, key=_size):
+    FAMILIES.setdefault(_family(_name), _name)
+FAST = ("mobilenet_v3_small", "squeezenet1_1")
+
+
+def test_the_zoo_is_every_torchvision_cnn_family():
+    assert len(CNNS) == 68 if len(torchvision.models.list_models(module=torchvision.models)) == 80 else len(CNNS) > 40
+    assert {"resnet", "resnext", "wide_resnet", "vgg", "vgg_bn", "alexnet", "squeezenet", "densenet", "googlenet",
+            "inception_v3", "mobilenet_v2", "mobilenet_v3", "mnasnet", "shufflenet_v2", "efficientnet", "efficientnet_v2",
+            "regnet_x", "regnet_y", "convnext"} <= set(FAMILIES)
+    assert set(FAST) <= set(FAMILIES.values())
+
+
+def _check_model(name: str, candidates: int = 20) -> None:
+    size = 80 if name in ("googlenet", "inception_v3") else 64  # inception_v3 needs 75x75 at least
+    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, num_classes=10, **kwargs).eval()
+    for m in model.modules():  # BN statistics that are not 0 / 1, so copying them is checked
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    graph = ArchGraph.from_module(model, (3, size, size))
+    assert graph.num_params == sum(p.numel() for p in model.parameters())
+    space = CompressionSpace(graph)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        same = space.reference.build(model, bn_stats="copy").eval()(x)
+        assert (same - model(x)).abs().max().item() <= 1e-4
+        rng = np.random.default_rng(0)
+        for i in range(candidates):
+            cand = space.sample(rng)
+            for mode in ("l1", "first") if i < 3 else ("l1",):
+                net = cand.build(model, inherit=mode).train()  # BN on batch statistics, as training starts
+                assert sum(p.numel() for p in net.parameters()) == cand.num_params < graph.num_params
+                out = net(x)
+                assert out.shape == (2, 10) and torch.isfinite(out).all(), (name, i, mode)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_a_few_families_trace_compute_the_teacher_and_search(name):
+    _check_model(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(FAMILIES.values()) - set(FAST)))
+def test_every_family_traces_computes_the_teacher_and_searches(name):
+    _check_model(name)
