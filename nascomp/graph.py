@@ -373,8 +373,16 @@ class _Tracer:
         value: dict[fx.Node, int] = {}  # fx node -> layer index (-1: network input)
         called: dict[str, str] = {}
         output = None
+        shuffles, inner = _channel_shuffles(gm.graph)
         for node in gm.graph.nodes:
-            if node.op == "placeholder":
+            if node in inner:
+                continue  # inside a channel shuffle written with view and transpose
+            if node in shuffles and shuffles[node][0] in value:
+                x, groups = shuffles[node]
+                shape = tuple(node.meta["tensor_meta"].shape[1:])
+                layers.append(Layer(node.name, "shuffle", (value[x],), shape, shape, {"groups": groups}, ""))
+                value[node] = len(layers) - 1
+            elif node.op == "placeholder":
                 if value:
                     raise GraphError(f"{type(self.model).__name__}.forward takes several inputs; only one is supported")
                 value[node] = -1
@@ -516,6 +524,45 @@ class _Tracer:
             return kind, {"negative_slope": 0.01} if kind == "leaky_relu" else {}, ""
         raise GraphError(f"cannot represent {node.op} {node.target!r} at node {node.name!r} (parameters used "
                          f"outside a module are not supported); {_supported()}")
+
+
+_RESHAPES = {"view", "reshape", torch.reshape}
+_TRANSPOSES = {"transpose", torch.transpose}
+
+
+def _shape(node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+
+def _channel_shuffles(graph: fx.Graph) -> tuple[dict[fx.Node, tuple[fx.Node, int]], set[fx.Node]]:
+    """Channel shuffles written as x.view(N, g, C/g, H, W) -> transpose(1, 2) [-> contiguous()] ->
+    view(N, C, H, W): {the last view: (x, g)} and the nodes in between, each used only inside."""
+    found, inner = {}, set()
+    for node in graph.nodes:
+        if node.target not in _RESHAPES or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        out = _shape(node)
+        chain, t = [], node.args[0]
+        if t.op == "call_method" and t.target == "contiguous":
+            chain.append(t)
+            t = t.args[0]
+        if t.target not in _TRANSPOSES or sorted(d % 5 for d in t.args[1:3]) != [1, 2]:
+            continue
+        v = t.args[0]
+        if not isinstance(v, fx.Node) or v.target not in _RESHAPES or not isinstance(v.args[0], fx.Node):
+            continue
+        x = v.args[0]
+        xs, vs = _shape(x), _shape(v)
+        if out is None or xs is None or vs is None or len(xs) != 4 or xs != out or len(vs) != 5 \
+                or vs[0] != xs[0] or vs[3:] != xs[2:] or vs[1] * vs[2] != xs[1]:
+            continue
+        chain += [t, v]
+        if any(len(n.users) != 1 for n in chain):
+            continue
+        found[node] = (x, vs[1])
+        inner.update(chain)
+    return found, inner
 
 
 def _construct(node: fx.Node, modules: dict[str, nn.Module]) -> str:

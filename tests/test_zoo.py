@@ -250,3 +250,38 @@ def test_a_few_families_trace_compute_the_teacher_and_search(name):
 @pytest.mark.parametrize("name", sorted(set(FAMILIES.values()) - set(FAST)))
 def test_every_family_traces_computes_the_teacher_and_searches(name):
     _check_model(name)
+
+
+class _ViewShuffle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 12, 1), nn.Conv2d(12, 4, 1)
+
+    def forward(self, x):
+        x = self.a(x)
+        n, c, h, w = x.size()
+        x = torch.transpose(x.view(n, 3, c // 3, h, w), 1, 2).contiguous()
+        return self.b(x.view(n, -1, h, w))
+
+
+def test_a_channel_shuffle_written_with_view_and_transpose_is_a_shuffle():
+    torch.manual_seed(0)
+    model = _ViewShuffle().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    assert [(l.type, l.attrs["groups"]) for l in graph.layers] == [("conv", 1), ("shuffle", 3), ("conv", 1)]
+    space = CompressionSpace(graph)
+    assert space.solution.free == [0] and space.solution.divisor[0] == 3
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    from nascomp.compression_space import Candidate
+
+    half = Candidate(space, frozenset(), frozenset(), (0.5,))  # 12 -> 6 channels, 2 per shuffle group
+    assert half.graph.layers[0].out_channels == 6
+    # first: teacher channels 0, 1 | 4, 5 | 8, 9 kept; the student shuffles its 6 as the teacher did its 12
+    net = half.build(model, inherit="first").eval()
+    kept = torch.tensor([0, 1, 4, 5, 8, 9])
+    assert torch.equal(net.layers[0].weight, model.a.weight[kept])
+    # the student's shuffle of its 6 puts teacher channels 0 4 8 1 5 9 in a row, which the teacher's
+    # shuffle of 12 (0 4 8 1 5 9 2 6 10 3 7 11) has at positions 0..5: b reads its first 6 inputs
+    assert torch.equal(net.layers[2].weight, model.b.weight[:, :6])
+    assert torch.isfinite(half.build(model, inherit="l1").eval()(x)).all()
