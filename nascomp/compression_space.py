@@ -30,7 +30,7 @@ from nascomp.schema import INHERIT, check_space
 from nascomp.search_space import Architecture, FlatDim, Space
 
 REMOVABLE = ("conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
-             "shuffle", "dropout", "droppath", "opaque") + ACTIVATIONS
+             "shuffle", "dropout", "droppath", "opaque", "channel_norm") + ACTIVATIONS
 
 
 class CompressionSpace(Space):

@@ -93,6 +93,8 @@ class Layer:
             return a["params"]
         if self.type == "scale":
             return self.out_channels
+        if self.type == "channel_norm":
+            return 2 * self.out_channels
         return 0
 
     def spec(self) -> LayerSpec:
@@ -282,13 +284,14 @@ _FUNCTIONS: dict[Any, str] = {
     F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
     torch.mean: "mean", operator.mul: "gate", torch.mul: "gate",
 }
-LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale"}
+LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm"}
 SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
 _CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle"})
 # the encoding (paper 6.2) has a fixed list of types; a type added since is encoded as its nearest kin
 _ENCODED_AS = {"opaque": "identity", "hardsigmoid": "sigmoid", "mish": "silu", "droppath": "dropout",
-               "mean": "adaptive_avgpool", "gate": "add", "scale": "batchnorm"}
-_SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale"))  # validate() need not run them
+               "mean": "adaptive_avgpool", "gate": "add", "scale": "batchnorm",
+               "channel_norm": "batchnorm"}
+_SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale", "channel_norm"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
             "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
             "mean": "mean", "mul": "gate", "__mul__": "gate"}
@@ -374,9 +377,13 @@ class _Tracer:
         called: dict[str, str] = {}
         output = None
         shuffles, inner = _channel_shuffles(gm.graph)
+        self.region, permutes = _channels_last(gm.graph, self.modules)
         for node in gm.graph.nodes:
             if node in inner:
                 continue  # inside a channel shuffle written with view and transpose
+            if node in permutes and node.args[0] in value:  # to channels-last and back: the same channels
+                value[node] = value[node.args[0]]
+                continue
             if node in shuffles and shuffles[node][0] in value:
                 x, groups = shuffles[node]
                 shape = tuple(node.meta["tensor_meta"].shape[1:])
@@ -413,6 +420,8 @@ class _Tracer:
                 and meta.shape[0] == self.BATCH)
 
     def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | None:
+        if node in self.region and node.args[0] in value:
+            return self._channels_last_layer(node, value[node.args[0]], called)
         try:
             kind, attrs, target = self._classify(node, called)
         except GraphError as exc:
@@ -458,6 +467,30 @@ class _Tracer:
         if kind == "batchnorm" and (len(in_shape) not in (1, 3) or len(in_shape) != len(out_shape)):
             raise _NotUnderstood(f"node {node.name!r}: a batch norm on shape {in_shape}")
         return Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target)
+
+    def _channels_last_layer(self, node: fx.Node, source: int, called: dict) -> Layer:
+        """A layer between permute(0, 2, 3, 1) and permute(0, 3, 1, 2), as its channels-first equal:
+        Linear -> 1x1 conv, LayerNorm over C -> channel_norm, an activation as itself."""
+        h, w, c = node.args[0].meta["tensor_meta"].shape[1:]
+        shape_in = (c, h, w)
+        c_out = node.meta["tensor_meta"].shape[-1]
+        mod = self.modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(mod, nn.Linear):
+            if node.target in called:
+                raise _NotUnderstood(f"module {node.target!r} is called more than once")
+            called[node.target] = node.name
+            attrs = {"kernel_size": (1, 1), "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1,
+                     "bias": mod.bias is not None}
+            return Layer(node.name, "conv", (source,), shape_in, (c_out, h, w), attrs, node.target)
+        if isinstance(mod, nn.LayerNorm) or node.target is F.layer_norm:
+            if mod is None:
+                owner = _arg(node, 2, "weight").target.rpartition(".")[0]
+                eps = float(_arg(node, 4, "eps", 1e-5))
+            else:
+                owner, eps = node.target, mod.eps
+            return Layer(node.name, "channel_norm", (source,), shape_in, shape_in, {"eps": eps}, owner)
+        kind, attrs, _ = self._classify(node, called)
+        return Layer(node.name, kind, (source,), shape_in, shape_in, attrs, "")
 
     def _attr(self, target: str):
         owner, _, name = target.rpartition(".")
@@ -524,6 +557,52 @@ class _Tracer:
             return kind, {"negative_slope": 0.01} if kind == "leaky_relu" else {}, ""
         raise GraphError(f"cannot represent {node.op} {node.target!r} at node {node.name!r} (parameters used "
                          f"outside a module are not supported); {_supported()}")
+
+
+def _dims(node: fx.Node):
+    if node.target not in ("permute", torch.permute):
+        return None
+    dims = node.args[1:] if node.op == "call_method" and len(node.args) > 2 else node.args[1] if len(node.args) > 1 else None
+    return tuple(d % 4 for d in dims) if isinstance(dims, (tuple, list)) and len(dims) == 4 else None
+
+
+def _channels_last(graph: fx.Graph, modules: dict) -> tuple[set[fx.Node], set[fx.Node]]:
+    """Regions x.permute(0, 2, 3, 1) -> Linear / LayerNorm over C / activations -> permute(0, 3, 1, 2)
+    (ConvNeXt) where each node has one tensor input and every path returns to channels-first:
+    (the nodes inside, the two kinds of permute)."""
+    region, permutes = set(), set()
+    for start in graph.nodes:
+        if _dims(start) != (0, 2, 3, 1) or len(_shape(start) or ()) != 4:
+            continue
+        c = _shape(start)[3]
+        inside, ends, todo, ok = set(), set(), list(start.users), True
+        while todo and ok:
+            n = todo.pop()
+            if n in inside or n in ends:
+                continue
+            if _dims(n) == (0, 3, 1, 2):
+                ends.add(n)
+                continue
+            mod = modules.get(n.target) if n.op == "call_module" else None
+            if isinstance(mod, nn.LayerNorm):
+                ok = tuple(mod.normalized_shape) == (c,) and mod.elementwise_affine and mod.bias is not None
+            elif n.target is F.layer_norm:
+                ok = (tuple(_arg(n, 1, "normalized_shape")) == (_shape(n.args[0]) or (0,))[-1:] and
+                      all(isinstance(a, fx.Node) and a.op == "get_attr" for a in (_arg(n, 2, "weight"), _arg(n, 3, "bias")))
+                      and _arg(n, 2, "weight").target.rpartition(".")[0] == _arg(n, 3, "bias").target.rpartition(".")[0])
+            elif isinstance(mod, nn.Linear):
+                ok = True
+            else:
+                kind = _MODULE_TYPES.get(type(mod)) if mod is not None else _FUNCTIONS.get(n.target) if n.op == "call_function" \
+                    else _METHODS.get(n.target)
+                ok = kind in ACTIVATIONS or kind in ("dropout", "identity")
+            ok = ok and len([a for a in n.all_input_nodes if a.op != "get_attr"]) == 1
+            inside.add(n)
+            todo.extend(n.users)
+        if ok and ends:
+            region |= inside
+            permutes |= {start} | ends
+    return region, permutes
 
 
 _RESHAPES = {"view", "reshape", torch.reshape}
@@ -742,6 +821,8 @@ def make_layer(layer: Layer) -> nn.Module:
         return _Mean(a["keepdim"])
     if t == "gate":
         return _Gate()
+    if t == "channel_norm":
+        return _ChannelNorm(layer.out_channels, a["eps"])
     if t == "scale":
         return _Scale((layer.out_channels,) + tuple(a["shape"][-2:]) if len(a["shape"]) == 3 else
                       (1, layer.out_channels) + tuple(a["shape"][-2:]))
@@ -761,6 +842,19 @@ class _Mean(nn.Module):
 
     def forward(self, x):
         return x.mean((2, 3), keepdim=self.keepdim)
+
+
+class _ChannelNorm(nn.Module):
+    """LayerNorm over the channels of (N, C, H, W) (ConvNeXt's, written there channels-last)."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
 
 
 class _Gate(nn.Module):

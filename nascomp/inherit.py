@@ -118,7 +118,11 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
         dst = net.layers[j]
         out_idx = idx[j]
         in_idx = idx[layer.inputs[0]] if layer.inputs[0] >= 0 else inp
-        if layer.type == "conv":
+        if layer.type == "conv" and isinstance(src, nn.Linear):  # a Linear applied channels-last: a 1x1 conv
+            dst.weight.copy_(src.weight[out_idx][:, in_idx][:, :, None, None])
+            if dst.bias is not None:
+                dst.bias.copy_(src.bias[out_idx])
+        elif layer.type == "conv":
             _copy_conv(dst, src, in_idx, out_idx, j in sol.depthwise)
         elif layer.type == "linear":
             dst.weight.copy_(src.weight[out_idx][:, in_idx])
@@ -126,6 +130,9 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
                 dst.bias.copy_(src.bias[out_idx])
         elif layer.type == "scale":
             dst.weight.copy_(src[out_idx] if src.dim() == 3 else src[:, out_idx])
+        elif layer.type == "channel_norm":
+            dst.weight.copy_(src.weight[out_idx])
+            dst.bias.copy_(src.bias[out_idx])
         elif layer.type == "batchnorm":
             if dst.affine:
                 dst.weight.copy_(src.weight[out_idx])
