@@ -285,3 +285,46 @@ def test_a_channel_shuffle_written_with_view_and_transpose_is_a_shuffle():
     # shuffle of 12 (0 4 8 1 5 9 2 6 10 3 7 11) has at positions 0..5: b reads its first 6 inputs
     assert torch.equal(net.layers[2].weight, model.b.weight[:, :6])
     assert torch.isfinite(half.build(model, inherit="l1").eval()(x)).all()
+
+
+class _ConvNeXtBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.up, self.act, self.down = nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)
+        self.gamma = nn.Parameter(torch.rand(8, 1, 1))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.down(self.act(self.up(self.norm(self.dw(x).permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
+        return self.head((x + self.gamma * y).mean((2, 3)))
+
+
+def test_layernorm_and_linears_channels_last_are_a_channel_norm_and_1x1_convs():
+    torch.manual_seed(0)
+    model = _ConvNeXtBlock().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    # the residual x + gamma * y is folded into the mean, which sums its two inputs
+    assert [(l.type, l.inputs) for l in graph.layers] == [
+        ("conv", (-1,)), ("conv", (0,)), ("channel_norm", (1,)), ("conv", (2,)), ("gelu", (3,)), ("conv", (4,)),
+        ("scale", (5,)), ("mean", (0, 6)), ("linear", (7,))]
+    up = graph.layers[3]
+    assert (up.target, up.attrs["kernel_size"], up.in_shape, up.out_shape) == ("up", (1, 1), (8, 4, 4), (16, 4, 4))
+    assert graph.opaque["params"] == 0 and graph.num_params == sum(p.numel() for p in model.parameters())
+    space = CompressionSpace(graph, shrink_groups="structural")
+    assert space.solution.free == [0, 3]  # the stem's 8 (tied to down's by the residual) and the hidden 16
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert (space.reference.build(model).eval()(x) - model(x)).abs().max() < 1e-5
+    from nascomp.compression_space import Candidate
+
+    half = Candidate(space, frozenset(), frozenset(), (0.5, 0.5))  # 8 -> 4, 16 -> 8
+    net = half.build(model, inherit="l1").eval()
+    assert sum(p.numel() for p in net.parameters()) == half.num_params < graph.num_params
+    hidden = model.up.weight.abs().sum(1).topk(8).indices.sort().values
+    kept = (model.stem.weight.abs().flatten(1).sum(1) + model.down.weight.abs().sum(1)).topk(4).indices.sort().values
+    assert torch.equal(net.layers[3].weight[:, :, 0, 0], model.up.weight[hidden][:, kept])
+    assert torch.equal(net.layers[2].weight, model.norm.weight[kept]) and torch.isfinite(net(x)).all()
