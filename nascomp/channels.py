@@ -9,11 +9,14 @@ multiplier), its value sum(multiplier * width(symbol)). Each conv or linear laye
     concat                                              out = in_1 ++ in_2 ++ ...
     flatten of (C, H, W)                                out = in with multipliers * H*W
     several inputs summed (residual, added skip)        in_1 = in_2 = ...   (solved by substitution)
+    opaque layer (kept whole, ``nascomp.graph``)        every symbol of its inputs fixed; out = its own
+                                                        symbol, fixed
     the network output                                  fixed (the number of classes)
 
 An equation ``a = e`` with ``a`` a free single symbol not in ``e`` substitutes ``a := e``; two single
-symbols keep the lower index. An equation that cannot be solved that way fixes every symbol in it
-(their teacher widths already agree). Grouped convs and channel shuffles require divisibility by
+symbols keep the lower index. Two expressions of as many terms, pairwise of equal multiplier and
+teacher width, are equated term by term (the same channels lie at the same offsets). An equation
+that cannot be solved either way fixes every symbol in it (their teacher totals already agree). Grouped convs and channel shuffles require divisibility by
 their group count: the symbol's ``divisor``. What is left free are the shrinkable channel symbols,
 each one set of channels that every layer producing or reading it shares. (The compression space draws one shrink ratio per *shrink group*
 of these symbols, ``space.shrink_groups``; "group" alone is a conv's ``groups``.)
@@ -86,9 +89,10 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
             substitute(max(a, b), ((min(a, b), 1),))
         elif singles:
             substitute(*singles[0])
-        elif len(r1) == len(r2) and all(m1 == m2 for (_, m1), (_, m2) in zip(r1, r2)):
-            for t1, t2 in zip(r1, r2):
-                unify((t1,), (t2,))
+        elif len(r1) == len(r2) > 1 and all(m1 == m2 and teacher_width[s1] == teacher_width[s2]
+                                        for (s1, m1), (s2, m2) in zip(r1, r2)):
+            for (s1, _), (s2, _) in zip(r1, r2):  # term by term: each pair spans the same channels
+                unify(((s1, 1),), ((s2, 1),))
         else:
             fixed_set.update(s for s, _ in r1 + r2)
 
@@ -96,7 +100,14 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
     in_exprs: list[Expr] = []
     for j, layer in enumerate(layers):
         ins = [out_exprs[i] if i >= 0 else ((INPUT, 1),) for i in layer.inputs]
-        if layer.type == "concat":
+        if layer.type == "opaque":  # kept whole: it pins every symbol it reads, and its output is its own
+            for e in ins:
+                fixed_set.update(s for s, _ in resolve(e))
+            in_expr = resolve(ins[0])
+            teacher_width[j] = layer.out_channels
+            fixed_set.add(j)
+            out = ((j, 1),)
+        elif layer.type == "concat":
             in_expr = resolve(ins[0])
             out: Expr = tuple(t for e in ins for t in resolve(e))
         else:

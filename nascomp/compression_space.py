@@ -2,10 +2,11 @@
 removal, layer shrinkage and skip-connection addition.
 
     removal  only layers whose input shape equals their output shape (C, H, W); a removed layer
-             becomes an identity and keeps its edges
+             becomes an identity and keeps its edges (an opaque layer only when it has one input)
     shrink   one ratio r per shrink group of channel symbols (``nascomp.channels``); width
              max(d, floor((1 - r) F / d) d)
-    skip     an edge i -> j where out-shape(i) == in-shape(j) and j is not removed; j sums its inputs
+    skip     an edge i -> j where out-shape(i) == in-shape(j), j is not removed, not a concat, gate
+             or opaque layer; j sums its inputs
 
 Sampling distribution (defaults = the reference code, REFERENCE §2): one removal probability drawn
 per candidate from ``remove_p``, each removable layer removed with it; r ~ U[shrink_low, shrink_high)
@@ -24,12 +25,12 @@ from torch import nn
 
 from nascomp.channels import ChannelSolution, shrunk_width, solve
 from nascomp.encoding import LayerSpec
-from nascomp.graph import ACTIVATIONS, ArchGraph, GraphNet, Layer
+from nascomp.graph import ACTIVATIONS, SEPARATE_INPUTS, ArchGraph, GraphNet, Layer
 from nascomp.schema import INHERIT, check_space
 from nascomp.search_space import Architecture, FlatDim, Space
 
 REMOVABLE = ("conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
-             "shuffle", "dropout") + ACTIVATIONS
+             "shuffle", "dropout", "droppath", "opaque", "channel_norm") + ACTIVATIONS
 
 
 class CompressionSpace(Space):
@@ -64,8 +65,9 @@ class CompressionSpace(Space):
         self.shrink_group_of = {s: keys.index(group_key(s)) for s in sol.free}
         self.num_shrink_groups = len(keys)
         self.removable = [j for j, l in enumerate(layers)
-                          if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs]
-        self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat"
+                          if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs
+                          and not (l.opaque and len(l.inputs) > 1)]
+        self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat" and lj.type not in SEPARATE_INPUTS
                            for i in range(max(0, j - max_offset), j)
                            if i not in lj.inputs and layers[i].out_shape == lj.in_shape]
 
@@ -183,7 +185,7 @@ class Candidate(Architecture):
             if j in sol.depthwise:
                 attrs["groups"] = c_in
             out.append(Layer(layer.name, layer.type, layer.inputs, (c_in,) + layer.in_shape[1:],
-                             (c_out,) + layer.out_shape[1:], attrs, layer.target))
+                             (c_out,) + layer.out_shape[1:], attrs, layer.target, layer.module))
         return ArchGraph(out, teacher.input_shape, teacher.output), sol, width
 
     @property

@@ -4,14 +4,27 @@
 sample input to learn every tensor's shape, and turns each call into a ``Layer``. A layer with
 several inputs sums them (paper 6.5), so a residual ``relu(out + shortcut)`` becomes one ReLU layer
 with two incoming edges; an addition that cannot be folded that way stays an explicit ``add`` layer.
-Anything else the graph cannot represent raises ``GraphError`` naming the call and listing what is
-supported.
 
-``ArchGraph.build()`` returns a ``GraphNet``, an ``nn.Module`` computing the graph (fresh weights);
-``nascomp.compression_space.Candidate.build`` fills one with a teacher's weights.
+Any call the search space does not understand becomes an **opaque** layer: a small GraphModule
+holding that one call and the non-tensor values it reads (sizes, parameters read outside a module,
+a split's tuple), with the teacher's own submodules. It is kept whole with the teacher's weights,
+its inputs are separate arguments, and the channel equations pin every channel symbol it touches
+(``nascomp.channels``). ``ArchGraph.opaque`` says how many parameters that keeps whole, and which
+constructs. Only a model whose own ``forward`` torch.fx cannot trace is a ``GraphError``.
+
+Why torch.fx with a leaf policy, not torch.export: fx records module calls as ``call_module``
+nodes with their qualified names, which is what weight inheritance indexes the teacher by, and it
+runs in milliseconds on CPU without specialising shapes or decomposing modules into aten ops
+(export would turn a BatchNorm into ``_native_batch_norm_legit_no_training`` and lose the module
+boundary). Its weakness, Python control flow on tensor values, is confined by the leaf policy:
+torch.nn modules are leaves (as in fx), user modules are traced through, and a submodule whose
+forward fx cannot trace is retried as a leaf, i.e. kept whole as one opaque layer.
+The sample batch has 2 images, so that a tensor without the batch dimension (a statistic, a
+parameter) is told apart from a layer output.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -21,13 +34,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision.ops
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nascomp.encoding import LayerSpec
 
-ACTIVATIONS = ("relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu")
-PARAMETRIC = ("conv", "linear", "batchnorm")
+ACTIVATIONS = ("relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu", "hardsigmoid", "mish")
+PARAMETRIC = ("conv", "linear", "batchnorm")  # and "scale": a parameter read in forward (layer scale)
 
 
 class GraphError(ValueError):
@@ -51,6 +65,11 @@ class Layer:
     out_shape: tuple[int, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
     target: str = ""
+    module: nn.Module | None = field(default=None, compare=False, repr=False)  # an opaque layer's computation
+
+    @property
+    def opaque(self) -> bool:
+        return self.type == "opaque"
 
     @property
     def in_channels(self) -> int:
@@ -70,6 +89,12 @@ class Layer:
             return self.out_channels * self.in_channels + (self.out_channels if a["bias"] else 0)
         if self.type == "batchnorm":
             return 2 * self.out_channels if a["affine"] else 0
+        if self.type == "opaque":
+            return a["params"]
+        if self.type == "scale":
+            return self.out_channels
+        if self.type == "channel_norm":
+            return 2 * self.out_channels
         return 0
 
     @property
@@ -84,7 +109,7 @@ class Layer:
         a = self.attrs
         first = lambda v: v[0] if isinstance(v, (tuple, list)) else (v or 0)  # noqa: E731
         return LayerSpec(
-            type=self.type,
+            type=_ENCODED_AS.get(self.type, self.type),
             kernel_size=first(a.get("kernel_size", 0)),
             stride=first(a.get("stride", 0)),
             padding=first(a.get("padding", 0)),
@@ -142,6 +167,17 @@ class ArchGraph:
         """Multiply-accumulates of one forward of one sample (``nascomp.cost``)."""
         return sum(layer.flops for layer in self.layers)
 
+    @property
+    def opaque(self) -> dict:
+        """What the search space keeps whole: ``{"params": teacher parameters inside opaque layers,
+        "share": their fraction of all parameters, "constructs": {construct: number of opaque layers}}``."""
+        kept = [layer for layer in self.layers if layer.opaque]
+        params = sum(layer.num_params for layer in kept)
+        constructs: dict[str, int] = {}
+        for layer in kept:
+            constructs[layer.attrs["construct"]] = constructs.get(layer.attrs["construct"], 0) + 1
+        return {"params": params, "share": params / max(1, self.num_params), "constructs": dict(sorted(constructs.items()))}
+
     def __len__(self) -> int:
         return len(self.layers)
 
@@ -191,6 +227,11 @@ class ArchGraph:
             _check_shape(f"{where}: in_shape", layer.in_shape)
             _check_shape(f"{where}: out_shape", layer.out_shape)
             given = [tuple(outs[i].shape[1:]) for i in layer.inputs]
+            if layer.type in SEPARATE_INPUTS:  # its inputs are separate arguments; in_shape is the first one's
+                if layer.in_shape != given[0]:
+                    raise GraphError(f"{where} records in_shape {layer.in_shape} but its first input gives {given[0]}")
+                outs[j] = torch.empty(1, *layer.out_shape, device="meta")  # built from the teacher's module only
+                continue
             if layer.type == "concat":  # in_shape: the concatenation's (traced) or the first input's (realised)
                 joined = (sum(s[0] for s in given), *given[0][1:])
                 consistent = len({s[1:] for s in given}) == 1 and layer.in_shape in (joined, given[0])
@@ -229,7 +270,7 @@ class ArchGraph:
 
     @classmethod
     def from_module(cls, model: nn.Module, input_shape: tuple[int, ...]) -> "ArchGraph":
-        """Trace ``model`` (torch.fx) on a sample input of shape (1, *input_shape)."""
+        """Trace ``model`` (torch.fx, see the module docstring) on a sample input of shape (2, *input_shape)."""
         return _Tracer(model, tuple(input_shape)).graph()
 
 
@@ -240,7 +281,8 @@ _MODULE_TYPES: dict[type, str] = {
     nn.Tanh: "tanh", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
     nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
-    nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle",
+    nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
+    torchvision.ops.StochasticDepth: "droppath",
 }
 _FUNCTIONS: dict[Any, str] = {
     operator.add: "add", torch.add: "add", operator.iadd: "add",
@@ -251,11 +293,20 @@ _FUNCTIONS: dict[Any, str] = {
     F.max_pool2d: "maxpool", F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "adaptive_avgpool",
     F.adaptive_max_pool2d: "adaptive_maxpool", F.dropout: "dropout",
     torch.channel_shuffle: "shuffle", F.channel_shuffle: "shuffle",
+    F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
+    torch.mean: "mean", operator.mul: "gate", torch.mul: "gate",
 }
-LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values())
-_SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "identity", "add"))  # validate() need not run them
+LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm"}
+SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
+_CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle"})
+# the encoding (paper 6.2) has a fixed list of types; a type added since is encoded as its nearest kin
+_ENCODED_AS = {"opaque": "identity", "hardsigmoid": "sigmoid", "mish": "silu", "droppath": "dropout",
+               "mean": "adaptive_avgpool", "gate": "add", "scale": "batchnorm",
+               "channel_norm": "batchnorm"}
+_SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale", "channel_norm"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
-            "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias"}
+            "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
+            "mean": "mean", "mul": "gate", "__mul__": "gate"}
 
 
 def _pair(v) -> tuple[int, int]:
@@ -269,23 +320,65 @@ def _supported() -> str:
             "methods: x.view/reshape/flatten to (N, -1), x.add, x.relu")
 
 
+class _LeafOnFailure(fx.Tracer):
+    """torch.fx's tracer (torch.nn modules are leaves, user modules are traced through), except that a
+    submodule whose forward cannot be traced (control flow on tensor values, ...) becomes a leaf
+    itself: it is kept whole as an opaque layer. ``leaves`` maps each such submodule to why."""
+
+    def __init__(self):
+        super().__init__()
+        self.leaves: dict[str, str] = {}
+
+    def is_leaf_module(self, m: nn.Module, path: str) -> bool:
+        return path in self.leaves or super().is_leaf_module(m, path)
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        if self.is_leaf_module(m, path):
+            return super().call_module(m, forward, args, kwargs)
+        stack, calls = list(self.module_stack.items()), dict(self.num_calls)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:  # the nodes it left behind are unused: dead code, removed after tracing
+            self.module_stack.clear()
+            self.module_stack.update(stack)
+            self.num_calls = calls
+            self.leaves[path] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return super().call_module(m, forward, args, kwargs)
+
+
+class _NotUnderstood(Exception):
+    """A call the search space has no layer type for: it becomes an opaque layer."""
+
+
 class _Tracer:
+    BATCH = 2  # the sample batch: a tensor whose first dimension is not this is no layer output
+
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
         self.model = model
         self.input_shape = input_shape
         self.modules = dict(model.named_modules())
 
     def graph(self) -> ArchGraph:
+        tracer = _LeafOnFailure()
         try:
-            gm = fx.symbolic_trace(self.model)
+            fx_graph = tracer.trace(self.model)
         except Exception as exc:
-            raise GraphError(f"torch.fx cannot trace {type(self.model).__name__}: {exc}. Control flow that "
-                             "depends on tensor values is not supported; write forward() without it") from exc
+            raise GraphError(f"torch.fx cannot trace {type(self.model).__name__}.forward: {type(exc).__name__}: {exc}. "
+                             "Only the model's own forward() must be traceable (a submodule that is not is kept "
+                             "whole): move control flow that depends on tensor values or sizes into a submodule, "
+                             "or mark the function that holds it with torch.fx.wrap") from exc
+        gm = fx.GraphModule(self.model, fx_graph)
+        if tracer.leaves:  # what the submodules that became leaves had traced before failing
+            gm.graph.eliminate_dead_code()
+            gm.recompile()
+        self.modules = dict(gm.named_modules())
         was_training = self.model.training
         self.model.eval()
+        gm.eval()
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(torch.zeros(1, *self.input_shape))
+                ShapeProp(gm).propagate(torch.zeros(self.BATCH, *self.input_shape))
         except Exception as exc:
             raise GraphError(f"{type(self.model).__name__} does not run on input shape {self.input_shape}: {exc}") from exc
         finally:
@@ -295,8 +388,20 @@ class _Tracer:
         value: dict[fx.Node, int] = {}  # fx node -> layer index (-1: network input)
         called: dict[str, str] = {}
         output = None
+        shuffles, inner = _channel_shuffles(gm.graph)
+        self.region, permutes = _channels_last(gm.graph, self.modules)
         for node in gm.graph.nodes:
-            if node.op == "placeholder":
+            if node in inner:
+                continue  # inside a channel shuffle written with view and transpose
+            if node in permutes and node.args[0] in value:  # to channels-last and back: the same channels
+                value[node] = value[node.args[0]]
+                continue
+            if node in shuffles and shuffles[node][0] in value:
+                x, groups = shuffles[node]
+                shape = tuple(node.meta["tensor_meta"].shape[1:])
+                layers.append(Layer(node.name, "shuffle", (value[x],), shape, shape, {"groups": groups}, ""))
+                value[node] = len(layers) - 1
+            elif node.op == "placeholder":
                 if value:
                     raise GraphError(f"{type(self.model).__name__}.forward takes several inputs; only one is supported")
                 value[node] = -1
@@ -305,33 +410,136 @@ class _Tracer:
                 if not isinstance(arg, fx.Node) or arg not in value:
                     raise GraphError("the network must return exactly one tensor")
                 output = value[arg]
-            elif "tensor_meta" not in node.meta or not isinstance(node.meta["tensor_meta"], object) or not hasattr(node.meta["tensor_meta"], "shape"):
-                continue  # x.size(0) and other non-tensor values: only consumed by view/reshape
+            elif not self._is_value(node):
+                continue  # x.size(0), a split's tuple, a parameter: computed inside the layer that reads it
             else:
-                kind, attrs, target = self._classify(node, called)
-                tensor_inputs = [a for a in node.all_input_nodes if a in value]
-                if kind == "alias":
-                    value[node] = value[tensor_inputs[0]]
+                try:
+                    layer = self._understood(node, value, called)
+                except _NotUnderstood as exc:
+                    layer = self._opaque(node, value, gm, str(exc))
+                if layer is None:  # an alias (x.contiguous())
                     continue
-                unknown = [a for a in node.all_input_nodes if a not in value and hasattr(a.meta.get("tensor_meta"), "shape")]
-                if unknown:
-                    raise GraphError(f"node {node.name!r} consumes {unknown[0].name!r}, which is not a layer output")
-                if not tensor_inputs:
-                    raise GraphError(f"node {node.name!r} ({node.target}) has no tensor input; constants are not supported")
-                inputs = tuple(value[a] for a in tensor_inputs)
-                in_shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:]) if tensor_inputs[0].op != "placeholder" else self.input_shape
-                out_shape = tuple(node.meta["tensor_meta"].shape[1:])
-                if kind == "add" and len(inputs) != 2:
-                    raise GraphError(f"node {node.name!r}: only the sum of two tensors is supported ({_supported()})")
-                if kind == "concat":
-                    in_shape = out_shape
-                if kind == "flatten" and not (len(out_shape) == 1 and math.prod(in_shape) == out_shape[0]):
-                    raise GraphError(f"node {node.name!r} reshapes {in_shape} to {out_shape}; only flattening to (N, -1) is supported")
-                layers.append(Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target))
+                layers.append(layer)
                 value[node] = len(layers) - 1
         if output is None or output < 0:
             raise GraphError("the network's output is not a layer")
         return _fold_adds(ArchGraph(layers, self.input_shape, output))
+
+    def _is_value(self, node: fx.Node) -> bool:
+        """A layer output: a batched tensor with at least one dimension besides the batch."""
+        meta = node.meta.get("tensor_meta")
+        return (node.op != "get_attr" and hasattr(meta, "shape") and len(meta.shape) >= 2
+                and meta.shape[0] == self.BATCH)
+
+    def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | None:
+        if node in self.region and node.args[0] in value:
+            return self._channels_last_layer(node, value[node.args[0]], called)
+        try:
+            kind, attrs, target = self._classify(node, called)
+        except GraphError as exc:
+            raise _NotUnderstood(str(exc)) from exc
+        tensor_inputs = [a for a in node.all_input_nodes if a in value]
+        params = [a for a in node.all_input_nodes if a.op == "get_attr"]
+        if kind == "gate" and len(tensor_inputs) == 1 and len(params) == 1:  # x * gamma: layer scale
+            shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:])
+            gamma = params[0].meta["tensor_meta"].shape
+            if len(shape) != 3 or tuple(gamma) not in ((shape[0], 1, 1), (1, shape[0], 1, 1)) or \
+                    not isinstance(self._attr(params[0].target), nn.Parameter):
+                raise _NotUnderstood(f"node {node.name!r} scales {shape} by a tensor of shape {tuple(gamma)}")
+            return Layer(node.name, "scale", (value[tensor_inputs[0]],), shape, shape, {"shape": tuple(gamma)}, params[0].target)
+        if kind == "alias" and len(tensor_inputs) == 1:
+            value[node] = value[tensor_inputs[0]]
+            return None
+        if any(a not in value and hasattr(a.meta.get("tensor_meta"), "shape") for a in node.all_input_nodes):
+            raise _NotUnderstood(f"node {node.name!r} reads a tensor that is not a layer output")
+        if not tensor_inputs:
+            raise _NotUnderstood(f"node {node.name!r} has no tensor input")
+        inputs = tuple(value[a] for a in tensor_inputs)
+        in_shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:])
+        out_shape = tuple(node.meta["tensor_meta"].shape[1:])
+        if kind == "add" and len(inputs) != 2:
+            raise _NotUnderstood(f"node {node.name!r}: only the sum of two tensors is a layer")
+        if kind == "concat":
+            in_shape = out_shape
+        if kind == "flatten" and not (len(out_shape) == 1 and math.prod(in_shape) == out_shape[0]):
+            raise _NotUnderstood(f"node {node.name!r} reshapes {in_shape} to {out_shape}, which is not a flatten")
+        if kind in _CHANNELS_FIRST and len(in_shape) != 3:
+            raise _NotUnderstood(f"node {node.name!r} ({kind}) on a tensor of shape {in_shape}, not (C, H, W)")
+        if kind == "mean" and len(in_shape) != 3:
+            raise _NotUnderstood(f"node {node.name!r}: a mean of shape {in_shape}, not (C, H, W)")
+        if kind == "gate":  # x (C, H, W) times a gate of shape (C, H, W) or (C, 1, 1): x first
+            shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in tensor_inputs]
+            if len(inputs) != 2 or len(out_shape) != 3 or out_shape not in shapes or any(
+                    len(sh) != 3 or sh[0] != out_shape[0] or sh[1:] not in (out_shape[1:], (1, 1)) for sh in shapes):
+                raise _NotUnderstood(f"node {node.name!r} multiplies shapes {shapes}, not x (C, H, W) by a gate (C, 1, 1)")
+            if shapes[0] != out_shape:
+                inputs, in_shape = inputs[::-1], shapes[1]
+        if kind == "linear" and len(in_shape) != 1:
+            raise _NotUnderstood(f"node {node.name!r}: a linear layer on shape {in_shape}, not (F,)")
+        if kind == "batchnorm" and (len(in_shape) not in (1, 3) or len(in_shape) != len(out_shape)):
+            raise _NotUnderstood(f"node {node.name!r}: a batch norm on shape {in_shape}")
+        return Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target)
+
+    def _channels_last_layer(self, node: fx.Node, source: int, called: dict) -> Layer:
+        """A layer between permute(0, 2, 3, 1) and permute(0, 3, 1, 2), as its channels-first equal:
+        Linear -> 1x1 conv, LayerNorm over C -> channel_norm, an activation as itself."""
+        h, w, c = node.args[0].meta["tensor_meta"].shape[1:]
+        shape_in = (c, h, w)
+        c_out = node.meta["tensor_meta"].shape[-1]
+        mod = self.modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(mod, nn.Linear):
+            if node.target in called:
+                raise _NotUnderstood(f"module {node.target!r} is called more than once")
+            called[node.target] = node.name
+            attrs = {"kernel_size": (1, 1), "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1,
+                     "bias": mod.bias is not None}
+            return Layer(node.name, "conv", (source,), shape_in, (c_out, h, w), attrs, node.target)
+        if isinstance(mod, nn.LayerNorm) or node.target is F.layer_norm:
+            if mod is None:
+                owner = _arg(node, 2, "weight").target.rpartition(".")[0]
+                eps = float(_arg(node, 4, "eps", 1e-5))
+            else:
+                owner, eps = node.target, mod.eps
+            return Layer(node.name, "channel_norm", (source,), shape_in, shape_in, {"eps": eps}, owner)
+        kind, attrs, _ = self._classify(node, called)
+        return Layer(node.name, kind, (source,), shape_in, shape_in, attrs, "")
+
+    def _attr(self, target: str):
+        owner, _, name = target.rpartition(".")
+        return getattr(self.model.get_submodule(owner), name)
+
+    def _opaque(self, node: fx.Node, value: dict, gm: fx.GraphModule, reason: str) -> Layer:
+        """The node as one opaque layer: a GraphModule computing it from its layer inputs (separate
+        arguments), with every non-layer value it reads (sizes, parameters, a split's tuple)
+        computed inside. It holds the teacher's own submodules and parameters (no copy)."""
+        sub = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        inputs: list[int] = []
+        shapes: list[tuple[int, ...]] = []
+
+        def copy(n: fx.Node) -> fx.Node:
+            if n not in env:
+                if n in value:
+                    env[n] = sub.placeholder(f"x{len(inputs)}")
+                    if n.op == "call_method" and n.target == "contiguous":  # an alias of its input, as memory too
+                        env[n] = sub.call_method("contiguous", (env[n],))
+                    inputs.append(value[n])
+                    shapes.append(self.input_shape if n.op == "placeholder" else tuple(n.meta["tensor_meta"].shape[1:]))
+                else:
+                    for a in n.all_input_nodes:
+                        copy(a)
+                    env[n] = sub.node_copy(n, lambda a: env[a])
+            return env[n]
+
+        sub.output(copy(node))
+        if not inputs:
+            raise GraphError(f"node {node.name!r} ({_construct(node, self.modules)}) computes a batched tensor from "
+                             "no input: it cannot be a layer")
+        module = fx.GraphModule(gm, sub)
+        params = sum(p.numel() for p in module.parameters())
+        attrs = {"construct": _construct(node, self.modules), "params": params}
+        return Layer(node.name, "opaque", tuple(inputs), shapes[0], tuple(node.meta["tensor_meta"].shape[1:]),
+                     attrs, "", module)
 
     def _classify(self, node: fx.Node, called: dict[str, str]) -> tuple[str, dict, str]:
         if node.op == "call_module":
@@ -356,9 +564,108 @@ class _Tracer:
                 raise GraphError(f"cannot represent method .{node.target}() at node {node.name!r}; {_supported()}")
             if kind == "add" and not all(isinstance(a, fx.Node) for a in node.args):
                 raise GraphError(f"node {node.name!r} adds a constant; only the sum of two tensors is supported")
+            if kind in ("mean", "gate"):
+                return kind, _function_attrs(kind, node), ""
             return kind, {"negative_slope": 0.01} if kind == "leaky_relu" else {}, ""
         raise GraphError(f"cannot represent {node.op} {node.target!r} at node {node.name!r} (parameters used "
                          f"outside a module are not supported); {_supported()}")
+
+
+def _dims(node: fx.Node):
+    if node.target not in ("permute", torch.permute):
+        return None
+    dims = node.args[1:] if node.op == "call_method" and len(node.args) > 2 else node.args[1] if len(node.args) > 1 else None
+    return tuple(d % 4 for d in dims) if isinstance(dims, (tuple, list)) and len(dims) == 4 else None
+
+
+def _channels_last(graph: fx.Graph, modules: dict) -> tuple[set[fx.Node], set[fx.Node]]:
+    """Regions x.permute(0, 2, 3, 1) -> Linear / LayerNorm over C / activations -> permute(0, 3, 1, 2)
+    (ConvNeXt) where each node has one tensor input and every path returns to channels-first:
+    (the nodes inside, the two kinds of permute)."""
+    region, permutes = set(), set()
+    for start in graph.nodes:
+        if _dims(start) != (0, 2, 3, 1) or len(_shape(start) or ()) != 4:
+            continue
+        c = _shape(start)[3]
+        inside, ends, todo, ok = set(), set(), list(start.users), True
+        while todo and ok:
+            n = todo.pop()
+            if n in inside or n in ends:
+                continue
+            if _dims(n) == (0, 3, 1, 2):
+                ends.add(n)
+                continue
+            mod = modules.get(n.target) if n.op == "call_module" else None
+            if isinstance(mod, nn.LayerNorm):
+                ok = tuple(mod.normalized_shape) == (c,) and mod.elementwise_affine and mod.bias is not None
+            elif n.target is F.layer_norm:
+                ok = (tuple(_arg(n, 1, "normalized_shape")) == (_shape(n.args[0]) or (0,))[-1:] and
+                      all(isinstance(a, fx.Node) and a.op == "get_attr" for a in (_arg(n, 2, "weight"), _arg(n, 3, "bias")))
+                      and _arg(n, 2, "weight").target.rpartition(".")[0] == _arg(n, 3, "bias").target.rpartition(".")[0])
+            elif isinstance(mod, nn.Linear):
+                ok = True
+            else:
+                kind = _MODULE_TYPES.get(type(mod)) if mod is not None else _FUNCTIONS.get(n.target) if n.op == "call_function" \
+                    else _METHODS.get(n.target)
+                ok = kind in ACTIVATIONS or kind in ("dropout", "identity")
+            ok = ok and len([a for a in n.all_input_nodes if a.op != "get_attr"]) == 1
+            inside.add(n)
+            todo.extend(n.users)
+        if ok and ends:
+            region |= inside
+            permutes |= {start} | ends
+    return region, permutes
+
+
+_RESHAPES = {"view", "reshape", torch.reshape}
+_TRANSPOSES = {"transpose", torch.transpose}
+
+
+def _shape(node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+
+def _channel_shuffles(graph: fx.Graph) -> tuple[dict[fx.Node, tuple[fx.Node, int]], set[fx.Node]]:
+    """Channel shuffles written as x.view(N, g, C/g, H, W) -> transpose(1, 2) [-> contiguous()] ->
+    view(N, C, H, W): {the last view: (x, g)} and the nodes in between, each used only inside."""
+    found, inner = {}, set()
+    for node in graph.nodes:
+        if node.target not in _RESHAPES or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        out = _shape(node)
+        chain, t = [], node.args[0]
+        if t.op == "call_method" and t.target == "contiguous":
+            chain.append(t)
+            t = t.args[0]
+        if t.target not in _TRANSPOSES or sorted(d % 5 for d in t.args[1:3]) != [1, 2]:
+            continue
+        v = t.args[0]
+        if not isinstance(v, fx.Node) or v.target not in _RESHAPES or not isinstance(v.args[0], fx.Node):
+            continue
+        x = v.args[0]
+        xs, vs = _shape(x), _shape(v)
+        if out is None or xs is None or vs is None or len(xs) != 4 or xs != out or len(vs) != 5 \
+                or vs[0] != xs[0] or vs[3:] != xs[2:] or vs[1] * vs[2] != xs[1]:
+            continue
+        chain += [t, v]
+        if any(len(n.users) != 1 for n in chain):
+            continue
+        found[node] = (x, vs[1])
+        inner.update(chain)
+    return found, inner
+
+
+def _construct(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """What an opaque node computes, as a user would name it: a module class, a function, a method."""
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    if node.op == "call_method":
+        return f".{node.target}()"
+    owner = getattr(node.target, "__self__", None)  # torch.autograd.Function.apply
+    if isinstance(owner, type):
+        return f"{owner.__name__}.{node.target.__name__}"
+    return getattr(node.target, "__name__", str(node.target))
 
 
 def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
@@ -395,6 +702,8 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
         return {"negative_slope": mod.negative_slope}
     if kind == "gelu":
         return {"approximate": mod.approximate}
+    if kind == "droppath":
+        return {"p": mod.p, "mode": mod.mode}
     return {}
 
 
@@ -435,6 +744,18 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
         return {"negative_slope": float(_arg(node, 1, "negative_slope", 0.01))}
     if kind == "gelu":
         return {"approximate": node.kwargs.get("approximate", "none")}
+    if kind == "droppath":
+        return {"p": float(_arg(node, 1, "p")), "mode": str(_arg(node, 2, "mode"))}
+    if kind == "mean":  # over H and W of (N, C, H, W): a global average pool
+        dims = _arg(node, 1, "dim")
+        dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+        if sorted(d % 4 for d in dims if isinstance(d, int)) != [2, 3] or len(dims) != 2 or node.kwargs.get("dtype"):
+            raise GraphError(f"node {node.name!r}: a mean over dims {dims}, not over H and W")
+        return {"keepdim": bool(_arg(node, 2, "keepdim", False))}
+    if kind == "gate":  # x * g(x): both tensors (a scale by a constant is not a gate)
+        if len(node.args) != 2 or not all(isinstance(a, fx.Node) for a in node.args):
+            raise GraphError(f"node {node.name!r} multiplies by a constant")
+        return {}
     return {}
 
 
@@ -449,7 +770,8 @@ def _fold_adds(graph: ArchGraph) -> ArchGraph:
                 consumers[i].append(j)
     fold = {i for i, layer in enumerate(layers)
             if layer.type == "add" and i != graph.output and len(consumers[i]) == 1
-            and layers[consumers[i][0]].inputs == (i,) and layers[consumers[i][0]].type != "concat"}
+            and layers[consumers[i][0]].inputs == (i,) and layers[consumers[i][0]].type != "concat"
+            and layers[consumers[i][0]].type not in SEPARATE_INPUTS}
     new_index, kept = {-1: -1}, []
     for i, layer in enumerate(layers):
         if i in fold:
@@ -461,7 +783,8 @@ def _fold_adds(graph: ArchGraph) -> ArchGraph:
         inputs = []
         for i in layer.inputs:
             inputs.extend(new_index[a] for a in layers[i].inputs) if i in fold else inputs.append(new_index[i])
-        out.append(Layer(layer.name, layer.type, tuple(inputs), layer.in_shape, layer.out_shape, layer.attrs, layer.target))
+        out.append(Layer(layer.name, layer.type, tuple(inputs), layer.in_shape, layer.out_shape, layer.attrs, layer.target,
+                         layer.module))
     return ArchGraph(out, graph.input_shape, new_index[graph.output])
 
 
@@ -469,6 +792,15 @@ def _fold_adds(graph: ArchGraph) -> ArchGraph:
 def make_layer(layer: Layer) -> nn.Module:
     """The ``nn.Module`` for one layer, freshly initialised."""
     a, t = layer.attrs, layer.type
+    if t == "opaque":
+        if layer.module is None:
+            raise GraphError(f"layer {layer.name!r} is an opaque {a['construct']}, built from the teacher's own module, "
+                             "which a graph read from JSON does not hold: trace the teacher again (ArchGraph.from_module)")
+        module = copy.deepcopy(layer.module)  # fresh submodules; a parameter read outside one keeps its value
+        for m in module.modules():
+            if m is not module and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        return module
     if t == "conv":
         return nn.Conv2d(layer.in_channels, layer.out_channels, a["kernel_size"], a["stride"], a["padding"],
                          a.get("dilation", (1, 1)), a["groups"], a["bias"])
@@ -495,11 +827,64 @@ def make_layer(layer: Layer) -> nn.Module:
         return nn.LeakyReLU(a["negative_slope"])
     if t == "gelu":
         return nn.GELU(a.get("approximate", "none"))
+    if t == "droppath":
+        return torchvision.ops.StochasticDepth(a["p"], a["mode"])
+    if t == "mean":
+        return _Mean(a["keepdim"])
+    if t == "gate":
+        return _Gate()
+    if t == "channel_norm":
+        return _ChannelNorm(layer.out_channels, a["eps"])
+    if t == "scale":
+        return _Scale((layer.out_channels,) + tuple(a["shape"][-2:]) if len(a["shape"]) == 3 else
+                      (1, layer.out_channels) + tuple(a["shape"][-2:]))
     simple = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-              "hardswish": nn.Hardswish, "identity": nn.Identity, "add": nn.Identity, "concat": nn.Identity}
+              "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "identity": nn.Identity, "add": nn.Identity, "concat": nn.Identity}
     if t in simple:
         return simple[t]()  # never in-place: an input may feed several layers
     raise GraphError(f"layer {layer.name!r} has type {t!r}, which cannot be built")
+
+
+class _Mean(nn.Module):
+    """x.mean((2, 3)): the average over H and W."""
+
+    def __init__(self, keepdim: bool):
+        super().__init__()
+        self.keepdim = keepdim
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=self.keepdim)
+
+
+class _ChannelNorm(nn.Module):
+    """LayerNorm over the channels of (N, C, H, W) (ConvNeXt's, written there channels-last)."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class _Gate(nn.Module):
+    """x * g: a tensor times its gate (squeeze-excitation), broadcast over H and W."""
+
+    def forward(self, x, g):
+        return x * g
+
+
+class _Scale(nn.Module):
+    """x * gamma: a learnt per-channel scale (layer scale), gamma of shape (C, 1, 1) or (1, C, 1, 1)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x):
+        return x * self.weight
 
 
 class GraphNet(nn.Module):
@@ -512,6 +897,7 @@ class GraphNet(nn.Module):
         self.layers = nn.ModuleList(make_layer(layer) for layer in graph.layers)
         self._inputs = [layer.inputs for layer in graph.layers]
         self._concat = [layer.type == "concat" for layer in graph.layers]
+        self._opaque = [layer.type in SEPARATE_INPUTS for layer in graph.layers]
         last_use: dict[int, int] = {}
         for j, inputs in enumerate(self._inputs):
             for i in inputs:
@@ -522,6 +908,11 @@ class GraphNet(nn.Module):
         outs: dict[int, torch.Tensor] = {-1: x}
         for j, layer in enumerate(self.layers):
             inputs = self._inputs[j]
+            if self._opaque[j]:  # its inputs are separate arguments
+                outs[j] = layer(*[outs[i] for i in inputs])
+                for i in self._free[j]:
+                    del outs[i]
+                continue
             if self._concat[j]:
                 h = torch.cat([outs[i] for i in inputs], 1)
             else:

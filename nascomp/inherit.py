@@ -9,10 +9,11 @@ Every tensor of the student gets the list of teacher channel indices it keeps:
                         a term (s, m) from flattening expands each channel c to c*m .. c*m + m - 1
     shuffle (g)         out[j] = teacher-inverse-shuffle(in[student-shuffle(j)])
     depthwise conv, BN, activations, pools, removed layers: the input's list
+    opaque layer        all its channels (its symbols are fixed); it loads the teacher's tensors whole
 
 A conv copies ``W_t[out_idx][:, in_idx]`` (for grouped convs, the in-group entries that exist in the
 teacher's group; others keep their fresh init), a linear likewise, a BN its affine parameters and,
-when asked, its running statistics.
+when asked, its running statistics, a layer scale its entries.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def tensor_indices(graph: ArchGraph, teacher_graph_widths: list[int], sol: Chann
     inp = torch.arange(sol.teacher_width[INPUT])
     for j, layer in enumerate(graph.layers):
         first = idx[layer.inputs[0]] if layer.inputs[0] >= 0 else inp
-        if layer.type in ("conv", "linear") and j not in sol.depthwise:
+        if layer.type in ("conv", "linear", "opaque") and j not in sol.depthwise:
             out = _expr_indices(sol.out_exprs[j], kept, sol)
         elif layer.type == "concat":
             parts, offset = [], 0
@@ -105,19 +106,33 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
     kept = _symbol_indices(sol, graph, teacher, width, mode)
     idx = tensor_indices(graph, teacher_widths, sol, kept)
     inp = torch.arange(sol.teacher_width[INPUT])
+    teacher_state = None
     for j, layer in enumerate(graph.layers):
+        if layer.opaque:  # kept whole: the teacher's own tensors, by their names in the teacher
+            teacher_state = teacher.state_dict() if teacher_state is None else teacher_state
+            net.layers[j].load_state_dict({k: teacher_state[k] for k in net.layers[j].state_dict()})
+            continue
         if not layer.target:
             continue
-        src = teacher.get_submodule(layer.target)
+        src = teacher.get_parameter(layer.target) if layer.type == "scale" else teacher.get_submodule(layer.target)
         dst = net.layers[j]
         out_idx = idx[j]
         in_idx = idx[layer.inputs[0]] if layer.inputs[0] >= 0 else inp
-        if layer.type == "conv":
+        if layer.type == "conv" and isinstance(src, nn.Linear):  # a Linear applied channels-last: a 1x1 conv
+            dst.weight.copy_(src.weight[out_idx][:, in_idx][:, :, None, None])
+            if dst.bias is not None:
+                dst.bias.copy_(src.bias[out_idx])
+        elif layer.type == "conv":
             _copy_conv(dst, src, in_idx, out_idx, j in sol.depthwise)
         elif layer.type == "linear":
             dst.weight.copy_(src.weight[out_idx][:, in_idx])
             if dst.bias is not None:
                 dst.bias.copy_(src.bias[out_idx])
+        elif layer.type == "scale":
+            dst.weight.copy_(src[out_idx] if src.dim() == 3 else src[:, out_idx])
+        elif layer.type == "channel_norm":
+            dst.weight.copy_(src.weight[out_idx])
+            dst.bias.copy_(src.bias[out_idx])
         elif layer.type == "batchnorm":
             if dst.affine:
                 dst.weight.copy_(src.weight[out_idx])

@@ -256,7 +256,8 @@ class ConfigSchema:
 # what to set for the keys that a config group leaves mandatory (???)
 _NEEDED = {
     "dataset.root": "dataset=imagefolder needs dataset.root=/path/to/images, a folder with one sub-folder of images per class",
-    "teacher.name": "teacher=custom needs teacher.name=my_package.models:MyNet, an importable teacher class",
+    "teacher.name": ("teacher=custom needs teacher.name=my_package.models:MyNet, an importable teacher class; "
+                     "teacher=torchvision and teacher=timm a model name there, e.g. teacher.name=efficientnet_b0"),
     "teacher.checkpoint": "teacher=custom needs its trained weights: teacher.checkpoint=/path/to/teacher.pt (a state_dict)",
 }
 

@@ -5,6 +5,14 @@ imports a user's own class and passes the keyword arguments to its constructor. 
 checkpoint (a plain state_dict, or a dict holding one under ``state_dict``) with
 ``weights_only=True``.
 
+``create("efficientnet_b0", library="torchvision")`` builds a classifier of a model library by its
+name there (``torchvision``, or ``timm`` when installed: ``pip install nascomp[timm]``), with the
+dataset's number of classes; ``library`` arrives as ``teacher.kwargs.library`` from
+``conf/teacher/torchvision.yaml`` and ``timm.yaml`` (so the cached teacher's key names the library).
+Without a checkpoint its weights start from the library's local pretrained cache when the file is
+there (every tensor whose shape fits: the classifier head of another class count does not), else
+from the library's random init; the run then trains it as any teacher.
+
 ``width`` multiplies every channel count (1.0 = the paper's networks; 0.125 gives CPU-sized
 teachers with the same topology). ``in_channels`` is the dataset's channel count (3 for CIFAR, the
 default, 1 for digits). The CIFAR stems keep small images usable: ResNet and ShuffleNet halve the
@@ -233,13 +241,53 @@ def _import(path: str):
         ) from exc
 
 
+LIBRARIES = ("torchvision", "timm")
+
+
+def _from_library(library: str, name: str, num_classes: int, **kwargs) -> nn.Module:
+    """A classifier of ``library`` by its name there, starting from the local pretrained cache if present."""
+    if library not in LIBRARIES:
+        raise ValueError(f"teacher library {library!r} is not one of {', '.join(LIBRARIES)}")
+    if library == "timm":
+        try:
+            import timm
+        except ImportError as exc:
+            raise ValueError("teacher=timm needs timm, an optional extra: pip install 'nascomp[timm]'") from exc
+        if name not in timm.list_models():
+            raise ValueError(f"timm has no model {name!r}; see timm.list_models()")
+        model = timm.create_model(name, num_classes=num_classes, **kwargs)
+        cached = None
+    else:
+        import torchvision
+
+        known = torchvision.models.list_models(module=torchvision.models)
+        if name not in known:
+            raise ValueError(f"torchvision has no classifier {name!r}; one of: {', '.join(known)}")
+        if name in ("googlenet", "inception_v3"):
+            kwargs.setdefault("aux_logits", False)  # the auxiliary heads are training-only outputs
+            kwargs.setdefault("init_weights", True)
+        model = torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if cached is not None and cached.is_file():
+        state = torch.load(cached, map_location="cpu", weights_only=True)
+        own = model.state_dict()
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fits, strict=False)
+    return model
+
+
 def create(name: str, num_classes: int = 10, width: float = 1.0, checkpoint: str | Path | None = None,
            in_channels: int | None = None, **kwargs) -> nn.Module:
     """A teacher by registered name or by class path ``"pkg.module:Class"`` (kwargs go to its
     constructor; ``num_classes``, ``width`` and ``in_channels`` too, when it accepts them;
     ``in_channels=None`` keeps the constructor's default). With ``checkpoint`` the weights are loaded
-    strictly; a mismatch raises ``ValueError`` naming the offending keys."""
-    if name in _REGISTRY:
+    strictly; a mismatch raises ``ValueError`` naming the offending keys. ``library="torchvision"``
+    (or ``"timm"``) takes ``name`` from that library (``width`` and ``in_channels`` do not apply)."""
+    library = kwargs.pop("library", None)
+    if library is not None:
+        model = _from_library(library, name, num_classes, **kwargs)
+    elif name in _REGISTRY:
         if in_channels is not None and "in_channels" not in kwargs:
             kwargs["in_channels"] = in_channels
         model = _REGISTRY[name](num_classes=num_classes, width=width, **kwargs)

@@ -113,3 +113,48 @@ def test_summed_widths_share_one_symbol_and_its_divisor():
     assert sol.free == [0] and sol.divisor[0] == 4  # and inherits its groups=4 divisibility
     s = student(graph, (0.6,))  # floor(0.4 * 8 / 4) * 4 = 0 -> at least the divisor, 4
     assert [layer.out_channels for layer in s.graph.layers] == [4, 4, 4, 2]
+
+
+class CrossedConcats(nn.Module):
+    """cat(a: 4, b: 6) + cat(c: 6, d: 4): equal totals (10), but the terms are not pairwise equal."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(3, 4, 1)
+        self.head = nn.Conv2d(10, 5, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], 1) + torch.cat([self.c(x), self.d(x)], 1))
+
+
+def test_a_sum_of_concats_with_unequal_terms_fixes_them():
+    # googlenet's crash: unifying a 4+6 concat with a 6+4 one term by term tied symbols of different
+    # widths (the l1 scores of 160 and 128 filters were then added). Such a sum fixes all four.
+    graph, sol = solved(CrossedConcats(), (3, 4, 4))
+    convs = [j for j, layer in enumerate(graph.layers) if layer.type == "conv"][:4]
+    assert [graph.layers[j].out_channels for j in convs] == [4, 6, 6, 4]
+    assert sol.free == [] and set(convs) <= sol.fixed
+
+
+class TiedConcats(nn.Module):
+    """cat(a: 4, b: 6) + cat(c: 4, d: 6): the terms pair up, a = c and b = d."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1)
+        self.head = nn.Conv2d(10, 5, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], 1) + torch.cat([self.c(x), self.d(x)], 1))
+
+
+def test_a_sum_of_concats_with_equal_terms_ties_them_pairwise():
+    teacher = TiedConcats()
+    graph, sol = solved(teacher, (3, 4, 4))
+    convs = [j for j, layer in enumerate(graph.layers) if layer.type == "conv"][:4]
+    a, b = convs[:2]
+    assert sol.free == [a, b] and sol.in_exprs[-1] == ((a, 1), (b, 1))
+    s = student(graph, (0.5, 0.5))  # a, c: 4 -> 2; b, d: 6 -> 3
+    assert [s.graph.layers[j].out_channels for j in convs] == [2, 3, 2, 3]
+    for mode in ("first", "l1"):
+        assert torch.isfinite(s.build(teacher, inherit=mode).eval()(torch.randn(1, 3, 4, 4))).all()

@@ -98,11 +98,17 @@ class _Upsampling(nn.Module):
         return self.up(x)
 
 
-def test_unsupported_ops_are_named():
-    with pytest.raises(GraphError, match=r"cannot represent function 'mul'.*supported modules:"):
-        ArchGraph.from_module(_Gated(), (3, 8, 8))
-    with pytest.raises(GraphError, match=r"module 'up' of type Upsample.*supported modules: .*Conv2d"):
-        ArchGraph.from_module(_Upsampling(), (3, 8, 8))
+def test_unsupported_ops_are_named_as_opaque_layers():
+    # what the space does not understand is kept whole (an opaque layer), named, and still computes
+    gated = ArchGraph.from_module(_Gated(), (3, 8, 8))
+    assert [(l.type, l.attrs.get("construct")) for l in gated.layers] == [("conv", None), ("opaque", "mul")]
+    assert gated.opaque == {"params": 0, "share": 0.0, "constructs": {"mul": 1}}
+    up = ArchGraph.from_module(_Upsampling(), (3, 8, 8))
+    assert [(l.type, l.attrs["construct"], l.out_shape) for l in up.layers] == [("opaque", "Upsample", (3, 16, 16))]
+    x = torch.randn(2, 3, 8, 8)
+    for model, graph in ((_Gated(), None), (_Upsampling(), up)):
+        graph = graph or ArchGraph.from_module(model, (3, 8, 8))
+        assert torch.equal(CompressionSpace(graph).reference.build(model).eval()(x), model(x))
 
 
 def test_json_round_trip_keeps_the_key():

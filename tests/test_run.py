@@ -167,6 +167,8 @@ def test_every_option_composes_and_validates(group, option):
     overrides = [f"{group}={option}"]
     if (group, option) == ("teacher", "custom"):
         overrides += ["teacher.name=torchvision.models:resnet18", "teacher.checkpoint=t.pt"]
+    if (group, option) in (("teacher", "torchvision"), ("teacher", "timm")):
+        overrides += ["teacher.name=resnet18"]
     if (group, option) == ("dataset", "imagefolder"):
         overrides += ["dataset.root=/data/images"]
     cfg = validate(compose(overrides))

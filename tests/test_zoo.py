@@ -1,0 +1,330 @@
+"""Models people use: opaque layers for what the space does not understand, and the torchvision zoo.
+
+Every CNN classifier of ``torchvision.models`` (the library's own list, without the transformers
+ViT, Swin and MaxViT) traced at a small input: the graph computes what the teacher computes, sampled
+candidates build, run, are smaller and count their parameters exactly, ``l1`` inheritance is finite.
+"""
+import re
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from nascomp import ArchGraph, CompressionSpace, GraphError
+
+
+class _Clip(torch.autograd.Function):
+    """A construct nothing understands."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(-1.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def _clip(x):
+    return _Clip.apply(x)
+
+
+torch.fx.wrap("_clip")  # fx would trace into the Function's forward; wrapped, it is one opaque call
+
+
+class _Branchy(nn.Module):
+    """A submodule fx cannot trace (control flow on a tensor value), with parameters."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.conv(x)
+        return -self.conv(x)
+
+
+class _Custom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.branchy = _Branchy(8)
+        self.tail = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = _clip(torch.relu(self.stem(x)))
+        x = self.branchy(torch.relu(self.mid(x)))
+        x = torch.relu(self.tail(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_construct_nothing_understands_is_kept_whole_and_the_rest_searches():
+    torch.manual_seed(0)
+    model = _Custom().eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    opaque = [l for l in graph.layers if l.type == "opaque"]
+    assert [l.attrs["construct"] for l in opaque] == ["_clip", "_Branchy"]
+    assert graph.opaque["params"] == 8 * 8 * 9 + 8 and graph.opaque["constructs"] == {"_Branchy": 1, "_clip": 1}
+    assert graph.num_params == sum(p.numel() for p in model.parameters())
+    space = CompressionSpace(graph, shrink_groups="structural")
+    # stem and mid feed opaque layers (pinned); tail is free
+    tail = [j for j, l in enumerate(graph.layers) if l.target == "tail"][0]
+    assert space.solution.free == [tail]
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    for seed in range(10):
+        cand = space.sample(seed=seed)
+        net = cand.build(model, inherit="l1").eval()
+        assert sum(p.numel() for p in net.parameters()) == cand.num_params < graph.num_params
+        assert net(x).shape == (2, 5)
+    # the kept submodule is the teacher's, copied: training the student leaves the teacher alone
+    net = space.reference.build(model)
+    kept = [m for m in net.modules() if isinstance(m, _Branchy)][0]
+    assert torch.equal(kept.conv.weight, model.branchy.conv.weight)
+    assert kept.conv.weight.data_ptr() != model.branchy.conv.weight.data_ptr()
+
+
+class _Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.conv(x) if x.mean() > 0 else self.conv(-x)
+
+
+def test_a_model_whose_own_forward_cannot_be_traced_is_a_named_error():
+    with pytest.raises(GraphError, match=r"cannot trace _Untraceable.forward.*move control flow .* into a submodule"):
+        ArchGraph.from_module(_Untraceable(), (3, 4, 4))
+
+
+class _SEBlock(nn.Module):
+    """conv -> hardswish -> squeeze-excitation (mean, 1x1 convs, hard-sigmoid) -> x * gate ->
+    stochastic depth -> layer scale -> mean over H, W -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.Hardswish()
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.drop = torchvision.ops.StochasticDepth(0.2, "row")
+        self.gamma = nn.Parameter(torch.rand(8, 1, 1))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.act(self.conv(x))
+        gate = nn.functional.hardsigmoid(self.fc2(nn.functional.mish(self.fc1(x.mean((2, 3), keepdim=True)))))
+        x = self.gamma * self.drop(x * gate)
+        return self.head(x.mean([-1, -2]))
+
+
+def test_gating_layer_scale_and_stochastic_depth_are_understood():
+    torch.manual_seed(0)
+    model = _SEBlock().eval()
+    graph = ArchGraph.from_module(model, (3, 6, 6))
+    assert [l.type for l in graph.layers] == ["conv", "hardswish", "mean", "conv", "mish", "conv", "hardsigmoid",
+                                              "gate", "droppath", "scale", "mean", "linear"]
+    assert graph.opaque["params"] == 0 and graph.num_params == sum(p.numel() for p in model.parameters())
+    gate = graph.layers[7]
+    assert gate.inputs == (1, 6) and gate.in_shape == (8, 6, 6)  # x first, then its (8, 1, 1) gate
+    space = CompressionSpace(graph, shrink_groups="structural")
+    # the gate's producer (fc2, layer 5) is tied to the gated tensor's (conv, layer 0): one symbol
+    assert space.solution.free == [0, 3] and space.solution.out_exprs[5] == ((0, 1),)
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    from nascomp.compression_space import Candidate
+
+    half = Candidate(space, frozenset(), frozenset(), (0.5, 0.5))  # conv 8 -> 4, fc1 4 -> 2
+    assert [l.out_channels for l in half.graph.layers] == [4, 4, 4, 2, 2, 4, 4, 4, 4, 4, 4, 5]
+    # params: conv 3*4*9+4, fc1 4*2+2, fc2 2*4+4, gamma 4, head 4*5+5
+    assert half.num_params == 112 + 10 + 12 + 4 + 25
+    for mode in ("first", "l1"):
+        net = half.build(model, inherit=mode).eval()
+        assert sum(p.numel() for p in net.parameters()) == half.num_params
+        assert torch.isfinite(net(x)).all()
+    # l1 keeps the 4 conv filters of largest L1 norm, and the layer scale's entries of those channels
+    kept = model.conv.weight.abs().flatten(1).sum(1) + model.fc2.weight.abs().flatten(1).sum(1)
+    idx = kept.topk(4).indices.sort().values
+    net = half.build(model, inherit="l1")
+    assert torch.equal(net.layers[0].weight, model.conv.weight[idx]) and torch.equal(net.layers[9].weight, model.gamma[idx])
+
+
+def test_a_torchvision_teacher_by_name_from_the_config_and_the_local_pretrained_cache(tmp_path):
+    from nascomp import teachers
+    from nascomp.config import compose
+    from nascomp.pipeline import teacher_key
+
+    cfg = compose(["teacher=torchvision", "teacher.name=mobilenet_v3_small", "dataset=cifar10"])
+    assert cfg.teacher.kwargs.library == "torchvision" and cfg.teacher.checkpoint is None
+    assert teacher_key(cfg)["teacher"]["kwargs"] == {"library": "torchvision"}  # not the CIFAR registry's name
+    # no local file: torchvision's random init, 10 classes
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        torch.manual_seed(0)
+        fresh = teachers.create(cfg.teacher.name, num_classes=10, width=cfg.teacher.width, **cfg.teacher.kwargs)
+        assert fresh.classifier[-1].out_features == 10
+        # a pretrained file in the cache (ImageNet's 1000 classes): every tensor but the head is loaded
+        imagenet = torchvision.models.mobilenet_v3_small()
+        weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+        (tmp_path / "checkpoints").mkdir()
+        torch.save(imagenet.state_dict(), tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[1])
+        model = teachers.create("mobilenet_v3_small", num_classes=10, library="torchvision")
+    finally:
+        torch.hub.set_dir(old)
+    assert torch.equal(model.features[0][0].weight, imagenet.features[0][0].weight)
+    assert not torch.equal(model.features[0][0].weight, fresh.features[0][0].weight)
+    assert model.classifier[-1].weight.shape == (10, 1024)
+    with pytest.raises(ValueError, match="torchvision has no classifier 'efficientnet_b9'"):
+        teachers.create("efficientnet_b9", library="torchvision")
+    with pytest.raises(ValueError, match=r"teacher=timm needs timm.*pip install 'nascomp\[timm\]'|timm has no model"):
+        teachers.create("no_such_net", library="timm")
+
+
+# --------------------------------------------------------------------------- the torchvision zoo
+TRANSFORMERS = ("vit_", "swin_", "maxvit_")  # attention models: not CNNs, not this space's subject
+CNNS = [n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(TRANSFORMERS)]
+
+
+def _family(name: str) -> str:
+    """resnet18 -> resnet, vgg11_bn -> vgg_bn, regnet_y_1_6gf -> regnet_y, efficientnet_v2_s -> efficientnet_v2."""
+    name = re.sub(r"_(x\d+_\d+|(\d+_)?\d+[gm]f|[sml]|tiny|small|base|large|b\d)$", "", name)
+    return re.sub(r"(?<=[a-uw-z])\d+(_\d+)?(x\d+d)?", "", name).rstrip("_")
+
+
+def _size(name: str) -> int:
+    return torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"]
+
+
+FAMILIES: dict[str, str] = {}  # family -> its smallest member
+for _name in sorted(CNNS, key=_size):
+    FAMILIES.setdefault(_family(_name), _name)
+FAST = ("mobilenet_v3_small", "squeezenet1_1")
+
+
+def test_the_zoo_is_every_torchvision_cnn_family():
+    assert len(CNNS) == 68 if len(torchvision.models.list_models(module=torchvision.models)) == 80 else len(CNNS) > 40
+    assert {"resnet", "resnext", "wide_resnet", "vgg", "vgg_bn", "alexnet", "squeezenet", "densenet", "googlenet",
+            "inception_v3", "mobilenet_v2", "mobilenet_v3", "mnasnet", "shufflenet_v2", "efficientnet", "efficientnet_v2",
+            "regnet_x", "regnet_y", "convnext"} <= set(FAMILIES)
+    assert set(FAST) <= set(FAMILIES.values())
+
+
+def _check_model(name: str, candidates: int = 20) -> None:
+    size = 80 if name in ("googlenet", "inception_v3") else 64  # inception_v3 needs 75x75 at least
+    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, num_classes=10, **kwargs).eval()
+    for m in model.modules():  # BN statistics that are not 0 / 1, so copying them is checked
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    graph = ArchGraph.from_module(model, (3, size, size))
+    assert graph.num_params == sum(p.numel() for p in model.parameters())
+    space = CompressionSpace(graph)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        same = space.reference.build(model, bn_stats="copy").eval()(x)
+        assert (same - model(x)).abs().max().item() <= 1e-4
+        rng = np.random.default_rng(0)
+        for i in range(candidates):
+            cand = space.sample(rng)
+            for mode in ("l1", "first") if i < 3 else ("l1",):
+                net = cand.build(model, inherit=mode).train()  # BN on batch statistics, as training starts
+                assert sum(p.numel() for p in net.parameters()) == cand.num_params < graph.num_params
+                out = net(x)
+                assert out.shape == (2, 10) and torch.isfinite(out).all(), (name, i, mode)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_a_few_families_trace_compute_the_teacher_and_search(name):
+    _check_model(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(FAMILIES.values()) - set(FAST)))
+def test_every_family_traces_computes_the_teacher_and_searches(name):
+    _check_model(name)
+
+
+class _ViewShuffle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 12, 1), nn.Conv2d(12, 4, 1)
+
+    def forward(self, x):
+        x = self.a(x)
+        n, c, h, w = x.size()
+        x = torch.transpose(x.view(n, 3, c // 3, h, w), 1, 2).contiguous()
+        return self.b(x.view(n, -1, h, w))
+
+
+def test_a_channel_shuffle_written_with_view_and_transpose_is_a_shuffle():
+    torch.manual_seed(0)
+    model = _ViewShuffle().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    assert [(l.type, l.attrs["groups"]) for l in graph.layers] == [("conv", 1), ("shuffle", 3), ("conv", 1)]
+    space = CompressionSpace(graph)
+    assert space.solution.free == [0] and space.solution.divisor[0] == 3
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    from nascomp.compression_space import Candidate
+
+    half = Candidate(space, frozenset(), frozenset(), (0.5,))  # 12 -> 6 channels, 2 per shuffle group
+    assert half.graph.layers[0].out_channels == 6
+    # first: teacher channels 0, 1 | 4, 5 | 8, 9 kept; the student shuffles its 6 as the teacher did its 12
+    net = half.build(model, inherit="first").eval()
+    kept = torch.tensor([0, 1, 4, 5, 8, 9])
+    assert torch.equal(net.layers[0].weight, model.a.weight[kept])
+    # the student's shuffle of its 6 puts teacher channels 0 4 8 1 5 9 in a row, which the teacher's
+    # shuffle of 12 (0 4 8 1 5 9 2 6 10 3 7 11) has at positions 0..5: b reads its first 6 inputs
+    assert torch.equal(net.layers[2].weight, model.b.weight[:, :6])
+    assert torch.isfinite(half.build(model, inherit="l1").eval()(x)).all()
+
+
+class _ConvNeXtBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.up, self.act, self.down = nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)
+        self.gamma = nn.Parameter(torch.rand(8, 1, 1))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.down(self.act(self.up(self.norm(self.dw(x).permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
+        return self.head((x + self.gamma * y).mean((2, 3)))
+
+
+def test_layernorm_and_linears_channels_last_are_a_channel_norm_and_1x1_convs():
+    torch.manual_seed(0)
+    model = _ConvNeXtBlock().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    # the residual x + gamma * y is folded into the mean, which sums its two inputs
+    assert [(l.type, l.inputs) for l in graph.layers] == [
+        ("conv", (-1,)), ("conv", (0,)), ("channel_norm", (1,)), ("conv", (2,)), ("gelu", (3,)), ("conv", (4,)),
+        ("scale", (5,)), ("mean", (0, 6)), ("linear", (7,))]
+    up = graph.layers[3]
+    assert (up.target, up.attrs["kernel_size"], up.in_shape, up.out_shape) == ("up", (1, 1), (8, 4, 4), (16, 4, 4))
+    assert graph.opaque["params"] == 0 and graph.num_params == sum(p.numel() for p in model.parameters())
+    space = CompressionSpace(graph, shrink_groups="structural")
+    assert space.solution.free == [0, 3]  # the stem's 8 (tied to down's by the residual) and the hidden 16
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert (space.reference.build(model).eval()(x) - model(x)).abs().max() < 1e-5
+    from nascomp.compression_space import Candidate
+
+    half = Candidate(space, frozenset(), frozenset(), (0.5, 0.5))  # 8 -> 4, 16 -> 8
+    net = half.build(model, inherit="l1").eval()
+    assert sum(p.numel() for p in net.parameters()) == half.num_params < graph.num_params
+    hidden = model.up.weight.abs().sum(1).topk(8).indices.sort().values
+    kept = (model.stem.weight.abs().flatten(1).sum(1) + model.down.weight.abs().sum(1)).topk(4).indices.sort().values
+    assert torch.equal(net.layers[3].weight[:, :, 0, 0], model.up.weight[hidden][:, kept])
+    assert torch.equal(net.layers[2].weight, model.norm.weight[kept]) and torch.isfinite(net(x)).all()
