@@ -119,6 +119,7 @@ class Huge:
 
     def __init__(self, arch):
         self.arch, self.key, self.num_params = arch, "huge-" + arch.key, arch.num_params
+        self.graph = arch.graph  # its costs are the wrapped candidate's
 
     def build(self, teacher, inherit):
         net = self.arch.build(teacher, inherit=inherit)
