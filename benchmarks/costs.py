@@ -71,6 +71,7 @@ TEACHERS = [("small_resnet", (1, 8, 8)), ("resnet18", (3, 32, 32)), ("resnet34",
 
 
 def fvcore_ops(model, shape) -> dict:
+    """fvcore's FLOP count by operator (one sample, eval mode)."""
     from fvcore.nn import FlopCountAnalysis
 
     with warnings.catch_warnings():
@@ -101,13 +102,18 @@ def flops(students: int) -> None:
     print(f"students: ours == fvcore conv+linear for {agree} of {total}")
 
 
-def noise(trials: int, warmup: int, repeats: int, students: int, batch_sizes: list[int]) -> None:
+def digits_nets(students: int) -> list[tuple[str, ArchGraph]]:
+    """The small_resnet digits teacher's graph and ``students`` sampled students (seed 0), one thread."""
     torch.set_num_threads(1)
     teacher = teachers.create("small_resnet", num_classes=10, in_channels=1).eval()
     graph = ArchGraph.from_module(teacher, (1, 8, 8))
     space = CompressionSpace(graph)
     rng = np.random.default_rng(0)
-    nets = [("teacher", graph)] + [(f"student {i}", space.sample(rng).graph) for i in range(students)]
+    return [("teacher", graph)] + [(f"student {i}", space.sample(rng).graph) for i in range(students)]
+
+
+def noise(trials: int, warmup: int, repeats: int, students: int, batch_sizes: list[int]) -> None:
+    nets = digits_nets(students)
     print(f"{trials} trials of (warm-up {warmup}, median of {repeats}) per network, 1 thread")
     print("| network | MFLOPs | batch | median ms (mean of trials) | CV of the figure | CV of one forward |")
     print("|---|---|---|---|---|---|")
@@ -123,12 +129,7 @@ def noise(trials: int, warmup: int, repeats: int, students: int, batch_sizes: li
 
 
 def table(warmup: int, repeats: int, students: int, batch_sizes: list[int]) -> None:
-    torch.set_num_threads(1)
-    teacher = teachers.create("small_resnet", num_classes=10, in_channels=1).eval()
-    graph = ArchGraph.from_module(teacher, (1, 8, 8))
-    space = CompressionSpace(graph)
-    rng = np.random.default_rng(0)
-    nets = [("teacher", graph)] + [(f"student {i}", space.sample(rng).graph) for i in range(students)]
+    nets = digits_nets(students)
     print("| network | batch | measured ms | predicted ms | relative error |")
     print("|---|---|---|---|---|")
     for b in batch_sizes:

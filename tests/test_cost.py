@@ -1,7 +1,6 @@
 """Costs of a graph (nascomp.cost): FLOPs against fvcore's count on every registered teacher and
 sampled students, peak memory and FLOPs by hand, latency measured and cached in a real SQLite store."""
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from benchmarks.costs import fvcore_ops
 from nascomp import teachers
 from nascomp.compression_space import CompressionSpace
 from nascomp.config import group
@@ -20,20 +20,8 @@ TEACHERS = [("small_resnet", (1, 8, 8)), ("resnet18", (3, 32, 32)), ("resnet34",
             ("shufflenet_g2", (3, 32, 32))]
 
 
-def fvcore_count(model: nn.Module, shape) -> dict:
-    """fvcore's FLOP count by operator (one sample, eval mode)."""
-    from fvcore.nn import FlopCountAnalysis
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, *shape))
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        return dict(analysis.by_operator())
-
-
 def check_against_fvcore(model: nn.Module, graph: ArchGraph) -> None:
-    ops = fvcore_count(model, graph.input_shape)
+    ops = fvcore_ops(model, graph.input_shape)
     # ours = fvcore's conv + linear, exactly
     assert graph.flops == ops.get("conv", 0) + ops.get("linear", 0)
     # fvcore also counts, in eval mode, 2 per element of every affine batch norm's input (scale and
