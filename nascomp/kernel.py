@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from nascomp.encoding import encoding_width
 from nascomp.schema import EMBEDDINGS, OBJECTIVES, POOLS, SIGMA2_MODES, WARPS
 from nascomp.search_space import Architecture, Space
+from nascomp.training import signals_kept
 
 LOG_2PI = math.log(2 * math.pi)
 LAMBDA_RANGE = (-4.0, 6.0)  # Yeo-Johnson λ is clipped here: a few points can call for a λ that blows one of them up
@@ -290,7 +291,8 @@ class EmbeddingKernelModule(L.LightningModule):
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                 callbacks=[EmaStopping(self.cfg.ema.decay, self.cfg.ema.tol)], num_sanity_val_steps=0,
             )
-            trainer.fit(self, loader)
+            with signals_kept():
+                trainer.fit(self, loader)
         self.condition(x, y, mask)
         return self
 

@@ -82,6 +82,25 @@ def make_trainer(cfg, **overrides) -> L.Trainer:
 
 
 @contextlib.contextmanager
+def signals_kept():
+    """Re-raise a signal that arrived inside a Trainer call as itself. Lightning tears the Trainer down
+    when a BaseException (our ``Interrupted``, KeyboardInterrupt) crosses ``fit``/``test``, and that
+    teardown can itself fail (``Please call iter(combined_loader) first`` when the signal came before
+    the first batch), replacing the signal with a RuntimeError that ``except Exception`` would then
+    treat as a failed student. Wrap every Trainer call in this."""
+    try:
+        yield
+    except Exception as exc:
+        seen, cause = set(), exc
+        while cause is not None and id(cause) not in seen:
+            if not isinstance(cause, Exception):  # the BaseException the teardown error replaced
+                raise cause from None
+            seen.add(id(cause))
+            cause = cause.__context__
+        raise
+
+
+@contextlib.contextmanager
 def _quiet():
     """Silence Lightning's per-Trainer banners (GPU available, ...) while a search trains many."""
     log = logging.getLogger("lightning.pytorch")
@@ -131,7 +150,7 @@ def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, d
     student, in order; the students come back on the CPU holding their best-epoch weights."""
     cfg = cfg if cfg is not None else group("training", "proxy")
     module = StudentModule(students, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
-    with _quiet():
+    with _quiet(), signals_kept():
         trainer = make_trainer(cfg, **PROXY_PLACEMENT)
         device = trainer.strategy.root_device
         train = dataset.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
@@ -157,8 +176,9 @@ def fit_and_test(model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | N
     resident = None if trainer.world_size == 1 else False  # DDP: DataLoaders, Lightning adds the distributed sampler
     loader = lambda split, shuffle=False: dataset.loader(split, cfg.batch_size, shuffle=shuffle, seed=cfg.seed,
                                                          device=device, resident=resident)
-    trainer.fit(module, loader("train", shuffle=True), loader("val"))
-    trainer.test(module, loader("test"), verbose=False)
+    with signals_kept():
+        trainer.fit(module, loader("train", shuffle=True), loader("val"))
+        trainer.test(module, loader("test"), verbose=False)
     return Result(module.best_accuracy[0], module.best_epoch[0], _cpu(module.best_state[0]), module.test_accuracy[0])
 
 
@@ -215,7 +235,7 @@ def accuracy(model: nn.Module, dataset: Dataset, split: str = "val", cfg=None) -
     """Accuracy of ``model`` (eval mode) on one split, with recipe ``cfg``'s trainer and batch size."""
     cfg = cfg if cfg is not None else group("training", "teacher")
     module = StudentModule(model, OmegaConf.merge(cfg, {"loss": "ce"}), dataset.num_classes)
-    with _quiet():
+    with _quiet(), signals_kept():
         trainer = make_trainer(cfg, enable_progress_bar=False)
         trainer.test(module, dataset.loader(split, cfg.batch_size, device=trainer.strategy.root_device), verbose=False)
     model.cpu()

@@ -123,3 +123,45 @@ def test_a_teacher_at_chance_is_never_cached(tmp_path):
         training.load_or_train_teacher("small_resnet", tiny, path, cfg, width=0.25)
     assert not path.exists() and not path.with_suffix(".json").exists()
     assert issubclass(training.TeacherTrainingError, ValueError)  # prepare maps it to exit 2
+
+
+class _Signal(BaseException):
+    """Stands for nascomp.run.Interrupted: a BaseException raised by a signal handler."""
+
+
+def test_a_signal_inside_a_trainer_call_comes_out_as_itself_even_when_teardown_fails():
+    import lightning as L
+
+    # Lightning's teardown failing after the signal: the RuntimeError carries the signal as its context
+    with pytest.raises(_Signal):
+        with training.signals_kept():
+            try:
+                raise _Signal()
+            except BaseException:
+                raise RuntimeError("Please call `iter(combined_loader)` first.")
+    with pytest.raises(ValueError, match="a real failure"):  # an ordinary error stays what it is
+        with training.signals_kept():
+            raise ValueError("a real failure")
+
+    class Raise(L.Callback):
+        def on_train_batch_start(self, *args):
+            raise _Signal()
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    module = Module()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Raise()])
+    loader = torch.utils.data.DataLoader([torch.zeros(2)] * 4, batch_size=2)
+    with pytest.raises(_Signal):  # through a real fit
+        with training.signals_kept():
+            trainer.fit(module, loader)
