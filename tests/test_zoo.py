@@ -328,3 +328,45 @@ def test_layernorm_and_linears_channels_last_are_a_channel_norm_and_1x1_convs():
     kept = (model.stem.weight.abs().flatten(1).sum(1) + model.down.weight.abs().sum(1)).topk(4).indices.sort().values
     assert torch.equal(net.layers[3].weight[:, :, 0, 0], model.up.weight[hidden][:, kept])
     assert torch.equal(net.layers[2].weight, model.norm.weight[kept]) and torch.isfinite(net(x)).all()
+
+
+class DigitsWithClip(nn.Module):
+    """A digits teacher (1x8x8) with a construct nothing understands (``_clip``) and a submodule fx
+    cannot trace (``_Branchy``): the run's log line and summary.json name both."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.branchy = _Branchy(8)
+        self.tail = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.branchy(_clip(torch.relu(self.stem(x))))
+        x = torch.relu(self.tail(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.slow
+def test_the_run_says_which_teacher_parameters_are_frozen_in_opaque_layers(tmp_path, caplog):
+    import json
+    import logging
+
+    from nascomp.config import compose
+    from nascomp.pipeline import run
+    from nascomp.schema import validate
+    from test_run import TINY
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "teacher.pt"
+    torch.save(DigitsWithClip().state_dict(), checkpoint)
+    cfg = validate(compose(TINY + ["teacher=custom", "teacher.name=test_zoo:DigitsWithClip", f"teacher.checkpoint={checkpoint}",
+                                   "search.T=0", "final.enabled=false", "logger=none", f"teacher_dir={tmp_path / 'teachers'}"]))
+    with caplog.at_level(logging.INFO, logger="nascomp"):
+        run(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    total = 8 * 9 + 8 + 8 * 8 * 9 + 8 + 16 * 8 * 9 + 16 + 16 * 10 + 10
+    assert summary["teacher"]["num_params"] == total
+    # _Branchy's conv (8 * 8 * 9 + 8) is frozen; _clip has no parameters
+    assert summary["opaque"] == {"params": 584, "share": pytest.approx(584 / total), "constructs": {"_Branchy": 1, "_clip": 1}}
+    assert f"584 params ({100 * 584 / total:.1f}%) frozen in opaque layers: _Branchy x1, _clip x1" in caplog.text
