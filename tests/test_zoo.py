@@ -4,6 +4,7 @@ Every CNN classifier of ``torchvision.models`` (the library's own list, without 
 ViT, Swin and MaxViT) traced at a small input: the graph computes what the teacher computes, sampled
 candidates build, run, are smaller and count their parameters exactly, ``l1`` inheritance is finite.
 """
+import math
 import re
 
 import numpy as np
@@ -370,3 +371,33 @@ def test_the_run_says_which_teacher_parameters_are_frozen_in_opaque_layers(tmp_p
     # _Branchy's conv (8 * 8 * 9 + 8) is frozen; _clip has no parameters
     assert summary["opaque"] == {"params": 584, "share": pytest.approx(584 / total), "constructs": {"_Branchy": 1, "_clip": 1}}
     assert f"584 params ({100 * 584 / total:.1f}%) frozen in opaque layers: _Branchy x1, _clip x1" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5"])
+def test_a_proxy_distillation_step_on_a_zoo_model(name, one_thread):
+    """The search's own evaluation path (ProxyEvaluator: build with l1 inheritance, distil from the
+    teacher, score by Eq. 6) on two sampled students of a torchvision model, one short epoch."""
+    from nascomp import data
+    from nascomp.config import group
+    from nascomp.proxy_evaluator import ProxyEvaluator
+
+    dataset = data.load(group("dataset", "synthetic", ["shape=[3,32,32]", "split.train=32", "split.val=16", "split.test=16"]))
+    torch.manual_seed(0)
+    teacher = torchvision.models.get_model(name, num_classes=10).eval()
+    cfg = group("training", "proxy", ["epochs=1", "batch_size=16", "trainer.accelerator=cpu"])
+    proxy = ProxyEvaluator(teacher, 0.5, dataset, cfg, inherit="l1")
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 32, 32)))
+    candidates = [space.sample(seed=seed) for seed in range(2)]
+    for cand in candidates:
+        net = cand.build(teacher, inherit="l1")
+        assert sum(p.numel() for p in net.parameters()) == cand.num_params < space.graph.num_params
+    before = [c.build(teacher, inherit="l1").state_dict() for c in candidates]
+    results = proxy.train(candidates)
+    evaluations = [proxy.score(r, proxy.objective.costs(c.graph), 0.0) for r, c in zip(results, candidates)]
+    for cand, result, evaluation, start in zip(candidates, results, evaluations, before):
+        assert not result.diverged and not evaluation.failed, evaluation.error
+        assert 0.0 <= result.val_accuracy <= 1.0 and math.isfinite(evaluation.f)
+        assert evaluation.num_params == cand.num_params and evaluation.flops == cand.flops > 0
+        trained = result.state_dict
+        assert trained.keys() == start.keys() and all(torch.isfinite(v.float()).all() for v in trained.values())
+        assert any(not torch.equal(trained[k], start[k]) for k in start if start[k].is_floating_point())  # it trained
