@@ -15,7 +15,7 @@
     memory_mb   peak memory of one forward of a batch of ``batch_size`` (MiB, 2^20 bytes, float32),
                 computed from the graph's shapes, not measured: weights (parameters and BN running
                 statistics) plus the largest sum of activations alive at once when ``GraphNet`` runs
-                the graph (it frees each output after its last use; identity, flatten and dropout
+                the graph (it frees each output after its last use; identity, flatten, dropout and slice (a view)
                 return their input and allocate nothing; a sum of n inputs holds one temporary, two
                 when n > 2; the network input stays alive; while it runs, a conv holds a second
                 buffer of its output's size and a max-pool its int64 indices, as torch's CPU kernels
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 COSTS = ("num_params", "flops", "latency_ms", "memory_mb")  # every cost column (a field of Costs), in this order
 BYTES = 4  # float32
-_ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat"))  # GraphNet layers returning their input
+_ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat", "slice"))  # GraphNet layers returning their input
 # what a layer holds while it runs, in units of its output (torch's CPU kernels, measured with torch.profiler):
 # a conv (oneDNN) a second output-sized buffer, a max-pool its int64 indices (2 float32 elements per output)
 _TRANSIENT = {"conv": 1, "maxpool": 2}

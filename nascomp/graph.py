@@ -296,13 +296,13 @@ _FUNCTIONS: dict[Any, str] = {
     F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
     torch.mean: "mean", operator.mul: "gate", torch.mul: "gate",
 }
-LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm"}
+LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm", "slice"}
 SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
 _CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle"})
 # the encoding (paper 6.2) has a fixed list of types; a type added since is encoded as its nearest kin
 _ENCODED_AS = {"opaque": "identity", "hardsigmoid": "sigmoid", "mish": "silu", "droppath": "dropout",
                "mean": "adaptive_avgpool", "gate": "add", "scale": "batchnorm",
-               "channel_norm": "batchnorm"}
+               "channel_norm": "batchnorm", "slice": "identity"}
 _SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale", "channel_norm"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
             "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
@@ -434,6 +434,13 @@ class _Tracer:
     def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | None:
         if node in self.region and node.args[0] in value:
             return self._channels_last_layer(node, value[node.args[0]], called)
+        sliced = _channel_slice(node)
+        if sliced is not None and sliced[0] in value:  # channels start..stop of a layer output
+            x, start, stop = sliced
+            in_shape, out_shape = _shape(x)[1:], _shape(node)[1:]
+            if out_shape != (stop - start,) + in_shape[1:]:
+                raise _NotUnderstood(f"node {node.name!r} takes shape {out_shape} of {in_shape}, not channels {start}..{stop}")
+            return Layer(node.name, "slice", (value[x],), in_shape, out_shape, {"start": start, "stop": stop}, "")
         try:
             kind, attrs, target = self._classify(node, called)
         except GraphError as exc:
@@ -618,6 +625,32 @@ def _channels_last(graph: fx.Graph, modules: dict) -> tuple[set[fx.Node], set[fx
 
 
 _RESHAPES = {"view", "reshape", torch.reshape}
+_SPLITS = {"split", "chunk", torch.split, torch.chunk}
+
+
+def _channel_slice(node: fx.Node) -> tuple[fx.Node, int, int] | None:
+    """(x, start, stop) when ``node`` is channels start..stop of x (N, C, H, W): ``x[:, a:b]`` (more
+    dimensions taken whole), or the i-th piece of ``x.split(sizes, 1)`` / ``x.chunk(n, 1)``; else None."""
+    if node.op != "call_function" or node.target is not operator.getitem or not isinstance(node.args[0], fx.Node):
+        return None
+    src, index = node.args
+    if src.target in _SPLITS and src.op in ("call_method", "call_function") and isinstance(index, int):
+        metas = src.meta.get("tensor_meta")
+        if _arg(src, 2, "dim", 0) not in (1, -3) or not isinstance(metas, (tuple, list)) or len(_shape(src.args[0]) or ()) != 4:
+            return None
+        sizes = [m.shape[1] for m in metas]
+        i = index % len(sizes)
+        return src.args[0], sum(sizes[:i]), sum(sizes[:i + 1])
+    shape = _shape(src)
+    whole = slice(None)
+    if shape is None or len(shape) != 4 or not isinstance(index, tuple) or not 2 <= len(index) <= 4 \
+            or not isinstance(index[0], slice) or index[0] != whole or not isinstance(index[1], slice) \
+            or any(not isinstance(k, slice) or k != whole for k in index[2:]) \
+            or not all(v is None or isinstance(v, int) for v in (index[1].start, index[1].stop, index[1].step)):
+        return None
+    start, stop, step = index[1].indices(shape[1])
+    return (src, start, stop) if step == 1 and stop > start else None
+
 _TRANSPOSES = {"transpose", torch.transpose}
 
 
@@ -835,6 +868,8 @@ def make_layer(layer: Layer) -> nn.Module:
         return _Gate()
     if t == "channel_norm":
         return _ChannelNorm(layer.out_channels, a["eps"])
+    if t == "slice":
+        return _Slice(a["start"], a["stop"])
     if t == "scale":
         return _Scale((layer.out_channels,) + tuple(a["shape"][-2:]) if len(a["shape"]) == 3 else
                       (1, layer.out_channels) + tuple(a["shape"][-2:]))
@@ -854,6 +889,17 @@ class _Mean(nn.Module):
 
     def forward(self, x):
         return x.mean((2, 3), keepdim=self.keepdim)
+
+
+class _Slice(nn.Module):
+    """x[:, start:stop]: channels start..stop (a split's or chunk's piece)."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x):
+        return x[:, self.start:self.stop]
 
 
 class _ChannelNorm(nn.Module):

@@ -401,3 +401,81 @@ def test_a_proxy_distillation_step_on_a_zoo_model(name, one_thread):
         trained = result.state_dict
         assert trained.keys() == start.keys() and all(torch.isfinite(v.float()).all() for v in trained.values())
         assert any(not torch.equal(trained[k], start[k]) for k in start if start[k].is_floating_point())  # it trained
+
+
+class _SplitBlock(nn.Module):
+    """chunk, split and x[:, a:b] with concats (ShuffleNetV2's stride-1 block, GhostNet's cut, CSP's halves)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.branch = nn.Conv2d(3, 8, 1), nn.Conv2d(4, 6, 3, padding=1)
+        self.mix, self.head = nn.Conv2d(10, 5, 1), nn.Linear(12, 3)
+
+    def forward(self, x):
+        x1, x2 = self.stem(x).chunk(2, dim=1)  # 4 + 4
+        z = torch.cat([x1, torch.relu(self.branch(x2))], 1)  # 4 + 6
+        left, _ = z.split([7, 3], 1)
+        return self.head(torch.cat([self.mix(z), z[:, 2:7], left[:, :2]], 1).mean((2, 3)))
+
+
+def test_split_chunk_and_slices_of_channels_cut_the_channel_symbols_they_divide():
+    from nascomp.compression_space import Candidate
+
+    torch.manual_seed(0)
+    model = _SplitBlock().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    assert [(l.type, l.inputs, l.attrs.get("start"), l.attrs.get("stop")) for l in graph.layers] == [
+        ("conv", (-1,), None, None), ("slice", (0,), 0, 4), ("slice", (0,), 4, 8), ("conv", (2,), None, None),
+        ("relu", (3,), None, None), ("concat", (1, 4), None, None), ("slice", (5,), 0, 7), ("slice", (5,), 7, 10),
+        ("conv", (5,), None, None), ("slice", (5,), 2, 7), ("slice", (6,), 0, 2), ("concat", (8, 9, 10), None, None),
+        ("mean", (11,), None, None), ("linear", (12,), None, None)]
+    assert graph.opaque["params"] == 0
+    space = CompressionSpace(graph, shrink_groups="structural")
+    sol = space.solution
+    # the stem's 8 channels are cut at 2 and 4 (symbols 50, 51, 21), the branch's 6 at 3 (40, 41); mix is 8
+    assert sol.free == [8, 21, 40, 41, 50, 51] and [sol.teacher_width[s] for s in sol.free] == [5, 4, 3, 3, 2, 2]
+    assert sol.out_exprs[0] == ((50, 1), (51, 1), (21, 1)) and sol.out_exprs[9] == ((51, 1), (40, 1))
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    # widths: mix 5 -> 3, 21: 4 -> 2, 40: 3, 41: 3 -> 1, 50: 2 -> 1, 51: 2
+    cand = Candidate(space, frozenset(), frozenset(), (0.4, 0.5, 0.0, 0.5, 0.5, 0.0))
+    assert [(l.attrs["start"], l.attrs["stop"]) for l in cand.graph.layers if l.type == "slice"] == [
+        (0, 3), (3, 5), (0, 6), (6, 7), (1, 6), (0, 1)]
+    net = cand.build(model, inherit="first").eval()
+    assert sum(p.numel() for p in net.parameters()) == cand.num_params < graph.num_params
+    stem_rows = [0, 2, 3, 4, 5]  # 50 keeps teacher channel 0, 51 channels 2, 3, 21 channels 4, 5
+    assert torch.equal(net.layers[0].weight, model.stem.weight[stem_rows])
+    assert torch.equal(net.layers[3].weight, model.branch.weight[:4][:, [0, 1]])  # 40 whole, 41 its first; x2's 0, 1
+    assert torch.equal(net.layers[8].weight, model.mix.weight[:3][:, [0, 2, 3, 4, 5, 6, 7]])
+    # head reads mix's 0..2, z[:, 2:7]'s 51 (0, 1) and 40 (2, 3, 4), left[:, :2]'s 50 (0): offsets 0, 5, 10
+    assert torch.equal(net.layers[13].weight, model.head.weight[:, [0, 1, 2, 5, 6, 7, 8, 9, 10]])
+    assert torch.isfinite(net(x)).all() and net(x).shape == (2, 3)
+    # l1: symbol 21 keeps the 2 of the stem's filters 4..7 of largest L1 norm
+    top = model.stem.weight[4:].abs().flatten(1).sum(1).topk(2).indices.sort().values + 4
+    net = cand.build(model, inherit="l1").eval()
+    assert torch.equal(net.layers[0].weight[3:], model.stem.weight[top]) and torch.isfinite(net(x)).all()
+
+
+class _ShuffleThenChunk(nn.Module):
+    """A chunk of a shuffled tensor: its halves are not the concat's terms, so the channels it reads stay whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = nn.functional.channel_shuffle(torch.cat([self.a(x), self.b(x)], 1), 2)
+        y1, y2 = y.chunk(2, 1)
+        return torch.cat([y1, self.c(y2)], 1)
+
+
+def test_a_chunk_of_a_shuffled_tensor_fixes_the_channels_it_reads():
+    torch.manual_seed(0)
+    model = _ShuffleThenChunk().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    space = CompressionSpace(graph)
+    assert [l.type for l in graph.layers] == ["conv", "conv", "concat", "shuffle", "slice", "slice", "conv", "concat"]
+    assert space.solution.free == []  # a and b pinned by the slices, c by the output
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
