@@ -282,7 +282,7 @@ _MODULE_TYPES: dict[type, str] = {
     nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
     nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
-    torchvision.ops.StochasticDepth: "droppath",
+    torchvision.ops.StochasticDepth: "droppath", nn.Upsample: "upsample",
 }
 _FUNCTIONS: dict[Any, str] = {
     operator.add: "add", torch.add: "add", operator.iadd: "add",
@@ -294,15 +294,15 @@ _FUNCTIONS: dict[Any, str] = {
     F.adaptive_max_pool2d: "adaptive_maxpool", F.dropout: "dropout",
     torch.channel_shuffle: "shuffle", F.channel_shuffle: "shuffle",
     F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
-    torch.mean: "mean", operator.mul: "gate", torch.mul: "gate",
+    torch.mean: "mean", operator.mul: "gate", torch.mul: "gate", F.interpolate: "upsample",
 }
 LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm", "slice"}
 SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
-_CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle"})
+_CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle", "upsample"})
 # the encoding (paper 6.2) has a fixed list of types; a type added since is encoded as its nearest kin
 _ENCODED_AS = {"opaque": "identity", "hardsigmoid": "sigmoid", "mish": "silu", "droppath": "dropout",
                "mean": "adaptive_avgpool", "gate": "add", "scale": "batchnorm",
-               "channel_norm": "batchnorm", "slice": "identity"}
+               "channel_norm": "batchnorm", "slice": "identity", "upsample": "identity"}
 _SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale", "channel_norm"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
             "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
@@ -737,6 +737,8 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
         return {"approximate": mod.approximate}
     if kind == "droppath":
         return {"p": mod.p, "mode": mod.mode}
+    if kind == "upsample":  # its output size is the traced shape's (Layer.out_shape)
+        return {"mode": mod.mode, "align_corners": mod.align_corners}
     return {}
 
 
@@ -779,6 +781,10 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
         return {"approximate": node.kwargs.get("approximate", "none")}
     if kind == "droppath":
         return {"p": float(_arg(node, 1, "p")), "mode": str(_arg(node, 2, "mode"))}
+    if kind == "upsample":
+        if _arg(node, 5, "recompute_scale_factor") or _arg(node, 6, "antialias", False):
+            raise GraphError(f"node {node.name!r}: interpolate with recompute_scale_factor or antialias")
+        return {"mode": str(_arg(node, 3, "mode", "nearest")), "align_corners": _arg(node, 4, "align_corners")}
     if kind == "mean":  # over H and W of (N, C, H, W): a global average pool
         dims = _arg(node, 1, "dim")
         dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
@@ -870,6 +876,8 @@ def make_layer(layer: Layer) -> nn.Module:
         return _ChannelNorm(layer.out_channels, a["eps"])
     if t == "slice":
         return _Slice(a["start"], a["stop"])
+    if t == "upsample":
+        return nn.Upsample(size=tuple(layer.out_shape[1:]), mode=a["mode"], align_corners=a["align_corners"])
     if t == "scale":
         return _Scale((layer.out_channels,) + tuple(a["shape"][-2:]) if len(a["shape"]) == 3 else
                       (1, layer.out_channels) + tuple(a["shape"][-2:]))

@@ -479,3 +479,39 @@ def test_a_chunk_of_a_shuffled_tensor_fixes_the_channels_it_reads():
     assert space.solution.free == []  # a and b pinned by the slices, c by the output
     x = torch.randn(2, 3, 4, 4)
     assert torch.equal(space.reference.build(model).eval()(x), model(x))
+
+
+class _HRFuse(nn.Module):
+    """HRNet's fuse: a low-resolution branch upsampled (nn.Upsample, F.interpolate) and added."""
+
+    def __init__(self):
+        super().__init__()
+        self.high, self.low, self.up = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.Upsample(scale_factor=2)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        low = self.low(x)
+        y = self.high(x) + self.up(low) + nn.functional.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.head(y.mean((2, 3)))
+
+
+def test_upsample_and_interpolate_preserve_channels():
+    from nascomp.compression_space import Candidate
+
+    torch.manual_seed(0)
+    model = _HRFuse().eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    ups = [l for l in graph.layers if l.type == "upsample"]
+    assert [(l.attrs["mode"], l.in_shape, l.out_shape) for l in ups] == [("nearest", (6, 4, 4), (6, 8, 8)),
+                                                                         ("bilinear", (6, 4, 4), (6, 8, 8))]
+    assert graph.opaque["params"] == 0
+    space = CompressionSpace(graph, shrink_groups="structural")
+    assert len(space.solution.free) == 1  # high and low tied by the sum through the upsamples
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert (space.reference.build(model).eval()(x) - model(x)).abs().max() < 1e-6
+        half = Candidate(space, frozenset(), frozenset(), (0.5,))
+        net = half.build(model, inherit="first").eval()
+        assert [l.out_channels for l in half.graph.layers if l.type == "upsample"] == [3, 3]
+        assert torch.equal(net.layers[0].weight, model.low.weight[:3]) and torch.isfinite(net(x)).all()
+        assert sum(p.numel() for p in net.parameters()) == half.num_params
