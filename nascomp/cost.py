@@ -4,6 +4,7 @@
     flops       multiply-accumulates of one forward of one sample, from the shapes the graph holds:
                     conv    C_out * (C_in / groups) * k_h * k_w * H_out * W_out
                     linear  C_out * C_in
+                    opaque  its convs and linears, counted by running it once when traced
                 every other layer (BN, activations, pools, adds, concat, ...) counts 0: BN folds into
                 the conv before it at deployment, and the rest are not multiply-accumulates. No bias
                 terms. This is fvcore's count of its ``conv`` and ``linear`` operators exactly; fvcore's
@@ -58,13 +59,15 @@ class Costs:
 
 
 def layer_flops(layer: "Layer") -> int:
-    """Multiply-accumulates of one layer for one sample (conv and linear; 0 for every other type, opaque
-    ones included). ``Layer.flops``, and ``ArchGraph.flops`` / ``Candidate.flops`` (their sum), call it."""
+    """Multiply-accumulates of one layer for one sample (conv and linear; an opaque layer the convs and
+    linears inside it; 0 for every other type: slice, upsample, gate, scale, ... are no MACs). ``Layer.flops``, and ``ArchGraph.flops`` / ``Candidate.flops`` (their sum), call it."""
     if layer.type == "conv":
         kh, kw = layer.attrs["kernel_size"]
         return layer.out_channels * (layer.in_channels // layer.attrs["groups"]) * kh * kw * math.prod(layer.out_shape[1:])
     if layer.type == "linear":
         return layer.out_channels * layer.in_channels * math.prod(layer.out_shape[1:])
+    if layer.type == "opaque":  # the convs and linears inside, counted once when traced (nascomp.graph._macs)
+        return layer.attrs.get("flops", 0)
     return 0
 
 

@@ -544,7 +544,7 @@ class _Tracer:
                              "no input: it cannot be a layer")
         module = fx.GraphModule(gm, sub)
         params = sum(p.numel() for p in module.parameters())
-        attrs = {"construct": _construct(node, self.modules), "params": params}
+        attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes)}
         return Layer(node.name, "opaque", tuple(inputs), shapes[0], tuple(node.meta["tensor_meta"].shape[1:]),
                      attrs, "", module)
 
@@ -687,6 +687,33 @@ def _channel_shuffles(graph: fx.Graph) -> tuple[dict[fx.Node, tuple[fx.Node, int
         found[node] = (x, vs[1])
         inner.update(chain)
     return found, inner
+
+
+def _macs(module: nn.Module, shapes: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates of the convs and linears inside an opaque layer for one sample, counted by
+    running it once on zeros (eval mode, each submodule's mode restored): what ``nascomp.cost`` counts."""
+    macs, hooks = [0], []
+
+    def count(m, args, out):
+        if isinstance(m, nn.Conv2d):
+            macs[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            macs[0] += out.numel() * m.in_features
+
+    modes = {m: m.training for m in module.modules()}
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(count))
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(*[torch.zeros(1, *shape) for shape in shapes])
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return macs[0]
 
 
 def _construct(node: fx.Node, modules: dict[str, nn.Module]) -> str:
