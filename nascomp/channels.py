@@ -11,6 +11,13 @@ multiplier), its value sum(multiplier * width(symbol)). Each conv or linear laye
     several inputs summed (residual, added skip)        in_1 = in_2 = ...   (solved by substitution)
     opaque layer (kept whole, ``nascomp.graph``)        every symbol of its inputs fixed; out = its own
                                                         symbol, fixed
+    slice (channels a..b of in: split, chunk, x[:, a:b]) out = the terms of in between teacher
+                                                        positions a and b; a term that a or b cuts is
+                                                        split into two new symbols (s := s' ++ s'')
+                                                        first. Where it cannot be (a fixed or flattened
+                                                        term, or in went through a shuffle, so its terms
+                                                        are not in teacher order): every symbol of in
+                                                        fixed, out = a new fixed symbol
     the network output                                  fixed (the number of classes)
 
 An equation ``a = e`` with ``a`` a free single symbol not in ``e`` substitutes ``a := e``; two single
@@ -45,6 +52,8 @@ class ChannelSolution:
     divisor: dict[int, int]  # per symbol: widths must be a multiple of this
     depthwise: set[int]  # layer indices of depthwise convs
     free: list[int] = field(default_factory=list)  # the shrinkable symbols (sorted)
+    # per slice layer: what lies before its first channel, (expression, constant): start = value + constant
+    slices: dict[int, tuple[Expr, int]] = field(default_factory=dict)
 
     def value(self, expr: Expr, width: dict[int, int]) -> int:
         """Channel count of ``expr`` given widths of the free symbols (others: teacher width)."""
@@ -96,10 +105,31 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
         else:
             fixed_set.update(s for s, _ in r1 + r2)
 
+    def cut(expr: Expr, at: int, fresh: int) -> bool:
+        """Make teacher position ``at`` of ``expr`` a term boundary, splitting the free term it falls in
+        into symbols ``fresh`` and ``fresh + 1``; False where that term cannot be split."""
+        pos = 0
+        for s, m in resolve(expr):
+            w = teacher_width[s] * m
+            if pos < at < pos + w:
+                d = divisor.get(s, 1)
+                if m != 1 or s in fixed_set or (at - pos) % d:
+                    return False
+                teacher_width[fresh], teacher_width[fresh + 1] = at - pos, pos + w - at
+                substitute(s, ((fresh, 1), (fresh + 1, 1)))
+                divisor[fresh] = divisor[fresh + 1] = d
+                return True
+            pos += w
+        return True
+
     out_exprs: list[Expr] = []
     in_exprs: list[Expr] = []
+    scrambled: list[bool] = []  # a layer's output channels are not in its expression's term order (a shuffle)
+    slices: dict[int, tuple[Expr, int]] = {}
+    n = len(layers)
     for j, layer in enumerate(layers):
         ins = [out_exprs[i] if i >= 0 else ((INPUT, 1),) for i in layer.inputs]
+        mixed = layer.type == "shuffle" or any(scrambled[i] for i in layer.inputs if i >= 0)
         if layer.type == "opaque":  # kept whole: it pins every symbol it reads, and its output is its own
             for e in ins:
                 fixed_set.update(s for s, _ in resolve(e))
@@ -110,6 +140,23 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
         elif layer.type == "concat":
             in_expr = resolve(ins[0])
             out: Expr = tuple(t for e in ins for t in resolve(e))
+        elif layer.type == "slice":  # new symbols n + 4j .. n + 4j + 3: the same in every child of the graph
+            for e in ins[1:]:
+                unify(ins[0], e)
+            a, b = layer.attrs["start"], layer.attrs["stop"]
+            if not mixed and cut(ins[0], a, n + 4 * j) and cut(ins[0], b, n + 4 * j + 2):
+                in_expr, pos, before, out = resolve(ins[0]), 0, [], []
+                for t in in_expr:
+                    (before if pos < a else out if pos < b else []).append(t)
+                    pos += teacher_width[t[0]] * t[1]
+                slices[j], out = (tuple(before), 0), tuple(out)
+            else:
+                in_expr = resolve(ins[0])
+                fixed_set.update(s for s, _ in in_expr)
+                teacher_width[n + 4 * j] = b - a
+                fixed_set.add(n + 4 * j)
+                slices[j], out = ((), a), ((n + 4 * j, 1),)
+            mixed = False
         else:
             for e in ins[1:]:
                 unify(ins[0], e)
@@ -135,6 +182,7 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
                 require(in_expr, layer.attrs["groups"])
         in_exprs.append(in_expr)
         out_exprs.append(out)
+        scrambled.append(mixed and not (layer.type in ("conv", "linear", "opaque") and j not in depthwise))
     fixed_set.update(s for s, _ in resolve(out_exprs[output]))
     sol = ChannelSolution(
         out_exprs=[resolve(e) for e in out_exprs],
@@ -143,6 +191,7 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
         fixed=fixed_set,
         divisor={s: divisor.get(s, 1) for s in teacher_width},
         depthwise=depthwise,
+        slices={j: (resolve(e), c) for j, (e, c) in slices.items()},
     )
     live = {s for e in sol.out_exprs for s, _ in e}
     sol.free = sorted(s for s in live if s not in fixed_set and s not in subst)

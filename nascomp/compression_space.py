@@ -184,6 +184,10 @@ class Candidate(Architecture):
             attrs = dict(layer.attrs)
             if j in sol.depthwise:
                 attrs["groups"] = c_in
+            if j in sol.slices:  # its channels in the student's input
+                prefix, constant = sol.slices[j]
+                attrs["start"] = sol.value(prefix, width) + constant
+                attrs["stop"] = attrs["start"] + c_out
             out.append(Layer(layer.name, layer.type, layer.inputs, (c_in,) + layer.in_shape[1:],
                              (c_out,) + layer.out_shape[1:], attrs, layer.target, layer.module))
         return ArchGraph(out, teacher.input_shape, teacher.output), sol, width

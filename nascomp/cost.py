@@ -4,6 +4,7 @@
     flops       multiply-accumulates of one forward of one sample, from the shapes the graph holds:
                     conv    C_out * (C_in / groups) * k_h * k_w * H_out * W_out
                     linear  C_out * C_in
+                    opaque  its convs and linears, counted by running it once when traced
                 every other layer (BN, activations, pools, adds, concat, ...) counts 0: BN folds into
                 the conv before it at deployment, and the rest are not multiply-accumulates. No bias
                 terms. This is fvcore's count of its ``conv`` and ``linear`` operators exactly; fvcore's
@@ -15,7 +16,7 @@
     memory_mb   peak memory of one forward of a batch of ``batch_size`` (MiB, 2^20 bytes, float32),
                 computed from the graph's shapes, not measured: weights (parameters and BN running
                 statistics) plus the largest sum of activations alive at once when ``GraphNet`` runs
-                the graph (it frees each output after its last use; identity, flatten and dropout
+                the graph (it frees each output after its last use; identity, flatten, dropout and slice (a view)
                 return their input and allocate nothing; a sum of n inputs holds one temporary, two
                 when n > 2; the network input stays alive; while it runs, a conv holds a second
                 buffer of its output's size and a max-pool its int64 indices, as torch's CPU kernels
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 COSTS = ("num_params", "flops", "latency_ms", "memory_mb")  # every cost column (a field of Costs), in this order
 BYTES = 4  # float32
-_ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat"))  # GraphNet layers returning their input
+_ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat", "slice"))  # GraphNet layers returning their input
 # what a layer holds while it runs, in units of its output (torch's CPU kernels, measured with torch.profiler):
 # a conv (oneDNN) a second output-sized buffer, a max-pool its int64 indices (2 float32 elements per output)
 _TRANSIENT = {"conv": 1, "maxpool": 2}
@@ -58,13 +59,15 @@ class Costs:
 
 
 def layer_flops(layer: "Layer") -> int:
-    """Multiply-accumulates of one layer for one sample (conv and linear; 0 for every other type, opaque
-    ones included). ``Layer.flops``, and ``ArchGraph.flops`` / ``Candidate.flops`` (their sum), call it."""
+    """Multiply-accumulates of one layer for one sample (conv and linear; an opaque layer the convs and
+    linears inside it; 0 for every other type: slice, upsample, gate, scale, ... are no MACs). ``Layer.flops``, and ``ArchGraph.flops`` / ``Candidate.flops`` (their sum), call it."""
     if layer.type == "conv":
         kh, kw = layer.attrs["kernel_size"]
         return layer.out_channels * (layer.in_channels // layer.attrs["groups"]) * kh * kw * math.prod(layer.out_shape[1:])
     if layer.type == "linear":
         return layer.out_channels * layer.in_channels * math.prod(layer.out_shape[1:])
+    if layer.type == "opaque":  # the convs and linears inside, counted once when traced (nascomp.graph._macs)
+        return layer.attrs.get("flops", 0)
     return 0
 
 

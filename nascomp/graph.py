@@ -282,7 +282,7 @@ _MODULE_TYPES: dict[type, str] = {
     nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
     nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
-    torchvision.ops.StochasticDepth: "droppath",
+    torchvision.ops.StochasticDepth: "droppath", nn.Upsample: "upsample",
 }
 _FUNCTIONS: dict[Any, str] = {
     operator.add: "add", torch.add: "add", operator.iadd: "add",
@@ -294,15 +294,15 @@ _FUNCTIONS: dict[Any, str] = {
     F.adaptive_max_pool2d: "adaptive_maxpool", F.dropout: "dropout",
     torch.channel_shuffle: "shuffle", F.channel_shuffle: "shuffle",
     F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
-    torch.mean: "mean", operator.mul: "gate", torch.mul: "gate",
+    torch.mean: "mean", operator.mul: "gate", torch.mul: "gate", F.interpolate: "upsample",
 }
-LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm"}
+LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm", "slice"}
 SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
-_CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle"})
+_CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle", "upsample"})
 # the encoding (paper 6.2) has a fixed list of types; a type added since is encoded as its nearest kin
 _ENCODED_AS = {"opaque": "identity", "hardsigmoid": "sigmoid", "mish": "silu", "droppath": "dropout",
                "mean": "adaptive_avgpool", "gate": "add", "scale": "batchnorm",
-               "channel_norm": "batchnorm"}
+               "channel_norm": "batchnorm", "slice": "identity", "upsample": "identity"}
 _SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale", "channel_norm"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
             "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
@@ -434,6 +434,13 @@ class _Tracer:
     def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | None:
         if node in self.region and node.args[0] in value:
             return self._channels_last_layer(node, value[node.args[0]], called)
+        sliced = _channel_slice(node)
+        if sliced is not None and sliced[0] in value:  # channels start..stop of a layer output
+            x, start, stop = sliced
+            in_shape, out_shape = _shape(x)[1:], _shape(node)[1:]
+            if out_shape != (stop - start,) + in_shape[1:]:
+                raise _NotUnderstood(f"node {node.name!r} takes shape {out_shape} of {in_shape}, not channels {start}..{stop}")
+            return Layer(node.name, "slice", (value[x],), in_shape, out_shape, {"start": start, "stop": stop}, "")
         try:
             kind, attrs, target = self._classify(node, called)
         except GraphError as exc:
@@ -537,7 +544,7 @@ class _Tracer:
                              "no input: it cannot be a layer")
         module = fx.GraphModule(gm, sub)
         params = sum(p.numel() for p in module.parameters())
-        attrs = {"construct": _construct(node, self.modules), "params": params}
+        attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes)}
         return Layer(node.name, "opaque", tuple(inputs), shapes[0], tuple(node.meta["tensor_meta"].shape[1:]),
                      attrs, "", module)
 
@@ -618,6 +625,32 @@ def _channels_last(graph: fx.Graph, modules: dict) -> tuple[set[fx.Node], set[fx
 
 
 _RESHAPES = {"view", "reshape", torch.reshape}
+_SPLITS = {"split", "chunk", torch.split, torch.chunk}
+
+
+def _channel_slice(node: fx.Node) -> tuple[fx.Node, int, int] | None:
+    """(x, start, stop) when ``node`` is channels start..stop of x (N, C, H, W): ``x[:, a:b]`` (more
+    dimensions taken whole), or the i-th piece of ``x.split(sizes, 1)`` / ``x.chunk(n, 1)``; else None."""
+    if node.op != "call_function" or node.target is not operator.getitem or not isinstance(node.args[0], fx.Node):
+        return None
+    src, index = node.args
+    if src.target in _SPLITS and src.op in ("call_method", "call_function") and isinstance(index, int):
+        metas = src.meta.get("tensor_meta")
+        if _arg(src, 2, "dim", 0) not in (1, -3) or not isinstance(metas, (tuple, list)) or len(_shape(src.args[0]) or ()) != 4:
+            return None
+        sizes = [m.shape[1] for m in metas]
+        i = index % len(sizes)
+        return src.args[0], sum(sizes[:i]), sum(sizes[:i + 1])
+    shape = _shape(src)
+    whole = slice(None)
+    if shape is None or len(shape) != 4 or not isinstance(index, tuple) or not 2 <= len(index) <= 4 \
+            or not isinstance(index[0], slice) or index[0] != whole or not isinstance(index[1], slice) \
+            or any(not isinstance(k, slice) or k != whole for k in index[2:]) \
+            or not all(v is None or isinstance(v, int) for v in (index[1].start, index[1].stop, index[1].step)):
+        return None
+    start, stop, step = index[1].indices(shape[1])
+    return (src, start, stop) if step == 1 and stop > start else None
+
 _TRANSPOSES = {"transpose", torch.transpose}
 
 
@@ -654,6 +687,33 @@ def _channel_shuffles(graph: fx.Graph) -> tuple[dict[fx.Node, tuple[fx.Node, int
         found[node] = (x, vs[1])
         inner.update(chain)
     return found, inner
+
+
+def _macs(module: nn.Module, shapes: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates of the convs and linears inside an opaque layer for one sample, counted by
+    running it once on zeros (eval mode, each submodule's mode restored): what ``nascomp.cost`` counts."""
+    macs, hooks = [0], []
+
+    def count(m, args, out):
+        if isinstance(m, nn.Conv2d):
+            macs[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            macs[0] += out.numel() * m.in_features
+
+    modes = {m: m.training for m in module.modules()}
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(count))
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(*[torch.zeros(1, *shape) for shape in shapes])
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return macs[0]
 
 
 def _construct(node: fx.Node, modules: dict[str, nn.Module]) -> str:
@@ -704,6 +764,8 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
         return {"approximate": mod.approximate}
     if kind == "droppath":
         return {"p": mod.p, "mode": mod.mode}
+    if kind == "upsample":  # its output size is the traced shape's (Layer.out_shape)
+        return {"mode": mod.mode, "align_corners": mod.align_corners}
     return {}
 
 
@@ -746,6 +808,10 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
         return {"approximate": node.kwargs.get("approximate", "none")}
     if kind == "droppath":
         return {"p": float(_arg(node, 1, "p")), "mode": str(_arg(node, 2, "mode"))}
+    if kind == "upsample":
+        if _arg(node, 5, "recompute_scale_factor") or _arg(node, 6, "antialias", False):
+            raise GraphError(f"node {node.name!r}: interpolate with recompute_scale_factor or antialias")
+        return {"mode": str(_arg(node, 3, "mode", "nearest")), "align_corners": _arg(node, 4, "align_corners")}
     if kind == "mean":  # over H and W of (N, C, H, W): a global average pool
         dims = _arg(node, 1, "dim")
         dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
@@ -835,6 +901,10 @@ def make_layer(layer: Layer) -> nn.Module:
         return _Gate()
     if t == "channel_norm":
         return _ChannelNorm(layer.out_channels, a["eps"])
+    if t == "slice":
+        return _Slice(a["start"], a["stop"])
+    if t == "upsample":
+        return nn.Upsample(size=tuple(layer.out_shape[1:]), mode=a["mode"], align_corners=a["align_corners"])
     if t == "scale":
         return _Scale((layer.out_channels,) + tuple(a["shape"][-2:]) if len(a["shape"]) == 3 else
                       (1, layer.out_channels) + tuple(a["shape"][-2:]))
@@ -854,6 +924,17 @@ class _Mean(nn.Module):
 
     def forward(self, x):
         return x.mean((2, 3), keepdim=self.keepdim)
+
+
+class _Slice(nn.Module):
+    """x[:, start:stop]: channels start..stop (a split's or chunk's piece)."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x):
+        return x[:, self.start:self.stop]
 
 
 class _ChannelNorm(nn.Module):

@@ -8,6 +8,7 @@ Every tensor of the student gets the list of teacher channel indices it keeps:
     expression          the terms' lists concatenated, offset by the terms' teacher widths;
                         a term (s, m) from flattening expands each channel c to c*m .. c*m + m - 1
     shuffle (g)         out[j] = teacher-inverse-shuffle(in[student-shuffle(j)])
+    slice (start..stop)  the input's list at the student's positions start..stop, less the teacher's start
     depthwise conv, BN, activations, pools, removed layers: the input's list
     opaque layer        all its channels (its symbols are fixed); it loads the teacher's tensors whole
 
@@ -32,11 +33,14 @@ def _symbol_indices(sol: ChannelSolution, graph: ArchGraph, teacher: nn.Module, 
     if mode == "l1":
         for j, layer in enumerate(graph.layers):
             expr = sol.out_exprs[j]
-            if layer.type in ("conv", "linear") and j not in sol.depthwise and len(expr) == 1 and expr[0][1] == 1:
+            if layer.type in ("conv", "linear") and j not in sol.depthwise and all(m == 1 for _, m in expr):
                 w = teacher.get_submodule(layer.target).weight.detach()
                 norm = w.abs().flatten(1).sum(1)  # (F,)
-                s = expr[0][0]
-                importance[s] = importance.get(s, 0) + norm
+                offset = 0
+                for s, _ in expr:  # a symbol that slices split is a run of the filters
+                    width_s = sol.teacher_width[s]
+                    importance[s] = importance.get(s, 0) + norm[offset:offset + width_s]
+                    offset += width_s
     kept = {}
     for s in sol.free:
         f, w, d = sol.teacher_width[s], width[s], sol.divisor[s]
@@ -88,6 +92,9 @@ def tensor_indices(graph: ArchGraph, teacher_graph_widths: list[int], sol: Chann
         elif layer.type == "flatten" and len(layer.in_shape) > 1:
             m = math.prod(layer.in_shape[1:])
             out = (first[:, None] * m + torch.arange(m)).flatten()
+        elif layer.type == "slice":  # the student's channels start..stop, as teacher channels of the slice
+            prefix, constant = sol.slices[j]
+            out = first[layer.attrs["start"]:layer.attrs["stop"]] - (sol.value(prefix, {}) + constant)
         elif layer.type == "shuffle":
             g = layer.attrs["groups"]
             f = teacher_graph_widths[j]

@@ -90,6 +90,14 @@ def proxy_context(cfg: DictConfig, teacher: torch.nn.Module) -> str:
                    "proxy": OmegaConf.to_container(proxy, resolve=True), "inherit": cfg.inherit, **objective})
 
 
+def describe_opaque(opaque: dict) -> str:
+    """``ArchGraph.opaque`` in words: how many of the teacher's parameters are frozen, in which constructs."""
+    if not opaque["constructs"]:
+        return "every layer understood, no parameter frozen in opaque layers"
+    return (f"{opaque['params']} params ({100 * opaque['share']:.1f}%) frozen in opaque layers: "
+            + ", ".join(f"{name} x{n}" for name, n in opaque["constructs"].items()))
+
+
 def stored_config(config: dict) -> dict:
     """``config`` less its ``objective`` node when that is ``conf/objective/params.yaml`` unchanged (the
     paper's Eq. 6): runs and stores made before the objective group existed keep their run ids,
@@ -148,6 +156,7 @@ class Setup:
             space = CompressionSpace(graph, **OmegaConf.to_container(cfg.space))
             log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
                      len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_shrink_groups, len(space.skip_pairs))
+            log.info("teacher: %s", describe_opaque(graph.opaque))
             config = OmegaConf.to_container(cfg, resolve=True)
             store = RunStore(cfg.store.path or Path(run_dir) / "store.sqlite")
             context = proxy_context(cfg, teacher)
@@ -267,6 +276,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         summary = {
             "name": cfg.name, "experiment_group": cfg.experiment_group, "run_dir": str(run_dir),
             "teacher": {"name": cfg.teacher.name, **teacher_row},
+            "opaque": graph.opaque,  # the teacher's parameters the space keeps whole, and the constructs holding them
             "best": best, "finalists": finalists, "objective": objective.describe(),
             "search": {"method": cfg.search.method, "K": cfg.search.K, "T": cfg.search.T,
                        "best_f": result.best_after(len(result.history)), **{f"seconds_{k}": v for k, v in result.seconds.items()}},

@@ -92,7 +92,7 @@ class _Gated(nn.Module):
 class _Upsampling(nn.Module):
     def __init__(self):
         super().__init__()
-        self.up = nn.Upsample(scale_factor=2)
+        self.up = nn.ZeroPad2d(4)  # (upsampling is understood since; padding is not)
 
     def forward(self, x):
         return self.up(x)
@@ -104,7 +104,7 @@ def test_unsupported_ops_are_named_as_opaque_layers():
     assert [(l.type, l.attrs.get("construct")) for l in gated.layers] == [("conv", None), ("opaque", "mul")]
     assert gated.opaque == {"params": 0, "share": 0.0, "constructs": {"mul": 1}}
     up = ArchGraph.from_module(_Upsampling(), (3, 8, 8))
-    assert [(l.type, l.attrs["construct"], l.out_shape) for l in up.layers] == [("opaque", "Upsample", (3, 16, 16))]
+    assert [(l.type, l.attrs["construct"], l.out_shape) for l in up.layers] == [("opaque", "ZeroPad2d", (3, 16, 16))]
     x = torch.randn(2, 3, 8, 8)
     for model, graph in ((_Gated(), None), (_Upsampling(), up)):
         graph = graph or ArchGraph.from_module(model, (3, 8, 8))

@@ -53,6 +53,7 @@ def test_quickstart_pipeline_through_the_cli(workdir):
     assert summary["search"]["best_f"] == pytest.approx(max(float(r["f"]) for r in rows))
     best = summary["best"]
     assert best["fully_trained"] and 0 < best["num_params"] < summary["teacher"]["num_params"]
+    assert summary["opaque"] == {"params": 0, "share": 0.0, "constructs": {}}  # small_resnet: every layer understood
     ratio = 1 - best["num_params"] / summary["teacher"]["num_params"]
     assert best["f"] == pytest.approx(ratio * (2 - ratio) * best["accuracy"] / summary["teacher"]["accuracy"])
     assert "![Reward along the search](f_vs_index.png)" in (run / "report.md").read_text()

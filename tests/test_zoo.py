@@ -4,6 +4,7 @@ Every CNN classifier of ``torchvision.models`` (the library's own list, without 
 ViT, Swin and MaxViT) traced at a small input: the graph computes what the teacher computes, sampled
 candidates build, run, are smaller and count their parameters exactly, ``l1`` inheritance is finite.
 """
+import math
 import re
 
 import numpy as np
@@ -328,3 +329,201 @@ def test_layernorm_and_linears_channels_last_are_a_channel_norm_and_1x1_convs():
     kept = (model.stem.weight.abs().flatten(1).sum(1) + model.down.weight.abs().sum(1)).topk(4).indices.sort().values
     assert torch.equal(net.layers[3].weight[:, :, 0, 0], model.up.weight[hidden][:, kept])
     assert torch.equal(net.layers[2].weight, model.norm.weight[kept]) and torch.isfinite(net(x)).all()
+
+
+class DigitsWithClip(nn.Module):
+    """A digits teacher (1x8x8) with a construct nothing understands (``_clip``) and a submodule fx
+    cannot trace (``_Branchy``): the run's log line and summary.json name both."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.branchy = _Branchy(8)
+        self.tail = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.branchy(_clip(torch.relu(self.stem(x))))
+        x = torch.relu(self.tail(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.slow
+def test_the_run_says_which_teacher_parameters_are_frozen_in_opaque_layers(tmp_path, caplog):
+    import json
+    import logging
+
+    from nascomp.config import compose
+    from nascomp.pipeline import run
+    from nascomp.schema import validate
+    from test_run import TINY
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "teacher.pt"
+    torch.save(DigitsWithClip().state_dict(), checkpoint)
+    cfg = validate(compose(TINY + ["teacher=custom", "teacher.name=test_zoo:DigitsWithClip", f"teacher.checkpoint={checkpoint}",
+                                   "search.T=0", "final.enabled=false", "logger=none", f"teacher_dir={tmp_path / 'teachers'}"]))
+    with caplog.at_level(logging.INFO, logger="nascomp"):
+        run(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    total = 8 * 9 + 8 + 8 * 8 * 9 + 8 + 16 * 8 * 9 + 16 + 16 * 10 + 10
+    assert summary["teacher"]["num_params"] == total
+    # _Branchy's conv (8 * 8 * 9 + 8) is frozen; _clip has no parameters
+    assert summary["opaque"] == {"params": 584, "share": pytest.approx(584 / total), "constructs": {"_Branchy": 1, "_clip": 1}}
+    assert f"584 params ({100 * 584 / total:.1f}%) frozen in opaque layers: _Branchy x1, _clip x1" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5"])
+def test_a_proxy_distillation_step_on_a_zoo_model(name, one_thread):
+    """The search's own evaluation path (ProxyEvaluator: build with l1 inheritance, distil from the
+    teacher, score by Eq. 6) on two sampled students of a torchvision model, one short epoch."""
+    from nascomp import data
+    from nascomp.config import group
+    from nascomp.proxy_evaluator import ProxyEvaluator
+
+    dataset = data.load(group("dataset", "synthetic", ["shape=[3,32,32]", "split.train=32", "split.val=16", "split.test=16"]))
+    torch.manual_seed(0)
+    teacher = torchvision.models.get_model(name, num_classes=10).eval()
+    cfg = group("training", "proxy", ["epochs=1", "batch_size=16", "trainer.accelerator=cpu"])
+    proxy = ProxyEvaluator(teacher, 0.5, dataset, cfg, inherit="l1")
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 32, 32)))
+    candidates = [space.sample(seed=seed) for seed in range(2)]
+    for cand in candidates:
+        net = cand.build(teacher, inherit="l1")
+        assert sum(p.numel() for p in net.parameters()) == cand.num_params < space.graph.num_params
+    before = [c.build(teacher, inherit="l1").state_dict() for c in candidates]
+    results = proxy.train(candidates)
+    evaluations = [proxy.score(r, proxy.objective.costs(c.graph), 0.0) for r, c in zip(results, candidates)]
+    for cand, result, evaluation, start in zip(candidates, results, evaluations, before):
+        assert not result.diverged and not evaluation.failed, evaluation.error
+        assert 0.0 <= result.val_accuracy <= 1.0 and math.isfinite(evaluation.f)
+        assert evaluation.num_params == cand.num_params and evaluation.flops == cand.flops > 0
+        trained = result.state_dict
+        assert trained.keys() == start.keys() and all(torch.isfinite(v.float()).all() for v in trained.values())
+        assert any(not torch.equal(trained[k], start[k]) for k in start if start[k].is_floating_point())  # it trained
+
+
+class _SplitBlock(nn.Module):
+    """chunk, split and x[:, a:b] with concats (ShuffleNetV2's stride-1 block, GhostNet's cut, CSP's halves)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.branch = nn.Conv2d(3, 8, 1), nn.Conv2d(4, 6, 3, padding=1)
+        self.mix, self.head = nn.Conv2d(10, 5, 1), nn.Linear(12, 3)
+
+    def forward(self, x):
+        x1, x2 = self.stem(x).chunk(2, dim=1)  # 4 + 4
+        z = torch.cat([x1, torch.relu(self.branch(x2))], 1)  # 4 + 6
+        left, _ = z.split([7, 3], 1)
+        return self.head(torch.cat([self.mix(z), z[:, 2:7], left[:, :2]], 1).mean((2, 3)))
+
+
+def test_split_chunk_and_slices_of_channels_cut_the_channel_symbols_they_divide():
+    from nascomp.compression_space import Candidate
+
+    torch.manual_seed(0)
+    model = _SplitBlock().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    assert [(l.type, l.inputs, l.attrs.get("start"), l.attrs.get("stop")) for l in graph.layers] == [
+        ("conv", (-1,), None, None), ("slice", (0,), 0, 4), ("slice", (0,), 4, 8), ("conv", (2,), None, None),
+        ("relu", (3,), None, None), ("concat", (1, 4), None, None), ("slice", (5,), 0, 7), ("slice", (5,), 7, 10),
+        ("conv", (5,), None, None), ("slice", (5,), 2, 7), ("slice", (6,), 0, 2), ("concat", (8, 9, 10), None, None),
+        ("mean", (11,), None, None), ("linear", (12,), None, None)]
+    assert graph.opaque["params"] == 0
+    space = CompressionSpace(graph, shrink_groups="structural")
+    sol = space.solution
+    # the stem's 8 channels are cut at 2 and 4 (symbols 50, 51, 21), the branch's 6 at 3 (40, 41); mix is 8
+    assert sol.free == [8, 21, 40, 41, 50, 51] and [sol.teacher_width[s] for s in sol.free] == [5, 4, 3, 3, 2, 2]
+    assert sol.out_exprs[0] == ((50, 1), (51, 1), (21, 1)) and sol.out_exprs[9] == ((51, 1), (40, 1))
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    # widths: mix 5 -> 3, 21: 4 -> 2, 40: 3, 41: 3 -> 1, 50: 2 -> 1, 51: 2
+    cand = Candidate(space, frozenset(), frozenset(), (0.4, 0.5, 0.0, 0.5, 0.5, 0.0))
+    assert [(l.attrs["start"], l.attrs["stop"]) for l in cand.graph.layers if l.type == "slice"] == [
+        (0, 3), (3, 5), (0, 6), (6, 7), (1, 6), (0, 1)]
+    net = cand.build(model, inherit="first").eval()
+    assert sum(p.numel() for p in net.parameters()) == cand.num_params < graph.num_params
+    stem_rows = [0, 2, 3, 4, 5]  # 50 keeps teacher channel 0, 51 channels 2, 3, 21 channels 4, 5
+    assert torch.equal(net.layers[0].weight, model.stem.weight[stem_rows])
+    assert torch.equal(net.layers[3].weight, model.branch.weight[:4][:, [0, 1]])  # 40 whole, 41 its first; x2's 0, 1
+    assert torch.equal(net.layers[8].weight, model.mix.weight[:3][:, [0, 2, 3, 4, 5, 6, 7]])
+    # head reads mix's 0..2, z[:, 2:7]'s 51 (0, 1) and 40 (2, 3, 4), left[:, :2]'s 50 (0): offsets 0, 5, 10
+    assert torch.equal(net.layers[13].weight, model.head.weight[:, [0, 1, 2, 5, 6, 7, 8, 9, 10]])
+    assert torch.isfinite(net(x)).all() and net(x).shape == (2, 3)
+    # l1: symbol 21 keeps the 2 of the stem's filters 4..7 of largest L1 norm
+    top = model.stem.weight[4:].abs().flatten(1).sum(1).topk(2).indices.sort().values + 4
+    net = cand.build(model, inherit="l1").eval()
+    assert torch.equal(net.layers[0].weight[3:], model.stem.weight[top]) and torch.isfinite(net(x)).all()
+
+
+class _ShuffleThenChunk(nn.Module):
+    """A chunk of a shuffled tensor: its halves are not the concat's terms, so the channels it reads stay whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = nn.functional.channel_shuffle(torch.cat([self.a(x), self.b(x)], 1), 2)
+        y1, y2 = y.chunk(2, 1)
+        return torch.cat([y1, self.c(y2)], 1)
+
+
+def test_a_chunk_of_a_shuffled_tensor_fixes_the_channels_it_reads():
+    torch.manual_seed(0)
+    model = _ShuffleThenChunk().eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    space = CompressionSpace(graph)
+    assert [l.type for l in graph.layers] == ["conv", "conv", "concat", "shuffle", "slice", "slice", "conv", "concat"]
+    assert space.solution.free == []  # a and b pinned by the slices, c by the output
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+
+
+class _HRFuse(nn.Module):
+    """HRNet's fuse: a low-resolution branch upsampled (nn.Upsample, F.interpolate) and added."""
+
+    def __init__(self):
+        super().__init__()
+        self.high, self.low, self.up = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.Upsample(scale_factor=2)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        low = self.low(x)
+        y = self.high(x) + self.up(low) + nn.functional.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.head(y.mean((2, 3)))
+
+
+def test_upsample_and_interpolate_preserve_channels():
+    from nascomp.compression_space import Candidate
+
+    torch.manual_seed(0)
+    model = _HRFuse().eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    ups = [l for l in graph.layers if l.type == "upsample"]
+    assert [(l.attrs["mode"], l.in_shape, l.out_shape) for l in ups] == [("nearest", (6, 4, 4), (6, 8, 8)),
+                                                                         ("bilinear", (6, 4, 4), (6, 8, 8))]
+    assert graph.opaque["params"] == 0
+    space = CompressionSpace(graph, shrink_groups="structural")
+    assert len(space.solution.free) == 1  # high and low tied by the sum through the upsamples
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert (space.reference.build(model).eval()(x) - model(x)).abs().max() < 1e-6
+        half = Candidate(space, frozenset(), frozenset(), (0.5,))
+        net = half.build(model, inherit="first").eval()
+        assert [l.out_channels for l in half.graph.layers if l.type == "upsample"] == [3, 3]
+        assert torch.equal(net.layers[0].weight, model.low.weight[:3]) and torch.isfinite(net(x)).all()
+        assert sum(p.numel() for p in net.parameters()) == half.num_params
+
+
+def test_an_opaque_layer_counts_the_convs_inside_it_as_fvcore_does():
+    from test_cost import fvcore_count
+
+    torch.manual_seed(0)
+    model = _Custom().eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    (branchy,) = [l for l in graph.layers if l.attrs.get("construct") == "_Branchy"]
+    assert branchy.flops == 8 * 8 * 9 * 8 * 8  # its 3x3 conv, 8 -> 8 channels, at 8x8
+    ops = fvcore_count(model, (3, 8, 8))
+    assert graph.flops == ops["conv"] + ops["linear"]
