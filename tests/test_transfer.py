@@ -34,6 +34,7 @@ def test_budget_overrides_T():
 
 
 # ---- kernel.transfer_mode=zero_shot (paper 4.3): the source's kernels propose K, nothing is trained in the target
+import csv
 import json
 import re
 import subprocess
@@ -165,3 +166,25 @@ def test_zero_shot_without_source_exits_2_through_the_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nascomp.run", "kernel.transfer_mode=zero_shot"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "kernel.transfer_mode=zero_shot needs kernel.transfer_from" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_zero_shot_main_job_on_real_students(tmp_path, monkeypatch):
+    """The main job: a real short source search (proxy-trained students), then kernel.transfer_mode=zero_shot
+    (another seed: the proxy training differs): K evaluations, no kernels trained, the summary says so."""
+    from nascomp.pipeline import run
+    from nascomp.store import RunStore
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
+            "teacher_training.epochs=2", "teacher.width=0.25", "final.enabled=false", "logger=none"]
+    run(validate(compose(tiny)), tmp_path / "source")
+    target = run(validate(compose(tiny + ["seed=1", "kernel.transfer_mode=zero_shot", f"kernel.transfer_from={tmp_path / 'source'}"])),
+                 tmp_path / "target")
+    summary = json.loads((tmp_path / "target" / "summary.json").read_text())
+    assert summary["search"]["transfer_mode"] == "zero_shot" and summary["evaluations"] == 2 == target["evaluations"]
+    rows = list(csv.DictReader(open(tmp_path / "target" / "history.csv")))
+    assert len(rows) == 2 and summary["search"]["best_f"] == max(float(r["f"]) for r in rows)
+    store = RunStore(tmp_path / "target" / "store.sqlite")
+    assert store.latest_kernels() is None  # the target trained (and stored) no kernels
+    store.close()
