@@ -33,6 +33,7 @@ from nascomp.schema import KERNEL_METHODS
 from nascomp.search import Record, run_search
 from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
+from nascomp.transfer import SourceKernels
 from nascomp.training import PROXY_PLACEMENT, full_train, load_or_train_teacher, resolve_device
 
 log = logging.getLogger("nascomp")
@@ -134,7 +135,7 @@ class Setup:
     store: RunStore
     context: str
     proxy: ProxyEvaluator
-    transfer: dict | None
+    transfer: SourceKernels | None
     objective: Objective
 
     @classmethod
@@ -208,21 +209,30 @@ class Setup:
         return StoredEvaluator(self.proxy, self.store, run_id, self.context)
 
 
-def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> dict | None:
-    """The last kernels of the run stored at ``kernel.transfer_from`` (a run directory or a store file)."""
+def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKernels | None:
+    """The last kernels of the run stored at ``kernel.transfer_from`` (a run directory or a store file),
+    with the data their GPs were conditioned on (``kernel.transfer_mode=zero_shot`` needs it)."""
     source = cfg.kernel.transfer_from
     if not source:
         return None
     if cfg.search.method not in KERNEL_METHODS:
-        raise StartupError(f"kernel.transfer_from is set but search.method={cfg.search.method} trains no kernels")
+        raise StartupError(f"kernel.transfer_from is set but search.method={cfg.search.method} trains no kernels; "
+                           f"kernel transfer needs search.method={' or '.join(KERNEL_METHODS)}")
     path = Path(source).expanduser()
     path = path / "store.sqlite" if path.is_dir() else path
     if not path.is_file():
         raise StartupError(f"kernel.transfer_from: no run store at {str(path)!r}")
-    found = RunStore(path).latest_kernels()
+    store = RunStore(path)
+    found = store.latest_kernels()
+    data = None if found is None else store.kernel_data(*found[:2])
+    store.close()
     if found is None:
-        raise StartupError(f"kernel.transfer_from: {str(path)!r} holds no kernels (was it a search with search.method=ours?)")
+        raise StartupError(f"kernel.transfer_from: {str(path)!r} holds no kernels (was it a search with "
+                           f"search.method={' or '.join(KERNEL_METHODS)}?)")
     run, step, state = found
+    if cfg.kernel.transfer_mode == "zero_shot" and data is None:
+        raise StartupError(f"kernel.transfer_mode=zero_shot: run {run} in {str(path)!r} stored its kernels without the "
+                           "data their GPs were conditioned on (a run made before the store kept it); run the source again")
     from nascomp.kernel import EmbeddingKernelModule, Featurizer
     from nascomp.search import kernel_settings
 
@@ -232,8 +242,10 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> dict | None
     except RuntimeError as exc:
         raise StartupError(f"kernel.transfer_from: the stored kernels do not fit search.K={cfg.search.K} and this "
                            f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset): {str(exc).splitlines()[0]}") from exc
-    log.info("kernel transfer: the kernels of step %d of run %s in %s, conditioned here but not trained", step, run, path)
-    return state
+    log.info("kernel transfer (%s): the kernels of step %d of run %s in %s, %s", cfg.kernel.transfer_mode, step, run, path,
+             "conditioned here but not trained" if cfg.kernel.transfer_mode == "search"
+             else "on the source's data: their K proposals are the search")
+    return SourceKernels(state, data, f"run {run} (step {step}) in {path}")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -254,9 +266,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=False) as progress:
             budget = cfg.search.budget or cfg.search.K * (cfg.search.T + 1)
+            budget = cfg.search.K if cfg.kernel.transfer_mode == "zero_shot" else budget
             steps = StepLog(tracker, progress, -(-budget // cfg.search.K))
             kernel_options = {"transfer": setup.transfer,
-                              "on_fit": lambda step, state: store.save_kernels(run_id, step, state)} if cfg.search.method in KERNEL_METHODS else {}
+                              "on_fit": lambda step, state, data: store.save_kernels(run_id, step, state, data)} if cfg.search.method in KERNEL_METHODS else {}
             result = run_search(setup.space, evaluator, cfg, seed=cfg.seed,
                                 before_step=lambda step, state: record_or_check_rng(store, run_id, step, state),
                                 after_step=steps, **kernel_options)
@@ -279,6 +292,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "opaque": graph.opaque,  # the teacher's parameters the space keeps whole, and the constructs holding them
             "best": best, "finalists": finalists, "objective": objective.describe(),
             "search": {"method": cfg.search.method, "K": cfg.search.K, "T": cfg.search.T,
+                       **({"transfer_mode": cfg.kernel.transfer_mode} if cfg.kernel.transfer_from else {}),
                        "best_f": result.best_after(len(result.history)), **{f"seconds_{k}": v for k, v in result.seconds.items()}},
             "evaluations": len(result.history), "steps": result.steps + 1,
             "seconds": {"search": search_seconds, "final": time.perf_counter() - final_start,

@@ -23,6 +23,7 @@ SHRINK_GROUPS = ("width", "structural")
 MAXIMIZERS = ("random", "evolution")
 METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
+TRANSFER_MODES = ("search", "zero_shot")  # kernel.transfer_mode (nascomp.transfer)
 BEST_F = ("subset", "global")
 EMBEDDINGS = ("lstm", "flat")
 POOLS = ("mean", "concat", "both")
@@ -146,6 +147,7 @@ class KernelSchema:
     standardize: bool = MISSING
     warp: str = _choice(*WARPS)
     transfer_from: Optional[str] = None
+    transfer_mode: str = _choice(*TRANSFER_MODES)
     objective: str = _choice(*OBJECTIVES)
     optimizer: dict = field(default_factory=dict)
     max_steps: int = _range(1)
@@ -282,7 +284,15 @@ def validate(cfg: DictConfig) -> DictConfig:
     budget = typed.search.budget if typed.search.budget is not None else typed.search.K * (typed.search.T + 1)
     if typed.search.budget is not None and typed.search.budget < 1:
         raise ConfigError(f"search.budget: {typed.search.budget} is out of range (must be >= 1)")
-    if typed.kernel.transfer_from and budget % typed.search.K:
+    if typed.kernel.transfer_from and typed.search.method not in KERNEL_METHODS:
+        raise ConfigError(f"kernel.transfer_from is set but search.method={typed.search.method} trains no kernels; "
+                          f"kernel transfer needs search.method={' or '.join(KERNEL_METHODS)}")
+    if typed.kernel.transfer_mode == "zero_shot":
+        if not typed.kernel.transfer_from:
+            raise ConfigError("kernel.transfer_mode=zero_shot needs kernel.transfer_from: the run directory (or store "
+                              "file) of the source search whose kernels propose here")
+        budget = typed.search.K  # the K proposals of the source's kernels are the whole search
+    elif typed.kernel.transfer_from and budget % typed.search.K:
         raise ConfigError(f"kernel.transfer_from: transferred kernels propose K = {typed.search.K} per step; "
                           f"the budget ({budget}) must be a multiple of K")
     if typed.search.method == "smac" and importlib.util.find_spec("smac") is None:

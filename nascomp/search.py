@@ -29,6 +29,7 @@ from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
 from nascomp.schema import KERNEL_METHODS, METHODS
 from nascomp.search_space import Architecture, Space
+from nascomp.transfer import SourceKernels, source_data, zero_shot_search
 
 log = logging.getLogger("nascomp")
 SUBSET_TRIES = 100  # draws of the kernels' subsets before short ones are filled up
@@ -83,10 +84,12 @@ class KernelProposer:
     """Train K kernels on random subsets of D and let each propose its EI maximiser."""
 
     def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None,
-                 transfer: dict | None = None, on_fit: Callable[[int, dict], None] | None = None, reward_scale: float = 1.0):
-        """``transfer``: the state_dict of K kernels learned in another search (paper Table 3): they
-        are conditioned on this search's data but not trained. ``on_fit(step, state_dict)`` receives
-        the kernels of each step (the step whose architectures they propose), e.g. to store them.
+                 transfer: SourceKernels | None = None, on_fit: Callable[[int, dict, dict], None] | None = None,
+                 reward_scale: float = 1.0):
+        """``transfer``: K kernels learned in another search (paper Table 3, ``kernel.transfer_mode=search``):
+        they are conditioned on this search's data but not trained. ``on_fit(step, state_dict, data)``
+        receives the kernels of each step (the step whose architectures they propose) and the data
+        they were conditioned on (``SourceKernels.data``), e.g. to store them.
         ``reward_scale`` (``Evaluator.reward_scale``) puts the kernels' targets on the [0, 1] scale."""
         self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
         self.reward_scale = reward_scale
@@ -124,15 +127,27 @@ class KernelProposer:
         torch.manual_seed(int(rng.integers(2**31)))
         module = EmbeddingKernelModule(self.kcfg, k, self.featurize.input_size)
         if self.transfer is not None:
-            module.load_state_dict(self.transfer)
+            module.load_state_dict(self.transfer.state)
             module.condition(*pack(x, y, mask))
         else:
             module.fit(x, y, mask)
         if self.on_fit is not None:
-            self.on_fit(history[-1].step + 1, module.state_dict())
+            self.on_fit(history[-1].step + 1, module.state_dict(), source_data(x, y, mask))
         self.seconds["train"] += time.perf_counter() - start
 
         start = time.perf_counter()
+        best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
+        proposals = self.acquire(module, y, mask, best, exclude, rng)
+        self.seconds["acquisition"] += time.perf_counter() - start
+        return proposals
+
+    def acquire(self, module: EmbeddingKernelModule, y: torch.Tensor, mask: torch.Tensor, best: list[Architecture],
+                exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int]]:
+        """Each of ``module``'s K conditioned kernels proposes its EI maximiser (``search.acquisition``),
+        with its index. ``y`` (N,) and ``mask`` (K, N): the data they were conditioned on (f* of EI is
+        the best in each kernel's subset, ``best_f: subset``, or in all of it); ``best``: the parents of
+        the evolution maximiser, best first; ``exclude`` grows by the proposals."""
+        k = mask.shape[0]
         best_f = torch.where(mask, y, -torch.inf).amax(-1) if self.scfg.best_f == "subset" else y.max().expand(k)
         best_f = module.standardise(best_f)
 
@@ -141,9 +156,7 @@ class KernelProposer:
             mean, var = module.posterior(xc)
             return expected_improvement(mean, var, best_f, log=self.scfg.acquisition.log_ei)
 
-        best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
         chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng)
-        self.seconds["acquisition"] += time.perf_counter() - start
         return [(a, i) for i, a in enumerate(chosen)]
 
 
@@ -226,6 +239,7 @@ def kernel_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     paper = cfg.search.paper
     kernel = group("kernel", paper.kernel)
     kernel.transfer_from = cfg.kernel.transfer_from  # where kernels come from is not a setting of the method
+    kernel.transfer_mode = cfg.kernel.transfer_mode
     search = OmegaConf.merge(cfg.search, {"acquisition": paper.acquisition})
     return kernel, search
 
@@ -257,7 +271,13 @@ def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, b
                before_step: Callable[[int, dict], None] | None = None,
                after_step: Callable[[int, list[Record]], None] | None = None, **kernel_options) -> SearchResult:
     """Algorithm 1 (or a baseline) as configured by ``cfg.search`` / ``cfg.kernel``; the budget is
-    ``budget``, else ``cfg.search.budget``, else K (T + 1)."""
+    ``budget``, else ``cfg.search.budget``, else K (T + 1). ``kernel.transfer_mode=zero_shot``: the K
+    proposals of ``kernel_options["transfer"]`` (``SourceKernels``) instead (``nascomp.transfer``)."""
+    if cfg.search.method in KERNEL_METHODS and cfg.kernel.get("transfer_mode", "search") == "zero_shot":
+        if kernel_options.get("transfer") is None:
+            raise ValueError("kernel.transfer_mode=zero_shot needs the source's kernels (kernel.transfer_from)")
+        kernel, search = kernel_settings(cfg)
+        return zero_shot_search(space, evaluator, kernel, search, seed, kernel_options["transfer"], after_step)
     proposer = make_proposer(space, evaluator, cfg, seed, **kernel_options)
     budget = budget if budget is not None else cfg.search.get("budget")
     return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step,

@@ -14,7 +14,9 @@ Tables
     inflight     (run, key): evaluations started and not finished (redone on resume)
     weights      (context, key) -> proxy-trained state_dict of the current top students
     finals       (context, key) -> fully trained result and state_dict
-    kernels      (run, step) -> the kernels' state_dict of that step (kernel transfer reads them)
+    kernels      (run, step) -> the kernels' state_dict of that step and the data their GPs were
+                 conditioned on (``data``: features, rewards, subsets; NULL in older files): kernel
+                 transfer reads them
     rng          (run, step) -> the search's random-number state before that step's proposals
     latency      (key, device, batch_size) -> measured latency (ms, the median of ``repeats`` timings):
                  shared by every run and context, so no architecture is timed twice on one device
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS latency (key TEXT, device TEXT, batch_size INTEGER, m
     PRIMARY KEY (key, device, batch_size));
 """
 # columns added after the first store files were written: (table, column, SQL type), added when missing
-ADDED_COLUMNS = (("evaluations", "flops", "INTEGER"), ("evaluations", "latency_ms", "REAL"), ("evaluations", "memory_mb", "REAL"))
+ADDED_COLUMNS = (("evaluations", "flops", "INTEGER"), ("evaluations", "latency_ms", "REAL"), ("evaluations", "memory_mb", "REAL"),
+                 ("kernels", "data", "BLOB"))
 EVALUATION_COLUMNS = ("f", "accuracy", "num_params", "seconds", "error", "flops", "latency_ms", "memory_mb")  # = Evaluation's fields
 
 
@@ -311,9 +314,12 @@ class RunStore:
         with self._guard("rng", f"run {run!r}, step {step}"), self._tx():
             self.db.execute("INSERT OR REPLACE INTO rng VALUES (?, ?, ?)", (run, step, json.dumps(state)))
 
-    def save_kernels(self, run: str, step: int, state: dict) -> None:
+    def save_kernels(self, run: str, step: int, state: dict, data: dict | None = None) -> None:
+        """The kernels of ``step`` (their state_dict) and ``data``, what their GPs were conditioned on
+        (``nascomp.transfer.SourceKernels.data``)."""
         with self._guard("kernels", f"run {run!r}, step {step}"), self._tx():
-            self.db.execute("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?)", (run, step, to_bytes(state)))
+            self.db.execute("INSERT OR REPLACE INTO kernels (run, step, state, data) VALUES (?, ?, ?, ?)",
+                            (run, step, to_bytes(state), None if data is None else to_bytes(data)))
 
     def kernels(self, run: str, step: int | None = None) -> tuple[int, dict] | None:
         """The kernels of ``step`` (default: the last step that has them)."""
@@ -324,6 +330,14 @@ class RunStore:
             return None
         return row[0], self._decode("kernels", f"run {run!r}, step {row[0]}", f"run = '{run}' AND step = {row[0]}",
                                     from_bytes, row[1])
+
+    def kernel_data(self, run: str, step: int) -> dict | None:
+        """The data the kernels of ``step`` were conditioned on (None: not stored, e.g. an older store)."""
+        with self._guard("kernels", f"run {run!r}, step {step}"):
+            row = self.db.execute("SELECT data FROM kernels WHERE run = ? AND step = ?", (run, step)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return self._decode("kernels", f"run {run!r}, step {step}", f"run = '{run}' AND step = {step}", from_bytes, row[0])
 
     def latest_kernels(self) -> tuple[str, int, dict] | None:
         """(run, step, state) of the most recent run that stored kernels, preferring finished runs."""

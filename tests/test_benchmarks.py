@@ -34,3 +34,19 @@ def test_compression_benchmark_cli(tmp_path):
     # rerunning the command finds every row done and only prints the table
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 4 and "| ours | 1 |" in again.stdout
+
+
+def test_read_rows_refuses_another_header(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import search_efficiency
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    bad = tmp_path / "old.csv"
+    bad.write_text("method,space,dataset,objective,seed,budget,best,regret,train_s,acq_s\nours,nb201,cifar10,accuracy,0,50,90.0,1.0,0,0\n")
+    with pytest.raises(SystemExit, match=r"columns \[.*\], expected \['method', 'space', 'dataset', 'objective', 'seed', "
+                                         r"'seed_set', 'budget', .*write to a new --csv"):
+        search_efficiency.read_rows(bad)
+    good = tmp_path / "new.csv"
+    good.write_text(",".join(search_efficiency.COLUMNS) + "\nours,nb201,cifar10,accuracy,0,tuning,50,90.0,1.0,0,0\n")
+    assert [r["seed_set"] for r in search_efficiency.read_rows(good)] == ["tuning"]

@@ -4,6 +4,7 @@ import torch
 from nascomp.config import compose
 from nascomp.nb201 import NB201Space, TableEvaluator
 from nascomp.search import run_search
+from nascomp.transfer import SourceKernels
 
 
 def _setup(*overrides):
@@ -15,12 +16,12 @@ def _setup(*overrides):
 def test_transferred_kernels_are_conditioned_not_trained():
     cfg, space, ev = _setup()
     learned, fit_steps, states = [], [], []
-    run_search(space, ev, cfg, seed=0, on_fit=lambda step, s: (fit_steps.append(step), learned.append(s)),
+    run_search(space, ev, cfg, seed=0, on_fit=lambda step, s, data: (fit_steps.append(step), learned.append(s)),
                before_step=lambda step, s: states.append((step, s)))
     assert len(learned) == 2 and [s for s, _ in states] == [1, 2] == fit_steps  # one kernel set and one RNG state per step
     assert not torch.equal(learned[0]["embed.lstm.w_ih.0"], learned[1]["embed.lstm.w_ih.0"])  # trained anew each step
     used = []
-    result = run_search(space, ev, cfg, seed=1, transfer=learned[-1], on_fit=lambda step, s: used.append(s))
+    result = run_search(space, ev, cfg, seed=1, transfer=SourceKernels(learned[-1]), on_fit=lambda step, s, data: used.append(s))
     assert len(result.history) == 6
     for state in used:  # conditioned on this search's data, weights untouched
         assert all(torch.equal(state[k], learned[-1][k]) for k in state)
@@ -30,3 +31,160 @@ def test_budget_overrides_T():
     cfg, space, ev = _setup("search.K=4", "search.T=100", "search.budget=10")
     result = run_search(space, ev, cfg, seed=0)
     assert len(result.history) == 10 and [r.step for r in result.history][-2:] == [2, 2]
+
+
+# ---- kernel.transfer_mode=zero_shot (paper 4.3): the source's kernels propose K, nothing is trained in the target
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from nascomp.acquisition import random_candidates
+from nascomp.kernel import EmbeddingKernelModule, Featurizer
+from nascomp.schema import ConfigError, validate
+
+# the paper's kernel (zero mean, no standardisation, σ² = 0.01 fixed), small enough for seconds; random maximiser
+ZERO_SHOT = ["kernel=paper", "kernel.hidden=8", "kernel.layers=1", "kernel.max_steps=5", "space.max_offset=8",
+             "search.K=4", "search.T=3", "search.acquisition.maximizer=random", "search.acquisition.samples=200"]
+
+
+@pytest.fixture(scope="module")
+def source():
+    """A real short source search on NAS-Bench-201 CIFAR-10 (compression objective): its last kernels and data."""
+    cfg = compose(ZERO_SHOT)
+    space = NB201Space("cifar10")
+    fits = []
+    run_search(space, TableEvaluator(space.accuracy, space.params, space.reference, "compression"), cfg, seed=0,
+               on_fit=lambda step, state, data: fits.append((step, state, data)))
+    assert [s for s, _, _ in fits] == [1, 2, 3]
+    _, state, data = fits[-1]
+    return SourceKernels(state, data)
+
+
+def _zero_shot(source, dataset, seed, *overrides):
+    cfg = compose(ZERO_SHOT + ["kernel.transfer_mode=zero_shot", "kernel.transfer_from=unused", *overrides])
+    space = NB201Space(dataset)
+    ev = TableEvaluator(space.accuracy, space.params, space.reference, "compression")
+    fits, steps = [], []
+    result = run_search(space, ev, cfg, seed=seed, transfer=source, on_fit=lambda *a: fits.append(a),
+                        after_step=lambda step, records: steps.append((step, len(records))))
+    return space, ev, result, fits, steps
+
+
+def test_source_data_is_what_the_last_step_conditioned_on(source):
+    x, y, mask = source.data["x"], source.data["y"], source.data["mask"]
+    # steps 0..2 evaluated 3 K = 12 architectures before the last step, plus the reference (f = 0) as point 0
+    assert x.shape == (13, 9, Featurizer(NB201Space("cifar10"), compose(ZERO_SHOT).kernel).input_size)
+    assert y.shape == (13,) and y[0] == 0.0 and mask.shape == (4, 13) and mask[:, 0].all()
+
+
+def test_zero_shot_evaluates_k_proposals_and_trains_nothing(source):
+    space, ev, result, fits, steps = _zero_shot(source, "cifar100", seed=3)
+    assert len(result.history) == 4 and steps == [(0, 4)]  # exactly K evaluations, one step
+    assert [r.proposer for r in result.history] == [0, 1, 2, 3]  # each kernel proposed one
+    assert len({r.arch.key for r in result.history}) == 4 and space.reference.key not in {r.arch.key for r in result.history}
+    assert fits == [] and result.seconds["train"] == 0.0  # no kernel was fitted in the target
+    assert result.best_after(4) == max(ev.f(r.arch.code) for r in result.history)
+    # deterministic given the seed; another seed samples other candidates
+    again = _zero_shot(source, "cifar100", seed=3)[2]
+    assert [r.arch.key for r in again.history] == [r.arch.key for r in result.history]
+    other = _zero_shot(source, "cifar100", seed=4)[2]
+    assert [r.arch.key for r in other.history] != [r.arch.key for r in result.history]
+
+
+def test_zero_shot_proposals_maximise_the_source_gps_expected_improvement(source):
+    """The proposals equal the EI maximisers computed by hand (numpy GP algebra, scipy normal) over the
+    same random candidates: kernel k conditioned on its source subset, f* its best source reward."""
+    seed = 5
+    space, ev, result, _, _ = _zero_shot(source, "imagenet", seed)
+    kcfg = compose(ZERO_SHOT).kernel
+    featurize = Featurizer(space, kcfg)
+    module = EmbeddingKernelModule(kcfg, 4, featurize.input_size)
+    module.load_state_dict(source.state)
+    rng = np.random.default_rng([seed, 1])  # the search's proposal stream: the random maximiser's pools come first
+    exclude = {space.reference.key}
+    pools = [random_candidates(space, 200, exclude, rng) for _ in range(4)]
+    x, y, mask = source.data["x"], source.data["y"].numpy(), source.data["mask"].numpy()
+    with torch.no_grad():
+        z = module.embed(x).double().numpy()  # (K, N, E)
+    s2, beta = float(kcfg.sigma2), float(kcfg.noise)
+    taken, expected = set(exclude), []
+    for k in range(4):
+        zs, ys = z[k][mask[k]], y[mask[k]]
+        with torch.no_grad():
+            zc = module.embed(featurize(pools[k])).double().numpy()[k]  # (C, E)
+        rbf = lambda a, b: np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * s2))
+        gram = rbf(zs, zs) + beta * np.eye(len(zs))
+        kc = rbf(zc, zs)  # (C, n)
+        mean = kc @ np.linalg.solve(gram, ys)
+        sd = np.sqrt(1 + beta - np.einsum("cn,cn->c", kc, np.linalg.solve(gram, kc.T).T))
+        u = (mean - ys.max()) / sd
+        ei = sd * (u * scipy.stats.norm.cdf(u) + scipy.stats.norm.pdf(u))
+        choice = next(pools[k][i] for i in np.argsort(-ei, kind="stable") if pools[k][i].key not in taken)
+        taken.add(choice.key)
+        expected.append(choice.key)
+    assert [r.arch.key for r in result.history] == expected
+
+
+def test_zero_shot_with_evolution_starts_from_the_reference(source):
+    space, ev, result, fits, _ = _zero_shot(source, "cifar10", 0, "search.acquisition.maximizer=evolution",
+                                            "search.acquisition.random_share=0.0", "search.acquisition.generations=1")
+    assert len(result.history) == 4 and fits == []
+    # one generation of mutants of the reference only: each proposal is one edge away from it
+    assert all(sum(a != b for a, b in zip(r.arch.ops, space.reference.ops)) == 1 for r in result.history)
+
+
+def test_zero_shot_without_source_data_is_refused(source):
+    with pytest.raises(ValueError, match="without the data their GPs were conditioned on"):
+        _zero_shot(SourceKernels(source.state), "cifar100", seed=0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["kernel.transfer_mode=zero_shot"], "kernel.transfer_mode=zero_shot needs kernel.transfer_from"),
+    (["kernel.transfer_mode=once"], "kernel.transfer_mode: 'once' is not one of search, zero_shot"),
+    (["kernel.transfer_from=src", "search.method=random"],
+     "kernel.transfer_from is set but search.method=random trains no kernels; kernel transfer needs search.method=ours or paper"),
+])
+def test_bad_transfer_configs_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose(overrides))
+
+
+def test_zero_shot_budget_is_k():
+    """zero_shot evaluates K: a budget that is no multiple of K is no error, final.top_k is checked against K."""
+    validate(compose(["kernel.transfer_mode=zero_shot", "kernel.transfer_from=src", "search.K=4", "search.budget=10"]))
+    with pytest.raises(ConfigError, match=re.escape("final.top_k (5) exceeds the search budget (4)")):
+        validate(compose(["kernel.transfer_mode=zero_shot", "kernel.transfer_from=src", "search.K=4", "final.top_k=5"]))
+
+
+def test_zero_shot_without_source_exits_2_through_the_cli(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nascomp.run", "kernel.transfer_mode=zero_shot"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "kernel.transfer_mode=zero_shot needs kernel.transfer_from" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_zero_shot_main_job_on_real_students(tmp_path, monkeypatch):
+    """The main job: a real short source search (proxy-trained students), then kernel.transfer_mode=zero_shot
+    (another seed: the proxy training differs): K evaluations, no kernels trained, the summary says so."""
+    from nascomp.pipeline import run
+    from nascomp.store import RunStore
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
+            "teacher_training.epochs=2", "teacher.width=0.25", "final.enabled=false", "logger=none"]
+    run(validate(compose(tiny)), tmp_path / "source")
+    target = run(validate(compose(tiny + ["seed=1", "kernel.transfer_mode=zero_shot", f"kernel.transfer_from={tmp_path / 'source'}"])),
+                 tmp_path / "target")
+    summary = json.loads((tmp_path / "target" / "summary.json").read_text())
+    assert summary["search"]["transfer_mode"] == "zero_shot" and summary["evaluations"] == 2 == target["evaluations"]
+    rows = list(csv.DictReader(open(tmp_path / "target" / "history.csv")))
+    assert len(rows) == 2 and summary["search"]["best_f"] == max(float(r["f"]) for r in rows)
+    store = RunStore(tmp_path / "target" / "store.sqlite")
+    assert store.latest_kernels() is None  # the target trained (and stored) no kernels
+    store.close()
