@@ -10,7 +10,7 @@ with the ranges of the problem: on NAS-Bench-201 the lowest and highest accuracy
 table; on real students [0, the teacher's accuracy] and [0, the teacher's cost]. The reference point
 is ``REFERENCE`` = (u, v) = (-0.1, 1.1), 10 % of each range beyond its worst end, so the extreme points
 of a front still add volume. The hypervolume of a set is the area of the (v, u) region that its
-points dominate and that dominates the reference point: at most 1.2 x 1.2 = 1.44 (a point of cost
+points dominate and that dominates the reference point: at most 1.1 x 1.1 = 1.21 (a point of cost
 ``cost_low`` and accuracy ``acc_high``); a student more accurate than the teacher (u > 1) adds more.
 
 The acquisition. The cost of a candidate is known before it is trained (parameters and FLOPs from
