@@ -26,6 +26,21 @@ acquisition), appended as runs finish; rows already in it are not rerun. The mar
 (mean ± sd of the best found, mean regret ± standard error, seconds per step) is printed from the
 whole CSV. Measured results and hardware: README, "Search efficiency".
 
+``--mode pareto`` (NAS-Bench-201) searches the front of (validation accuracy up, cost down) with
+``search.mode=pareto`` (nascomp.pareto: ours and paper by expected hypervolume improvement; random,
+``nsga2`` and ``motpe`` from Optuna), for each cost of ``--cost`` (latency, params: the table's
+``latency`` and ``model_size`` of every cell, known to the acquisition before a cell is looked up):
+
+    python benchmarks/search_efficiency.py --space nb201 --mode pareto --cost latency,params \
+        --dataset cifar10,cifar100,imagenet --methods ours,random,nsga2,motpe --seeds 20 \
+        --budgets 50,100,160 --csv F
+
+Its CSV has the columns method, space, dataset, cost, seed, seed_set, budget, hypervolume, hv_regret:
+the hypervolume of the first ``budget`` evaluations, both objectives normalised by the lowest and
+highest accuracy and cost of the whole table, against the reference point (u, v) = (-0.1, 1.1) (10 %
+beyond the worst accuracy and cost; nascomp.pareto states it once), and its regret against the
+hypervolume of the whole table's front, which the table gives exactly.
+
 ``--space compression`` runs the real compression search: students of a trained teacher, each scored
 by proxy distillation (``experiment=cpu``: teacher small_resnet at --width 0.5, trained once and cached
 under teachers/; --proxy-epochs 1, --K 8, --samples 200 acquisition samples per kernel; --override
@@ -70,8 +85,11 @@ BASE_METHODS = {
     "rea": ["search.method=rea"],
     "local": ["search.method=local"],
     "smac": ["search.method=smac"],
+    "nsga2": ["search.method=nsga2"],  # --mode pareto only (Optuna's NSGAIISampler)
+    "motpe": ["search.method=motpe"],  # --mode pareto only (Optuna's multi-objective TPE)
 }
 COLUMNS = ["method", "space", "dataset", "objective", "seed", "seed_set", "budget", "best", "regret", "train_s", "acq_s"]
+PARETO_COLUMNS = ["method", "space", "dataset", "cost", "seed", "seed_set", "budget", "hypervolume", "hv_regret"]
 HELD_OUT = 1000  # seeds from here on are held out: they choose nothing (--seed-offset 1000); below are tuning seeds
 
 
@@ -128,6 +146,106 @@ def run_one(job: tuple) -> list[dict]:
              train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps)
         for b in budgets
     ]
+
+
+def run_pareto(job: tuple) -> list[dict]:
+    """One method on one seed in Pareto mode: a row per budget with the hypervolume of the first
+    ``budget`` evaluations and its regret against the whole table's front."""
+    import torch
+
+    from nascomp.nb201 import TableEvaluator
+    from nascomp.reward import COST_OF
+    from nascomp.search import run_search
+
+    torch.set_num_threads(1)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    label, overrides, dataset, cost, seed, budgets = job
+    cfg = compose(overrides + ["search.mode=pareto"])
+    cfg.search.T = math.ceil(max(budgets) / cfg.search.K) - 1
+    space = nb201_space(dataset)
+    problem = space.pareto(COST_OF[cost])
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
+    result = run_search(space, evaluator, cfg, seed, budget=max(budgets), problem=problem)
+    curve, best = problem.curve(result.history), true_hypervolume(dataset, COST_OF[cost])
+    return [dict(method=label, space="nb201", dataset=dataset, cost=cost, seed=seed, seed_set=seed_set(seed), budget=b,
+                 hypervolume=float(curve[b - 1]), hv_regret=best - float(curve[b - 1])) for b in budgets]
+
+
+@functools.lru_cache(maxsize=None)
+def true_hypervolume(dataset: str, cost: str) -> float:
+    return nb201_space(dataset).true_hypervolume(cost)
+
+
+def pareto_table(rows: list[dict], budgets: list[int], methods: list[str]) -> str:
+    """Markdown: per dataset and cost, one row per method: hypervolume (mean ± sd) and its regret
+    (mean ± standard error) at each budget."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["cost"])].append(r)
+    lines = []
+    for (dataset, cost), rs in sorted(groups.items()):
+        head = ["method", "seeds"] + [f"HV @{b}" for b in budgets] + [f"HV regret @{b}" for b in budgets]
+        lines += [f"\n**{dataset}, accuracy and {cost}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method in methods:
+            mr = [r for r in rs if r["method"] == method]
+            if not mr:
+                continue
+            cells = [method, str(len({r["seed"] for r in mr}))]
+            for key, spread in (("hypervolume", "sd"), ("hv_regret", "se")):
+                for b in budgets:
+                    v = np.array([float(r[key]) for r in mr if int(r["budget"]) == b])
+                    if len(v) == 0:
+                        cells.append("–")
+                        continue
+                    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+                    cells.append(f"{v.mean():.4f} ± {sd if spread == 'sd' else sd / math.sqrt(len(v)):.4f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main_pareto(args) -> None:
+    from nascomp.reward import COST_OF
+    from nascomp.schema import PARETO_METHODS
+
+    if args.space != "nb201":
+        raise SystemExit("--mode pareto runs on --space nb201 (the real-student Pareto benchmark is not built yet)")
+    methods = parse_methods(args.methods)
+    for label, _ in methods:
+        if label.split("[")[0] not in PARETO_METHODS:
+            raise SystemExit(f"--mode pareto: method {label!r} has no Pareto mode; choose from {', '.join(PARETO_METHODS)}")
+    costs = args.cost.split(",")
+    for cost in costs:
+        if cost not in ("latency", "params"):
+            raise SystemExit(f"--cost {cost!r}: NAS-Bench-201's table holds latency and params")
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    datasets = args.dataset.split(",")
+    path = Path(args.csv)
+    done = {(r["method"], r["dataset"], r["cost"], int(r["seed"])) for r in read_rows(path, PARETO_COLUMNS)}
+    jobs = [(label, ov, d, c, s, budgets)
+            for s in range(args.seed_offset, args.seed_offset + args.seeds) for d in datasets for c in costs
+            for label, ov in methods if (label, d, c, s) not in done]
+    start = time.time()
+    new_file = not path.exists()
+    with path.open("a", newline="") as fh, Pool(args.workers) as pool:
+        writer = csv.DictWriter(fh, fieldnames=PARETO_COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for i, rows in enumerate(pool.imap_unordered(run_pareto, jobs)):
+            writer.writerows(rows)
+            fh.flush()
+            print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
+                  f"{rows[0]['cost']} seed {rows[0]['seed']}: HV regret " + " ".join(f"{r['hv_regret']:.4f}" for r in rows), flush=True)
+    rows = [r for r in read_rows(path, PARETO_COLUMNS) if r["dataset"] in datasets and r["cost"] in costs
+            and r["seed_set"] == seed_set(args.seed_offset)]
+    print(f"\n{seed_set(args.seed_offset)} seeds; hypervolume of normalised (accuracy, cost), reference point "
+          f"{reference_point()} (nascomp.pareto)")
+    print(pareto_table(rows, budgets, [label for label, _ in methods]))
+
+
+def reference_point() -> str:
+    from nascomp.pareto import REFERENCE
+
+    return f"(u, v) = {REFERENCE}"
 
 
 def compression_config(args, overrides: list[str]):
@@ -270,7 +388,12 @@ def main() -> None:
                    help="one run store for the whole benchmark: nothing is proxy-trained twice")
     c.add_argument("--threads", type=int, default=1, help="torch threads (more than 1 thrashes on a shared 2-core CPU: 100x slower)")
     c.add_argument("--override", action="append", default=[], help="a further Hydra override for every method (repeatable)")
+    p.add_argument("--mode", default="single", choices=["single", "pareto"],
+                   help="pareto: the front of (accuracy, --cost); methods ours, paper, random, nsga2, motpe")
+    p.add_argument("--cost", default="latency,params", help="--mode pareto: comma list of latency, params (NAS-Bench-201's table)")
     args = p.parse_args()
+    if args.mode == "pareto":
+        return main_pareto(args)
     if args.space == "compression":
         return main_compression(args)
 

@@ -87,6 +87,22 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
 
     Kernel k takes its best-scoring candidate that no earlier kernel took; ``exclude`` grows.
     """
+    pools = candidate_pools(score_all, space, cfg, num_kernels, best, exclude, rng)
+    scores = _score_ragged(score_all, pools)
+    chosen = []
+    for k in range(num_kernels):
+        for i in torch.argsort(scores[k][: len(pools[k])], descending=True).tolist():
+            if pools[k][i].key not in exclude:
+                chosen.append(pools[k][i])
+                exclude.add(pools[k][i].key)
+                break
+    return chosen
+
+
+def candidate_pools(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,
+                    num_kernels: int, best: Sequence[Architecture], exclude: set[str], rng: np.random.Generator) -> list[list[Architecture]]:
+    """Each kernel's candidates (``maximize``'s arguments; none in ``exclude``, which is not changed):
+    random samples, or the mutants and samples of every round of evolution, scored by ``score_all``."""
     if cfg.maximizer == "random":
         pools = [random_candidates(space, cfg.samples, exclude, rng) for _ in range(num_kernels)]
     elif cfg.maximizer == "evolution":
@@ -105,15 +121,7 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
                 parents[k] = [kids[k][i] for i in order[: cfg.parents].tolist()] or parents[k]
     else:
         raise ValueError(f"acquisition.maximizer must be one of {', '.join(MAXIMIZERS)}, got {cfg.maximizer!r}")
-    scores = _score_ragged(score_all, pools)
-    chosen = []
-    for k in range(num_kernels):
-        for i in torch.argsort(scores[k][: len(pools[k])], descending=True).tolist():
-            if pools[k][i].key not in exclude:
-                chosen.append(pools[k][i])
-                exclude.add(pools[k][i].key)
-                break
-    return chosen
+    return pools
 
 
 def _score_ragged(score_all: Callable[[list[list[Architecture]]], Tensor], pools: list[list[Architecture]]) -> Tensor:

@@ -19,6 +19,13 @@ architectures (paper 6.4), each set as its authors recommend for K evaluations p
   K per step in random order; see the class.
 - ``SMACProposer``: SMAC3's random-forest Bayesian optimisation (``pip install 'nascomp[peer]'``);
   see the class.
+- ``search.mode=pareto`` (the front of (accuracy up, cost down), ``nascomp.pareto``): random search,
+  and Optuna's two multi-objective samplers told (accuracy, cost): ``MOTPEProposer``, TPE with the
+  settings of ``search.tpe`` above (multivariate, constant liar, startup = K; Optuna's TPE takes
+  several directions as they are), and ``NSGA2Proposer``, ``NSGAIISampler`` with one generation per
+  step (``search.nsga2.population_size`` null = K: the shared first K random architectures are its
+  generation 0, and each step's K asks are the children of the last finished generation, which is how
+  a generational sampler batches; Optuna's other defaults: uniform crossover, probability 0.9).
 
 None proposes an architecture already evaluated: a TPE or SMAC trial that lands on one is told its
 known f at no cost to the budget and asked again; one that lands on an architecture proposed earlier
@@ -63,12 +70,19 @@ def flat_values(space: Space, arch: Architecture) -> dict:
 class TPEProposer:
     """Optuna's TPE, asked K trials per step; ``cfg`` is ``search.tpe`` (see the module docstring)."""
 
+    directions = ("maximize",)  # of the values ``value`` gives
+    first_attrs: dict = {}  # system attributes of the trials added for architectures evaluated outside the study
+
     def __init__(self, space: Space, cfg: DictConfig, K: int, seed: int):
         n_startup = K if cfg.n_startup_trials is None else cfg.n_startup_trials
         self.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=cfg.multivariate,
                                                   constant_liar=cfg.constant_liar)
+        self.open(space)
+
+    def open(self, space: Space) -> None:
+        """The study of ``self.sampler`` over ``space``'s flat view."""
         self.space = space
-        self.study = optuna.create_study(direction="maximize", sampler=self.sampler)
+        self.study = optuna.create_study(directions=list(self.directions), sampler=self.sampler)
         self.dists = {d.name: _distribution(d) for d in space.flat_dims()}
         self.told: set[str] = set()  # keys of history records already told to the study
         self.known: dict[str, float | None] = {}
@@ -79,7 +93,7 @@ class TPEProposer:
         start = time.perf_counter()
         for r in history:
             if r.arch.key not in self.told:
-                self._tell(r.arch, None if r.failed else r.f)
+                self._tell(r.arch, None if r.failed else self.value(r))
         out: list[tuple[Architecture, None]] = []
         for _ in range(k):  # all k asked before any is told: the constant liar sees them RUNNING
             for _ in range(MAX_TRIES):
@@ -99,6 +113,10 @@ class TPEProposer:
         self.seconds["acquisition"] += time.perf_counter() - start
         return out
 
+    def value(self, record):
+        """What the study is told of a successful record: f."""
+        return record.f
+
     def _tell_trial(self, trial: optuna.trial.Trial, f: float | None) -> None:
         """f, or the trial failed (``f`` None: a failed evaluation)."""
         if f is None:
@@ -112,9 +130,10 @@ class TPEProposer:
         if trial is not None:
             self._tell_trial(trial, f)
         else:  # evaluated outside TPE (the first random architectures): add as a finished (or failed) trial
-            outcome = {"value": f} if f is not None else {"state": optuna.trial.TrialState.FAIL}
+            outcome = ({"state": optuna.trial.TrialState.FAIL} if f is None else
+                       {"values": list(f)} if isinstance(f, tuple) else {"value": f})
             self.study.add_trial(optuna.trial.create_trial(params=flat_values(self.space, arch), distributions=self.dists,
-                                                           **outcome))
+                                                           system_attrs=dict(self.first_attrs), **outcome))
         self.told.add(arch.key)
         self.known[arch.key] = f
 
@@ -293,3 +312,30 @@ class SMACProposer:
             self._tell_trial(TrialInfo(Configuration(self.cs, values=flat_values(self.space, arch)), seed=0), f)
         self.told.add(arch.key)
         self.known[arch.key] = f
+
+
+class MOTPEProposer(TPEProposer):
+    """Multi-objective TPE (``search.mode=pareto``): ``TPEProposer`` with the settings of ``search.tpe``,
+    told (accuracy, cost) to maximise and minimise; ``cost`` is the Record field of the cost."""
+
+    directions = ("maximize", "minimize")
+
+    def __init__(self, space: Space, cfg: DictConfig, K: int, seed: int, cost: str):
+        self.cost = cost
+        super().__init__(space, cfg, K, seed)
+
+    def value(self, record) -> tuple[float, float]:
+        return (record.accuracy, float(getattr(record, self.cost)))
+
+
+class NSGA2Proposer(MOTPEProposer):
+    """NSGA-II (Deb et al. 2002), Optuna's ``NSGAIISampler``, told (accuracy, cost) like ``MOTPEProposer``;
+    ``cfg`` is ``search.nsga2`` (the module docstring says how it batches)."""
+
+    def __init__(self, space: Space, cfg: DictConfig, K: int, seed: int, cost: str):
+        self.cost = cost
+        sampler_class = optuna.samplers.NSGAIISampler
+        self.sampler = sampler_class(population_size=K if cfg.population_size is None else cfg.population_size, seed=seed)
+        # the shared first K random architectures, added as finished trials, are NSGA-II's generation 0
+        self.first_attrs = {sampler_class._get_generation_key(): 0}
+        self.open(space)

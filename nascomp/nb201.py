@@ -3,7 +3,8 @@
 A cell is a DAG on 4 nodes; each of its 6 edges i -> j (i < j) carries one of 5 operations. The
 package names the edges ``Op0..Op5`` in NAS-Bench-201's order 0->1, 0->2, 1->2, 0->3, 1->3, 2->3
 and keys its table by the 6 operation indices, e.g. ``"333333"`` (every edge a 3x3 conv). Each key
-holds the validation accuracy of 3 training seeds and the model size in millions of parameters.
+holds the validation accuracy of 3 training seeds, the model size in millions of parameters and the
+latency in seconds (NAS-Bench-201's measured inference latency; kept here in milliseconds).
 
 Layer encoding (paper 6.2) of a cell, 9 layers in topological order: each edge is one operation
 layer and each node j >= 1 is an ``add`` layer summing its incoming edges::
@@ -91,7 +92,8 @@ class NB201Space(Space):
     """All 15,625 cells of NAS-Bench-201 with their table entries for one dataset.
 
     ``accuracy[code]`` is the validation accuracy (percent) averaged over the table's seeds,
-    ``params[code]`` the parameter count. The reference is the largest cell (every edge a 3x3 conv).
+    ``params[code]`` the parameter count, ``latency[code]`` the latency in ms. The reference is the
+    largest cell (every edge a 3x3 conv).
     """
 
     max_offset = 8  # a cell has 9 layers, so no edge is longer than 8 (the longest, e(1->3) <- add1, is 5)
@@ -104,8 +106,33 @@ class NB201Space(Space):
             table = pickle.load(fh)
         self.accuracy: dict[str, float] = {k: float(np.mean(v["val_acc"])) for k, v in table.items()}
         self.params: dict[str, int] = {k: int(round(float(np.mean(v["model_size"])) * 1e6)) for k, v in table.items()}
+        self.latency: dict[str, float] = {k: 1e3 * float(np.mean(v["latency"])) for k, v in table.items()}  # ms
         if len(self.accuracy) != len(OPS) ** len(EDGES):
             raise ValueError(f"the {dataset} table has {len(self.accuracy)} cells, expected {len(OPS) ** len(EDGES)}")
+
+    def costs(self, cost: str) -> dict[str, float]:
+        """The table of one cost by its Record field: ``num_params`` or ``latency_ms``."""
+        tables = {"num_params": self.params, "latency_ms": self.latency}
+        if cost not in tables:
+            raise ValueError(f"NAS-Bench-201's table holds the costs {', '.join(tables)}, not {cost!r}")
+        return tables[cost]
+
+    def pareto(self, cost: str):
+        """The Pareto problem of (accuracy, ``cost``) on this table (``nascomp.pareto``): costs known by
+        look-up, normalised by the lowest and highest accuracy and cost of the whole table."""
+        from nascomp.pareto import ParetoProblem, Scale
+
+        table = self.costs(cost)
+        scale = Scale(min(self.accuracy.values()), max(self.accuracy.values()), min(table.values()), max(table.values()))
+        return ParetoProblem(cost, lambda arch: table[arch.code], scale)
+
+    def true_hypervolume(self, cost: str) -> float:
+        """The hypervolume of the front of the whole table (``pareto(cost)``'s normalisation)."""
+        from nascomp.pareto import hypervolume
+
+        problem, codes = self.pareto(cost), list(self.accuracy)
+        table = self.costs(cost)
+        return hypervolume(problem.scale.v([table[c] for c in codes]), problem.scale.u([self.accuracy[c] for c in codes]))
 
     def cell(self, ops: Sequence[int]) -> Cell:
         ops = tuple(int(o) for o in ops)
@@ -154,10 +181,12 @@ class TableEvaluator(Evaluator):
     objective ``compression``: f(x) = C(x)(2 - C(x)) A(x) / A(ref),  C(x) = 1 - params(x) / params(ref)
     """
 
-    def __init__(self, accuracy: Mapping[str, float], params: Mapping[str, int], reference: Architecture, objective: str):
+    def __init__(self, accuracy: Mapping[str, float], params: Mapping[str, int], reference: Architecture, objective: str,
+                 latency: Mapping[str, float] | None = None):
+        """``latency`` (ms by code), when given, is each evaluation's ``latency_ms``."""
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        self.accuracy, self.params, self.objective = accuracy, params, objective
+        self.accuracy, self.params, self.objective, self.latency = accuracy, params, objective, latency
         self.ref_code = reference.code
         self.calls = 0
 
@@ -186,6 +215,7 @@ class TableEvaluator(Evaluator):
         for arch in archs:
             start = time.perf_counter()
             code = arch.code
-            out.append(Evaluation(self.f(code), self.accuracy[code], self.params[code], time.perf_counter() - start))
+            latency = None if self.latency is None else self.latency[code]
+            out.append(Evaluation(self.f(code), self.accuracy[code], self.params[code], time.perf_counter() - start, latency_ms=latency))
         self.calls += len(archs)
         return out

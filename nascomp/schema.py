@@ -21,9 +21,12 @@ DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
 SHRINK_GROUPS = ("width", "structural")
 MAXIMIZERS = ("random", "evolution")
-METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac")
+METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac", "nsga2", "motpe")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
 TRANSFER_MODES = ("search", "zero_shot")  # kernel.transfer_mode (nascomp.transfer)
+MODES = ("single", "pareto")  # search.mode: one reward f, or the front of (accuracy, cost) (nascomp.pareto)
+PARETO_METHODS = ("ours", "paper", "random", "nsga2", "motpe")  # the methods of search.mode=pareto
+PARETO_ONLY = ("nsga2", "motpe")  # multi-objective baselines: search.mode=pareto only
 BEST_F = ("subset", "global")
 EMBEDDINGS = ("lstm", "flat")
 POOLS = ("mean", "concat", "both")
@@ -117,8 +120,14 @@ class LocalSchema:
 
 
 @dataclass
+class NSGA2Schema:
+    population_size: Optional[int] = _range(2)  # None: search.K
+
+
+@dataclass
 class SearchSchema:
     method: str = _choice(*METHODS)
+    mode: str = _choice(*MODES)
     K: int = _range(1)
     T: int = _range(0)
     budget: Optional[int] = None
@@ -130,6 +139,7 @@ class SearchSchema:
     tpe: TPESchema = field(default_factory=TPESchema)
     rea: dict = field(default_factory=dict)
     local: LocalSchema = field(default_factory=LocalSchema)
+    nsga2: NSGA2Schema = field(default_factory=NSGA2Schema)
 
 
 @dataclass
@@ -297,9 +307,26 @@ def validate(cfg: DictConfig) -> DictConfig:
                           f"the budget ({budget}) must be a multiple of K")
     if typed.search.method == "smac" and importlib.util.find_spec("smac") is None:
         raise ConfigError("search.method: smac needs SMAC3, an optional dependency: pip install 'nascomp[peer]'")
+    check_mode(typed)
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed
+
+
+def check_mode(cfg: Any) -> None:
+    """``search.mode`` against the method and the objective: Pareto mode runs ``PARETO_METHODS`` on the
+    front of (accuracy, the objective's cost), without caps; ``nsga2`` and ``motpe`` are Pareto mode's."""
+    mode, method = cfg.search.mode, cfg.search.method
+    if mode == "pareto" and method not in PARETO_METHODS:
+        raise ConfigError(f"search.method={method} has no Pareto mode; with search.mode=pareto choose one of "
+                          f"{', '.join(PARETO_METHODS)}")
+    if mode == "single" and method in PARETO_ONLY:
+        raise ConfigError(f"search.method={method} is a multi-objective baseline: add search.mode=pareto "
+                          f"(or choose a single-objective method)")
+    caps = [k for k, v in cfg.objective.constraint.items() if v is not None]
+    if mode == "pareto" and caps:
+        raise ConfigError(f"search.mode=pareto searches the front of (accuracy, {cfg.objective.name}) and takes no caps; "
+                          f"drop objective.constraint.{caps[0]} or use search.mode=single")
 
 
 def _missing(node: Any, prefix: str = "") -> list[str]:

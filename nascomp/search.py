@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from nascomp.acquisition import expected_improvement, maximize, random_candidates
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
-from nascomp.schema import KERNEL_METHODS, METHODS
+from nascomp.schema import KERNEL_METHODS, METHODS, MODES, PARETO_METHODS, PARETO_ONLY
 from nascomp.search_space import Architecture, Space
 from nascomp.transfer import SourceKernels, source_data, zero_shot_search
 
@@ -112,17 +112,13 @@ class KernelProposer:
             mask[j, rng.choice(n, 2, replace=False)] = True
         return torch.from_numpy(mask)
 
-    def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
+    def fit(self, archs: list[Architecture], y: torch.Tensor, k: int, rng: np.random.Generator,
+            history: list[Record]) -> tuple[EmbeddingKernelModule, torch.Tensor, torch.Tensor]:
+        """Train (or, with ``transfer``, condition) k kernels on ``archs`` and their targets y (n,), each on
+        its own random subset (the reference, when known, is point 0); returns the kernels, the subsets
+        (k, n) and y. The time counts as ``seconds["train"]``."""
         start = time.perf_counter()
-        ok = [r for r in history if not r.failed]  # failed evaluations carry no reward
-        if len(ok) < 2:  # nothing to fit a kernel on (every student so far failed): explore at random
-            log.warning("only %d of %d evaluated students succeeded: %d random proposals this step instead of the kernels'",
-                        len(ok), len(history), k)
-            return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
-        archs, f = [r.arch for r in ok], [r.f for r in ok]
-        if self.reference_f is not None:
-            archs, f = [self.space.reference] + archs, [self.reference_f] + f
-        x, y = self.featurize(archs), torch.tensor(f, dtype=torch.float64) * self.reward_scale
+        x = self.featurize(archs)
         mask = self.subsets(len(archs), k, rng)
         torch.manual_seed(int(rng.integers(2**31)))
         module = EmbeddingKernelModule(self.kcfg, k, self.featurize.input_size)
@@ -134,6 +130,18 @@ class KernelProposer:
         if self.on_fit is not None:
             self.on_fit(history[-1].step + 1, module.state_dict(), source_data(x, y, mask))
         self.seconds["train"] += time.perf_counter() - start
+        return module, mask, y
+
+    def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
+        ok = [r for r in history if not r.failed]  # failed evaluations carry no reward
+        if len(ok) < 2:  # nothing to fit a kernel on (every student so far failed): explore at random
+            log.warning("only %d of %d evaluated students succeeded: %d random proposals this step instead of the kernels'",
+                        len(ok), len(history), k)
+            return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
+        archs, f = [r.arch for r in ok], [r.f for r in ok]
+        if self.reference_f is not None:
+            archs, f = [self.space.reference] + archs, [self.reference_f] + f
+        module, mask, y = self.fit(archs, torch.tensor(f, dtype=torch.float64) * self.reward_scale, k, rng, history)
 
         start = time.perf_counter()
         best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
@@ -244,12 +252,19 @@ def kernel_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     return kernel, search
 
 
-def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, **kernel_options) -> Proposer:
+def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, problem=None, **kernel_options) -> Proposer:
     """The proposer of ``cfg.search.method`` (``nascomp.schema.METHODS``; ``kernel_options``:
-    ``transfer`` / ``on_fit`` of ``KernelProposer``)."""
+    ``transfer`` / ``on_fit`` of ``KernelProposer``). ``search.mode=pareto`` needs ``problem``
+    (a ``nascomp.pareto.ParetoProblem``) and takes ``schema.PARETO_METHODS``."""
     from nascomp import baselines
 
     method = cfg.search.method
+    if cfg.search.mode == "pareto":
+        return make_pareto_proposer(space, cfg, seed, problem, **kernel_options)
+    if cfg.search.mode != "single":
+        raise ValueError(f"search.mode must be one of {', '.join(MODES)}, got {cfg.search.mode!r}")
+    if method in PARETO_ONLY:
+        raise ValueError(f"search.method={method} is a multi-objective baseline: it needs search.mode=pareto")
     if method in KERNEL_METHODS:
         kernel, search = kernel_settings(cfg)
         return KernelProposer(space, kernel, search, evaluator.reference_f, reward_scale=evaluator.reward_scale, **kernel_options)
@@ -267,18 +282,40 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
     raise ValueError(f"search.method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
+def make_pareto_proposer(space: Space, cfg: DictConfig, seed: int, problem, **kernel_options) -> Proposer:
+    """``search.mode=pareto``: the proposer of ``cfg.search.method`` for the front of ``problem``."""
+    from nascomp import baselines
+    from nascomp.pareto import ParetoProposer
+
+    method = cfg.search.method
+    if problem is None:
+        raise ValueError("search.mode=pareto needs the problem's cost and scale (a nascomp.pareto.ParetoProblem)")
+    if method not in PARETO_METHODS:
+        raise ValueError(f"search.mode=pareto: search.method must be one of {', '.join(PARETO_METHODS)}, got {method!r}")
+    if method in KERNEL_METHODS:
+        kernel, search = kernel_settings(cfg)
+        reference = None if problem.reference is None else float(problem.scale.u(problem.reference[0]))
+        return ParetoProposer(KernelProposer(space, kernel, search, reference, **kernel_options), problem)
+    if method == "random":
+        return baselines.RandomProposer(space)
+    if method == "motpe":
+        return baselines.MOTPEProposer(space, cfg.search.tpe, cfg.search.K, seed, problem.cost)
+    return baselines.NSGA2Proposer(space, cfg.search.nsga2, cfg.search.K, seed, problem.cost)
+
+
 def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, budget: int | None = None,
                before_step: Callable[[int, dict], None] | None = None,
-               after_step: Callable[[int, list[Record]], None] | None = None, **kernel_options) -> SearchResult:
+               after_step: Callable[[int, list[Record]], None] | None = None, problem=None, **kernel_options) -> SearchResult:
     """Algorithm 1 (or a baseline) as configured by ``cfg.search`` / ``cfg.kernel``; the budget is
     ``budget``, else ``cfg.search.budget``, else K (T + 1). ``kernel.transfer_mode=zero_shot``: the K
-    proposals of ``kernel_options["transfer"]`` (``SourceKernels``) instead (``nascomp.transfer``)."""
+    proposals of ``kernel_options["transfer"]`` (``SourceKernels``) instead (``nascomp.transfer``).
+    ``search.mode=pareto`` needs ``problem`` (``nascomp.pareto.ParetoProblem``)."""
     if cfg.search.method in KERNEL_METHODS and cfg.kernel.get("transfer_mode", "search") == "zero_shot":
         if kernel_options.get("transfer") is None:
             raise ValueError("kernel.transfer_mode=zero_shot needs the source's kernels (kernel.transfer_from)")
         kernel, search = kernel_settings(cfg)
         return zero_shot_search(space, evaluator, kernel, search, seed, kernel_options["transfer"], after_step)
-    proposer = make_proposer(space, evaluator, cfg, seed, **kernel_options)
+    proposer = make_proposer(space, evaluator, cfg, seed, problem, **kernel_options)
     budget = budget if budget is not None else cfg.search.get("budget")
     return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step,
                   cfg.search.max_failed_steps).run()

@@ -1,0 +1,277 @@
+"""Pareto mode (``search.mode=pareto``): the front of (accuracy up, cost down), its hypervolume, and
+expected hypervolume improvement as the acquisition of the learned-kernel GPs.
+
+Normalisation and reference point (the only copy; ``Scale``). Accuracy a and cost c map to
+
+    u = (a - acc_low) / (acc_high - acc_low)          (higher is better)
+    v = (c - cost_low) / (cost_high - cost_low)       (lower is better)
+
+with the ranges of the problem: on NAS-Bench-201 the lowest and highest accuracy and cost of the whole
+table; on real students [0, the teacher's accuracy] and [0, the teacher's cost]. The reference point
+is ``REFERENCE`` = (u, v) = (-0.1, 1.1), 10 % of each range beyond its worst end, so the extreme points
+of a front still add volume. The hypervolume of a set is the area of the (v, u) region that its
+points dominate and that dominates the reference point: at most 1.1 x 1.1 = 1.21 (a point of cost
+``cost_low`` and accuracy ``acc_high``); a student more accurate than the teacher (u > 1) adds more.
+
+The acquisition. The cost of a candidate is known before it is trained (parameters and FLOPs from
+the architecture, NAS-Bench-201's latency and size from its table), so the GPs model accuracy only.
+For a candidate of known normalised cost v and Gaussian target u ~ N(mu, s^2), the hypervolume it
+adds is the area between u and the front's attained level L(x) = max(u_ref, max{u_i : v_i <= x})
+over the costs x in [v, v_ref]. L is a step function, so with w_k the width of its k-th step within
+[v, v_ref] and L_k its level there
+
+    HVI(u) = sum_k w_k max(0, u - L_k),      EHVI = E[HVI] = sum_k w_k EI(mu, s; L_k)
+
+exactly, in closed form: the target of BoTorch's qLogNEHVI / qNParEGO for this case without Monte
+Carlo (``tests/test_pareto.py`` checks it against a Monte Carlo estimate). EI is BoTorch's analytic
+(Log)ExpectedImprovement (``nascomp.acquisition.expected_improvement``); the log form is
+log EHVI = logsumexp_k(log w_k + log EI_k), finite where EI underflows. The kernels' targets are u
+standardised (and, with ``kernel.warp=power``, Yeo-Johnson-warped) per kernel, and the front's
+levels are mapped the same way, so EHVI is computed in each kernel's target units: the hypervolume
+of the same front with the accuracy axis rescaled by an increasing map (the front itself unchanged;
+with ``kernel.warp=none`` it is the accuracy EHVI divided by the kernel's standard deviation, the
+same argmax).
+
+A batch of K (``ParetoProposer``): one kernel per batch slot, as in the single-objective search. The
+candidates come from the existing maximisers (``nascomp.acquisition.candidate_pools``, scored by
+each kernel's EHVI against the evaluated front); then, greedily, kernel k takes its best candidate by
+EHVI against the front plus the earlier slots' picks at kernel k's posterior mean (the kriging
+believer), so a batch spreads along the front instead of stacking on one gap.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from nascomp.acquisition import candidate_pools, expected_improvement, random_candidates
+from nascomp.search_space import Architecture, Space
+
+REFERENCE = (-0.1, 1.1)  # (u, v): normalised accuracy and cost of the hypervolume's reference point
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The ranges that normalise accuracy and cost (module docstring)."""
+
+    acc_low: float
+    acc_high: float
+    cost_low: float
+    cost_high: float
+
+    def __post_init__(self):
+        if not (self.acc_high > self.acc_low and self.cost_high > self.cost_low):
+            raise ValueError(f"a Pareto scale needs acc_high > acc_low and cost_high > cost_low, got {self}")
+
+    def u(self, accuracy) -> np.ndarray:
+        return (np.asarray(accuracy, dtype=float) - self.acc_low) / (self.acc_high - self.acc_low)
+
+    def v(self, cost) -> np.ndarray:
+        return (np.asarray(cost, dtype=float) - self.cost_low) / (self.cost_high - self.cost_low)
+
+
+def front_mask(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
+    """(n,) bool: the points no other point dominates (cost no higher and accuracy no lower, one of
+    them strictly). Of equal points, the first is on the front."""
+    c, a = np.asarray(cost, dtype=float), np.asarray(accuracy, dtype=float)
+    on = np.zeros(len(c), dtype=bool)
+    best = -math.inf
+    for i in sorted(range(len(c)), key=lambda i: (c[i], -a[i], i)):
+        if a[i] > best:
+            on[i], best = True, a[i]
+    return on
+
+
+def front_ranks(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
+    """(n,) int: non-dominated sorting; 0 for the front, 1 for the front of the rest, ..."""
+    c, a = np.asarray(cost, dtype=float), np.asarray(accuracy, dtype=float)
+    rank, left, r = np.full(len(c), -1), np.arange(len(c)), 0
+    while len(left):
+        on = front_mask(c[left], a[left])
+        rank[left[on]] = r
+        left, r = left[~on], r + 1
+    return rank
+
+
+def steps(v: Sequence[float], u: Sequence[float], u_ref: float = REFERENCE[0]) -> tuple[np.ndarray, np.ndarray]:
+    """The attained-level step function of points (v, u) (normalised): breakpoints x (m + 1,) and
+    levels L (m,), L[k] the best u of a point with v <= x on [x[k], x[k+1]); x[0] = -inf, x[m] = v_ref,
+    L[0] = u_ref. Points at or beyond the reference add no step. ``u_ref``: the reference level in
+    the units of u (a kernel's target units: ``ParetoProposer``)."""
+    v_ref = REFERENCE[1]
+    v, u = np.asarray(v, dtype=float), np.asarray(u, dtype=float)
+    inside = (v < v_ref) & (u > u_ref)
+    v, u = v[inside], u[inside]
+    on = front_mask(v, u)
+    order = np.argsort(v[on], kind="stable")
+    fv, fu = v[on][order], u[on][order]  # the front, cost ascending (so accuracy ascending)
+    return np.concatenate([[-np.inf], fv, [v_ref]]), np.concatenate([[u_ref], fu])
+
+
+def hypervolume(v: Sequence[float], u: Sequence[float]) -> float:
+    """Hypervolume of points (v normalised cost, u normalised accuracy) against ``REFERENCE``:
+    sum over the front, cost ascending, of (v_{i+1} - v_i)(u_i - u_ref), v_{n+1} = v_ref."""
+    x, level = steps(v, u)
+    return float(np.sum((x[2:] - x[1:-1]) * (level[1:] - REFERENCE[0])))
+
+
+def hypervolume_curve(v: Sequence[float], u: Sequence[float]) -> np.ndarray:
+    """(n,): the hypervolume of the first i + 1 points, i = 0..n-1 (non-decreasing)."""
+    return np.array([hypervolume(v[: i + 1], u[: i + 1]) for i in range(len(v))])
+
+
+def contributions(v: Sequence[float], u: Sequence[float]) -> np.ndarray:
+    """(n,): the hypervolume each point adds to the others' (0 off the front)."""
+    total = hypervolume(v, u)
+    idx = np.arange(len(v))
+    return np.array([total - hypervolume(np.asarray(v)[idx != i], np.asarray(u)[idx != i]) for i in idx])
+
+
+def spread(v: Sequence[float], u: Sequence[float], k: int) -> list[int]:
+    """Indices of k points spread along the front: greedily the point whose removal loses the most
+    hypervolume from the points kept so far (each front point's exclusive area), front points before
+    the rest (ranked by ``front_ranks``, then accuracy)."""
+    v, u = np.asarray(v, dtype=float), np.asarray(u, dtype=float)
+    chosen: list[int] = []
+    for _ in range(min(k, len(v))):
+        left = [i for i in range(len(v)) if i not in chosen]
+        base = hypervolume(v[chosen], u[chosen]) if chosen else 0.0
+        gain = [hypervolume(v[chosen + [i]], u[chosen + [i]]) - base for i in left]
+        if max(gain) > 0:
+            chosen.append(left[int(np.argmax(gain))])
+        else:  # nothing adds volume: the best by rank, then accuracy
+            rank = front_ranks(v[left], u[left])
+            chosen.append(left[min(range(len(left)), key=lambda j: (rank[j], -u[left[j]]))])
+    return chosen
+
+
+def ehvi(mean: Tensor, var: Tensor, cost: Tensor, x: Tensor, levels: Tensor, log: bool = True) -> Tensor:
+    """(Log) expected hypervolume improvement (module docstring) of C candidates of one kernel:
+    mean, var (C,) of the target, cost (C,) normalised, the front's step function ``x`` (m + 1,),
+    ``levels`` (m,) in the target's units -> (C,). A candidate at or beyond v_ref scores 0 (-inf)."""
+    lo = torch.maximum(x[:-1].unsqueeze(-1), cost.unsqueeze(0))  # (m, C)
+    w = (x[1:].unsqueeze(-1) - lo).clamp_min(0.0)  # (m, C): width of step k right of the candidate
+    m = len(levels)
+    ei = expected_improvement(mean.expand(m, -1), var.expand(m, -1), levels, log=log)  # (m, C)
+    if log:
+        return torch.logsumexp(torch.log(w) + ei, dim=0)
+    return (w * ei).sum(0)
+
+
+@dataclass(frozen=True)
+class ParetoProblem:
+    """What Pareto mode needs of a search problem: the Record field of the cost (``num_params``,
+    ``flops``, ``latency_ms``, ``memory_mb``), the cost of an unevaluated architecture (``cost_of``:
+    known before training), the ``Scale``, and the reference architecture's (accuracy, cost) when it
+    is known without evaluating it (the teacher), which every kernel then holds as data."""
+
+    cost: str
+    cost_of: Callable[[Architecture], float]
+    scale: Scale
+    reference: tuple[float, float] | None = None
+
+    def points(self, records) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised (v, u) of records (failed ones included: filter first)."""
+        return self.scale.v([getattr(r, self.cost) for r in records]), self.scale.u([r.accuracy for r in records])
+
+    def hypervolume(self, records) -> float:
+        """The hypervolume of the successful records."""
+        ok = [r for r in records if not r.failed]
+        return hypervolume(*self.points(ok)) if ok else 0.0
+
+    def curve(self, records) -> np.ndarray:
+        """(n,): hypervolume after each record (failed ones add nothing)."""
+        out, ok = [], []
+        for r in records:
+            if not r.failed:
+                ok.append(r)
+            out.append(hypervolume(*self.points(ok)) if ok else 0.0)
+        return np.array(out)
+
+    def front(self, records) -> list:
+        """The successful records on the front, cost ascending."""
+        ok = [r for r in records if not r.failed]
+        if not ok:
+            return []
+        v, u = self.points(ok)
+        on = front_mask(v, u)
+        return sorted((r for r, o in zip(ok, on) if o), key=lambda r: getattr(r, self.cost))
+
+
+class ParetoProposer:
+    """Algorithm 1 in Pareto mode: K kernels fitted to normalised accuracy (``KernelProposer.fit``),
+    each proposing by EHVI, greedy with the kriging believer (module docstring)."""
+
+    def __init__(self, kernels, problem: ParetoProblem):
+        """``kernels``: a ``nascomp.search.KernelProposer`` (its space, settings, featuriser and fit)."""
+        self.kernels, self.problem = kernels, problem
+        self.space: Space = kernels.space
+        self.seconds = kernels.seconds
+
+    def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
+        from nascomp.search import log
+
+        ok = [r for r in history if not r.failed]
+        if len(ok) < 2:
+            log.warning("only %d of %d evaluated students succeeded: %d random proposals this step instead of the kernels'",
+                        len(ok), len(history), k)
+            return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
+        p = self.problem
+        v, u = p.points(ok)
+        archs, y = [r.arch for r in ok], list(u)
+        if p.reference is not None:
+            archs, y = [self.space.reference] + archs, [float(p.scale.u(p.reference[0]))] + y
+        module, mask, _ = self.kernels.fit(archs, torch.tensor(y, dtype=torch.float64), k, rng, history)
+
+        start = time.perf_counter()
+        scfg, featurize = self.kernels.scfg, self.kernels.featurize
+        x, level = steps(v, u)
+        x = torch.from_numpy(x)  # (m + 1,)
+        levels = module.standardise(torch.from_numpy(level).expand(k, -1))  # (K, m): each kernel's target units
+        log_ei = scfg.acquisition.log_ei
+        cost_cache: dict[str, float] = {}
+
+        def cost(pool: list[Architecture]) -> Tensor:
+            for a in pool:
+                if a.key not in cost_cache:
+                    cost_cache[a.key] = float(p.scale.v(p.cost_of(a)))
+            return torch.tensor([cost_cache[a.key] for a in pool], dtype=torch.float64)
+
+        def score(pools: list[list[Architecture]]) -> Tensor:
+            mean, var = module.posterior(torch.stack([featurize(pl) for pl in pools]))  # (K, C)
+            return torch.stack([ehvi(mean[j], var[j], cost(pools[j]), x, levels[j], log=log_ei) for j in range(k)])
+
+        rank = front_ranks(v, u)
+        parents = [ok[i].arch for i in sorted(range(len(ok)), key=lambda i: (rank[i], -u[i]))]
+        pools = candidate_pools(score, self.space, scfg.acquisition, k, parents, exclude, rng)
+        width = max(len(pl) for pl in pools)
+        if width == 0:
+            return []
+        padded = [pl + [pl[0]] * (width - len(pl)) if pl else [] for pl in pools]
+        filler = next(pl for pl in padded if pl)
+        mean, var = module.posterior(torch.stack([featurize(pl or filler) for pl in padded]))  # (K, C)
+        tu = module.standardise(torch.from_numpy(u).expand(k, -1)).numpy()  # (K, n): the points in target units
+        picks: list[Architecture] = []
+        out = []
+        for j in range(k):
+            xj, lj = x, levels[j]
+            if picks:  # kriging believer: the earlier picks join the front at kernel j's posterior mean
+                pm, _ = module.posterior(torch.stack([featurize(picks)] * k))  # (K, P)
+                bx, bl = steps(np.concatenate([v, cost(picks).numpy()]), np.concatenate([tu[j], pm[j].numpy()]), float(levels[j, 0]))
+                xj, lj = torch.from_numpy(bx), torch.from_numpy(bl)
+            score_j = ehvi(mean[j], var[j], cost(padded[j] or filler), xj, lj, log=log_ei)
+            for i in torch.argsort(score_j[: len(pools[j])], descending=True).tolist():
+                if pools[j][i].key not in exclude:
+                    picks.append(pools[j][i])
+                    exclude.add(pools[j][i].key)
+                    out.append((pools[j][i], j))
+                    break
+        self.seconds["acquisition"] += time.perf_counter() - start
+        return out
+

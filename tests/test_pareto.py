@@ -1,0 +1,163 @@
+"""Pareto mode (nascomp.pareto): the front and the hypervolume against values by hand and a brute
+force, the closed-form EHVI against Monte Carlo, a short NAS-Bench-201 search of every Pareto method,
+and the config values it refuses."""
+import itertools
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from nascomp.config import compose
+from nascomp.nb201 import NB201Space, TableEvaluator
+from nascomp.pareto import REFERENCE, contributions, ehvi, front_mask, front_ranks, hypervolume, spread, steps
+from nascomp.schema import ConfigError, validate
+from nascomp.search import run_search
+
+U_REF, V_REF = REFERENCE
+
+
+def brute_hypervolume(v, u):
+    """The area dominated by the points within the reference box, by the cells of the grid on every
+    coordinate: a cell counts when one point dominates its lower-left corner region."""
+    xs = sorted(set(np.clip(v, None, V_REF)) | {V_REF})
+    ys = sorted(set(np.clip(u, U_REF, None)) | {U_REF})
+    area = 0.0
+    for (x0, x1), (y0, y1) in itertools.product(zip(xs, xs[1:]), zip(ys, ys[1:])):
+        if any(vi <= x0 and ui >= y1 for vi, ui in zip(v, u)):
+            area += (x1 - x0) * (y1 - y0)
+    return area
+
+
+def brute_front(v, u):
+    n = len(v)
+    dominated = [any(v[j] <= v[i] and u[j] >= u[i] and (v[j] < v[i] or u[j] > u[i]) for j in range(n)) for i in range(n)]
+    return np.array([not d for d in dominated])
+
+
+def test_hypervolume_by_hand():
+    v = [0.2, 0.5, 0.6, 0.9]
+    u = [0.5, 0.8, 0.4, 0.9]  # (0.6, 0.4) is dominated by (0.5, 0.8)
+    assert front_mask(v, u).tolist() == [True, True, False, True]
+    # (0.5 - 0.2)(0.5 + 0.1) + (0.9 - 0.5)(0.8 + 0.1) + (1.1 - 0.9)(0.9 + 0.1)
+    assert hypervolume(v, u) == pytest.approx(0.18 + 0.36 + 0.20)
+    assert hypervolume([0.0], [1.0]) == pytest.approx(1.1 * 1.1)  # the ideal point: the whole box
+    assert hypervolume([1.2, 0.5], [0.5, -0.2]) == 0.0  # beyond the reference in cost, or in accuracy
+    assert hypervolume([], []) == 0.0
+    assert front_ranks(v, u).tolist() == [0, 0, 1, 0]
+    # each point's exclusive area: its own rectangle less the neighbours' (the dominated point adds 0)
+    assert contributions(v, u) == pytest.approx([(0.5 - 0.2) * (0.5 + 0.1), (0.9 - 0.5) * (0.8 - 0.5), 0.0, (1.1 - 0.9) * (0.9 - 0.8)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hypervolume_and_front_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = 9
+    v = np.round(rng.uniform(-0.1, 1.3, n), 1)  # rounded: ties in cost and accuracy, points beyond the reference
+    u = np.round(rng.uniform(-0.3, 1.2, n), 1)
+    assert front_mask(v, u).tolist() == brute_front(v, u).tolist() or _equal_duplicates(v, u)
+    assert hypervolume(v, u) == pytest.approx(brute_hypervolume(v, u), abs=1e-12)
+
+
+def _equal_duplicates(v, u):
+    """Of equal points front_mask keeps the first, the brute force all: equal only up to duplicates."""
+    on, brute = front_mask(v, u), brute_front(v, u)
+    return all(on[i] == brute[i] or any((v[j], u[j]) == (v[i], u[i]) and on[j] for j in range(len(v)) if j != i)
+               for i in range(len(v)))
+
+
+def test_spread_takes_the_front_by_hypervolume():
+    v = np.array([0.1, 0.3, 0.35, 0.8, 0.5])
+    u = np.array([0.2, 0.6, 0.62, 0.9, 0.3])  # (0.5, 0.3) is dominated
+    first = int(np.argmax([hypervolume([v[i]], [u[i]]) for i in range(len(v))]))
+    chosen = spread(v, u, 4)
+    assert chosen[0] == first
+    assert set(chosen) <= set(np.flatnonzero(front_mask(v, u)))  # 4 front points before the dominated one
+    assert len(spread(v, u, 5)) == 5 and spread(v, u, 5)[-1] == 4
+
+
+@pytest.mark.parametrize("mu, sigma, cost", [(0.7, 0.1, 0.3), (0.4, 0.3, 0.05), (1.0, 0.02, 0.95), (0.1, 0.5, 0.6)])
+def test_ehvi_against_monte_carlo(mu, sigma, cost):
+    """The closed form equals the mean hypervolume improvement of samples of u, within 4 standard errors."""
+    fv, fu = np.array([0.2, 0.5, 0.9]), np.array([0.5, 0.8, 0.9])
+    x, level = steps(fv, fu)
+    closed = ehvi(torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma**2], dtype=torch.float64),
+                  torch.tensor([cost], dtype=torch.float64), torch.from_numpy(x), torch.from_numpy(level), log=False).item()
+    samples = np.random.default_rng(0).normal(mu, sigma, 20000)
+    base = hypervolume(fv, fu)
+    gains = np.array([hypervolume(np.append(fv, cost), np.append(fu, s)) - base for s in samples])
+    se = gains.std() / math.sqrt(len(gains))
+    assert closed > 0
+    assert abs(closed - gains.mean()) < 4 * se + 1e-12, (closed, gains.mean(), se)
+    logged = ehvi(torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma**2], dtype=torch.float64),
+                  torch.tensor([cost], dtype=torch.float64), torch.from_numpy(x), torch.from_numpy(level), log=True).item()
+    assert logged == pytest.approx(math.log(closed), rel=1e-6)
+
+
+def test_ehvi_is_zero_beyond_the_reference_cost():
+    x, level = steps([0.2], [0.5])
+    args = (torch.tensor([0.9, 0.9], dtype=torch.float64), torch.tensor([0.01, 0.01], dtype=torch.float64),
+            torch.tensor([V_REF, 0.1], dtype=torch.float64), torch.from_numpy(x), torch.from_numpy(level))
+    plain, logged = ehvi(*args, log=False), ehvi(*args, log=True)
+    assert plain[0] == 0.0 and logged[0] == -math.inf
+    # cost 0.1, accuracy surely 0.9: the area (1.1 - 0.1)(0.9 + 0.1) less the front's (1.1 - 0.2)(0.5 + 0.1)
+    assert plain[1].item() == pytest.approx(1.0 * 1.0 - 0.9 * 0.6, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return NB201Space("cifar10")
+
+
+@pytest.mark.parametrize("cost", ["latency_ms", "num_params"])
+def test_true_front_of_the_table(space, cost):
+    problem = space.pareto(cost)
+    table = space.costs(cost)
+    codes = list(space.accuracy)
+    v, u = problem.scale.v([table[c] for c in codes]), problem.scale.u([space.accuracy[c] for c in codes])
+    assert v.min() == 0.0 and v.max() == 1.0 and u.min() == 0.0 and u.max() == 1.0
+    on = np.flatnonzero(front_mask(v, u))
+    # the front by its definition: each front cell is the most accurate of the cells no costlier
+    for i in on:
+        assert u[i] >= u[v <= v[i]].max()
+    assert space.true_hypervolume(cost) == pytest.approx(hypervolume(v[on], u[on]))
+    assert 1.0 < space.true_hypervolume(cost) < 1.21
+
+
+# ours: about 30 s on a shared 2-core CPU (slow tier); paper (the reference kernel, 4-layer LSTM) takes minutes: left out
+@pytest.mark.parametrize("method", [pytest.param("ours", marks=pytest.mark.slow), "random", "nsga2", "motpe"])
+def test_pareto_search_on_nb201(space, method):
+    """Every Pareto method: the budget, nothing twice, the shared first K, the hypervolume non-decreasing
+    and below the true front's; the kernels propose by EHVI (each proposal names its kernel)."""
+    budget, K = 20, 4
+    cfg = compose([f"search.method={method}", "search.mode=pareto", f"search.K={K}", "search.T=4",
+                   "search.acquisition.samples=200"])
+    problem = space.pareto("latency_ms")
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
+    result = run_search(space, evaluator, cfg, seed=2, budget=budget, problem=problem)
+    history = result.history
+    assert len(history) == budget and len({r.arch.key for r in history}) == budget
+    assert all(r.latency_ms == space.latency[r.arch.code] for r in history)
+    first = run_search(space, evaluator, compose(["search.method=random", "search.mode=pareto", f"search.K={K}", "search.T=0"]),
+                       seed=2, problem=problem).history
+    assert [r.arch.key for r in history[:K]] == [r.arch.key for r in first]
+    curve = problem.curve(history)
+    assert np.all(np.diff(curve) >= 0) and curve[-1] <= space.true_hypervolume("latency_ms")
+    assert curve[-1] == pytest.approx(problem.hypervolume(history))
+    if method in ("ours", "paper"):
+        assert [r.proposer for r in history[K:]] == list(range(K)) * (budget // K - 1)
+    front = problem.front(history)
+    assert front and all(a.latency_ms <= b.latency_ms and a.accuracy < b.accuracy for a, b in zip(front, front[1:]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["search.mode=both"], "search.mode: 'both' is not one of single, pareto"),
+    (["search.mode=pareto", "search.method=tpe"], "search.method=tpe has no Pareto mode; with search.mode=pareto choose one of ours, paper, random, nsga2, motpe"),
+    (["search.method=nsga2"], "search.method=nsga2 is a multi-objective baseline: add search.mode=pareto"),
+    (["search.mode=pareto", "objective.constraint.flops=1e6"], "search.mode=pareto searches the front of (accuracy, params) and takes no caps"),
+    (["search.mode=pareto", "search.method=nsga2", "search.nsga2.population_size=1"], "search.nsga2.population_size: 1 is out of range (must be >= 2)"),
+])
+def test_bad_pareto_config_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose(["experiment=quickstart", *overrides]))
