@@ -152,8 +152,8 @@ def _history(run_dir):
 @pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     args = TINY + ["search.T=3", "final.enabled=false", "logger=none"]
-    # teacher first, so that the kill lands in the search
-    cli(args + ["search.T=0", "hydra.run.dir=warmup"], tmp_path)
+    # the uninterrupted run first: it also caches the teacher, so that the kill lands in the search
+    cli(args + ["hydra.run.dir=straight"], tmp_path)
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.Popen([sys.executable, "-m", "nascomp.run", *args, "hydra.run.dir=killed"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -174,7 +174,6 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     proc.wait()
     assert not (tmp_path / "killed" / "history.csv").exists()
     cli(args + ["hydra.run.dir=killed"], tmp_path)  # the same command again: resumes
-    cli(args + ["hydra.run.dir=straight"], tmp_path)
     resumed, straight = _history(tmp_path / "killed"), _history(tmp_path / "straight")
     assert len(resumed) == 8 and resumed == straight
     n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
