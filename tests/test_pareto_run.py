@@ -89,6 +89,7 @@ def cli(args, cwd):
                           timeout=600)
 
 
+@pytest.mark.slow  # 5-15 s: a process that imports torch
 def test_bad_pareto_config_exits_2_with_one_line(tmp_path):
     proc = cli(["experiment=quickstart", "search.mode=pareto", "search.method=tpe"], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
