@@ -1,5 +1,7 @@
 """The main job: teacher (load or train) -> search (Algorithm 1 or a baseline, students scored by
-proxy training) -> full training of the top k -> the final report.
+proxy training) -> full training of the top k -> the final report. With ``search.mode=pareto`` the
+search is for the front of (accuracy, the objective's cost) (``pareto_problem``), the top k are spread
+along the front, and summary.json, the report and two plots carry the front and its hypervolume.
 
 ``run(cfg, run_dir)`` is what ``python -m nascomp.run`` calls with the composed Hydra config.
 """
@@ -441,7 +443,8 @@ def _search_best(top: Sequence[Record], teacher_params: int) -> dict:
 
 
 def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
-    """Fully train the finalists ``top`` (the search's ``top(final.top_k)``), each from its own proxy
+    """Fully train the finalists ``top`` (the search's ``top(final.top_k)``; in Pareto mode the
+    ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
     weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
     finalist twice); export the best by f. Each finalist's row carries its costs (``COSTS``)."""
     cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher
