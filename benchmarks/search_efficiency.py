@@ -58,6 +58,18 @@ Same CSV columns; ``space`` is ``compression:<teacher>-w<width>-p<proxy epochs>-
 ``objective`` is ``compression`` (f of Eq. 6). The optimum is unknown, so ``regret`` is left empty in
 the CSV; the table's "gap" column is the gap to the best f found by any method and seed in the CSV
 (at any budget), recomputed from the whole CSV each time it is printed.
+
+``--space compression --mode pareto`` is the real-student Pareto benchmark: the same shared teacher,
+space, proxy evaluator and store, the main job's Pareto problem (``nascomp.pipeline.pareto_problem``:
+accuracy and the cost of ``objective=<--cost>``, params | flops | latency | memory, normalised by the
+teacher's, reference point (u, v) = (-0.1, 1.1); latency is measured for every evaluated student on the
+CPU), one Setup per cost (``objective=<cost>``: its own store context), e.g.
+
+    python benchmarks/search_efficiency.py --space compression --mode pareto --cost params \
+        --methods ours,random,nsga2,motpe --seeds 10 --seed-offset 1000 --budgets 40,80,160 --csv F
+
+The CSV has the Pareto columns above; real students have no known true front, so ``hv_regret`` is
+left empty (read as NaN; the table shows "–").
 """
 from __future__ import annotations
 
@@ -193,7 +205,8 @@ def pareto_table(rows: list[dict], budgets: list[int], methods: list[str]) -> st
             cells = [method, str(len({r["seed"] for r in mr}))]
             for key, spread in (("hypervolume", "sd"), ("hv_regret", "se")):
                 for b in budgets:
-                    v = np.array([float(r[key]) for r in mr if int(r["budget"]) == b])
+                    v = np.array([float(r[key]) for r in mr if int(r["budget"]) == b and r[key] not in ("", None)])
+                    v = v[~np.isnan(v)]  # real students: no true front, no regret
                     if len(v) == 0:
                         cells.append("–")
                         continue
@@ -207,13 +220,16 @@ def main_pareto(args) -> None:
     from nascomp.reward import COST_OF
     from nascomp.schema import PARETO_METHODS
 
-    if args.space != "nb201":
-        raise SystemExit("--mode pareto runs on --space nb201 (the real-student Pareto benchmark is not built yet)")
     methods = parse_methods(args.methods)
     for label, _ in methods:
         if label.split("[")[0] not in PARETO_METHODS:
             raise SystemExit(f"--mode pareto: method {label!r} has no Pareto mode; choose from {', '.join(PARETO_METHODS)}")
     costs = args.cost.split(",")
+    if args.space == "compression":
+        for cost in costs:
+            if cost not in COST_OF:
+                raise SystemExit(f"--cost {cost!r}: real students have the costs {', '.join(COST_OF)}")
+        return main_compression_pareto(args, methods, costs)
     for cost in costs:
         if cost not in ("latency", "params"):
             raise SystemExit(f"--cost {cost!r}: NAS-Bench-201's table holds latency and params")
@@ -264,15 +280,16 @@ class CompressionBench:
     """The real compression search: one teacher, space, proxy evaluator and store for every method
     and seed; the store's cache means an architecture is proxy-trained once for the whole benchmark."""
 
-    def __init__(self, args):
+    def __init__(self, args, overrides: list[str] = ()):
+        """``overrides``: for every method's config too (Pareto mode: ``objective=<cost>``)."""
         import torch
 
         from nascomp.pipeline import Setup
 
         torch.set_num_threads(args.threads)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        self.args = args
-        self.setup = Setup.build(compression_config(args, []), Path(args.store).parent)
+        self.args, self.overrides = args, list(overrides)
+        self.setup = Setup.build(compression_config(args, self.overrides), Path(args.store).parent)
         s = self.setup
         print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
               f"{s.teacher_accuracy:.4f}; {len(s.space.removable)} removable layers, {s.space.num_shrink_groups} shrink groups, "
@@ -285,7 +302,7 @@ class CompressionBench:
         from nascomp.store import digest
         from omegaconf import OmegaConf
 
-        cfg = compression_config(self.args, overrides)
+        cfg = compression_config(self.args, self.overrides + overrides)
         cfg.search.T = math.ceil(budget / cfg.search.K) - 1
         config = OmegaConf.to_container(cfg, resolve=True)
         run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": budget,
@@ -308,6 +325,62 @@ class CompressionBench:
                  acq_s=result.seconds.get("acquisition", 0.0) / steps, cached=evaluator.hits)
             for b in budgets
         ]
+
+
+    @functools.cached_property
+    def problem(self):
+        """The Pareto problem of this bench's objective (built once: a latency table times each layer once)."""
+        return self.setup.pareto_problem()
+
+    def run_pareto(self, job: tuple) -> list[dict]:
+        """One method on one seed in Pareto mode: a row per budget with the hypervolume of the first
+        ``budget`` evaluations (the main job's ``pareto_problem``); ``hv_regret`` empty (no true front)."""
+        from nascomp.search import run_search
+
+        label, overrides, dataset, cost, seed, budgets = job
+        cfg, config, run_id = self.run_config(overrides + ["search.mode=pareto"], seed, max(budgets))
+        problem = self.problem
+        evaluator = self.setup.open_run(run_id, resume=True, config=config)
+        result = run_search(self.setup.space, evaluator, cfg, seed, budget=max(budgets), problem=problem)
+        self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
+        self.setup.store.finish_run(run_id)
+        curve = problem.curve(result.history)
+        return [dict(method=label, space=self.args.space_label, dataset=dataset, cost=cost, seed=seed, seed_set=seed_set(seed),
+                     budget=b, hypervolume=float(curve[min(b, len(curve)) - 1]), hv_regret="", cached=evaluator.hits)
+                for b in budgets]
+
+
+def main_compression_pareto(args, methods: list[tuple[str, list[str]]], costs: list[str]) -> None:
+    """``--space compression --mode pareto``: every method and seed for each cost, on one ``CompressionBench``
+    per cost (``objective=<cost>``); rows already in the CSV are not rerun."""
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    args.space_label = f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}"
+    path = Path(args.csv)
+    done = {(r["method"], r["space"], r["dataset"], r["cost"], int(r["seed"])) for r in read_rows(path, PARETO_COLUMNS)}
+    start = time.time()
+    new_file = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PARETO_COLUMNS, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        for cost in costs:
+            jobs = [(label, ov, args.dataset, cost, s, budgets)
+                    for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
+                    if (label, args.space_label, args.dataset, cost, s) not in done]
+            bench = CompressionBench(args, [f"objective={cost}"]) if jobs else None
+            for i, job in enumerate(jobs):
+                rows = bench.run_pareto(job)
+                writer.writerows(rows)
+                fh.flush()
+                print(f"[{cost} {i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: "
+                      "hypervolume " + " ".join(f"{r['hypervolume']:.4f}" for r in rows)
+                      + f" ({rows[0]['cached']} from the store)", flush=True)
+    rows = [r for r in read_rows(path, PARETO_COLUMNS) if r["space"] == args.space_label and r["dataset"] == args.dataset
+            and r["cost"] in costs and r["seed_set"] == seed_set(args.seed_offset)]
+    print(f"\n{seed_set(args.seed_offset)} seeds; {args.space_label}; hypervolume of (accuracy, cost) normalised by the "
+          f"teacher's, reference point {reference_point()} (nascomp.pareto); no true front: no regret")
+    print(pareto_table(rows, budgets, [label for label, _ in methods]))
 
 
 def with_gap(rows: list[dict]) -> list[dict]:
@@ -390,7 +463,8 @@ def main() -> None:
     c.add_argument("--override", action="append", default=[], help="a further Hydra override for every method (repeatable)")
     p.add_argument("--mode", default="single", choices=["single", "pareto"],
                    help="pareto: the front of (accuracy, --cost); methods ours, paper, random, nsga2, motpe")
-    p.add_argument("--cost", default="latency,params", help="--mode pareto: comma list of latency, params (NAS-Bench-201's table)")
+    p.add_argument("--cost", default="latency,params", help="--mode pareto: comma list of latency, params (NAS-Bench-201's "
+                   "table); compression: of params, flops, latency, memory")
     args = p.parse_args()
     if args.mode == "pareto":
         return main_pareto(args)

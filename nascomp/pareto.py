@@ -203,6 +203,12 @@ class ParetoProblem:
         on = front_mask(v, u)
         return sorted((r for r, o in zip(ok, on) if o), key=lambda r: getattr(r, self.cost))
 
+    def spread(self, records, k: int) -> list:
+        """k successful records spread along the front (``spread``), in the order chosen: the finalists
+        of a Pareto run."""
+        ok = [r for r in records if not r.failed]
+        return [ok[i] for i in spread(*self.points(ok), k)] if ok else []
+
 
 class ParetoProposer:
     """Algorithm 1 in Pareto mode: K kernels fitted to normalised accuracy (``KernelProposer.fit``),

@@ -1,5 +1,7 @@
 """The main job: teacher (load or train) -> search (Algorithm 1 or a baseline, students scored by
-proxy training) -> full training of the top k -> the final report.
+proxy training) -> full training of the top k -> the final report. With ``search.mode=pareto`` the
+search is for the front of (accuracy, the objective's cost) (``pareto_problem``), the top k are spread
+along the front, and summary.json, the report and two plots carry the front and its hypervolume.
 
 ``run(cfg, run_dir)`` is what ``python -m nascomp.run`` calls with the composed Hydra config.
 """
@@ -10,7 +12,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,12 +24,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nascomp import data, teachers
 from nascomp.compression_space import Candidate, CompressionSpace
 from nascomp.config import group
-from nascomp.cost import COSTS, Meter, check_device
+from nascomp.cost import COSTS, LatencyTable, Meter, check_device, memory_mb
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
+from nascomp.pareto import REFERENCE, ParetoProblem, Scale
 from nascomp.proxy_evaluator import ProxyEvaluator
-from nascomp.report import history_rows, plot, table, write_history, write_report, write_summary
+from nascomp.report import history_rows, plot, plot_pareto, table, write_history, write_report, write_summary
 from nascomp.reward import Objective, RewardRow
 from nascomp.schema import KERNEL_METHODS
 from nascomp.search import Record, run_search
@@ -174,6 +177,14 @@ class Setup:
             raise StartupError(str(exc)) from exc
         return cls(cfg, config, dataset, teacher, teacher_acc, graph, space, store, context, proxy, transfer, objective)
 
+    def pareto_problem(self) -> ParetoProblem:
+        """The Pareto problem of ``search.mode=pareto`` (``pareto_problem``) for this run's objective;
+        a teacher that cannot scale it is a ``StartupError``."""
+        try:
+            return pareto_problem(self.objective, self.graph)
+        except ValueError as exc:
+            raise StartupError(f"search.mode=pareto: {exc}") from exc
+
     def proxy_weights(self, arch: Candidate, f: float) -> dict:
         """The proxy-trained weights of ``arch`` (proxy f ``f``): from the store, else proxy-trained
         again. The store keeps the weights of the best ``final.top_k`` students of a context, and runs
@@ -207,6 +218,58 @@ class Setup:
             log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, self.store.path,
                      self.store.count(self.context), len(self.store.inflight(run_id)))
         return StoredEvaluator(self.proxy, self.store, run_id, self.context)
+
+
+def pareto_problem(objective: Objective, teacher: ArchGraph) -> ParetoProblem:
+    """``search.mode=pareto`` on real students: the front of (validation accuracy up, the objective's
+    cost down; ``objective.name`` params | flops | latency | memory), normalised by the teacher
+    (``nascomp.pareto.Scale``: accuracy over [0, teacher accuracy], cost over [0, teacher cost]), with
+    the teacher's (accuracy, cost) as the reference architecture every kernel holds.
+
+    The cost of an unevaluated candidate (``ParetoProblem.cost_of``, what the acquisition scores with):
+        num_params, flops   exact, from the candidate's graph (no model is built)
+        memory_mb           exact as ``nascomp.cost.memory_mb`` defines it: computed from the graph's shapes
+        latency_ms          predicted by a per-layer ``LatencyTable`` (the meter's own one with
+                            ``objective.latency_table=true``, else one kept here), scaled by the
+                            teacher's measured / predicted latency so that the teacher's prediction is its
+                            measured figure: timing every one of the acquisition's thousands of candidates
+                            would cost more than the search, the table times each distinct layer once.
+    An evaluated student's cost is always its recorded one (``Record.latency_ms``: measured, as the
+    objective measures it), so the front and its hypervolume hold measured figures only."""
+    meter, cost = objective.meter, objective.cost
+    teacher_cost = float(getattr(objective.teacher_costs, cost))
+    scale = Scale(0.0, objective.teacher_accuracy, 0.0, teacher_cost)  # ValueError: a teacher of accuracy 0
+    if cost == "num_params":
+        cost_of = lambda arch: float(arch.graph.num_params)  # noqa: E731
+    elif cost == "flops":
+        cost_of = lambda arch: float(arch.graph.flops)  # noqa: E731
+    elif cost == "memory_mb":
+        cost_of = lambda arch: memory_mb(arch.graph, meter.batch_size)  # noqa: E731
+    else:
+        latency = meter.table or LatencyTable(meter.device, meter.batch_size, meter.warmup, meter.repeats)
+        calibration = teacher_cost / latency.predict(teacher)
+        cost_of = lambda arch: calibration * latency.predict(arch.graph)  # noqa: E731
+    return ParetoProblem(cost, cost_of, scale, reference=(objective.teacher_accuracy, teacher_cost))
+
+
+def pareto_summary(problem: ParetoProblem, history: Sequence[Record], finalists: Sequence[Record], name: str) -> dict:
+    """``summary.json``'s ``pareto``: the objective ``name`` and its cost, the scale, the reference
+    point, the teacher, the hypervolume after each evaluation (``curve``) and at the end, and the front
+    of the evaluated students (cost ascending; proxy accuracy) with each one's history index,
+    normalised (u, v), every cost and whether it is a finalist."""
+    index = {id(r): i for i, r in enumerate(history)}
+    chosen = {r.arch.key for r in finalists}
+    front = []
+    for r in problem.front(history):
+        v, u = problem.points([r])
+        front.append({"index": index[id(r)], "key": r.arch.key, "accuracy": r.accuracy, "cost": getattr(r, problem.cost),
+                      "f": r.f, "u": float(u[0]), "v": float(v[0]), **{c: getattr(r, c) for c in COSTS},
+                      "finalist": r.arch.key in chosen})
+    curve = problem.curve(history)
+    return {"objective": name, "cost": problem.cost, "hypervolume": problem.hypervolume(history),
+            "curve": [float(h) for h in curve], "scale": asdict(problem.scale),
+            "reference_point": {"u": REFERENCE[0], "v": REFERENCE[1]},
+            "teacher": {"accuracy": problem.reference[0], "cost": problem.reference[1]}, "front": front}
 
 
 def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKernels | None:
@@ -260,6 +323,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise StartupError(str(exc)) from exc
     setup = Setup.build(cfg, run_dir)
     teacher_acc, graph, store = setup.teacher_accuracy, setup.graph, setup.store
+    problem = setup.pareto_problem() if cfg.search.mode == "pareto" else None
     evaluator = setup.open_run(run_id, cfg.store.resume)
     tracker = make_tracker(cfg.logger, run_dir, setup.config)
     try:
@@ -267,12 +331,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                       transient=False) as progress:
             budget = cfg.search.budget or cfg.search.K * (cfg.search.T + 1)
             budget = cfg.search.K if cfg.kernel.transfer_mode == "zero_shot" else budget
-            steps = StepLog(tracker, progress, -(-budget // cfg.search.K))
+            steps = StepLog(tracker, progress, -(-budget // cfg.search.K), problem)
             kernel_options = {"transfer": setup.transfer,
                               "on_fit": lambda step, state, data: store.save_kernels(run_id, step, state, data)} if cfg.search.method in KERNEL_METHODS else {}
             result = run_search(setup.space, evaluator, cfg, seed=cfg.seed,
                                 before_step=lambda step, state: record_or_check_rng(store, run_id, step, state),
-                                after_step=steps, **kernel_options)
+                                after_step=steps, problem=problem, **kernel_options)
         store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
         log.info("search done: %d evaluations, %d from the store's cache", len(result.history), evaluator.hits)
         search_seconds = time.perf_counter() - started
@@ -282,7 +346,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         tracker.log_history(rows)
 
         final_start = time.perf_counter()
-        finalists = final_training(setup, result.top(cfg.final.top_k), run_dir)
+        # Pareto mode: the finalists spread along the front (nascomp.pareto.spread), else the best by f
+        top = problem.spread(result.history, cfg.final.top_k) if problem is not None else result.top(cfg.final.top_k)
+        finalists = final_training(setup, top, run_dir)
         teacher_row = {**RewardRow.scored(teacher_acc, graph.num_params, objective.reference_f, graph.num_params).as_dict(),
                        **objective.teacher_costs.as_dict()}
         best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params)
@@ -299,8 +365,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                         "total": time.perf_counter() - started},
             "config": setup.config,
         }
+        if problem is not None:
+            summary["pareto"] = pareto_summary(problem, result.history, top, objective.name)
         write_summary(summary, run_dir)
         plots = plot(rows, teacher_row, run_dir)
+        if problem is not None:
+            plots |= plot_pareto(summary["pareto"], rows, run_dir)
         write_report(summary, plots, run_dir)
         tracker.log_summary(summary)
         tracker.log_students({"best": run_dir / "best_student"} if (run_dir / "best_student").is_dir() else {})
@@ -315,22 +385,28 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 class StepLog:
     """``after_step`` of the search: logs each step (one line), advances the progress bar and tells
-    the tracker the step's records and the best f so far."""
+    the tracker the step's records and the best f so far; in Pareto mode (``problem``) also the
+    hypervolume of every student so far (``search/hypervolume``)."""
 
-    def __init__(self, tracker: Tracker, progress: Progress | None, total_steps: int):
-        self.tracker, self.progress = tracker, progress
+    def __init__(self, tracker: Tracker, progress: Progress | None, total_steps: int, problem: ParetoProblem | None = None):
+        self.tracker, self.progress, self.problem = tracker, progress, problem
         self.best, self.count = float("-inf"), 0
+        self.records: list[Record] = []
         self.task = progress.add_task("search", total=total_steps) if progress else None
 
     def __call__(self, step: int, records: list[Record]) -> None:
         ok = [r.f for r in records if not r.failed]
         self.count += len(records)
         self.best = max([self.best, *ok])
-        log.info("step %d: %d evaluated (%d failed), best f in step %.4f, best f so far %.4f",
-                 step, self.count, len(records) - len(ok), max(ok, default=float("nan")), self.best)
-        self.tracker.log_step(step, records, self.best)
+        self.records += records
+        extra = {"hypervolume": self.problem.hypervolume(self.records)} if self.problem else {}
+        log.info("step %d: %d evaluated (%d failed), best f in step %.4f, best f so far %.4f%s",
+                 step, self.count, len(records) - len(ok), max(ok, default=float("nan")), self.best,
+                 f", hypervolume {extra['hypervolume']:.4f}" if extra else "")
+        self.tracker.log_step(step, records, self.best, extra or None)
         if self.progress:
-            self.progress.update(self.task, advance=1, description=f"search  best f {self.best:.4f}")
+            what = f"hypervolume {extra['hypervolume']:.4f}" if extra else f"best f {self.best:.4f}"
+            self.progress.update(self.task, advance=1, description=f"search  {what}")
 
 
 def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) -> None:
@@ -367,7 +443,8 @@ def _search_best(top: Sequence[Record], teacher_params: int) -> dict:
 
 
 def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
-    """Fully train the finalists ``top`` (the search's ``top(final.top_k)``), each from its own proxy
+    """Fully train the finalists ``top`` (the search's ``top(final.top_k)``; in Pareto mode the
+    ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
     weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
     finalist twice); export the best by f. Each finalist's row carries its costs (``COSTS``)."""
     cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher

@@ -3,7 +3,10 @@ cost: num_params, flops, latency_ms, memory_mb), ``summary.json`` (teacher, best
 columns and the costs, the objective, the config), three plots and ``report.md`` embedding them.
 
 Plots (paper Figures 1-2): f(x) against evaluation index with the best so far; the histogram of
-f(x); accuracy against parameters with the Pareto front and the teacher marked.
+f(x); accuracy against parameters with the Pareto front and the teacher marked. A Pareto run
+(``search.mode=pareto``) adds the front of (accuracy, its cost) with the teacher and the finalists
+marked (``pareto_front.png``), the hypervolume against evaluations (``hypervolume.png``) and the
+front as a table in the report (``summary.json``'s ``pareto``).
 """
 from __future__ import annotations
 
@@ -88,6 +91,52 @@ def plot(rows: list[dict], teacher: dict, out_dir: Path) -> dict[str, str]:
     return files
 
 
+COST_LABELS = {"num_params": "parameters", "flops": "FLOPs (multiply-accumulates)", "latency_ms": "latency (ms)",
+               "memory_mb": "memory (MiB)"}
+
+
+def plot_pareto(pareto: dict, rows: list[dict], out_dir: Path) -> dict[str, str]:
+    """A Pareto run's two PNGs from ``summary.json``'s ``pareto`` and the history rows: accuracy
+    against the cost (every student, the front, the finalists, the teacher) and the hypervolume after
+    each evaluation; returns {name: file name}."""
+    cost, label = pareto["cost"], COST_LABELS[pareto["cost"]]
+    files = {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ok = [r for r in rows if not r["error"]]
+    if ok:
+        ax.scatter([float(r[cost]) for r in ok], [r["accuracy"] for r in ok], s=10, alpha=0.4, label="students")
+    front = pareto["front"]
+    if front:
+        ax.step([p["cost"] for p in front], [p["accuracy"] for p in front], where="post", color="C2", marker="o", ms=4,
+                label="front")
+    chosen = [p for p in front if p["finalist"]]
+    if chosen:
+        ax.scatter([p["cost"] for p in chosen], [p["accuracy"] for p in chosen], s=80, facecolors="none", edgecolors="C1",
+                   label="finalists")
+    ax.scatter([pareto["teacher"]["cost"]], [pareto["teacher"]["accuracy"]], marker="*", s=150, color="C3", label="teacher")
+    ax.set_xscale("log")
+    ax.set(xlabel=label, ylabel="validation accuracy (proxy)", title=f"Front of accuracy and {label}")
+    ax.legend(loc="lower right")
+    files["pareto_front"] = _save(fig, out_dir / "pareto_front.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curve = pareto["curve"]
+    ax.plot(range(1, len(curve) + 1), curve, color="C0")
+    ax.set(xlabel="evaluations", ylabel="hypervolume", title=f"Hypervolume of (accuracy, {label}), normalised by the teacher")
+    files["hypervolume"] = _save(fig, out_dir / "hypervolume.png")
+    return files
+
+
+def front_table(pareto: dict) -> str:
+    """Markdown: the front of a Pareto run, cost ascending."""
+    cost = pareto["cost"]
+    lines = [f"| # | key | accuracy | {COST_LABELS[cost]} | u | v | f(x) | finalist |", "|---|---|---|---|---|---|---|---|"]
+    for p in pareto["front"]:
+        lines.append(f"| {p['index']} | `{p['key'][:12]}` | {100 * p['accuracy']:.2f}% | {p['cost']:.4g} | {p['u']:.4f} | "
+                     f"{p['v']:.4f} | {p['f']:.4f} | {'yes' if p['finalist'] else ''} |")
+    return "\n".join(lines)
+
+
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -129,6 +178,16 @@ def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
             text.append(f"| `{r['key'][:12]}` | {100 * r['accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
                         f"{r['num_params'] / 1e6:.4g}M | {r['f']:.4f} | {_costs(r)} |")
         text.append("")
+    if summary.get("pareto"):
+        pareto = summary["pareto"]
+        ref = pareto["reference_point"]
+        text += ["## Pareto front", "",
+                 f"{len(pareto['front'])} students on the front of (validation accuracy, {COST_LABELS[pareto['cost']]}); "
+                 f"hypervolume {pareto['hypervolume']:.4f} of (u, v) = (accuracy / teacher accuracy, cost / teacher cost) "
+                 f"against the reference point (u, v) = ({ref['u']}, {ref['v']}); finalists spread along the front.", "",
+                 front_table(pareto), "",
+                 f"![Front of accuracy and cost]({plots['pareto_front']})", "",
+                 f"![Hypervolume against evaluations]({plots['hypervolume']})", ""]
     for title, name in (("Reward along the search", "f_vs_index"), ("Histogram of f(x)", "f_histogram"),
                         ("Accuracy against parameters", "accuracy_vs_params")):
         text += [f"## {title}", "", f"![{title}]({plots[name]})", ""]

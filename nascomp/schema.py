@@ -323,6 +323,9 @@ def check_mode(cfg: Any) -> None:
     if mode == "single" and method in PARETO_ONLY:
         raise ConfigError(f"search.method={method} is a multi-objective baseline: add search.mode=pareto "
                           f"(or choose a single-objective method)")
+    if mode == "pareto" and method in KERNEL_METHODS and cfg.kernel.transfer_mode == "zero_shot":
+        raise ConfigError("kernel.transfer_mode=zero_shot proposes the source kernels' maximisers of f, not points of a "
+                          "front; with search.mode=pareto use kernel.transfer_mode=search")
     caps = [k for k, v in cfg.objective.constraint.items() if v is not None]
     if mode == "pareto" and caps:
         raise ConfigError(f"search.mode=pareto searches the front of (accuracy, {cfg.objective.name}) and takes no caps; "

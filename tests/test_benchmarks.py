@@ -36,6 +36,31 @@ def test_compression_benchmark_cli(tmp_path):
     assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 4 and "| ours | 1 |" in again.stdout
 
 
+@pytest.mark.slow
+def test_compression_pareto_benchmark_cli(tmp_path):
+    """``--space compression --mode pareto``: the Pareto columns, no regret (no true front), the first K
+    students shared by every method (the same hypervolume at budget K), the hypervolume non-decreasing."""
+    out = tmp_path / "p.csv"
+    cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--mode", "pareto", "--cost", "flops", "--dataset", "digits",
+           "--methods", "ours,random,nsga2", "--seeds", "1", "--budgets", "2,4", "--K", "2", "--samples", "20",
+           "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
+           "--csv", str(out), "--store", str(tmp_path / "store.sqlite")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with out.open() as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["method", "space", "dataset", "cost", "seed", "seed_set", "budget", "hypervolume", "hv_regret"]
+        rows = list(reader)
+    assert [(r["method"], int(r["budget"])) for r in rows] == [(m, b) for m in ("ours", "random", "nsga2") for b in (2, 4)]
+    assert all(r["space"] == "compression:small_resnet-w0.5-p1-K2" and r["cost"] == "flops" and r["hv_regret"] == ""
+               for r in rows)
+    hv = {(r["method"], int(r["budget"])): float(r["hypervolume"]) for r in rows}
+    assert len({hv[m, 2] for m in ("ours", "random", "nsga2")}) == 1 and hv["ours", 2] > 0
+    assert all(hv[m, 2] <= hv[m, 4] for m in ("ours", "random", "nsga2"))
+    assert "| method | seeds | HV @2 | HV @4 | HV regret @2 | HV regret @4 |" in res.stdout and "| ours | 1 |" in res.stdout
+
+
 def test_read_rows_refuses_another_header(tmp_path):
     sys.path.insert(0, str(SCRIPT.parent))
     try:

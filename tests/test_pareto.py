@@ -157,6 +157,8 @@ def test_pareto_search_on_nb201(space, method):
     (["search.method=nsga2"], "search.method=nsga2 is a multi-objective baseline: add search.mode=pareto"),
     (["search.mode=pareto", "objective.constraint.flops=1e6"], "search.mode=pareto searches the front of (accuracy, params) and takes no caps"),
     (["search.mode=pareto", "search.method=nsga2", "search.nsga2.population_size=1"], "search.nsga2.population_size: 1 is out of range (must be >= 2)"),
+    (["search.mode=pareto", "kernel.transfer_mode=zero_shot", "kernel.transfer_from=runs/source"],
+     "kernel.transfer_mode=zero_shot proposes the source kernels' maximisers of f, not points of a front; with search.mode=pareto use kernel.transfer_mode=search"),
 ])
 def test_bad_pareto_config_is_refused(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
