@@ -518,12 +518,12 @@ def test_upsample_and_interpolate_preserve_channels():
 
 
 def test_an_opaque_layer_counts_the_convs_inside_it_as_fvcore_does():
-    from test_cost import fvcore_count
+    from benchmarks.costs import fvcore_ops
 
     torch.manual_seed(0)
     model = _Custom().eval()
     graph = ArchGraph.from_module(model, (3, 8, 8))
     (branchy,) = [l for l in graph.layers if l.attrs.get("construct") == "_Branchy"]
     assert branchy.flops == 8 * 8 * 9 * 8 * 8  # its 3x3 conv, 8 -> 8 channels, at 8x8
-    ops = fvcore_count(model, (3, 8, 8))
+    ops = fvcore_ops(model, (3, 8, 8))
     assert graph.flops == ops["conv"] + ops["linear"]
