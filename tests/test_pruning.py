@@ -43,10 +43,18 @@ def test_prune_lands_just_below_the_target_and_keeps_the_classes(setup, importan
     with torch.no_grad():
         assert pruned.eval()(x).shape == teacher(x).shape == (16, 10)
     assert pruned.linear.out_features == 10 and pruned.linear.in_features < teacher.linear.in_features
-    # the copy holds the teacher's surviving weights: each kept stem filter is one of the teacher's
-    kept, full = pruned.stem[0].weight.detach(), teacher.stem[0].weight.detach()
-    assert kept.shape[0] < full.shape[0]
+    # the copy holds the teacher's surviving weights: each kept column of the classifier is one of the
+    # teacher's (its inputs were pruned, above), and so is each kept filter of a conv whose inputs were
+    # all kept (the stem at least; which layers lose channels depends on the trained weights)
+    kept, full = pruned.linear.weight.detach().T, teacher.linear.weight.detach().T
     assert all(any(torch.equal(k, f) for f in full) for k in kept)
+    convs = dict(teacher.named_modules())
+    whole_inputs = [(m.weight.detach(), convs[name].weight.detach()) for name, m in pruned.named_modules()
+                    if isinstance(m, torch.nn.Conv2d) and m.in_channels == convs[name].in_channels]
+    assert whole_inputs  # the stem
+    assert all(any(torch.equal(k, f) for f in full) for kept, full in whole_inputs for k in kept)
+    assert sum(m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)) < \
+        sum(m.out_channels for m in teacher.modules() if isinstance(m, torch.nn.Conv2d))
     assert all(p.requires_grad for p in pruned.parameters())
 
 
