@@ -4,9 +4,15 @@
 ``load_student`` trusts neither file: the graph is validated (``ArchGraph.validate``) and its key
 recomputed and compared with the one ``save_student`` wrote, so an edited architecture (a layer's
 type, an input index, a shape) is refused with ``StudentFileError`` instead of loading into a
-network that computes something else."""
+network that computes something else.
+
+An opaque layer (``nascomp.graph``: a construct the space keeps whole) computes with the teacher's
+own code, which JSON cannot hold: a student with opaque layers loads with its teacher,
+``load_student(path, teacher=model)``, which is traced again for those layers' computations (the
+weights still come from ``weights.pt``)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,8 +41,9 @@ def save_student(path: str | Path, graph: ArchGraph, module: nn.Module) -> Path:
     return path
 
 
-def load_student(path: str | Path) -> GraphNet:
-    """Rebuild a saved student (architecture + weights) in one call."""
+def load_student(path: str | Path, teacher: nn.Module | None = None) -> GraphNet:
+    """Rebuild a saved student (architecture + weights) in one call. ``teacher``: the network the
+    student was searched from, needed only when the student has opaque layers (module docstring)."""
     path = Path(path)
     arch_file, weights_file = path / ARCHITECTURE_FILE, path / WEIGHTS_FILE
     for f in (arch_file, weights_file):
@@ -61,6 +68,7 @@ def load_student(path: str | Path) -> GraphNet:
         raise StudentFileError(f"{str(arch_file)!r} records key {doc.get('key')!r} but its layers hash to "
                                f"{graph.key!r}: the architecture was edited after saving (a layer's type, inputs, "
                                f"shapes or attrs) and no longer matches {WEIGHTS_FILE}; {resave}")
+    graph = _with_opaque_modules(graph, teacher, arch_file)
     net = graph.build()
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
@@ -70,6 +78,26 @@ def load_student(path: str | Path) -> GraphNet:
     except Exception as exc:
         raise StudentFileError(f"{str(weights_file)!r} cannot be read as a weights-only state_dict: {exc}") from exc
     return net
+
+
+def _with_opaque_modules(graph: ArchGraph, teacher: nn.Module | None, arch_file: Path) -> ArchGraph:
+    """``graph`` whose opaque layers compute what the same-named opaque layers of ``teacher``'s graph do."""
+    opaque = [layer for layer in graph.layers if layer.opaque]
+    if not opaque:
+        return graph
+    names = ", ".join(sorted({layer.attrs.get("construct", "?") for layer in opaque}))
+    if teacher is None:
+        raise StudentFileError(f"{str(arch_file)!r} has {len(opaque)} opaque layer(s) ({names}) that compute with the "
+                               "teacher's own code: pass the teacher it was searched from, load_student(path, teacher=model)")
+    traced = {layer.name: layer for layer in ArchGraph.from_module(teacher, graph.input_shape).layers if layer.opaque}
+    missing = [layer.name for layer in opaque if layer.name not in traced
+               or traced[layer.name].attrs.get("construct") != layer.attrs.get("construct")]
+    if missing:
+        raise StudentFileError(f"the teacher given has no opaque layer {missing[0]!r} "
+                               f"({next(l.attrs.get('construct') for l in opaque if l.name == missing[0])}) as "
+                               f"{str(arch_file)!r} records: pass the teacher the student was searched from")
+    layers = [dataclasses.replace(layer, module=traced[layer.name].module) if layer.opaque else layer for layer in graph.layers]
+    return ArchGraph(layers, graph.input_shape, graph.output)
 
 
 def export_onnx(module: GraphNet, path: str | Path, opset: int = 18) -> Path:

@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from nascomp import ArchGraph, CompressionSpace, GraphError
+from nascomp import ArchGraph, CompressionSpace, GraphError, load_student
 
 
 class _Clip(torch.autograd.Function):
@@ -88,6 +88,29 @@ def test_a_construct_nothing_understands_is_kept_whole_and_the_rest_searches():
     kept = [m for m in net.modules() if isinstance(m, _Branchy)][0]
     assert torch.equal(kept.conv.weight, model.branchy.conv.weight)
     assert kept.conv.weight.data_ptr() != model.branchy.conv.weight.data_ptr()
+
+
+def test_a_student_with_opaque_layers_saves_and_loads_with_its_teacher(tmp_path):
+    from nascomp.export import StudentFileError
+
+    torch.manual_seed(0)
+    model = _Custom().eval()
+    space = CompressionSpace(ArchGraph.from_module(model, (3, 8, 8)), shrink_groups="structural")
+    cand = next(c for c in map(lambda seed: space.sample(seed=seed), range(50)) if len(c.graph.opaque["constructs"]) == 2)
+    net = cand.build(model, inherit="l1").eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(1.5)  # trained away from the teacher
+    cand.save(tmp_path / "s", net)
+    with pytest.raises(StudentFileError, match=r"2 opaque layer\(s\) \(_Branchy, _clip\).*load_student\(path, teacher=model\)"):
+        load_student(tmp_path / "s")
+    with pytest.raises(StudentFileError, match="the teacher given has no opaque layer"):
+        load_student(tmp_path / "s", teacher=nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()))
+    loaded = load_student(tmp_path / "s", teacher=model).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))  # the student's weights (not the teacher's), the teacher's code
+        assert not torch.equal(loaded(x), space.reference.build(model).eval()(x))
 
 
 class _Untraceable(nn.Module):
