@@ -296,6 +296,7 @@ _FUNCTIONS: dict[Any, str] = {
     F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
     torch.mean: "mean", operator.mul: "gate", torch.mul: "gate", F.interpolate: "upsample",
 }
+_KIN = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)  # parametric layers whose subclasses are read as them (_Tracer._kin)
 LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm", "slice"}
 SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
 _CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle", "upsample"})
@@ -330,7 +331,10 @@ class _LeafOnFailure(fx.Tracer):
         self.leaves: dict[str, str] = {}
 
     def is_leaf_module(self, m: nn.Module, path: str) -> bool:
-        return path in self.leaves or super().is_leaf_module(m, path)
+        # a subclass of a parametric torch.nn layer (timm's BatchNormAct2d, Linear) is a leaf: traced
+        # through, it reads its own parameters outside a module, and a norm bakes in the trace-time
+        # self.training (and would update its statistics while shapes are propagated). See _Tracer._kin.
+        return path in self.leaves or isinstance(m, _KIN) or super().is_leaf_module(m, path)
 
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
@@ -419,7 +423,9 @@ class _Tracer:
                     layer = self._opaque(node, value, gm, str(exc))
                 if layer is None:  # an alias (x.contiguous())
                     continue
-                layers.append(layer)
+                for k, part in enumerate(layer if isinstance(layer, list) else [layer]):  # a chain: each reads the last
+                    layers.append(part if k == 0 else Layer(part.name, part.type, (len(layers) - 1,), part.in_shape,
+                                                            part.out_shape, part.attrs, part.target))
                 value[node] = len(layers) - 1
         if output is None or output < 0:
             raise GraphError("the network's output is not a layer")
@@ -431,7 +437,9 @@ class _Tracer:
         return (node.op != "get_attr" and hasattr(meta, "shape") and len(meta.shape) >= 2
                 and meta.shape[0] == self.BATCH)
 
-    def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | None:
+    def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | list[Layer] | None:
+        """The layer ``node`` is (a list: a chain of layers, each reading the one before), None for an
+        alias of its input; ``_NotUnderstood`` where the search space has no layer type for it."""
         if node in self.region and node.args[0] in value:
             return self._channels_last_layer(node, value[node.args[0]], called)
         sliced = _channel_slice(node)
@@ -441,19 +449,26 @@ class _Tracer:
             if out_shape != (stop - start,) + in_shape[1:]:
                 raise _NotUnderstood(f"node {node.name!r} takes shape {out_shape} of {in_shape}, not channels {start}..{stop}")
             return Layer(node.name, "slice", (value[x],), in_shape, out_shape, {"start": start, "stop": stop}, "")
+        if node.op == "call_module" and type(self.modules[node.target]) not in _KIN \
+                and isinstance(self.modules[node.target], _KIN) and node.args and node.args[0] in value:
+            return self._kin(node, value[node.args[0]], called)
         try:
             kind, attrs, target = self._classify(node, called)
         except GraphError as exc:
             raise _NotUnderstood(str(exc)) from exc
         tensor_inputs = [a for a in node.all_input_nodes if a in value]
-        params = [a for a in node.all_input_nodes if a.op == "get_attr"]
+        # a parameter, or a parameter reshaped (timm's x.mul(gamma.reshape(1, -1, 1, 1)))
+        params = [a for a in node.all_input_nodes if a.op == "get_attr" or (
+            a.target in _RESHAPES and isinstance(a.args[0], fx.Node) and a.args[0].op == "get_attr"
+            and all(isinstance(d, int) for d in a.args[1:]) and not a.kwargs)]
         if kind == "gate" and len(tensor_inputs) == 1 and len(params) == 1:  # x * gamma: layer scale
             shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:])
-            gamma = params[0].meta["tensor_meta"].shape
-            if len(shape) != 3 or tuple(gamma) not in ((shape[0], 1, 1), (1, shape[0], 1, 1)) or \
-                    not isinstance(self._attr(params[0].target), nn.Parameter):
-                raise _NotUnderstood(f"node {node.name!r} scales {shape} by a tensor of shape {tuple(gamma)}")
-            return Layer(node.name, "scale", (value[tensor_inputs[0]],), shape, shape, {"shape": tuple(gamma)}, params[0].target)
+            gamma = tuple(params[0].meta["tensor_meta"].shape)
+            source = params[0] if params[0].op == "get_attr" else params[0].args[0]
+            if len(shape) != 3 or gamma not in ((shape[0], 1, 1), (1, shape[0], 1, 1)) or \
+                    not isinstance(self._attr(source.target), nn.Parameter):
+                raise _NotUnderstood(f"node {node.name!r} scales {shape} by a tensor of shape {gamma}")
+            return Layer(node.name, "scale", (value[tensor_inputs[0]],), shape, shape, {"shape": gamma}, source.target)
         if kind == "alias" and len(tensor_inputs) == 1:
             value[node] = value[tensor_inputs[0]]
             return None
@@ -486,6 +501,60 @@ class _Tracer:
         if kind == "batchnorm" and (len(in_shape) not in (1, 3) or len(in_shape) != len(out_shape)):
             raise _NotUnderstood(f"node {node.name!r}: a batch norm on shape {in_shape}")
         return Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target)
+
+    def _kin(self, node: fx.Node, source: int, called: dict) -> list[Layer]:
+        """A subclass of Conv2d, Linear or BatchNorm2d with a forward of its own, understood as what it
+        computes: its base layer (timm's Linear, which calls F.linear on its own parameters), or, for a
+        BatchNorm2d with ``drop`` and ``act`` submodules (timm's BatchNormAct2d and kin), a batchnorm on
+        its parameters and statistics, then the dropout and the activation as layers of their own (an
+        Identity left out). Either reading is checked on a random input in eval mode against the module
+        itself (a subclass computing anything else, Conv2dSame's padding say, is not understood and is
+        kept whole), and the activation must be one the space has a type for."""
+        mod = self.modules[node.target]
+        shape = _shape(node.args[0])
+        base = next(b for b in _KIN if isinstance(mod, b))
+        kind = _MODULE_TYPES[base]
+        if node.target in called:
+            raise _NotUnderstood(f"module {node.target!r} is called more than once; weight sharing is not supported")
+        where = f"module {node.target!r} of type {type(mod).__name__}"
+        parts = [(name, getattr(mod, name, None)) for name in ("drop", "act")] if kind == "batchnorm" else []
+        if not all(isinstance(p, nn.Module) for _, p in parts) or len(shape or ()) != (2 if kind == "linear" else 4):
+            raise _NotUnderstood(f"{where} is not read as {base.__name__}{' -> drop -> act' if parts else ''} "
+                                 f"on shape {shape}")
+        layers = [Layer(node.name, kind, (source,), shape[1:], _shape(node)[1:] if not parts else shape[1:],
+                        _module_attrs(kind, mod, node.target), node.target)]
+        for name, part in parts:
+            part_kind = _MODULE_TYPES.get(type(part))
+            if part_kind == "identity":
+                continue
+            if part_kind not in ACTIVATIONS + ("dropout", "droppath"):
+                raise _NotUnderstood(f"{where}: its {name} ({type(part).__name__}) is not an activation or dropout "
+                                     "the space has a type for")
+            layers.append(Layer(f"{node.name}_{name}", part_kind, (source,), shape[1:], shape[1:],
+                                _module_attrs(part_kind, part, f"{node.target}.{name}"), ""))
+
+        def reading(x):
+            x = base.forward(mod, x)
+            for _, part in parts:
+                x = part(x)
+            return x
+
+        modes = {m: m.training for m in mod.modules()}
+        try:
+            mod.eval()
+            with torch.no_grad():
+                x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+                y, z = mod(x), reading(x)
+                same = y.shape == z.shape and torch.allclose(y, z, rtol=1e-4, atol=1e-5)
+        except Exception as exc:
+            raise _NotUnderstood(f"{where} does not run on shape {shape}: {exc}") from exc
+        finally:
+            for m, training in modes.items():
+                m.training = training
+        if not same:
+            raise _NotUnderstood(f"{where} does not compute what {' -> '.join([base.__name__] + [n for n, _ in parts])} does")
+        called[node.target] = node.name
+        return layers
 
     def _channels_last_layer(self, node: fx.Node, source: int, called: dict) -> Layer:
         """A layer between permute(0, 2, 3, 1) and permute(0, 3, 1, 2), as its channels-first equal:

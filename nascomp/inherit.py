@@ -136,7 +136,7 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
             if dst.bias is not None:
                 dst.bias.copy_(src.bias[out_idx])
         elif layer.type == "scale":
-            dst.weight.copy_(src[out_idx] if src.dim() == 3 else src[:, out_idx])
+            dst.weight.copy_(src.flatten()[out_idx].view_as(dst.weight))  # gamma (C,), (C, 1, 1) or (1, C, 1, 1)
         elif layer.type == "channel_norm":
             dst.weight.copy_(src.weight[out_idx])
             dst.bias.copy_(src.bias[out_idx])

@@ -1,0 +1,88 @@
+"""timm, the most used CNN library: its layers read as the space's own, and its families trace and search.
+
+timm's BatchNormAct2d (batch norm, dropout and activation in one module, calling F.batch_norm on its
+own parameters) is a batchnorm layer and an activation; its Linear is a linear layer; a subclass that
+computes something else (Conv2dSame's padding) is kept whole. The slow tier runs the torchvision zoo's
+checks (``test_zoo.check``) on one small member of each timm CNN family.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nascomp import ArchGraph, CompressionSpace
+from nascomp.compression_space import Candidate
+from test_zoo import check
+
+timm = pytest.importorskip("timm")
+from timm.layers import BatchNormAct2d, Conv2dSame, Linear  # noqa: E402
+
+
+class _NormActNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = BatchNormAct2d(8, act_layer=nn.SiLU)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = BatchNormAct2d(8, act_layer=nn.ReLU)
+        self.same = Conv2dSame(8, 8, 3, stride=2)  # TF "same" padding, computed in forward: not a Conv2d
+        self.head = Linear(8, 5)
+
+    def forward(self, x):
+        x = self.same(self.bn2(self.conv2(self.bn(self.conv(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_timm_batchnormact_is_a_batchnorm_and_an_activation_and_compresses():
+    torch.manual_seed(0)
+    model = _NormActNet().eval()
+    for bn in (model.bn, model.bn2):
+        bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.normal_(0, 0.1)
+        bn.running_mean.normal_(0, 0.1), bn.running_var.uniform_(0.5, 2.0)
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    assert [(l.type, l.target) for l in graph.layers] == [
+        ("conv", "conv"), ("batchnorm", "bn"), ("silu", ""), ("conv", "conv2"), ("batchnorm", "bn2"), ("relu", ""),
+        ("opaque", ""), ("mean", ""), ("linear", "head")]
+    assert graph.layers[1].attrs == {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}
+    assert graph.opaque == {"params": 8 * 8 * 9 + 8, "share": pytest.approx(584 / graph.num_params),
+                            "constructs": {"Conv2dSame": 1}}
+    assert graph.num_params == sum(p.numel() for p in model.parameters())
+    x = torch.randn(4, 3, 8, 8)
+    space = CompressionSpace(graph, shrink_groups="structural")
+    # values: the graph with the teacher's weights and statistics computes the timm modules', in eval
+    # mode and in train mode (batch statistics)
+    net = space.reference.build(model, bn_stats="copy")
+    assert torch.allclose(net.eval()(x), model(x), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(net.train()(x), model.train()(x), atol=1e-5)
+    model.eval()
+    # the conv's output channels, which bn reads, are free; conv2's, which Conv2dSame reads, are pinned
+    assert space.solution.free == [0]
+    half = Candidate(space, frozenset(), frozenset(), (0.5,))
+    assert [l.out_channels for l in half.graph.layers] == [4, 4, 4, 8, 8, 8, 8, 8, 5]
+    assert half.num_params == 3 * 4 * 9 + 2 * 4 + 4 * 8 * 9 + 2 * 8 + 584 + 8 * 5 + 5
+    for mode in ("first", "l1"):
+        student = half.build(model, inherit=mode, bn_stats="copy").eval()
+        assert sum(p.numel() for p in student.parameters()) == half.num_params
+        assert torch.isfinite(student(x)).all()
+    # l1 keeps the 4 filters of largest L1 norm, and the batch norm's parameters and statistics of those channels
+    idx = model.conv.weight.abs().flatten(1).sum(1).topk(4).indices.sort().values
+    bn = half.build(model, inherit="l1", bn_stats="copy").layers[1]
+    assert isinstance(bn, nn.BatchNorm2d) and torch.equal(bn.weight, model.bn.weight[idx])
+    assert torch.equal(bn.bias, model.bn.bias[idx]) and torch.equal(bn.running_var, model.bn.running_var[idx])
+
+
+class _NotNormAct(BatchNormAct2d):
+    """A BatchNorm2d subclass that computes something else: kept whole."""
+
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def test_a_batchnorm_subclass_computing_something_else_is_kept_whole():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), _NotNormAct(4), nn.Flatten(), nn.Linear(64, 2)).eval()
+    graph = ArchGraph.from_module(model, (3, 4, 4))
+    assert [l.type for l in graph.layers] == ["conv", "opaque", "flatten", "linear"]
+    assert graph.opaque["constructs"] == {"_NotNormAct": 1}
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(CompressionSpace(graph).reference.build(model, bn_stats="copy").eval()(x), model(x))
