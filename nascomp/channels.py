@@ -184,6 +184,9 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
         out_exprs.append(out)
         scrambled.append(mixed and not (layer.type in ("conv", "linear", "opaque") and j not in depthwise))
     fixed_set.update(s for s, _ in resolve(out_exprs[output]))
+    # a term of a concatenation that a grouped conv reads can be narrower than its divisor (DPN: 16
+    # channels of a 32-group conv's input): it cannot shrink and stay a multiple, so it keeps its width
+    fixed_set.update(s for s, d in divisor.items() if teacher_width.get(s, 0) % d)
     sol = ChannelSolution(
         out_exprs=[resolve(e) for e in out_exprs],
         in_exprs=[resolve(e) for e in in_exprs],

@@ -592,6 +592,7 @@ class _Tracer:
         env: dict[fx.Node, fx.Node] = {}
         inputs: list[int] = []
         shapes: list[tuple[int, ...]] = []
+        dtypes: list[torch.dtype] = []  # a mask is a bool tensor (EdgeNeXt's ~mask)
 
         def copy(n: fx.Node) -> fx.Node:
             if n not in env:
@@ -601,6 +602,7 @@ class _Tracer:
                         env[n] = sub.call_method("contiguous", (env[n],))
                     inputs.append(value[n])
                     shapes.append(self.input_shape if n.op == "placeholder" else tuple(n.meta["tensor_meta"].shape[1:]))
+                    dtypes.append(torch.float32 if n.op == "placeholder" else n.meta["tensor_meta"].dtype)
                 else:
                     for a in n.all_input_nodes:
                         copy(a)
@@ -613,7 +615,7 @@ class _Tracer:
                              "no input: it cannot be a layer")
         module = fx.GraphModule(gm, sub)
         params = sum(p.numel() for p in module.parameters())
-        attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes)}
+        attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes, dtypes)}
         return Layer(node.name, "opaque", tuple(inputs), shapes[0], tuple(node.meta["tensor_meta"].shape[1:]),
                      attrs, "", module)
 
@@ -758,7 +760,7 @@ def _channel_shuffles(graph: fx.Graph) -> tuple[dict[fx.Node, tuple[fx.Node, int
     return found, inner
 
 
-def _macs(module: nn.Module, shapes: list[tuple[int, ...]]) -> int:
+def _macs(module: nn.Module, shapes: list[tuple[int, ...]], dtypes: list[torch.dtype]) -> int:
     """Multiply-accumulates of the convs and linears inside an opaque layer for one sample, counted by
     running it once on zeros (eval mode, each submodule's mode restored): what ``nascomp.cost`` counts."""
     macs, hooks = [0], []
@@ -776,7 +778,7 @@ def _macs(module: nn.Module, shapes: list[tuple[int, ...]]) -> int:
     try:
         module.eval()
         with torch.no_grad():
-            module(*[torch.zeros(1, *shape) for shape in shapes])
+            module(*[torch.zeros(1, *shape, dtype=dtype) for shape, dtype in zip(shapes, dtypes)])
     finally:
         for h in hooks:
             h.remove()

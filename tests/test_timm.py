@@ -86,3 +86,43 @@ def test_a_batchnorm_subclass_computing_something_else_is_kept_whole():
     assert graph.opaque["constructs"] == {"_NotNormAct": 1}
     x = torch.randn(2, 3, 4, 4)
     assert torch.equal(CompressionSpace(graph).reference.build(model, bn_stats="copy").eval()(x), model(x))
+
+
+def _res2net():  # timm's res2net50_14w_8s block (Bottle2neck: split into 8 scales, each added to the next, concat), one per stage
+    from timm.models.res2net import Bottle2neck
+    from timm.models.resnet import ResNet
+
+    return ResNet(block=Bottle2neck, layers=(1, 1, 1, 1), base_width=14, block_args={"scale": 8}, num_classes=10)
+
+
+def _dpn():  # timm's dpn48b (dual paths: a residual slice added, a dense slice concatenated), one block per stage
+    from timm.models.dpn import DPN
+
+    return DPN(k_sec=(1, 1, 1, 1), inc_sec=(16, 32, 32, 64), k_r=128, groups=32, small=True, num_init_features=10,
+               b=True, act_layer="silu", num_classes=10)
+
+
+# family -> (a small member or a shortened one, input size, share of its parameters frozen in opaque layers)
+FAMILIES = {
+    "resnet": ("resnet18", 32, 0.0),
+    "resnet_d": ("resnet26d", 32, 0.0),  # deep stem, avg-pool shortcut
+    "mobilenetv3": ("mobilenetv3_small_050", 32, 0.0),  # BatchNormAct2d, SE with hard-sigmoid, timm's Linear head
+    "efficientnet": ("efficientnet_b0", 32, 0.0),
+    "regnet": ("regnety_002", 32, 0.0),  # with squeeze-excitation
+    "cspnet": ("cs3darknet_focus_s", 32, 0.0),  # cross-stage halves: split/chunk and concat
+    "ghostnet": ("ghostnet_050", 32, 0.0),  # ghost modules: concat then x[:, :c]
+    "res2net": (_res2net, 32, 0.0),
+    "dpn": (_dpn, 32, 0.0),
+    "convnext": ("convnext_atto", 32, 0.0),  # channels-last LayerNorm and Linear, layer scale of a reshaped gamma
+    "hrnet": ("hrnet_w18_small", 64, 0.0),  # parallel resolutions fused with upsample
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_timm_families_trace_compute_the_teacher_and_search(family):
+    make, size, frozen = FAMILIES[family]
+    torch.manual_seed(0)
+    model = timm.create_model(make, pretrained=False, num_classes=10) if isinstance(make, str) else make()
+    graph = check(model, size, name=family)
+    assert graph.opaque["share"] == pytest.approx(frozen, abs=1e-3), graph.opaque
