@@ -126,3 +126,58 @@ def test_timm_families_trace_compute_the_teacher_and_search(family):
     model = timm.create_model(make, pretrained=False, num_classes=10) if isinstance(make, str) else make()
     graph = check(model, size, name=family)
     assert graph.opaque["share"] == pytest.approx(frozen, abs=1e-3), graph.opaque
+
+
+def test_a_timm_teacher_by_name_from_the_config_and_the_local_pretrained_cache(tmp_path):
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    from nascomp import teachers
+    from nascomp.config import compose
+
+    cfg = compose(["teacher=timm", "teacher.name=mobilenetv3_small_050", "dataset=cifar10"])
+    assert cfg.teacher.kwargs.library == "timm" and cfg.teacher.checkpoint is None
+    old = huggingface_hub.constants.HF_HUB_CACHE
+    huggingface_hub.constants.HF_HUB_CACHE = str(tmp_path)
+    try:
+        torch.manual_seed(0)
+        fresh = teachers.create(cfg.teacher.name, num_classes=10, **cfg.teacher.kwargs)  # nothing cached: random init
+        # timm's pretrained file as timm.create_model(pretrained=True) leaves it in the cache (ImageNet's 1000 classes)
+        imagenet = timm.create_model("mobilenetv3_small_050")
+        repo = tmp_path / ("models--" + imagenet.pretrained_cfg["hf_hub_id"].replace("/", "--"))
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0123abc")
+        (repo / "snapshots" / "0123abc").mkdir(parents=True)
+        save_file(imagenet.state_dict(), repo / "snapshots" / "0123abc" / "model.safetensors")
+        model = teachers.create("mobilenetv3_small_050", num_classes=10, library="timm")
+    finally:
+        huggingface_hub.constants.HF_HUB_CACHE = old
+    assert fresh.classifier.out_features == model.classifier.out_features == 10
+    assert torch.equal(model.conv_stem.weight, imagenet.conv_stem.weight)
+    assert not torch.equal(model.conv_stem.weight, fresh.conv_stem.weight)
+    assert torch.equal(model.blocks[1][0].bn1.running_var, imagenet.blocks[1][0].bn1.running_var)
+    with pytest.raises(ValueError, match="timm has no model 'no_such_net'"):
+        teachers.create("no_such_net", library="timm")
+
+
+@pytest.mark.slow
+def test_the_run_compresses_a_timm_teacher_from_a_local_checkpoint(tmp_path):
+    import json
+
+    from nascomp.config import compose
+    from nascomp.pipeline import run
+    from nascomp.schema import validate
+    from test_run import TINY
+
+    torch.manual_seed(0)
+    teacher = timm.create_model("mobilenetv3_small_050", num_classes=10)
+    checkpoint = tmp_path / "teacher.pt"
+    torch.save(teacher.state_dict(), checkpoint)
+    cfg = validate(compose(TINY + [
+        "teacher=timm", "teacher.name=mobilenetv3_small_050", f"teacher.checkpoint={checkpoint}",
+        "dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.split.train=32", "dataset.split.val=16",
+        "dataset.split.test=16", "search.T=0", "final.enabled=false", "logger=none", f"teacher_dir={tmp_path / 'teachers'}"]))
+    run(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["teacher"]["num_params"] == sum(p.numel() for p in teacher.parameters())
+    assert summary["opaque"] == {"params": 0, "share": 0.0, "constructs": {}}
