@@ -18,7 +18,15 @@ runs in milliseconds on CPU without specialising shapes or decomposing modules i
 (export would turn a BatchNorm into ``_native_batch_norm_legit_no_training`` and lose the module
 boundary). Its weakness, Python control flow on tensor values, is confined by the leaf policy:
 torch.nn modules are leaves (as in fx), user modules are traced through, and a submodule whose
-forward fx cannot trace is retried as a leaf, i.e. kept whole as one opaque layer.
+forward fx cannot trace is retried as a leaf, i.e. kept whole as one opaque layer. A subclass of
+Conv2d, Linear or BatchNorm2d from outside torch.nn (timm's BatchNormAct2d and Linear) is a leaf
+too, read as its base layer (a norm-act as batchnorm -> drop -> act) when it computes exactly that
+on a random input, else kept whole: traced through, it would read its parameters outside a module
+and bake the trace-time ``self.training`` into a functional batch norm. Control flow on Python
+values needs no ``concrete_args``: fx traces only ``forward``'s tensor argument symbolically, so
+timm's pre-logits ``if`` (``forward_head(x, pre_logits=False)``) and ``if self.drop_rate > 0.``
+run as plain Python and leave the branch taken. What stays out of reach is control flow on sizes
+inside a submodule (timm's VGG ``ConvMlp`` pools ``if x.shape[-2] < 7``): that submodule is kept whole.
 The sample batch has 2 images, so that a tensor without the batch dimension (a statistic, a
 parameter) is told apart from a layer output.
 """
