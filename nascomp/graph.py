@@ -624,6 +624,13 @@ class _Tracer:
         module = fx.GraphModule(gm, sub)
         params = sum(p.numel() for p in module.parameters())
         attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes, dtypes)}
+        out_shape = tuple(node.meta["tensor_meta"].shape[1:])
+        # a torch or Python operator only: a user's function (fx.wrap) or module stays a black box
+        builtin = node.op == "call_method" or node.op == "call_function" and \
+            (getattr(node.target, "__module__", None) or "").split(".")[0] in ("_operator", "torch")
+        if builtin and len(inputs) == 1 and len(out_shape) == 3 and out_shape == shapes[0] \
+                and dtypes[0].is_floating_point and _channelwise(module, out_shape):
+            attrs["channelwise"] = True
         return Layer(node.name, "opaque", tuple(inputs), shapes[0], tuple(node.meta["tensor_meta"].shape[1:]),
                      attrs, "", module)
 
@@ -766,6 +773,28 @@ def _channel_shuffles(graph: fx.Graph) -> tuple[dict[fx.Node, tuple[fx.Node, int
         found[node] = (x, vs[1])
         inner.update(chain)
     return found, inner
+
+
+def _channelwise(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether a one-input opaque torch operation on (C, H, W) treats each channel alone, so that it runs
+    unchanged on any subset of the channels (``x + 0``, ``x * s + b`` with scalar parameters s and b,
+    timm's learnable affine): on a random input in eval mode, module(x[:, every other channel]) equals
+    module(x)[:, every other channel]. Such a layer is kept whole but lets its channels shrink."""
+    if shape[0] < 3:
+        return False
+    idx = torch.arange(0, shape[0], 2)
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        with torch.no_grad():
+            x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+            y, z = module(x)[:, idx], module(x[:, idx])
+        return isinstance(z, torch.Tensor) and y.shape == z.shape and torch.allclose(y, z, rtol=1e-4, atol=1e-5)
+    except Exception:  # it reads the channel count (a parameter per channel, a reshape): not channelwise
+        return False
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def _macs(module: nn.Module, shapes: list[tuple[int, ...]], dtypes: list[torch.dtype]) -> int:

@@ -181,3 +181,50 @@ def test_the_run_compresses_a_timm_teacher_from_a_local_checkpoint(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["teacher"]["num_params"] == sum(p.numel() for p in teacher.parameters())
     assert summary["opaque"] == {"params": 0, "share": 0.0, "constructs": {}}
+
+
+class _Affine(nn.Module):
+    """timm's LearnableAffineBlock (HGNetV2): scale * x + bias with scalar parameters, after two convs;
+    then x * x.amax(1), which mixes the channels."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.models.hgnet import LearnableAffineBlock
+
+        self.conv, self.lab = nn.Conv2d(3, 8, 3, padding=1), LearnableAffineBlock(1.5, 0.25)
+        self.conv2, self.lab2 = nn.Conv2d(8, 6, 1), LearnableAffineBlock(0.5, -0.1)
+        self.conv3 = nn.Conv2d(6, 6, 1)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = self.lab2(self.conv2(torch.relu(self.lab(self.conv(x)))))
+        x = self.conv3(x * x.amax(1, keepdim=True))
+        return self.head(x.mean((2, 3)))
+
+
+def test_an_opaque_layer_that_treats_each_channel_alone_lets_its_channels_shrink():
+    torch.manual_seed(0)
+    model = _Affine().eval()
+    graph = ArchGraph.from_module(model, (3, 6, 6))
+    assert [(l.type, l.attrs.get("construct"), l.attrs.get("channelwise", False)) for l in graph.layers] == [
+        ("conv", None, False), ("opaque", "mul", True), ("opaque", "add", True), ("relu", None, False),
+        ("conv", None, False), ("opaque", "mul", True), ("opaque", "add", True),
+        ("opaque", ".amax()", False), ("opaque", "mul", False), ("conv", None, False), ("mean", None, False),
+        ("linear", None, False)]
+    assert graph.opaque["params"] == 4 and graph.num_params == sum(p.numel() for p in model.parameters())
+    space = CompressionSpace(graph, shrink_groups="structural")
+    # conv's channels pass through the affine blocks; conv2's feed x * x.amax(1), which pins them
+    assert space.solution.free == [0, 9]
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.equal(space.reference.build(model).eval()(x), model(x))
+    half = Candidate(space, frozenset(), frozenset(), (0.5, 0.5))
+    assert [l.out_channels for l in half.graph.layers] == [4, 4, 4, 4, 6, 6, 6, 1, 6, 3, 3, 5]
+    assert half.num_params == 3 * 4 * 9 + 4 + 2 + 4 * 6 + 6 + 2 + 6 * 3 + 3 + 3 * 5 + 5
+    for mode in ("first", "l1"):
+        net = half.build(model, inherit=mode).eval()
+        assert sum(p.numel() for p in net.parameters()) == half.num_params
+        assert net.layers[1].state_dict()["lab.scale"] == 1.5 and net.layers[2].state_dict()["lab.bias"] == 0.25
+        # the student's first block is the teacher's on the kept filters: l1 keeps the 4 of largest L1 norm
+        idx = model.conv.weight.abs().flatten(1).sum(1).topk(4).indices.sort().values if mode == "l1" else torch.arange(4)
+        with torch.no_grad():
+            assert torch.allclose(net.layers[2](net.layers[1](net.layers[0](x))), model.lab(model.conv(x))[:, idx])
