@@ -10,7 +10,8 @@ multiplier), its value sum(multiplier * width(symbol)). Each conv or linear laye
     flatten of (C, H, W)                                out = in with multipliers * H*W
     several inputs summed (residual, added skip)        in_1 = in_2 = ...   (solved by substitution)
     opaque layer (kept whole, ``nascomp.graph``)        every symbol of its inputs fixed; out = its own
-                                                        symbol, fixed
+                                                        symbol, fixed; but out = in for a channelwise one
+                                                        (one input, each channel computed alone)
     slice (channels a..b of in: split, chunk, x[:, a:b]) out = the terms of in between teacher
                                                         positions a and b; a term that a or b cuts is
                                                         split into two new symbols (s := s' ++ s'')
@@ -130,7 +131,9 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
     for j, layer in enumerate(layers):
         ins = [out_exprs[i] if i >= 0 else ((INPUT, 1),) for i in layer.inputs]
         mixed = layer.type == "shuffle" or any(scrambled[i] for i in layer.inputs if i >= 0)
-        if layer.type == "opaque":  # kept whole: it pins every symbol it reads, and its output is its own
+        if layer.type == "opaque" and layer.attrs.get("channelwise"):  # kept whole, each channel alone: out = in
+            in_expr = out = resolve(ins[0])
+        elif layer.type == "opaque":  # kept whole: it pins every symbol it reads, and its output is its own
             for e in ins:
                 fixed_set.update(s for s, _ in resolve(e))
             in_expr = resolve(ins[0])
@@ -182,8 +185,12 @@ def solve(layers: Sequence[Layer], input_channels: int, output: int, fixed: set[
                 require(in_expr, layer.attrs["groups"])
         in_exprs.append(in_expr)
         out_exprs.append(out)
-        scrambled.append(mixed and not (layer.type in ("conv", "linear", "opaque") and j not in depthwise))
+        scrambled.append(mixed and not (layer.type in ("conv", "linear", "opaque") and j not in depthwise
+                                        and not layer.attrs.get("channelwise")))
     fixed_set.update(s for s, _ in resolve(out_exprs[output]))
+    # a term of a concatenation that a grouped conv reads can be narrower than its divisor (DPN: 16
+    # channels of a 32-group conv's input): it cannot shrink and stay a multiple, so it keeps its width
+    fixed_set.update(s for s, d in divisor.items() if teacher_width.get(s, 0) % d)
     sol = ChannelSolution(
         out_exprs=[resolve(e) for e in out_exprs],
         in_exprs=[resolve(e) for e in in_exprs],

@@ -18,7 +18,15 @@ runs in milliseconds on CPU without specialising shapes or decomposing modules i
 (export would turn a BatchNorm into ``_native_batch_norm_legit_no_training`` and lose the module
 boundary). Its weakness, Python control flow on tensor values, is confined by the leaf policy:
 torch.nn modules are leaves (as in fx), user modules are traced through, and a submodule whose
-forward fx cannot trace is retried as a leaf, i.e. kept whole as one opaque layer.
+forward fx cannot trace is retried as a leaf, i.e. kept whole as one opaque layer. A subclass of
+Conv2d, Linear or BatchNorm2d from outside torch.nn (timm's BatchNormAct2d and Linear) is a leaf
+too, read as its base layer (a norm-act as batchnorm -> drop -> act) when it computes exactly that
+on a random input, else kept whole: traced through, it would read its parameters outside a module
+and bake the trace-time ``self.training`` into a functional batch norm. Control flow on Python
+values needs no ``concrete_args``: fx traces only ``forward``'s tensor argument symbolically, so
+timm's pre-logits ``if`` (``forward_head(x, pre_logits=False)``) and ``if self.drop_rate > 0.``
+run as plain Python and leave the branch taken. What stays out of reach is control flow on sizes
+inside a submodule (timm's VGG ``ConvMlp`` pools ``if x.shape[-2] < 7``): that submodule is kept whole.
 The sample batch has 2 images, so that a tensor without the batch dimension (a statistic, a
 parameter) is told apart from a layer output.
 """
@@ -296,6 +304,7 @@ _FUNCTIONS: dict[Any, str] = {
     F.hardsigmoid: "hardsigmoid", F.mish: "mish", torchvision.ops.stochastic_depth: "droppath",
     torch.mean: "mean", operator.mul: "gate", torch.mul: "gate", F.interpolate: "upsample",
 }
+_KIN = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)  # parametric layers whose subclasses are read as them (_Tracer._kin)
 LAYER_TYPES = frozenset(_MODULE_TYPES.values()) | frozenset(_FUNCTIONS.values()) | {"opaque", "scale", "channel_norm", "slice"}
 SEPARATE_INPUTS = frozenset({"opaque", "gate"})  # layer types that take their inputs as arguments, not summed
 _CHANNELS_FIRST = frozenset({"conv", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "shuffle", "upsample"})
@@ -330,7 +339,10 @@ class _LeafOnFailure(fx.Tracer):
         self.leaves: dict[str, str] = {}
 
     def is_leaf_module(self, m: nn.Module, path: str) -> bool:
-        return path in self.leaves or super().is_leaf_module(m, path)
+        # a subclass of a parametric torch.nn layer (timm's BatchNormAct2d, Linear) is a leaf: traced
+        # through, it reads its own parameters outside a module, and a norm bakes in the trace-time
+        # self.training (and would update its statistics while shapes are propagated). See _Tracer._kin.
+        return path in self.leaves or isinstance(m, _KIN) or super().is_leaf_module(m, path)
 
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
@@ -419,7 +431,9 @@ class _Tracer:
                     layer = self._opaque(node, value, gm, str(exc))
                 if layer is None:  # an alias (x.contiguous())
                     continue
-                layers.append(layer)
+                for k, part in enumerate(layer if isinstance(layer, list) else [layer]):  # a chain: each reads the last
+                    layers.append(part if k == 0 else Layer(part.name, part.type, (len(layers) - 1,), part.in_shape,
+                                                            part.out_shape, part.attrs, part.target))
                 value[node] = len(layers) - 1
         if output is None or output < 0:
             raise GraphError("the network's output is not a layer")
@@ -431,7 +445,9 @@ class _Tracer:
         return (node.op != "get_attr" and hasattr(meta, "shape") and len(meta.shape) >= 2
                 and meta.shape[0] == self.BATCH)
 
-    def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | None:
+    def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | list[Layer] | None:
+        """The layer ``node`` is (a list: a chain of layers, each reading the one before), None for an
+        alias of its input; ``_NotUnderstood`` where the search space has no layer type for it."""
         if node in self.region and node.args[0] in value:
             return self._channels_last_layer(node, value[node.args[0]], called)
         sliced = _channel_slice(node)
@@ -441,19 +457,26 @@ class _Tracer:
             if out_shape != (stop - start,) + in_shape[1:]:
                 raise _NotUnderstood(f"node {node.name!r} takes shape {out_shape} of {in_shape}, not channels {start}..{stop}")
             return Layer(node.name, "slice", (value[x],), in_shape, out_shape, {"start": start, "stop": stop}, "")
+        if node.op == "call_module" and type(self.modules[node.target]) not in _KIN \
+                and isinstance(self.modules[node.target], _KIN) and node.args and node.args[0] in value:
+            return self._kin(node, value[node.args[0]], called)
         try:
             kind, attrs, target = self._classify(node, called)
         except GraphError as exc:
             raise _NotUnderstood(str(exc)) from exc
         tensor_inputs = [a for a in node.all_input_nodes if a in value]
-        params = [a for a in node.all_input_nodes if a.op == "get_attr"]
+        # a parameter, or a parameter reshaped (timm's x.mul(gamma.reshape(1, -1, 1, 1)))
+        params = [a for a in node.all_input_nodes if a.op == "get_attr" or (
+            a.target in _RESHAPES and isinstance(a.args[0], fx.Node) and a.args[0].op == "get_attr"
+            and all(isinstance(d, int) for d in a.args[1:]) and not a.kwargs)]
         if kind == "gate" and len(tensor_inputs) == 1 and len(params) == 1:  # x * gamma: layer scale
             shape = tuple(tensor_inputs[0].meta["tensor_meta"].shape[1:])
-            gamma = params[0].meta["tensor_meta"].shape
-            if len(shape) != 3 or tuple(gamma) not in ((shape[0], 1, 1), (1, shape[0], 1, 1)) or \
-                    not isinstance(self._attr(params[0].target), nn.Parameter):
-                raise _NotUnderstood(f"node {node.name!r} scales {shape} by a tensor of shape {tuple(gamma)}")
-            return Layer(node.name, "scale", (value[tensor_inputs[0]],), shape, shape, {"shape": tuple(gamma)}, params[0].target)
+            gamma = tuple(params[0].meta["tensor_meta"].shape)
+            source = params[0] if params[0].op == "get_attr" else params[0].args[0]
+            if len(shape) != 3 or gamma not in ((shape[0], 1, 1), (1, shape[0], 1, 1)) or \
+                    not isinstance(self._attr(source.target), nn.Parameter):
+                raise _NotUnderstood(f"node {node.name!r} scales {shape} by a tensor of shape {gamma}")
+            return Layer(node.name, "scale", (value[tensor_inputs[0]],), shape, shape, {"shape": gamma}, source.target)
         if kind == "alias" and len(tensor_inputs) == 1:
             value[node] = value[tensor_inputs[0]]
             return None
@@ -486,6 +509,60 @@ class _Tracer:
         if kind == "batchnorm" and (len(in_shape) not in (1, 3) or len(in_shape) != len(out_shape)):
             raise _NotUnderstood(f"node {node.name!r}: a batch norm on shape {in_shape}")
         return Layer(node.name, kind, inputs, in_shape, out_shape, attrs, target)
+
+    def _kin(self, node: fx.Node, source: int, called: dict) -> list[Layer]:
+        """A subclass of Conv2d, Linear or BatchNorm2d with a forward of its own, understood as what it
+        computes: its base layer (timm's Linear, which calls F.linear on its own parameters), or, for a
+        BatchNorm2d with ``drop`` and ``act`` submodules (timm's BatchNormAct2d and kin), a batchnorm on
+        its parameters and statistics, then the dropout and the activation as layers of their own (an
+        Identity left out). Either reading is checked on a random input in eval mode against the module
+        itself (a subclass computing anything else, Conv2dSame's padding say, is not understood and is
+        kept whole), and the activation must be one the space has a type for."""
+        mod = self.modules[node.target]
+        shape = _shape(node.args[0])
+        base = next(b for b in _KIN if isinstance(mod, b))
+        kind = _MODULE_TYPES[base]
+        if node.target in called:
+            raise _NotUnderstood(f"module {node.target!r} is called more than once; weight sharing is not supported")
+        where = f"module {node.target!r} of type {type(mod).__name__}"
+        parts = [(name, getattr(mod, name, None)) for name in ("drop", "act")] if kind == "batchnorm" else []
+        if not all(isinstance(p, nn.Module) for _, p in parts) or len(shape or ()) != (2 if kind == "linear" else 4):
+            raise _NotUnderstood(f"{where} is not read as {base.__name__}{' -> drop -> act' if parts else ''} "
+                                 f"on shape {shape}")
+        layers = [Layer(node.name, kind, (source,), shape[1:], _shape(node)[1:] if not parts else shape[1:],
+                        _module_attrs(kind, mod, node.target), node.target)]
+        for name, part in parts:
+            part_kind = _MODULE_TYPES.get(type(part))
+            if part_kind == "identity":
+                continue
+            if part_kind not in ACTIVATIONS + ("dropout", "droppath"):
+                raise _NotUnderstood(f"{where}: its {name} ({type(part).__name__}) is not an activation or dropout "
+                                     "the space has a type for")
+            layers.append(Layer(f"{node.name}_{name}", part_kind, (source,), shape[1:], shape[1:],
+                                _module_attrs(part_kind, part, f"{node.target}.{name}"), ""))
+
+        def reading(x):
+            x = base.forward(mod, x)
+            for _, part in parts:
+                x = part(x)
+            return x
+
+        modes = {m: m.training for m in mod.modules()}
+        try:
+            mod.eval()
+            with torch.no_grad():
+                x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+                y, z = mod(x), reading(x)
+                same = y.shape == z.shape and torch.allclose(y, z, rtol=1e-4, atol=1e-5)
+        except Exception as exc:
+            raise _NotUnderstood(f"{where} does not run on shape {shape}: {exc}") from exc
+        finally:
+            for m, training in modes.items():
+                m.training = training
+        if not same:
+            raise _NotUnderstood(f"{where} does not compute what {' -> '.join([base.__name__] + [n for n, _ in parts])} does")
+        called[node.target] = node.name
+        return layers
 
     def _channels_last_layer(self, node: fx.Node, source: int, called: dict) -> Layer:
         """A layer between permute(0, 2, 3, 1) and permute(0, 3, 1, 2), as its channels-first equal:
@@ -523,6 +600,7 @@ class _Tracer:
         env: dict[fx.Node, fx.Node] = {}
         inputs: list[int] = []
         shapes: list[tuple[int, ...]] = []
+        dtypes: list[torch.dtype] = []  # a mask is a bool tensor (EdgeNeXt's ~mask)
 
         def copy(n: fx.Node) -> fx.Node:
             if n not in env:
@@ -532,6 +610,7 @@ class _Tracer:
                         env[n] = sub.call_method("contiguous", (env[n],))
                     inputs.append(value[n])
                     shapes.append(self.input_shape if n.op == "placeholder" else tuple(n.meta["tensor_meta"].shape[1:]))
+                    dtypes.append(torch.float32 if n.op == "placeholder" else n.meta["tensor_meta"].dtype)
                 else:
                     for a in n.all_input_nodes:
                         copy(a)
@@ -544,7 +623,14 @@ class _Tracer:
                              "no input: it cannot be a layer")
         module = fx.GraphModule(gm, sub)
         params = sum(p.numel() for p in module.parameters())
-        attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes)}
+        attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes, dtypes)}
+        out_shape = tuple(node.meta["tensor_meta"].shape[1:])
+        # a torch or Python operator only: a user's function (fx.wrap) or module stays a black box
+        builtin = node.op == "call_method" or node.op == "call_function" and \
+            (getattr(node.target, "__module__", None) or "").split(".")[0] in ("_operator", "torch")
+        if builtin and len(inputs) == 1 and len(out_shape) == 3 and out_shape == shapes[0] \
+                and dtypes[0].is_floating_point and _channelwise(module, out_shape):
+            attrs["channelwise"] = True
         return Layer(node.name, "opaque", tuple(inputs), shapes[0], tuple(node.meta["tensor_meta"].shape[1:]),
                      attrs, "", module)
 
@@ -689,7 +775,29 @@ def _channel_shuffles(graph: fx.Graph) -> tuple[dict[fx.Node, tuple[fx.Node, int
     return found, inner
 
 
-def _macs(module: nn.Module, shapes: list[tuple[int, ...]]) -> int:
+def _channelwise(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether a one-input opaque torch operation on (C, H, W) treats each channel alone, so that it runs
+    unchanged on any subset of the channels (``x + 0``, ``x * s + b`` with scalar parameters s and b,
+    timm's learnable affine): on a random input in eval mode, module(x[:, every other channel]) equals
+    module(x)[:, every other channel]. Such a layer is kept whole but lets its channels shrink."""
+    if shape[0] < 3:
+        return False
+    idx = torch.arange(0, shape[0], 2)
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        with torch.no_grad():
+            x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+            y, z = module(x)[:, idx], module(x[:, idx])
+        return isinstance(z, torch.Tensor) and y.shape == z.shape and torch.allclose(y, z, rtol=1e-4, atol=1e-5)
+    except Exception:  # it reads the channel count (a parameter per channel, a reshape): not channelwise
+        return False
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _macs(module: nn.Module, shapes: list[tuple[int, ...]], dtypes: list[torch.dtype]) -> int:
     """Multiply-accumulates of the convs and linears inside an opaque layer for one sample, counted by
     running it once on zeros (eval mode, each submodule's mode restored): what ``nascomp.cost`` counts."""
     macs, hooks = [0], []
@@ -707,7 +815,7 @@ def _macs(module: nn.Module, shapes: list[tuple[int, ...]]) -> int:
     try:
         module.eval()
         with torch.no_grad():
-            module(*[torch.zeros(1, *shape) for shape in shapes])
+            module(*[torch.zeros(1, *shape, dtype=dtype) for shape, dtype in zip(shapes, dtypes)])
     finally:
         for h in hooks:
             h.remove()

@@ -10,7 +10,8 @@ Every tensor of the student gets the list of teacher channel indices it keeps:
     shuffle (g)         out[j] = teacher-inverse-shuffle(in[student-shuffle(j)])
     slice (start..stop)  the input's list at the student's positions start..stop, less the teacher's start
     depthwise conv, BN, activations, pools, removed layers: the input's list
-    opaque layer        all its channels (its symbols are fixed); it loads the teacher's tensors whole
+    opaque layer        all its channels (its symbols are fixed), or a channelwise one the input's list;
+                        it loads the teacher's tensors whole
 
 A conv copies ``W_t[out_idx][:, in_idx]`` (for grouped convs, the in-group entries that exist in the
 teacher's group; others keep their fresh init), a linear likewise, a BN its affine parameters and,
@@ -81,7 +82,7 @@ def tensor_indices(graph: ArchGraph, teacher_graph_widths: list[int], sol: Chann
     inp = torch.arange(sol.teacher_width[INPUT])
     for j, layer in enumerate(graph.layers):
         first = idx[layer.inputs[0]] if layer.inputs[0] >= 0 else inp
-        if layer.type in ("conv", "linear", "opaque") and j not in sol.depthwise:
+        if layer.type in ("conv", "linear", "opaque") and j not in sol.depthwise and not layer.attrs.get("channelwise"):
             out = _expr_indices(sol.out_exprs[j], kept, sol)
         elif layer.type == "concat":
             parts, offset = [], 0
@@ -136,7 +137,7 @@ def inherit_weights(net: GraphNet, teacher: nn.Module, graph: ArchGraph, sol: Ch
             if dst.bias is not None:
                 dst.bias.copy_(src.bias[out_idx])
         elif layer.type == "scale":
-            dst.weight.copy_(src[out_idx] if src.dim() == 3 else src[:, out_idx])
+            dst.weight.copy_(src.flatten()[out_idx].view_as(dst.weight))  # gamma (C,), (C, 1, 1) or (1, C, 1, 1)
         elif layer.type == "channel_norm":
             dst.weight.copy_(src.weight[out_idx])
             dst.bias.copy_(src.bias[out_idx])

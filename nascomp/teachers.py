@@ -256,7 +256,7 @@ def _from_library(library: str, name: str, num_classes: int, **kwargs) -> nn.Mod
         if name not in timm.list_models():
             raise ValueError(f"timm has no model {name!r}; see timm.list_models()")
         model = timm.create_model(name, num_classes=num_classes, **kwargs)
-        cached = None
+        cached = _timm_cached(model)
     else:
         import torchvision
 
@@ -270,11 +270,29 @@ def _from_library(library: str, name: str, num_classes: int, **kwargs) -> nn.Mod
         weights = torchvision.models.get_model_weights(name).DEFAULT
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached is not None and cached.is_file():
-        state = torch.load(cached, map_location="cpu", weights_only=True)
+        if cached.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(cached)
+        else:
+            state = torch.load(cached, map_location="cpu", weights_only=True)
         own = model.state_dict()
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(fits, strict=False)
     return model
+
+
+def _timm_cached(model: nn.Module) -> Path | None:
+    """timm's pretrained file for ``model`` in the local Hugging Face cache (``huggingface_hub``'s
+    HF_HUB_CACHE, where ``timm.create_model(..., pretrained=True)`` puts it), or None: nothing is downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub_id = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id")
+    for filename in ("model.safetensors", "pytorch_model.bin") if hub_id else ():
+        path = try_to_load_from_cache(hub_id, filename)
+        if isinstance(path, str):
+            return Path(path)
+    return None
 
 
 def create(name: str, num_classes: int = 10, width: float = 1.0, checkpoint: str | Path | None = None,

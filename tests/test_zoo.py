@@ -243,7 +243,15 @@ def _check_model(name: str, candidates: int = 20) -> None:
     size = 80 if name in ("googlenet", "inception_v3") else 64  # inception_v3 needs 75x75 at least
     kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     torch.manual_seed(0)
-    model = torchvision.models.get_model(name, num_classes=10, **kwargs).eval()
+    check(torchvision.models.get_model(name, num_classes=10, **kwargs), size, candidates, name)
+
+
+def check(model: nn.Module, size: int, candidates: int = 20, name: str = "") -> ArchGraph:
+    """The zoo's checks on a 10-class ``model`` at input (3, size, size): the traced graph with the
+    teacher's weights computes the teacher (eval mode, max abs difference <= 1e-4); ``candidates``
+    samples build (``l1``; the first 3 also ``first``), run in train mode with finite outputs, are
+    smaller than the teacher and count their parameters exactly. Returns the graph."""
+    model.eval()
     for m in model.modules():  # BN statistics that are not 0 / 1, so copying them is checked
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
@@ -263,6 +271,7 @@ def _check_model(name: str, candidates: int = 20) -> None:
                 assert sum(p.numel() for p in net.parameters()) == cand.num_params < graph.num_params
                 out = net(x)
                 assert out.shape == (2, 10) and torch.isfinite(out).all(), (name, i, mode)
+    return graph
 
 
 @pytest.mark.parametrize("name", FAST)
