@@ -91,3 +91,33 @@ def test_without_caps_the_finalists_are_the_best_by_f(students):
     assert [r.arch.key for r in select_finalists(history + [failed], objective, 5)] == \
         [r.arch.key for r in SearchResult(history).top(5)]
     assert objective.violation({}) == 1.0
+
+
+@pytest.mark.slow
+def test_capped_run_trains_feasible_finalists_through_the_cli(tmp_path):
+    """The main job with a FLOPs cap at half the teacher's: its finalists are the best by f among the
+    evaluated students within the cap (history.csv), each fully trained, best within the cap too."""
+    import csv
+    import json
+    import os
+    import subprocess
+    import sys
+
+    teacher_flops = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8)).flops
+    cap = teacher_flops // 2
+    args = ["experiment=quickstart", "search.K=4", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
+            "full.epochs=1", "teacher_training.epochs=2", "final.top_k=2", "teacher.width=0.25",
+            f"objective.constraint.flops={cap}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nascomp.run", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "quickstart").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    rows = [r for r in csv.DictReader(open(run / "history.csv")) if not r["error"]]
+    within = sorted((r for r in rows if int(r["flops"]) <= cap), key=lambda r: -float(r["f"]))
+    assert len(rows) == 8 and len(within) >= 2, "the test needs 2 students within the cap: lower it"
+    assert summary["objective"]["constraint"] == {"flops": float(cap)}
+    assert [r["key"] for r in summary["finalists"]] == [r["key"] for r in within[:2]]
+    assert all(r["fully_trained"] and r["flops"] <= cap for r in summary["finalists"])
+    assert summary["best"]["flops"] <= cap
