@@ -125,7 +125,7 @@ def test_compression_constraint_benchmark_cli(tmp_path):
     each row's best student as the main job chooses finalists (feasible when any student is)."""
     out = tmp_path / "c.csv"
     cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--dataset", "digits", "--constraint", "flops=0.3x",
-           "--methods", "ours,random", "--seeds", "1", "--budgets", "2,4", "--K", "2", "--samples", "20",
+           "--methods", "ours,random", "--seeds", "1", "--seed-offset", "1000", "--budgets", "2,4", "--K", "2", "--samples", "20",
            "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
            "--csv", str(out), "--store", str(tmp_path / "store.sqlite")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
