@@ -33,7 +33,7 @@ from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, plot_pareto, table, write_history, write_report, write_summary
 from nascomp.reward import Objective, RewardRow
 from nascomp.schema import KERNEL_METHODS
-from nascomp.search import Record, run_search
+from nascomp.search import Record, SearchResult, run_search
 from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.transfer import SourceKernels
@@ -347,11 +347,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         final_start = time.perf_counter()
         # Pareto mode: the finalists spread along the front (nascomp.pareto.spread), else the best by f
-        top = problem.spread(result.history, cfg.final.top_k) if problem is not None else result.top(cfg.final.top_k)
+        # (with caps: the best that meet them, ``select_finalists``)
+        top = problem.spread(result.history, cfg.final.top_k) if problem is not None else select_finalists(result.history, objective, cfg.final.top_k)
         finalists = final_training(setup, top, run_dir)
         teacher_row = {**RewardRow.scored(teacher_acc, graph.num_params, objective.reference_f, graph.num_params).as_dict(),
                        **objective.teacher_costs.as_dict()}
-        best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(result.top(1), graph.num_params)
+        best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(select_finalists(result.history, objective, 1), graph.num_params)
         summary = {
             "name": cfg.name, "experiment_group": cfg.experiment_group, "run_dir": str(run_dir),
             "teacher": {"name": cfg.teacher.name, **teacher_row},
@@ -436,6 +437,39 @@ def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, grap
                         graph_json=graph.to_json(), space_options=config["space"])
 
 
+def select_finalists(history: Sequence[Record], objective: Objective, k: int) -> list[Record]:
+    """The ``k`` students to train fully: the best by f (failed evaluations left out); with caps (the
+    constraint form) the best by f among those that meet every cap. Only when fewer than ``k`` evaluated
+    students meet the caps is the list filled up with the least-violating others (``Objective.violation``
+    ascending, then f), with a warning: a penalised f can rank a student over its cap above one within it."""
+    ranked = SearchResult(list(history)).top(len(history))
+    if not objective.caps:
+        return ranked[:k]
+    over = {id(r): objective.violation(record_costs(r, objective)) for r in ranked}
+    feasible = [r for r in ranked if over[id(r)] <= 1.0]
+    if len(feasible) >= k:
+        return feasible[:k]
+    rest = sorted((r for r in ranked if over[id(r)] > 1.0), key=lambda r: (over[id(r)], -r.f))[:k - len(feasible)]
+    log.warning("only %d of %d evaluated students meet the caps %s: final.top_k=%d filled up with %d over them "
+                "(least over first: %s)", len(feasible), len(ranked), objective.caps, k, len(rest),
+                ", ".join(f"{r.arch.key[:12]} x{over[id(r)]:.3g}" for r in rest))
+    return feasible + rest
+
+
+def record_costs(r: Record, objective: Objective) -> dict[str, float]:
+    """The costs of ``r`` that ``objective`` caps: as recorded, else (a record stored before that cost
+    was) measured by the objective's meter."""
+    measured = None
+    out = {}
+    for c in objective.caps:
+        value = getattr(r, c)
+        if value is None:
+            measured = measured or objective.costs(r.arch.graph).as_dict()
+            value = measured[c]
+        out[c] = float(value)
+    return out
+
+
 def _search_best(top: Sequence[Record], teacher_params: int) -> dict:
     r = top[0]  # a search without one success ends in SearchFailed
     return {"key": r.arch.key, **RewardRow.scored(r.accuracy, r.num_params, r.f, teacher_params).as_dict(),
@@ -443,8 +477,8 @@ def _search_best(top: Sequence[Record], teacher_params: int) -> dict:
 
 
 def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
-    """Fully train the finalists ``top`` (the search's ``top(final.top_k)``; in Pareto mode the
-    ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
+    """Fully train the finalists ``top`` (``select_finalists``: the best ``final.top_k`` by f that meet
+    any caps; in Pareto mode the ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
     weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
     finalist twice); export the best by f. Each finalist's row carries its costs (``COSTS``)."""
     cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher

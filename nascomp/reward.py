@@ -18,6 +18,10 @@ the accuracy ratio when every cap is met, scaled down smoothly when one is not: 
 the cap keeps 2^-p of its accuracy ratio, so the kernels still rank infeasible students by accuracy
 and by how far over the cap they are (never a wall of zeros). The teacher's f is then its own
 penalty factor (1 when it meets the caps), which Algorithm 1 keeps as the reference.
+
+The finalists of a capped run are students that meet every cap (``nascomp.pipeline.select_finalists``): the
+best by f among them, filled up with the least-violating others (``Objective.violation``) only when
+fewer than ``final.top_k`` evaluated students meet the caps.
 """
 from __future__ import annotations
 
@@ -106,6 +110,11 @@ class Objective:
         if self.caps:
             return constrained_reward(accuracy, costs.as_dict(), self.teacher_accuracy, self.caps, self.penalty)
         return reward(accuracy, getattr(costs, self.cost), self.teacher_accuracy, getattr(self.teacher_costs, self.cost))
+
+    def violation(self, costs: dict[str, float]) -> float:
+        """prod_c max(1, costs[c] / caps[c]) over the caps: 1 when every cap is met (and when none is set),
+        above 1 by how far over its caps a student is; the constraint form's penalty factor is its -p-th power."""
+        return math.prod(max(1.0, costs[c] / cap) for c, cap in self.caps.items())
 
     @property
     def reference_f(self) -> float:

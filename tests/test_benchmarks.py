@@ -1,7 +1,10 @@
 """benchmarks/search_efficiency.py --space compression through its CLI: real proxy-trained students,
 one shared store (an architecture is trained once across methods), the CSV and the table."""
+import argparse
 import csv
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +78,73 @@ def test_read_rows_refuses_another_header(tmp_path):
     good = tmp_path / "new.csv"
     good.write_text(",".join(search_efficiency.COLUMNS) + "\nours,nb201,cifar10,accuracy,0,tuning,50,90.0,1.0,0,0\n")
     assert [r["seed_set"] for r in search_efficiency.read_rows(good)] == ["tuning"]
+
+
+def _bench_module():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import search_efficiency
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return search_efficiency
+
+
+def test_constraint_table_pairs_the_seeds():
+    """The best feasible accuracy per method, and ours against random paired by seed (no feasible
+    student: accuracy 0)."""
+    se = _bench_module()
+    rows = [dict(method=m, seed=str(s), budget="8", accuracy=str(a), feasible=str(f))
+            for m, s, a, f in [("ours", 1, 0.9, True), ("ours", 2, 0.5, True), ("ours", 3, 0.7, True),
+                               ("random", 1, 0.8, True), ("random", 2, 0.6, True), ("random", 3, 0.95, False)]]
+    out = se.constraint_table(rows, [8], ["ours", "random"])
+    assert "| ours | 3 | 0.7000 ± 0.2000 | 3/3 |" in out
+    assert "| random | 3 | 0.7000 ± 0.1414 | 2/3 |" in out  # the infeasible 0.95 is no feasible accuracy
+    # differences +0.1, -0.1, +0.7: mean 0.2333, sd 0.4163, s.e. 0.2404
+    assert "- ours vs random @8: ours >= random on 2/3 seeds, mean difference +0.2333 ± 0.2404 (s.e.)" in out
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("flop=0.3x", "--constraint 'flop=0.3x': expected <cost>=<cap>"),
+    ("flops=0.3y", "--constraint 'flops=0.3y': expected <cost>=<cap>"),
+])
+def test_bad_constraint_is_refused(spec, message):
+    se = _bench_module()
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        se.constraint_overrides(argparse.Namespace(constraint=spec))
+
+
+def test_absolute_caps_become_constraint_overrides():
+    se = _bench_module()
+    args = argparse.Namespace(constraint="flops=120000.7,latency=2.5")
+    assert se.constraint_overrides(args) == ["objective.constraint.flops=120000", "objective.constraint.latency_ms=2.5"]
+
+
+@pytest.mark.slow
+def test_compression_constraint_benchmark_cli(tmp_path):
+    """``--constraint flops=0.3x``: the cap resolved against the teacher's FLOPs, the constraint columns,
+    each row's best student as the main job chooses finalists (feasible when any student is)."""
+    out = tmp_path / "c.csv"
+    cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--dataset", "digits", "--constraint", "flops=0.3x",
+           "--methods", "ours,random", "--seeds", "1", "--seed-offset", "1000", "--budgets", "2,4", "--K", "2", "--samples", "20",
+           "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
+           "--csv", str(out), "--store", str(tmp_path / "store.sqlite")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with out.open() as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["method", "space", "dataset", "constraint", "seed", "seed_set", "budget", "best",
+                                     "accuracy", "feasible", "train_s", "acq_s"]
+        rows = list(reader)
+    assert [(r["method"], int(r["budget"])) for r in rows] == [("ours", 2), ("ours", 4), ("random", 2), ("random", 4)]
+    from nascomp import ArchGraph, teachers
+
+    teacher_flops = ArchGraph.from_module(teachers.create("small_resnet", width=0.5), (1, 8, 8)).flops
+    cap = int(rows[0]["constraint"].removeprefix("flops<="))
+    assert cap == int(0.3 * teacher_flops)
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:  # every evaluated student: (accuracy, flops)
+        students = db.execute("SELECT accuracy, flops FROM evaluations WHERE error IS NULL").fetchall()
+    for r in rows:  # the reported student is an evaluated one, feasible exactly when within the cap
+        assert r["seed_set"] == "held-out" and r["feasible"] in ("True", "False")
+        assert any(abs(a - float(r["accuracy"])) < 1e-9 and (fl <= cap) == (r["feasible"] == "True") for a, fl in students)
+    assert f"caps flops<={cap}" in res.stdout and "- ours vs random @4: ours >= random on" in res.stdout

@@ -1,0 +1,123 @@
+"""The constraint form's finalists (nascomp.pipeline.select_finalists): students that meet every cap."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from nascomp import ArchGraph, CompressionSpace, teachers
+from nascomp.config import group
+from nascomp.cost import Meter
+from nascomp.pipeline import select_finalists
+from nascomp.reward import Objective
+from nascomp.search import Record, SearchResult
+
+
+@pytest.fixture(scope="module")
+def students():
+    """16 distinct students of small_resnet (w 0.5, 1x8x8 inputs) and the teacher's graph."""
+    torch.manual_seed(0)
+    graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.5).eval(), (1, 8, 8))
+    space, rng, out = CompressionSpace(graph), np.random.default_rng(0), {}
+    while len(out) < 16:
+        arch = space.sample(rng)
+        out[arch.key] = arch
+    return graph, sorted(out.values(), key=lambda a: a.flops)
+
+
+def _objective(graph, penalty=0.5, **constraint):
+    cfg = OmegaConf.merge(group("objective", "params"), {"repeats": 3, "warmup": 1, "penalty": penalty, "constraint": constraint})
+    return Objective(cfg, Meter(cfg), graph, teacher_accuracy=0.9)
+
+
+def _records(graph, archs, objective):
+    """Accuracy in proportion to FLOPs (0.9 at the most), f the objective's, costs
+    as recorded; the last record has no FLOPs recorded (a store row older than the cost)."""
+    out = []
+    for i, arch in enumerate(archs):
+        acc = 0.9 * arch.flops / archs[-1].flops
+        costs = objective.costs(arch.graph)
+        out.append(Record(arch, objective.reward(acc, costs), acc, arch.num_params, 0, None, 1.0,
+                          flops=costs.flops if i < len(archs) - 1 else None, latency_ms=costs.latency_ms,
+                          memory_mb=costs.memory_mb))
+    return out
+
+
+def test_finalists_meet_a_flops_cap_where_the_best_f_does_not(students):
+    graph, archs = students
+    cap = archs[7].flops  # the 8 lowest-FLOPs students meet it
+    objective = _objective(graph, flops=cap)
+    history = _records(graph, archs, objective)
+    # accuracy ~ FLOPs and penalty p = 0.5: over the cap, f ~ sqrt(FLOPs * cap) rises with FLOPs, so the
+    # bare top 3 by f are all over the cap
+    assert all(r.arch.flops > cap for r in SearchResult(history).top(3))
+    chosen = select_finalists(history, objective, 3)
+    within = sorted((r for r in history if r.arch.flops <= cap), key=lambda r: -r.accuracy)
+    assert [r.arch.key for r in chosen] == [r.arch.key for r in within[:3]]
+    assert all(r.arch.flops <= cap for r in chosen)
+    assert chosen[0].arch.key == archs[7].key  # the most accurate within the cap: the one at it
+    assert chosen[0].f == pytest.approx(chosen[0].accuracy / 0.9)  # no penalty within the cap
+
+
+def test_too_few_feasible_students_fill_up_with_the_least_violating(students, caplog):
+    graph, archs = students
+    objective = _objective(graph, flops=archs[1].flops)  # 2 students meet it
+    history = _records(graph, archs, objective)
+    with caplog.at_level(logging.WARNING, logger="nascomp"):
+        chosen = select_finalists(history, objective, 4)
+    # the 2 within the cap (best f first), then the 2 least over it (the next lowest FLOPs; the last
+    # record's FLOPs are measured from its graph, the highest, so it is not among them)
+    assert [r.arch.key for r in chosen] == [archs[1].key, archs[0].key, archs[2].key, archs[3].key]
+    assert objective.violation({"flops": archs[3].flops}) == pytest.approx(archs[3].flops / archs[1].flops)
+    assert "only 2 of 16 evaluated students meet the caps" in caplog.text
+
+
+def test_the_violation_of_a_record_without_its_cost_is_measured(students):
+    graph, archs = students
+    objective = _objective(graph, flops=archs[-2].flops)  # every student but the last (no FLOPs recorded) meets it
+    history = _records(graph, archs, objective)
+    assert history[-1].flops is None
+    chosen = select_finalists(history, objective, 16)
+    assert chosen[-1].arch.key == archs[-1].key and len(chosen) == 16  # measured over the cap: ranked last
+    assert [r.arch.key for r in chosen[:15]] == [a.key for a in archs[-2::-1]]
+
+
+def test_without_caps_the_finalists_are_the_best_by_f(students):
+    graph, archs = students
+    objective = _objective(graph)
+    history = _records(graph, archs, objective)
+    failed = Record(archs[0], 0.0, 0.0, 0, 0, None, 1.0, error="diverged")
+    assert [r.arch.key for r in select_finalists(history + [failed], objective, 5)] == \
+        [r.arch.key for r in SearchResult(history).top(5)]
+    assert objective.violation({}) == 1.0
+
+
+@pytest.mark.slow
+def test_capped_run_trains_feasible_finalists_through_the_cli(tmp_path):
+    """The main job with a FLOPs cap at half the teacher's: its finalists are the best by f among the
+    evaluated students within the cap (history.csv), each fully trained, best within the cap too."""
+    import csv
+    import json
+    import os
+    import subprocess
+    import sys
+
+    teacher_flops = ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8)).flops
+    cap = teacher_flops // 2
+    args = ["experiment=quickstart", "search.K=4", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
+            "full.epochs=1", "teacher_training.epochs=2", "final.top_k=2", "teacher.width=0.25",
+            f"objective.constraint.flops={cap}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nascomp.run", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "quickstart").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    rows = [r for r in csv.DictReader(open(run / "history.csv")) if not r["error"]]
+    within = sorted((r for r in rows if int(r["flops"]) <= cap), key=lambda r: -float(r["f"]))
+    assert len(rows) == 8 and len(within) >= 2, "the test needs 2 students within the cap: lower it"
+    assert summary["objective"]["constraint"] == {"flops": float(cap)}
+    assert [r["key"] for r in summary["finalists"]] == [r["key"] for r in within[:2]]
+    assert all(r["fully_trained"] and r["flops"] <= cap for r in summary["finalists"])
+    assert summary["best"]["flops"] <= cap
