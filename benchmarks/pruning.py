@@ -42,7 +42,6 @@ seeds prune wins) is printed from the whole CSV.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import time
@@ -51,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from nascomp.pruning import IMPORTANCES, importance
-from search_efficiency import CompressionBench, parse_methods, read_rows, seed_set
+from search_efficiency import CompressionBench, appending, parse_methods, read_rows, seed_set
 
 COLUMNS = ["method", "space", "dataset", "seed", "seed_set", "budget", "f", "accuracy", "num_params", "ratio",
            "full_f", "full_accuracy", "test_accuracy"]
@@ -176,16 +175,10 @@ def main() -> None:
              if not all((m, s) in done for m in methods) or (args.full and not _has_full(path, methods, s, mine))]
     start = time.time()
     bench = CompressionBench(args) if seeds else None
-    new_file = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
+    with appending(path, COLUMNS) as write:
         for i, seed in enumerate(seeds):
             rows = run_seed(bench, args, label, overrides, seed)
-            writer.writerows(rows)
-            fh.flush()
+            write(rows)
             print(f"[{i + 1}/{len(seeds)} {time.time() - start:.0f}s] seed {seed}: "
                   + "; ".join(f"{r['method']} {r['num_params']} params, acc {r['accuracy']:.4f}, f {r['f']:.4f}" for r in rows),
                   flush=True)

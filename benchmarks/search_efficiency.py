@@ -64,6 +64,22 @@ Measured 2026-12-01 on the shared 2-core CPU (held-out seeds; benchmarks/results
 ours has the highest mean hypervolume in 5 of 6 cells (imagenet/params: NSGA-II, within one s.e.), and by
 80 it reaches random's 160-evaluation mean in 5 of 6 (cifar10/params: not).
 
+``--mode transfer`` (NAS-Bench-201) is paper Table 3 by the paper's protocol (4.3): per seed and
+objective, a method with kernels (``ours``, ``paper``, with overrides) searches ``--source`` for the
+largest budget, and the K kernels of its last step (with the data their GPs were conditioned on) go to
+each ``--dataset``. There, ``kernel.transfer_mode=zero_shot``: no target data and no kernel training,
+each kernel proposes its expected-improvement maximiser, and the row ``<method> zero_shot from
+<source>`` (budget K) is the best of those K. Beside it, the same kernels under
+``kernel.transfer_mode=search`` (a whole target search that conditions them on the target's data each
+step, never trains them; ``<method> search from <source>``, every budget) and ``random`` (every
+budget and K; at K it is also every method's first step, so the zero-shot row's counterpart), e.g.
+
+    python benchmarks/search_efficiency.py --space nb201 --mode transfer --source cifar10 \
+        --dataset cifar100,imagenet --objective accuracy,compression --methods ours --seeds 10 \
+        --seed-offset 1000 --budgets 50,100,160 --csv benchmarks/results/nb201_transfer.csv
+
+Same columns as the single-objective CSV (``dataset`` is the target).
+
 ``--constraint`` (``--space compression``) runs the constraint form: caps such as ``flops=0.3x`` (a
 fraction of the teacher's cost) or ``flops=120000`` (absolute; costs params, flops, latency, memory) set
 ``objective.constraint.<cost>`` for every method, and each row reports the best student of the first
@@ -105,6 +121,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -134,15 +151,33 @@ def seed_set(seed: int) -> str:
     return "held-out" if int(seed) >= HELD_OUT else "tuning"
 
 
+def split_top(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets: ``"a,b[c,d],e=[f,g]"`` -> ["a", "b[c,d]", "e=[f,g]"]."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if depth < 0:
+            raise SystemExit(f"unbalanced brackets in {text!r}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise SystemExit(f"unbalanced brackets in {text!r}")
+    return [p.strip() for p in parts + [text[start:]] if p.strip()]
+
+
 def parse_methods(spec: str) -> list[tuple[str, list[str]]]:
-    """``"ours,ours[search.K=1,kernel.layers=2],tpe"`` -> [(label, overrides), ...]."""
+    """``"ours,ours[search.K=1,space.ops=[remove,shrink]],tpe"`` -> [(label, overrides), ...]; an
+    override's value may be a bracketed list."""
     out = []
-    for label in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", spec):
-        m = re.fullmatch(r"([^\[]+)(?:\[(.*)\])?", label.strip())
+    for label in split_top(spec):
+        m = re.fullmatch(r"([^\[\]]+)(?:\[(.*)\])?", label)
+        if m is None:
+            raise SystemExit(f"method {label!r}: expected name or name[override,...]")
         name, extra = m.group(1), m.group(2)
         if name not in BASE_METHODS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(BASE_METHODS)}, optionally with [overrides]")
-        out.append((label.strip(), BASE_METHODS[name] + (extra.split(",") if extra else [])))
+        out.append((label, BASE_METHODS[name] + (split_top(extra) if extra else [])))
     return out
 
 
@@ -183,6 +218,47 @@ def run_one(job: tuple) -> list[dict]:
              train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps)
         for b in budgets
     ]
+
+
+def run_transfer(job: tuple) -> list[dict]:
+    """One kernel method on one seed and objective, paper 4.3: a source search on ``source`` for the
+    largest budget, then its last kernels on each target, zero-shot (K proposals) and as a whole search,
+    and (``with_random``) random search on the target; a row per arm, target and budget."""
+    import torch
+
+    from nascomp.nb201 import TableEvaluator
+    from nascomp.search import run_search
+    from nascomp.transfer import SourceKernels
+
+    torch.set_num_threads(1)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    label, overrides, source, targets, objective, seed, budgets, with_random = job
+    cfg = compose(overrides)
+    cfg.search.T = math.ceil(max(budgets) / cfg.search.K) - 1
+    space = nb201_space(source)
+    fits = []
+    run_search(space, TableEvaluator(space.accuracy, space.params, space.reference, objective), cfg, seed,
+               budget=max(budgets), on_fit=lambda step, state, data: fits.append((state, data)))
+    kernels = SourceKernels(*fits[-1], where=f"the {source} search of seed {seed}")
+    K = cfg.search.K
+    arms = [(f"{label} zero_shot from {source}", overrides + ["kernel.transfer_mode=zero_shot"], [K]),
+            (f"{label} search from {source}", overrides + ["kernel.transfer_mode=search"], budgets),
+            ("random", ["search.method=random"], sorted({K, *budgets}))][:3 if with_random else 2]
+    rows = []
+    for dataset in targets:
+        target = nb201_space(dataset)
+        evaluator = TableEvaluator(target.accuracy, target.params, target.reference, objective)
+        for arm, arm_overrides, arm_budgets in arms:
+            arm_cfg = compose(arm_overrides)
+            arm_cfg.search.T = math.ceil(max(arm_budgets) / arm_cfg.search.K) - 1
+            result = run_search(target, evaluator, arm_cfg, seed, budget=max(arm_budgets),
+                                transfer=None if arm == "random" else kernels)
+            steps = max(result.steps, 1)
+            rows += [dict(method=arm, space="nb201", dataset=dataset, objective=objective, seed=seed, seed_set=seed_set(seed),
+                          budget=b, best=result.best_after(b), regret=evaluator.optimum - result.best_after(b),
+                          train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps)
+                     for b in arm_budgets]
+    return rows
 
 
 def run_pareto(job: tuple) -> list[dict]:
@@ -266,14 +342,9 @@ def main_pareto(args) -> None:
             for s in range(args.seed_offset, args.seed_offset + args.seeds) for d in datasets for c in costs
             for label, ov in methods if (label, d, c, s) not in done]
     start = time.time()
-    new_file = not path.exists()
-    with path.open("a", newline="") as fh, Pool(args.workers) as pool:
-        writer = csv.DictWriter(fh, fieldnames=PARETO_COLUMNS)
-        if new_file:
-            writer.writeheader()
+    with appending(path, PARETO_COLUMNS) as write, Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_pareto, jobs)):
-            writer.writerows(rows)
-            fh.flush()
+            write(rows)
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
                   f"{rows[0]['cost']} seed {rows[0]['seed']}: HV regret " + " ".join(f"{r['hv_regret']:.4f}" for r in rows), flush=True)
     rows = [r for r in read_rows(path, PARETO_COLUMNS) if r["dataset"] in datasets and r["cost"] in costs
@@ -313,7 +384,7 @@ class CompressionBench:
 
         torch.set_num_threads(args.threads)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        self.args, self.overrides = args, list(overrides)
+        self.args, self.overrides, self.spaces = args, list(overrides), {}
         self.setup = Setup.build(compression_config(args, self.overrides), Path(args.store).parent)
         s = self.setup
         print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
@@ -334,13 +405,30 @@ class CompressionBench:
                          **{k: v for k, v in config.items() if k not in ("logger", "store")}})
         return cfg, config, run_id
 
+    def space(self, cfg):
+        """The search space of a method's config: the shared one, or, when the method's overrides change
+        ``space.*`` (Tables 5 and 7: ``space.ops=[remove,shrink]``), that space over the same teacher."""
+        from nascomp.compression_space import CompressionSpace
+        from omegaconf import OmegaConf
+
+        options = OmegaConf.to_container(cfg.space, resolve=True)
+        if options == OmegaConf.to_container(self.setup.cfg.space, resolve=True):
+            return self.setup.space
+        key = repr(sorted(options.items()))
+        if key not in self.spaces:
+            space = self.spaces[key] = CompressionSpace(self.setup.graph, **options)
+            changed = ", ".join(f"space.{k}={v}" for k, v in options.items() if self.setup.cfg.space[k] != v)
+            print(f"{changed}: {len(space.removable)} removable layers, {space.num_shrink_groups} shrink groups, "
+                  f"{len(space.skip_pairs)} legal skips", flush=True)
+        return self.spaces[key]
+
     def run_one(self, job: tuple) -> list[dict]:
         from nascomp.search import run_search
 
         label, overrides, dataset, objective, seed, budgets = job
         cfg, config, run_id = self.run_config(overrides, seed, max(budgets))
         evaluator = self.setup.open_run(run_id, resume=True, config=config)
-        result = run_search(self.setup.space, evaluator, cfg, seed, budget=max(budgets))
+        result = run_search(self.space(cfg), evaluator, cfg, seed, budget=max(budgets))
         self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
         self.setup.store.finish_run(run_id)
         steps = max(result.steps, 1)
@@ -380,7 +468,7 @@ class CompressionBench:
         cfg, config, run_id = self.run_config(overrides + ["search.mode=pareto"], seed, max(budgets))
         problem = self.problem
         evaluator = self.setup.open_run(run_id, resume=True, config=config)
-        result = run_search(self.setup.space, evaluator, cfg, seed, budget=max(budgets), problem=problem)
+        result = run_search(self.space(cfg), evaluator, cfg, seed, budget=max(budgets), problem=problem)
         self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
         self.setup.store.finish_run(run_id)
         curve = problem.curve(result.history)
@@ -397,12 +485,7 @@ def main_compression_pareto(args, methods: list[tuple[str, list[str]]], costs: l
     path = Path(args.csv)
     done = {(r["method"], r["space"], r["dataset"], r["cost"], int(r["seed"])) for r in read_rows(path, PARETO_COLUMNS)}
     start = time.time()
-    new_file = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=PARETO_COLUMNS, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
+    with appending(path, PARETO_COLUMNS) as write:
         for cost in costs:
             jobs = [(label, ov, args.dataset, cost, s, budgets)
                     for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
@@ -410,8 +493,7 @@ def main_compression_pareto(args, methods: list[tuple[str, list[str]]], costs: l
             bench = CompressionBench(args, [f"objective={cost}"]) if jobs else None
             for i, job in enumerate(jobs):
                 rows = bench.run_pareto(job)
-                writer.writerows(rows)
-                fh.flush()
+                write(rows)
                 print(f"[{cost} {i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: "
                       "hypervolume " + " ".join(f"{r['hypervolume']:.4f}" for r in rows)
                       + f" ({rows[0]['cached']} from the store)", flush=True)
@@ -441,6 +523,24 @@ def read_rows(path: Path, columns: list[str] = COLUMNS) -> list[dict]:
         if reader.fieldnames != columns:
             raise SystemExit(f"{path}: columns {reader.fieldnames}, expected {columns}; write to a new --csv")
         return list(reader)
+
+
+@contextmanager
+def appending(path: Path, columns: list[str]):
+    """Append rows to the result CSV ``path`` (header ``columns`` written when the file is new), each
+    batch flushed at once so that a killed run keeps what it finished; yields ``write(rows)``."""
+    new_file = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+
+        def write(rows: list[dict]) -> None:
+            writer.writerows(rows)
+            fh.flush()
+
+        yield write
 
 
 def table(rows: list[dict], budgets: list[int], methods: list[str], regret: str = "regret") -> str:
@@ -476,6 +576,47 @@ def table(rows: list[dict], budgets: list[int], methods: list[str], regret: str 
     return "\n".join(lines)
 
 
+def main_transfer(args) -> None:
+    """``--mode transfer``: ``run_transfer`` for every kernel method x objective x seed not yet in the CSV."""
+    from nascomp.schema import KERNEL_METHODS
+
+    methods = parse_methods(args.methods)
+    for label, _ in methods:
+        if label.split("[")[0] not in KERNEL_METHODS:
+            raise SystemExit(f"--mode transfer: method {label!r} has no learned kernels to transfer; choose from "
+                             f"{', '.join(KERNEL_METHODS)}")
+    if args.space != "nb201":
+        raise SystemExit("--mode transfer runs on NAS-Bench-201 (--space nb201); on real students use the main job's "
+                         "kernel.transfer_from / kernel.transfer_mode (experiment=table3)")
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    targets = [d for d in args.dataset.split(",") if d != args.source]
+    if not targets:
+        raise SystemExit(f"--mode transfer: --dataset names no target other than the source {args.source!r}")
+    path = Path(args.csv)
+    done = {(r["method"], r["dataset"], r["objective"], int(r["seed"])) for r in read_rows(path)}
+    jobs = []
+    for s in range(args.seed_offset, args.seed_offset + args.seeds):
+        for o in args.objective.split(","):
+            with_random = not all(("random", d, o, s) in done for d in targets)  # once per seed and objective
+            for label, ov in methods:
+                if not all((f"{label} zero_shot from {args.source}", d, o, s) in done for d in targets):
+                    jobs.append((label, ov, args.source, targets, o, s, budgets, with_random))
+                    with_random = False
+    start = time.time()
+    with appending(path, COLUMNS) as write, Pool(args.workers) as pool:
+        for i, rows in enumerate(pool.imap_unordered(run_transfer, jobs)):
+            write(rows)
+            print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['objective']} seed "
+                  f"{rows[0]['seed']}: " + "; ".join(f"{r['dataset']} regret {r['regret']:.4f}" for r in rows
+                                                       if "zero_shot" in r["method"]), flush=True)
+    rows = [r for r in read_rows(path) if r["dataset"] in targets and r["objective"] in args.objective.split(",")
+            and r["seed_set"] == seed_set(args.seed_offset)]
+    arms = [f"{label} {mode} from {args.source}" for label, _ in methods for mode in ("zero_shot", "search")]
+    K = compose(methods[0][1]).search.K
+    print(f"\n{seed_set(args.seed_offset)} seeds; kernels from {args.source}")
+    print(table(rows, sorted({K, *budgets}), arms + ["random"]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--space", default="nb201", choices=["nb201", "compression"])
@@ -502,13 +643,17 @@ def main() -> None:
     c.add_argument("--override", action="append", default=[], help="a further Hydra override for every method (repeatable)")
     c.add_argument("--constraint", default="", help="the constraint form for every method: comma list of <cost>=<cap> "
                    "(params, flops, latency, memory; a cap <r>x is r times the teacher's cost), e.g. flops=0.3x")
-    p.add_argument("--mode", default="single", choices=["single", "pareto"],
-                   help="pareto: the front of (accuracy, --cost); methods ours, paper, random, nsga2, motpe")
+    p.add_argument("--mode", default="single", choices=["single", "pareto", "transfer"],
+                   help="pareto: the front of (accuracy, --cost); methods ours, paper, random, nsga2, motpe. "
+                   "transfer (nb201): paper Table 3, kernels of a --source search on each --dataset")
+    p.add_argument("--source", default="cifar10", help="--mode transfer: the dataset whose search's kernels transfer")
     p.add_argument("--cost", default="latency,params", help="--mode pareto: comma list of latency, params (NAS-Bench-201's "
                    "table); compression: of params, flops, latency, memory")
     args = p.parse_args()
     if args.mode == "pareto":
         return main_pareto(args)
+    if args.mode == "transfer":
+        return main_transfer(args)
     if args.space == "compression":
         return main_compression(args)
 
@@ -521,14 +666,9 @@ def main() -> None:
             for d in args.dataset.split(",") for o in args.objective.split(",")
             for label, ov in methods if (label, d, o, s) not in done]
     start = time.time()
-    new_file = not path.exists()
-    with path.open("a", newline="") as fh, Pool(args.workers) as pool:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
+    with appending(path, COLUMNS) as write, Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_one, jobs)):
-            writer.writerows(rows)
-            fh.flush()
+            write(rows)
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
                   f"{rows[0]['objective']} seed {rows[0]['seed']}: regret " + " ".join(f"{r['regret']:.4f}" for r in rows), flush=True)
     rows = [r for r in read_rows(path) if r["dataset"] in args.dataset.split(",") and r["objective"] in args.objective.split(",")
@@ -552,16 +692,10 @@ def main_compression(args) -> None:
             if (label, args.space_label, args.dataset, args.constraint_label, s) not in done]
     start = time.time()
     bench = CompressionBench(args, caps) if jobs else None
-    new_file = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
+    with appending(path, columns) as write:
         for i, job in enumerate(jobs):
             rows = bench.run_one(job)
-            writer.writerows(rows)
-            fh.flush()
+            write(rows)
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: best "
                   + " ".join(f"{r['best']:.4f}" for r in rows) + f" ({rows[0]['cached']} from the store)"
                   + ("; best feasible accuracy " + " ".join(f"{r['accuracy']:.4f}{'' if r['feasible'] else ' (over the caps)'}"

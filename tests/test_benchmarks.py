@@ -12,20 +12,32 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_efficiency.py"
+TINY = ["--seeds", "1", "--budgets", "2,4", "--K", "2", "--samples", "20", "--override", "kernel.max_steps=5",
+        "--override", "kernel.hidden=8"]  # one seed of a tiny search: 2 steps of K = 2, small kernels
+
+
+def compression_cli(tmp_path: Path, out: Path, *flags: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``search_efficiency.py --space compression --dataset digits`` with ``flags`` in ``tmp_path``, its
+    own store there, writing ``out``; fails the test with the script's stderr when it does not exit 0."""
+    cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--dataset", "digits", *flags, "--csv", str(out),
+           "--store", str(tmp_path / "store.sqlite")]
+    res = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
 
 
 @pytest.mark.slow
 def test_compression_benchmark_cli(tmp_path):
     out = tmp_path / "c.csv"
-    cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--dataset", "digits", "--teacher", "small_resnet",
-           "--methods", "ours,random", "--seeds", "1", "--budgets", "2,4", "--K", "2", "--samples", "20",
-           "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
-           "--csv", str(out), "--store", str(tmp_path / "store.sqlite")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    flags = ["--teacher", "small_resnet", "--methods", "ours,random,random[space.ops=[remove]]", *TINY]
+    res = compression_cli(tmp_path, out, *flags)
     rows = list(csv.DictReader(out.open()))
-    assert [(r["method"], int(r["budget"])) for r in rows] == [("ours", 2), ("ours", 4), ("random", 2), ("random", 4)]
+    assert [(r["method"], int(r["budget"])) for r in rows] == [("ours", 2), ("ours", 4), ("random", 2), ("random", 4),
+                                                               ("random[space.ops=[remove]]", 2), ("random[space.ops=[remove]]", 4)]
+    # a method whose overrides change the space (Tables 5 and 7) searches that space over the same teacher
+    assert "space.ops=['remove']: 26 removable layers, 0 shrink groups, 0 legal skips" in res.stdout + res.stderr
+    rows = rows[:4]
     assert all(r["space"] == "compression:small_resnet-w0.5-p1-K2" and r["regret"] == "" for r in rows)
     for method in ("ours", "random"):
         best = [float(r["best"]) for r in rows if r["method"] == method]
@@ -35,8 +47,8 @@ def test_compression_benchmark_cli(tmp_path):
     assert "| method | seeds | best @2 | best @4 | gap @2 | gap @4 |" in res.stdout
     assert len(list((tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.pt"))) == 1
     # rerunning the command finds every row done and only prints the table
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 4 and "| ours | 1 |" in again.stdout
+    again = compression_cli(tmp_path, out, *flags, timeout=120)
+    assert len(list(csv.DictReader(out.open()))) == 6 and "| ours | 1 |" in again.stdout
 
 
 @pytest.mark.slow
@@ -44,13 +56,7 @@ def test_compression_pareto_benchmark_cli(tmp_path):
     """``--space compression --mode pareto``: the Pareto columns, no regret (no true front), the first K
     students shared by every method (the same hypervolume at budget K), the hypervolume non-decreasing."""
     out = tmp_path / "p.csv"
-    cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--mode", "pareto", "--cost", "flops", "--dataset", "digits",
-           "--methods", "ours,random,nsga2", "--seeds", "1", "--budgets", "2,4", "--K", "2", "--samples", "20",
-           "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
-           "--csv", str(out), "--store", str(tmp_path / "store.sqlite")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = compression_cli(tmp_path, out, "--mode", "pareto", "--cost", "flops", "--methods", "ours,random,nsga2", *TINY)
     with out.open() as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["method", "space", "dataset", "cost", "seed", "seed_set", "budget", "hypervolume", "hv_regret"]
@@ -124,13 +130,7 @@ def test_compression_constraint_benchmark_cli(tmp_path):
     """``--constraint flops=0.3x``: the cap resolved against the teacher's FLOPs, the constraint columns,
     each row's best student as the main job chooses finalists (feasible when any student is)."""
     out = tmp_path / "c.csv"
-    cmd = [sys.executable, str(SCRIPT), "--space", "compression", "--dataset", "digits", "--constraint", "flops=0.3x",
-           "--methods", "ours,random", "--seeds", "1", "--seed-offset", "1000", "--budgets", "2,4", "--K", "2", "--samples", "20",
-           "--override", "kernel.max_steps=5", "--override", "kernel.hidden=8",
-           "--csv", str(out), "--store", str(tmp_path / "store.sqlite")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = compression_cli(tmp_path, out, "--constraint", "flops=0.3x", "--methods", "ours,random", "--seed-offset", "1000", *TINY)
     with out.open() as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["method", "space", "dataset", "constraint", "seed", "seed_set", "budget", "best",

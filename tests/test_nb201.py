@@ -57,3 +57,11 @@ def test_benchmark_method_parser():
     parsed = module.parse_methods("ours,ours[search.K=1,kernel.objective=marginal],flat,tpe")
     assert parsed == [("ours", []), ("ours[search.K=1,kernel.objective=marginal]", ["search.K=1", "kernel.objective=marginal"]),
                       ("flat", ["kernel=flat"]), ("tpe", ["search.method=tpe"])]
+    # an override's value may be a list (Tables 5 and 7: space.ops)
+    parsed = module.parse_methods("tpe[space.ops=[remove,shrink]],ours[search.K=4,space.ops=[remove]],random")
+    assert parsed == [("tpe[space.ops=[remove,shrink]]", ["search.method=tpe", "space.ops=[remove,shrink]"]),
+                      ("ours[search.K=4,space.ops=[remove]]", ["search.K=4", "space.ops=[remove]"]),
+                      ("random", ["search.method=random"])]
+    for bad in ("ours[search.K=1", "ours]", "nsga3"):
+        with pytest.raises(SystemExit):
+            module.parse_methods(bad)

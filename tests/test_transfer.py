@@ -39,6 +39,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,45 @@ def test_zero_shot_main_job_on_real_students(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "target" / "store.sqlite")
     assert store.latest_kernels() is None  # the target trained (and stored) no kernels
     store.close()
+
+
+# ---- benchmarks/search_efficiency.py --mode transfer: Table 3 on NAS-Bench-201 through the benchmark's CLI
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_efficiency.py"
+TINY_OURS = "ours[search.K=2,kernel.max_steps=5,kernel.hidden=8,search.acquisition.samples=30]"
+
+
+@pytest.mark.slow
+def test_transfer_benchmark_cli_zero_shot_search_and_random_rows(tmp_path):
+    """A source search on CIFAR-10, its last kernels on CIFAR-100 and ImageNet16: zero-shot (K rows, no kernel
+    trained), the transfer search at every budget, random search once per seed (at K too); regret against
+    each target's optimum; a rerun finds every row done."""
+    out = tmp_path / "t.csv"
+    cmd = [sys.executable, str(BENCH), "--space", "nb201", "--mode", "transfer", "--source", "cifar10",
+           "--dataset", "cifar10,cifar100,imagenet", "--objective", "compression", "--methods", TINY_OURS,
+           "--seeds", "1", "--seed-offset", "1000", "--budgets", "4,6", "--csv", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    zero, search = f"{TINY_OURS} zero_shot from cifar10", f"{TINY_OURS} search from cifar10"
+    for dataset in ("cifar100", "imagenet"):  # the source is no target
+        mine = [(r["method"], int(r["budget"])) for r in rows if r["dataset"] == dataset]
+        assert mine == [(zero, 2), (search, 4), (search, 6), ("random", 2), ("random", 4), ("random", 6)]
+    assert {r["dataset"] for r in rows} == {"cifar100", "imagenet"} and {r["seed_set"] for r in rows} == {"held-out"}
+    for r in rows:
+        target = NB201Space(r["dataset"])
+        optimum = TableEvaluator(target.accuracy, target.params, target.reference, "compression").optimum
+        assert abs(float(r["regret"]) - (optimum - float(r["best"]))) < 1e-9 and 0 < float(r["best"]) <= optimum
+    assert all(float(r["train_s"]) == 0.0 for r in rows if r["method"] == zero)  # nothing trained in the target
+    assert "kernels from cifar10" in proc.stdout and f"| {zero} | 1 |" in proc.stdout
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == len(rows)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--methods", "random"], "--mode transfer: method 'random' has no learned kernels to transfer; choose from ours, paper"),
+    (["--methods", "ours", "--dataset", "cifar10"], "--mode transfer: --dataset names no target other than the source 'cifar10'"),
+])
+def test_transfer_benchmark_refuses_bad_flags(tmp_path, flags, message):
+    proc = subprocess.run([sys.executable, str(BENCH), "--mode", "transfer", "--csv", str(tmp_path / "t.csv"), *flags],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and message in proc.stderr and not (tmp_path / "t.csv").exists()
