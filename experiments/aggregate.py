@@ -3,6 +3,8 @@
     python experiments/aggregate.py multirun/table4             # every run under a folder
     python experiments/aggregate.py multirun/table1 --csv t1.csv
     python experiments/aggregate.py claims benchmarks/results/*.csv --seed-set held-out   # the paper's claims measured
+    python experiments/aggregate.py cells benchmarks/results/nb201_search_efficiency.csv \
+        --methods ours,random,rea,tpe,local,smac --budget 160                            # regret per cell and method
 
 Runs are grouped by what differs between their configs other than the seed (e.g. search.K for
 Table 4); each group prints accuracy, #params, ratio, times and f(x) of the final student.
@@ -160,6 +162,39 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     return "\n".join(lines)
 
 
+def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int) -> str:
+    """Markdown: one row per space/dataset/objective cell, one column per method: the mean ± s.e. over
+    seeds of the regret (NAS-Bench-201) or of the best f (compression, where the optimum is unknown)
+    at ``budget``; bold marks the best method of the cell. Then, per other method, in how many cells
+    the first method's mean is strictly better."""
+    import numpy as np
+
+    rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["method"] in methods]
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        lower = r["regret"] not in ("", None)  # regret: lower is better; best f: higher is better
+        groups.setdefault((r["space"], r["dataset"], r["objective"], lower), {}).setdefault(r["method"], []).append(
+            float(r["regret"] if lower else r["best"]))
+    head = ["cell", "seeds"] + methods
+    lines = [f"seeds: {seed_set}; budget {budget}; regret (NAS-Bench-201: accuracy in points, compression in f) "
+             "or best f (real students), mean ± s.e.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    wins = {m: 0 for m in methods[1:]}
+    for (space, dataset, objective, lower), by in sorted(groups.items()):
+        stats = {m: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0) for m, v in by.items()}
+        best = (min if lower else max)(stats, key=lambda m: stats[m][0])
+        digits = 3 if objective == "accuracy" and lower else 4
+        fmt = lambda m: "–" if m not in stats else (
+            ("**{:.%df} ± {:.%df}**" if m == best else "{:.%df} ± {:.%df}") % (digits, digits)).format(*stats[m])
+        seeds = "/".join(str(n) for n in sorted({len(v) for v in by.values()}))
+        cell = f"{dataset} {objective}" if space == "nb201" else f"{space} {dataset}"
+        lines.append("| " + " | ".join([cell, seeds] + [fmt(m) for m in methods]) + " |")
+        for m in wins:
+            if methods[0] in stats and m in stats and (stats[methods[0]][0] < stats[m][0] if lower else stats[methods[0]][0] > stats[m][0]):
+                wins[m] += 1
+    lines += ["", f"{methods[0]} strictly better than: " + ", ".join(f"{m} in {n}/{len(groups)} cells" for m, n in wins.items())]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -173,6 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
         print(claims(rows, a.seed_set, a.space, a.budget))
+        return 0
+    if argv and argv[0] == "cells":
+        p = argparse.ArgumentParser(description="regret (or best f) per cell and method, from search-efficiency CSVs")
+        p.add_argument("cells")
+        p.add_argument("csvs", nargs="+", type=Path)
+        p.add_argument("--methods", default="ours,random,rea,tpe,local,smac", help="comma list; the first is compared with the rest")
+        p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
+        p.add_argument("--budget", type=int, default=160)
+        a = p.parse_args(argv)
+        rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
+        print(cells(rows, a.methods.split(","), a.seed_set, a.budget))
         return 0
     return _main(argv)
 

@@ -26,3 +26,25 @@ def test_claims_table_from_committed_csv():
     held = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), "--seed-set", "tuning",
                            "--space", "compression"], capture_output=True, text=True, check=True).stdout
     assert "(n=" not in held  # the space filter: the NAS-Bench-201 CSV holds no compression-space rows
+
+
+def test_cells_table_from_committed_csv():
+    """``aggregate.py cells``: regret per cell and method at a budget, each number the mean ± s.e. of the
+    CSV's rows computed here directly; the best method of a cell in bold; the win count."""
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(NB201), "--seed-set", "tuning",
+                          "--methods", "ours,random,tpe", "--budget", "100"], capture_output=True, text=True, check=True).stdout
+    rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "tuning" and r["budget"] == "100"]
+    line = next(x for x in out.splitlines() if x.startswith("| imagenet compression |"))
+    expected = []
+    for method in ("ours", "random", "tpe"):
+        v = np.array([float(r["regret"]) for r in rows if r["method"] == method and r["dataset"] == "imagenet"
+                      and r["objective"] == "compression"])
+        assert len(v) == 20
+        expected.append((v.mean(), v.std(ddof=1) / np.sqrt(len(v))))
+    cells = line.strip("| ").split(" | ")
+    assert cells[1] == "20" and len(cells) == 5
+    for cell, (mean, se) in zip(cells[2:], expected):
+        assert cell.strip("*") == f"{mean:.4f} ± {se:.4f}"
+    best = min(range(3), key=lambda i: expected[i][0])
+    assert cells[2 + best].startswith("**") and sum(c.startswith("**") for c in cells) == 1
+    assert "ours strictly better than: random in 6/6 cells" in out
