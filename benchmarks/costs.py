@@ -43,7 +43,10 @@ Latency noise (``noise --students 4``: warm-up 3, median of 15, 10 trials), smal
 | student 3 | 1.28 | 1 | 1.319 | 0.078 | 0.146 |
 | student 3 | 1.28 | 64 | 11.166 | 0.170 | 0.208 |
 With ``--warmup 10 --repeats 50`` the figure's CV was no lower (0.10-0.57): on this shared machine
-the noise is other processes' load, not too few timings. The per-layer table (``table --students 6``)
+the noise is other processes' load, not too few timings. Measured again 2026-12-01 at batch 1 on 10
+students (``noise --students 10 --trials 5 --repeats 15 --warmup 3 --batch-sizes 1``, load from 2-3
+other jobs): CV of the figure 0.02-0.39 per student (median 0.11), the teacher 0.17; the table above
+is one draw of a load-dependent quantity, not a property of the networks. The per-layer table (``table --students 6``)
 under-predicts (it leaves out GraphNet's own per-layer overhead): mean absolute relative error 0.34
 at batch 1 (-0.16 to -0.66 per network) and 0.25 at batch 64 (-0.67 to +0.21).
 Peak activation memory (``memory``: teachers x0.25 and 3 students each, batch 64, input excluded):
