@@ -420,8 +420,7 @@ class CompressionBench:
         if key not in self.spaces:
             space = self.spaces[key] = CompressionSpace(self.setup.graph, **options)
             changed = ", ".join(f"space.{k}={v}" for k, v in options.items() if self.setup.cfg.space[k] != v)
-            print(f"{changed}: {len(space.removable)} removable layers, {space.num_shrink_groups} shrink groups, "
-                  f"{len(space.skip_pairs)} legal skips", flush=True)
+            print(f"{changed}: a space of its own over the same teacher, operators {', '.join(space.ops)}", flush=True)
         return self.spaces[key]
 
     def run_one(self, job: tuple) -> list[dict]:
