@@ -212,14 +212,17 @@ def run_one(job: tuple) -> list[dict]:
     space = nb201_space(dataset)
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, objective)
     result = run_search(space, evaluator, cfg, seed, budget=max(budgets))
+    return nb201_rows(label, dataset, objective, seed, result, evaluator.optimum, budgets)
+
+
+def nb201_rows(label: str, dataset: str, objective: str, seed: int, result, optimum: float, budgets: list[int]) -> list[dict]:
+    """The CSV rows (``COLUMNS``) of one NAS-Bench-201 search: the best found and its regret at each
+    budget, and the search's seconds per step of kernel training and acquisition."""
     steps = max(result.steps, 1)
-    optimum = evaluator.optimum
-    return [
-        dict(method=label, space="nb201", dataset=dataset, objective=objective, seed=seed, seed_set=seed_set(seed), budget=b,
-             best=result.best_after(b), regret=optimum - result.best_after(b),
-             train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps)
-        for b in budgets
-    ]
+    return [dict(method=label, space="nb201", dataset=dataset, objective=objective, seed=seed, seed_set=seed_set(seed), budget=b,
+                 best=result.best_after(b), regret=optimum - result.best_after(b),
+                 train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps)
+            for b in budgets]
 
 
 def run_transfer(job: tuple) -> list[dict]:
@@ -255,11 +258,7 @@ def run_transfer(job: tuple) -> list[dict]:
             arm_cfg.search.T = math.ceil(max(arm_budgets) / arm_cfg.search.K) - 1
             result = run_search(target, evaluator, arm_cfg, seed, budget=max(arm_budgets),
                                 transfer=None if arm == "random" else kernels)
-            steps = max(result.steps, 1)
-            rows += [dict(method=arm, space="nb201", dataset=dataset, objective=objective, seed=seed, seed_set=seed_set(seed),
-                          budget=b, best=result.best_after(b), regret=evaluator.optimum - result.best_after(b),
-                          train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps)
-                     for b in arm_budgets]
+            rows += nb201_rows(arm, dataset, objective, seed, result, evaluator.optimum, arm_budgets)
     return rows
 
 
