@@ -225,7 +225,7 @@ class ParetoProposer:
 
         ok = [r for r in history if not r.failed]
         if len(ok) < 2:
-            log.warning("only %d of %d evaluated students succeeded: %d random proposals this step instead of the kernels'",
+            log.warning("%d of %d evaluated students succeeded, fewer than the 2 a kernel needs: %d random proposals this step instead of the kernels'",
                         len(ok), len(history), k)
             return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
         p = self.problem

@@ -135,7 +135,7 @@ class KernelProposer:
     def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
         ok = [r for r in history if not r.failed]  # failed evaluations carry no reward
         if len(ok) < 2:  # nothing to fit a kernel on (every student so far failed): explore at random
-            log.warning("only %d of %d evaluated students succeeded: %d random proposals this step instead of the kernels'",
+            log.warning("%d of %d evaluated students succeeded, fewer than the 2 a kernel needs: %d random proposals this step instead of the kernels'",
                         len(ok), len(history), k)
             return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
         archs, f = [r.arch for r in ok], [r.f for r in ok]

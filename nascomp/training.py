@@ -193,10 +193,14 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
     """Train teacher ``name`` (a registered name or class path; ``kwargs`` to its constructor) from
     scratch with recipe ``cfg`` (default ``conf/training/teacher.yaml``) and save ``checkpoint``:
     ``{"state_dict", "teacher", "width", "num_classes", "dataset", "val_accuracy", "test_accuracy"}``
-    (readable by ``teachers.create(..., checkpoint=)``) plus the same numbers in a ``.json`` beside it."""
+    (readable by ``teachers.create(..., checkpoint=)``) plus the same numbers in a ``.json`` beside it.
+    The initial weights and every random draw of the training come from the recipe's ``seed``: one
+    cache key (:func:`nascomp.pipeline.teacher_key`) is one teacher, whatever ran before in the process."""
     cfg = cfg if cfg is not None else group("training", "teacher")
-    model = teachers.create(name, num_classes=dataset.num_classes, width=width, in_channels=dataset.in_channels, **kwargs)
-    result = fit_and_test(model, dataset, cfg)
+    with torch.random.fork_rng(devices=[]):  # the caller's CPU random state is left as it was
+        torch.manual_seed(cfg.seed)  # the initial weights follow the recipe's seed, not whatever ran before
+        model = teachers.create(name, num_classes=dataset.num_classes, width=width, in_channels=dataset.in_channels, **kwargs)
+        result = fit_and_test(model, dataset, cfg)
     chance = 1.0 / dataset.num_classes
     if not result.val_accuracy > chance:  # a teacher at chance would score every student f ~ 1
         raise TeacherTrainingError(

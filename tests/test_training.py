@@ -165,3 +165,23 @@ def test_a_signal_inside_a_trainer_call_comes_out_as_itself_even_when_teardown_f
     with pytest.raises(_Signal):  # through a real fit
         with training.signals_kept():
             trainer.fit(module, loader)
+
+
+def test_a_teacher_depends_on_its_recipe_seed_only(tmp_path, digits):
+    """One cache key, one teacher: whatever the caller's random state (a search seed, a benchmark
+    that seeds nothing), training gives the same weights and accuracy, and leaves that state alone."""
+    cfg = config.group("training", "teacher", [q.removeprefix("training.") for q in QUICK] + ["epochs=1"])
+    trained = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        model, result = training.train_teacher("small_resnet", digits, tmp_path / f"t{caller_seed}.pt", cfg, width=0.25)
+        assert torch.equal(torch.get_rng_state(), before)  # the caller's next draws are as they would have been
+        trained.append((model.state_dict(), result.val_accuracy))
+    (first, acc1), (second, acc2) = trained
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert acc1 == acc2 > 0.1
+    other = training.train_teacher("small_resnet", digits, tmp_path / "s1.pt",
+                                   config.group("training", "teacher", [q.removeprefix("training.") for q in QUICK] + ["epochs=1", "seed=1"]),
+                                   width=0.25)[0].state_dict()
+    assert not torch.equal(other["stem.0.weight"], first["stem.0.weight"])  # the recipe's seed does choose them
