@@ -132,16 +132,26 @@ def claim_score(row: dict) -> float:
 def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 160) -> str:
     """Markdown: per claim and arm, the paper's f(x) and the measured mean ± s.e. over seeds of
     ``claim_score`` at ``budget`` for the paper's method and ours (per seed, averaged over the
-    space/dataset/objective cells it ran in), and whether the paper's direction (the arm against the
+    space/dataset/objective cells and seeds in which every arm of the claim on that side ran: arms are
+    compared on the same cells and seeds, never one cell against an average over six), and whether the paper's direction (the arm against the
     claim's first arm) holds. Only rows whose ``space`` starts with ``space`` (nb201 | compression). No rows: "not run"."""
     import numpy as np
 
     rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["space"].startswith(space)]
+    unit = lambda r: (r["space"], r["dataset"], r["objective"], r["seed"])
+    ran: dict[str, set] = {}
+    for r in rows:
+        ran.setdefault(r["method"], set()).add(unit(r))
 
-    def measure(label: str):
+    def common(labels: list[str]) -> set:
+        """The (cell, seed) pairs every arm of a claim that ran has a row in: the arms are compared on those alone."""
+        sets = [ran[label] for label in labels if label in ran]
+        return set.intersection(*sets) if sets else set()
+
+    def measure(label: str, units: set):
         per_seed: dict[str, list[float]] = {}
         for r in rows:
-            if r["method"] == label:
+            if r["method"] == label and unit(r) in units:
                 per_seed.setdefault(r["seed"], []).append(claim_score(r))
         if not per_seed:
             return None
@@ -151,15 +161,22 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     fmt = lambda m: "not run" if m is None else f"{m[0]:.4f} ± {m[1]:.4f} (n={m[2]})"
     lines = [f"space {space}; seeds: {seed_set}; budget {budget}; score: -regret on [0, 1] (NAS-Bench-201) or best f (compression), higher is better",
              "", "| claim | arm | paper f(x) | paper method | ours | paper's direction holds (paper / ours) |", "|---|---|---|---|---|---|"]
+    compared = []
     for claim, arms in CLAIMS:
+        on = [common([a[2] for a in arms]), common([a[3] for a in arms])]  # the paper method's arms, ours
+        compared.append(f"- {claim.split(':')[0]}: " + "; ".join(
+            f"{side} on " + (", ".join(sorted({" ".join(u[1:3]) for u in units})) + f" ({len({u[3] for u in units})} seeds)"
+                             if units else "nothing")
+            for side, units in zip(("paper", "ours"), on)))
         _, ref_f, ref_paper, ref_ours = arms[0]
-        refs = (measure(ref_paper), measure(ref_ours))
+        refs = (measure(ref_paper, on[0]), measure(ref_ours, on[1]))
         for i, (arm, f, paper_label, ours_label) in enumerate(arms):
-            got = (measure(paper_label), measure(ours_label))
+            got = (measure(paper_label, on[0]), measure(ours_label, on[1]))
             holds = "–" if i == 0 else " / ".join(
-                "not run" if m is None or r is None else ("yes" if (m[0] > r[0]) == (f > ref_f) else "no") for m, r in zip(got, refs))
+                "not run" if m is None or r is None else "tie" if m[0] == r[0] else ("yes" if (m[0] > r[0]) == (f > ref_f) else "no")
+                for m, r in zip(got, refs))
             lines.append(f"| {claim if i == 0 else ''} | {arm} | {f:.4f} | {fmt(got[0])} | {fmt(got[1])} | {holds} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", "Compared on (the cells and seeds where all of a claim's arms ran; a seed's score is its mean over those cells):"] + compared)
 
 
 def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int) -> str:

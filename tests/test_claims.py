@@ -48,3 +48,21 @@ def test_cells_table_from_committed_csv():
     best = min(range(3), key=lambda i: expected[i][0])
     assert cells[2 + best].startswith("**") and sum(c.startswith("**") for c in cells) == 1
     assert "ours strictly better than: random in 6/6 cells" in out
+
+
+def test_claims_compare_arms_on_the_same_cells_and_seeds():
+    """The claim arms ran on CIFAR-10 accuracy alone (nb201_claims.csv), ``ours`` on six cells: K=8 is
+    scored on CIFAR-10 accuracy and on the seeds every Table 4 arm ran, as each arm is."""
+    claims_csv = NB201.parent / "nb201_claims.csv"
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(claims_csv),
+                          "--seed-set", "held-out", "--budget", "100"], capture_output=True, text=True, check=True).stdout
+    rows = [r for p in (NB201, claims_csv) for r in csv.DictReader(p.open()) if r["seed_set"] == "held-out" and r["budget"] == "100"]
+    arms = ["ours", "ours[search.K=1]", "ours[search.K=2]", "ours[search.K=4]", "ours[search.K=16]"]
+    units = set.intersection(*({(r["dataset"], r["objective"], r["seed"]) for r in rows if r["method"] == a} for a in arms))
+    assert {u[:2] for u in units} == {("cifar10", "accuracy")}
+    k8 = np.array([-0.01 * float(r["regret"]) for r in rows if r["method"] == "ours" and (r["dataset"], r["objective"], r["seed"]) in units])
+    assert len(k8) == len(units) >= 6
+    line = next(x for x in out.splitlines() if "| K=8 |" in x)
+    assert f"| {k8.mean():.4f} ± {k8.std(ddof=1) / np.sqrt(len(k8)):.4f} (n={len(k8)}) |" in line
+    table4 = next(x for x in out.splitlines() if x.startswith("- Table 4: "))
+    assert table4.endswith(f"; ours on cifar10 accuracy ({len(units)} seeds)")
