@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from nascomp.pruning import IMPORTANCES, importance
-from search_efficiency import CompressionBench, appending, parse_methods, read_rows, seed_set
+from search_efficiency import CompressionBench, appending, compression_space_label, parse_methods, read_rows, seed_set
 
 COLUMNS = ["method", "space", "dataset", "seed", "seed_set", "budget", "f", "accuracy", "num_params", "ratio",
            "full_f", "full_accuracy", "test_accuracy"]
@@ -166,7 +166,7 @@ def main() -> None:
     args = p.parse_args()
     (label, overrides), = parse_methods(args.against)
     importance(args.importance)  # Torch-Pruning is installed, before any training
-    args.space_label = f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}"
+    args.space_label = compression_space_label(args)
     methods = [label, f"prune[{args.importance}]"]
     path = Path(args.csv)
     mine = lambda r: r["space"] == args.space_label and r["dataset"] == args.dataset and int(r["budget"]) == args.budget

@@ -54,7 +54,7 @@ the store after the first method).
         --methods ours,flat,random,tpe --seeds 5 --budgets 40,80,160 \
         --csv benchmarks/results/compression_search_efficiency.csv
 
-Same CSV columns; ``space`` is ``compression:<teacher>-w<width>-p<proxy epochs>-K<K>`` and
+Same CSV columns; ``space`` is ``compression:<teacher>-w<width>-p<proxy epochs>-K<K>-t<teacher key>`` and
 ``objective`` is ``compression`` (f of Eq. 6). The optimum is unknown, so ``regret`` is left empty in
 the CSV; the table's "gap" column is the gap to the best f found by any method and seed in the CSV
 (at any budget), recomputed from the whole CSV each time it is printed.
@@ -361,6 +361,19 @@ def reference_point() -> str:
     return f"(u, v) = {REFERENCE}"
 
 
+def compression_space_label(args) -> str:
+    """The ``space`` of a real-student row: ``compression:<teacher>-w<width>-p<proxy epochs>-K<K>-t<hash>``,
+    ``<hash>`` the first 8 digits of the teacher's cache key (``nascomp.pipeline.teacher_key``: data,
+    teacher, recipe with its seed). Rows of different teachers never mix in a table or in resuming.
+    Rows written before teachers were seeded by their recipe (commit 973263c) have no ``-t`` part:
+    their teachers were not reproducible."""
+    from nascomp.pipeline import teacher_key
+    from nascomp.store import digest
+
+    key = digest(teacher_key(compression_config(args, [])))[:8]
+    return f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}-t{key}"
+
+
 def compression_config(args, overrides: list[str]):
     """The main config (``experiment=cpu``) with the benchmark's flags, then a method's overrides.
     ``seed`` stays 0: it seeds the proxy training, so f(x) is one function for every method and seed
@@ -481,7 +494,7 @@ def main_compression_pareto(args, methods: list[tuple[str, list[str]]], costs: l
     """``--space compression --mode pareto``: every method and seed for each cost, on one ``CompressionBench``
     per cost (``objective=<cost>``); rows already in the CSV are not rerun."""
     budgets = sorted(int(b) for b in args.budgets.split(","))
-    args.space_label = f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}"
+    args.space_label = compression_space_label(args)
     path = Path(args.csv)
     done = {(r["method"], r["space"], r["dataset"], r["cost"], int(r["seed"])) for r in read_rows(path, PARETO_COLUMNS)}
     start = time.time()
@@ -680,7 +693,7 @@ def main() -> None:
 def main_compression(args) -> None:
     methods = parse_methods(args.methods)
     budgets = sorted(int(b) for b in args.budgets.split(","))
-    args.space_label = f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}"
+    args.space_label = compression_space_label(args)
     caps = constraint_overrides(args) if args.constraint else []
     args.constraint_label = ",".join(o.removeprefix("objective.constraint.").replace("=", "<=") for o in caps)
     columns = CONSTRAINT_COLUMNS if caps else COLUMNS

@@ -38,7 +38,9 @@ def test_compression_benchmark_cli(tmp_path):
     # a method whose overrides change the space (Tables 5 and 7) searches that space over the same teacher
     assert "space.ops=['remove']: a space of its own over the same teacher, operators remove" in res.stdout
     rows = rows[:4]
-    assert all(r["space"] == "compression:small_resnet-w0.5-p1-K2" and r["regret"] == "" for r in rows)
+    teacher, = (tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.pt")  # named by its cache key's hash
+    space = f"compression:small_resnet-w0.5-p1-K2-t{teacher.stem.rsplit('-', 1)[1][:8]}"
+    assert all(r["space"] == space and r["regret"] == "" for r in rows)
     for method in ("ours", "random"):
         best = [float(r["best"]) for r in rows if r["method"] == method]
         assert 0.0 <= best[0] <= best[1] <= 1.0
@@ -62,12 +64,31 @@ def test_compression_pareto_benchmark_cli(tmp_path):
         assert reader.fieldnames == ["method", "space", "dataset", "cost", "seed", "seed_set", "budget", "hypervolume", "hv_regret"]
         rows = list(reader)
     assert [(r["method"], int(r["budget"])) for r in rows] == [(m, b) for m in ("ours", "random", "nsga2") for b in (2, 4)]
-    assert all(r["space"] == "compression:small_resnet-w0.5-p1-K2" and r["cost"] == "flops" and r["hv_regret"] == ""
-               for r in rows)
+    assert all(re.fullmatch(r"compression:small_resnet-w0\.5-p1-K2-t[0-9a-f]{8}", r["space"]) and r["cost"] == "flops"
+               and r["hv_regret"] == "" for r in rows)
     hv = {(r["method"], int(r["budget"])): float(r["hypervolume"]) for r in rows}
     assert len({hv[m, 2] for m in ("ours", "random", "nsga2")}) == 1 and hv["ours", 2] > 0
     assert all(hv[m, 2] <= hv[m, 4] for m in ("ours", "random", "nsga2"))
     assert "| method | seeds | HV @2 | HV @4 | HV regret @2 | HV regret @4 |" in res.stdout and "| ours | 1 |" in res.stdout
+
+
+def test_a_real_student_row_names_its_teacher():
+    """The ``space`` of a real-student row ends with the teacher's cache key: another teacher recipe
+    (here its seed) is another space, so its rows neither mix with these in a table nor count as done."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from search_efficiency import compression_config, compression_space_label
+    finally:
+        sys.path.pop(0)
+    from nascomp.pipeline import teacher_checkpoint
+
+    args = argparse.Namespace(teacher="small_resnet", width=0.5, dataset="digits", proxy_epochs=1, K=8, samples=200,
+                              store="s.sqlite", override=[])
+    label = compression_space_label(args)
+    assert label == f"compression:small_resnet-w0.5-p1-K8-t{teacher_checkpoint(compression_config(args, [])).stem[-12:-4]}"
+    other = compression_space_label(argparse.Namespace(**{**vars(args), "override": ["teacher_training.seed=1"]}))
+    assert other != label and other.startswith("compression:small_resnet-w0.5-p1-K8-t")
+    assert compression_space_label(argparse.Namespace(**{**vars(args), "override": ["kernel.hidden=8"]})) == label  # not the teacher's
 
 
 def test_read_rows_refuses_another_header(tmp_path):

