@@ -179,14 +179,21 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     return "\n".join(lines + ["", "Compared on (the cells and seeds where all of a claim's arms ran; a seed's score is its mean over those cells):"] + compared)
 
 
-def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int) -> str:
+def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, common: bool = False) -> str:
     """Markdown: one row per space/dataset/objective cell, one column per method: the mean ± s.e. over
     seeds of the regret (NAS-Bench-201) or of the best f (compression, where the optimum is unknown)
-    at ``budget``; bold marks the best method of the cell. Then, per other method, in how many cells
-    the first method's mean is strictly better."""
+    at ``budget``; bold marks the best method(s) of the cell. Then, per other method, in how many cells
+    the first method's mean is strictly better. ``common``: in each cell only the seeds that every
+    method listed ran (a method run on fewer seeds is compared on those alone)."""
     import numpy as np
 
     rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["method"] in methods]
+    if common:
+        seeds: dict[tuple, dict[str, set]] = {}
+        for r in rows:
+            seeds.setdefault((r["space"], r["dataset"], r["objective"]), {}).setdefault(r["method"], set()).add(r["seed"])
+        shared = {c: set.intersection(*by.values()) if len(by) == len(methods) else set() for c, by in seeds.items()}
+        rows = [r for r in rows if r["seed"] in shared[(r["space"], r["dataset"], r["objective"])]]
     groups: dict[tuple, dict[str, list[float]]] = {}
     for r in rows:
         lower = r["regret"] not in ("", None)  # regret: lower is better; best f: higher is better
@@ -198,10 +205,10 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int) -> s
     wins = {m: 0 for m in methods[1:]}
     for (space, dataset, objective, lower), by in sorted(groups.items()):
         stats = {m: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0) for m, v in by.items()}
-        best = (min if lower else max)(stats, key=lambda m: stats[m][0])
+        best = (min if lower else max)(v[0] for v in stats.values())  # every method at it is bold (ties)
         digits = 3 if objective == "accuracy" and lower else 4
         fmt = lambda m: "–" if m not in stats else (
-            ("**{:.%df} ± {:.%df}**" if m == best else "{:.%df} ± {:.%df}") % (digits, digits)).format(*stats[m])
+            ("**{:.%df} ± {:.%df}**" if stats[m][0] == best else "{:.%df} ± {:.%df}") % (digits, digits)).format(*stats[m])
         seeds = "/".join(str(n) for n in sorted({len(v) for v in by.values()}))
         cell = f"{dataset} {objective}" if space == "nb201" else f"{space} {dataset}"
         lines.append("| " + " | ".join([cell, seeds] + [fmt(m) for m in methods]) + " |")
@@ -233,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--methods", default="ours,random,rea,tpe,local,smac", help="comma list; the first is compared with the rest")
         p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
         p.add_argument("--budget", type=int, default=160)
+        p.add_argument("--common", action="store_true", help="per cell, only the seeds every listed method ran")
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
-        print(cells(rows, a.methods.split(","), a.seed_set, a.budget))
+        print(cells(rows, a.methods.split(","), a.seed_set, a.budget, a.common))
         return 0
     return _main(argv)
 

@@ -66,3 +66,26 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds():
     assert f"| {k8.mean():.4f} ± {k8.std(ddof=1) / np.sqrt(len(k8)):.4f} (n={len(k8)}) |" in line
     table4 = next(x for x in out.splitlines() if x.startswith("- Table 4: "))
     assert table4.endswith(f"; ours on cifar10 accuracy ({len(units)} seeds)")
+
+
+def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
+    """``cells --common``: a method run on fewer seeds (tpe on seeds 1000-1001 of a hand-cut CSV) is compared with the
+    others on those seeds alone; tied means are all bold."""
+    import tempfile
+
+    rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "held-out" and r["dataset"] == "cifar10"
+            and r["objective"] == "accuracy" and r["method"] in ("ours", "tpe") and r["budget"] == "160"]
+    cut = [r for r in rows if r["method"] == "ours" or r["seed"] in ("1000", "1001")]
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
+        w = csv.DictWriter(fh, fieldnames=list(cut[0]))
+        w.writeheader()
+        w.writerows(cut)
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", fh.name, "--methods", "ours,tpe",
+                          "--common"], capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("| cifar10 accuracy |")).strip("| ").split(" | ")
+    assert line[1] == "2"  # seeds
+    for cell, method in zip(line[2:], ("ours", "tpe")):
+        v = np.array([float(r["regret"]) for r in cut if r["method"] == method and r["seed"] in ("1000", "1001")])
+        assert cell.strip("*") == f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(2):.3f}"
+    means = [float(c.strip("*").split(" ± ")[0]) for c in line[2:]]
+    assert [c.startswith("**") for c in line[2:]] == [m == min(means) for m in means]
