@@ -36,8 +36,8 @@ def _counts(store) -> tuple[int, int]:
         return 0, 0
 
 
-def _interrupt(workdir, run, sig, when) -> tuple[subprocess.CompletedProcess, list[str]]:
-    args = [*ARGS, f"hydra.run.dir={run}"]
+def _interrupt(workdir, run, sig, when, extra=()) -> tuple[subprocess.CompletedProcess, list[str]]:
+    args = [*ARGS, *extra, f"hydra.run.dir={run}"]
     proc = subprocess.Popen([sys.executable, "-m", "nascomp.run", *args], cwd=workdir, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -66,7 +66,9 @@ def _resume(workdir, args) -> dict:
 def test_sigterm_in_student_training_exits_143_and_the_same_command_resumes(workdir):
     run = workdir / "term"
     # the first step's students are in flight: proxy training (Lightning's own SIGTERM handler is active)
-    proc, args = _interrupt(workdir, run, signal.SIGTERM, lambda done, inflight: inflight == 2 and not time.sleep(0.5))
+    # 30 proxy epochs: the students are still training 0.5 s after they are marked in flight (2 epochs could end sooner)
+    proc, args = _interrupt(workdir, run, signal.SIGTERM, lambda done, inflight: inflight == 2 and not time.sleep(0.5),
+                            extra=["proxy.epochs=30"])
     assert proc.returncode == 143
     _check_one_line(proc, signal.SIGTERM, run, args)
     assert _counts(run / "store.sqlite") == (0, 2)  # nothing finished was lost; the step is marked in flight
