@@ -50,7 +50,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from nascomp.acquisition import candidate_pools, expected_improvement, random_candidates
+from nascomp.acquisition import candidate_pools, expected_improvement
 from nascomp.search_space import Architecture, Space
 
 REFERENCE = (-0.1, 1.1)  # (u, v): normalised accuracy and cost of the hypervolume's reference point
@@ -221,13 +221,9 @@ class ParetoProposer:
         self.seconds = kernels.seconds
 
     def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
-        from nascomp.search import log
-
-        ok = [r for r in history if not r.failed]
-        if len(ok) < 2:
-            log.warning("%d of %d evaluated students succeeded, fewer than the 2 a kernel needs: %d random proposals this step instead of the kernels'",
-                        len(ok), len(history), k)
-            return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
+        ok, cold = self.kernels.cold_start(history, k, exclude, rng)
+        if cold is not None:
+            return cold
         p = self.problem
         v, u = p.points(ok)
         archs, y = [r.arch for r in ok], list(u)

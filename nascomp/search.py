@@ -132,12 +132,21 @@ class KernelProposer:
         self.seconds["train"] += time.perf_counter() - start
         return module, mask, y
 
+    def cold_start(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator):
+        """``(ok, proposals)``: the successful records (failed evaluations carry no reward) and, while fewer
+        than 2 have succeeded (nothing to fit a kernel on), ``k`` random proposals instead of the kernels'
+        (else ``None``). Used by this proposer and by ``nascomp.pareto``'s."""
+        ok = [r for r in history if not r.failed]
+        if len(ok) >= 2:
+            return ok, None
+        log.warning("%d of %d evaluated students succeeded, fewer than the 2 a kernel needs: %d random proposals this step instead of the kernels'",
+                    len(ok), len(history), k)
+        return ok, [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
+
     def propose(self, history: list[Record], k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int | None]]:
-        ok = [r for r in history if not r.failed]  # failed evaluations carry no reward
-        if len(ok) < 2:  # nothing to fit a kernel on (every student so far failed): explore at random
-            log.warning("%d of %d evaluated students succeeded, fewer than the 2 a kernel needs: %d random proposals this step instead of the kernels'",
-                        len(ok), len(history), k)
-            return [(a, None) for a in random_candidates(self.space, k, exclude, rng)]
+        ok, cold = self.cold_start(history, k, exclude, rng)
+        if cold is not None:
+            return cold
         archs, f = [r.arch for r in ok], [r.f for r in ok]
         if self.reference_f is not None:
             archs, f = [self.space.reference] + archs, [self.reference_f] + f

@@ -197,7 +197,8 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
     The initial weights and every random draw of the training come from the recipe's ``seed``: one
     cache key (:func:`nascomp.pipeline.teacher_key`) is one teacher, whatever ran before in the process."""
     cfg = cfg if cfg is not None else group("training", "teacher")
-    with torch.random.fork_rng(devices=[]):  # the caller's CPU random state is left as it was
+    # the caller's random state is left as it was, on the CPU and every CUDA device (manual_seed reseeds all)
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(cfg.seed)  # the initial weights follow the recipe's seed, not whatever ran before
         model = teachers.create(name, num_classes=dataset.num_classes, width=width, in_channels=dataset.in_channels, **kwargs)
         result = fit_and_test(model, dataset, cfg)

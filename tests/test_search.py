@@ -223,3 +223,29 @@ def test_the_paper_method_is_the_reference_settings_whatever_the_kernel_group_sa
     result = run_search(space, accuracy, config(["search.method=paper", "search.T=1"]), seed=1)
     assert len(result.history) == 6 and len({r.arch.key for r in result.history}) == 6
     assert {r.proposer for r in result.history[3:]} == {0, 1, 2}
+
+
+class FirstStepFails(TableEvaluator):
+    """Every student of step 0 fails; later students succeed."""
+
+    def evaluate(self, archs, step=0):
+        from nascomp.evaluator import Evaluation
+
+        return [Evaluation.failure(a.num_params, 0.0, "diverged") for a in archs] if step == 0 else super().evaluate(archs, step)
+
+
+@pytest.mark.parametrize("mode", ["single", "pareto"])
+def test_with_fewer_than_two_successes_the_kernels_step_explores_at_random(space, mode, caplog):
+    """One cold start for both modes: step 1 has no successful student to fit a kernel on, so it
+    proposes at random (and says so once); from step 2 on the kernels propose."""
+    evaluator = FirstStepFails(space.accuracy, space.params, space.reference, "accuracy", space.latency)
+    overrides = ["search.max_failed_steps=5"] + (["search.mode=pareto"] if mode == "pareto" else [])
+    with caplog.at_level("WARNING", logger="nascomp"):
+        result = run_search(space, evaluator, config(overrides), seed=1,
+                            problem=space.pareto("latency_ms") if mode == "pareto" else None)
+    steps = [[r for r in result.history if r.step == s] for s in range(4)]
+    assert all(r.failed for r in steps[0]) and not any(r.failed for s in steps[1:] for r in s)
+    assert [r.proposer for r in steps[1]] == [None] * 3  # random: no kernel proposed them
+    assert [r.proposer for r in steps[2] + steps[3]] == [0, 1, 2] * 2
+    warned = [m for m in caplog.messages if "fewer than the 2 a kernel needs" in m]
+    assert warned == ["0 of 3 evaluated students succeeded, fewer than the 2 a kernel needs: 3 random proposals this step instead of the kernels'"]

@@ -174,9 +174,10 @@ def test_a_teacher_depends_on_its_recipe_seed_only(tmp_path, digits):
     trained = []
     for caller_seed in (1, 2):
         torch.manual_seed(caller_seed)
-        before = torch.get_rng_state()
+        before, before_cuda = torch.get_rng_state(), torch.cuda.get_rng_state_all()  # the CUDA list is empty on a CPU
         model, result = training.train_teacher("small_resnet", digits, tmp_path / f"t{caller_seed}.pt", cfg, width=0.25)
         assert torch.equal(torch.get_rng_state(), before)  # the caller's next draws are as they would have been
+        assert all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(), before_cuda, strict=True))
         trained.append((model.state_dict(), result.val_accuracy))
     (first, acc1), (second, acc2) = trained
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
