@@ -22,7 +22,8 @@ brackets, e.g. ``ours[search.K=1]`` or ``ours[kernel.objective=marginal,kernel.l
 
 The CSV gets one row per method x seed x budget (columns method, space, dataset, objective, seed,
 budget, best, regret, train_s, acq_s; the last two are seconds per step of kernel training and
-acquisition), appended as runs finish; rows already in it are not rerun. The markdown table
+acquisition), appended as runs finish; a run whose budgets are all in it is not rerun, and a rerun
+with more budgets appends only the missing ones' rows (class Recorded). The markdown table
 (mean ± sd of the best found, mean regret ± standard error, seconds per step) is printed from the
 whole CSV. Measured results and hardware: README, "Search efficiency".
 
@@ -338,14 +339,14 @@ def main_pareto(args) -> None:
     budgets = sorted(int(b) for b in args.budgets.split(","))
     datasets = args.dataset.split(",")
     path = Path(args.csv)
-    done = {(r["method"], r["dataset"], r["cost"], int(r["seed"])) for r in read_rows(path, PARETO_COLUMNS)}
+    done = Recorded(read_rows(path, PARETO_COLUMNS), lambda r: (r["method"], r["dataset"], r["cost"], int(r["seed"])))
     jobs = [(label, ov, d, c, s, budgets)
             for s in range(args.seed_offset, args.seed_offset + args.seeds) for d in datasets for c in costs
-            for label, ov in methods if (label, d, c, s) not in done]
+            for label, ov in methods if done.missing((label, d, c, s), budgets)]
     start = time.time()
     with appending(path, PARETO_COLUMNS) as write, Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_pareto, jobs)):
-            write(rows)
+            write(done.new(rows))
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
                   f"{rows[0]['cost']} seed {rows[0]['seed']}: HV regret " + " ".join(f"{r['hv_regret']:.4f}" for r in rows), flush=True)
     rows = [r for r in read_rows(path, PARETO_COLUMNS) if r["dataset"] in datasets and r["cost"] in costs
@@ -492,21 +493,22 @@ class CompressionBench:
 
 def main_compression_pareto(args, methods: list[tuple[str, list[str]]], costs: list[str]) -> None:
     """``--space compression --mode pareto``: every method and seed for each cost, on one ``CompressionBench``
-    per cost (``objective=<cost>``); rows already in the CSV are not rerun."""
+    per cost (``objective=<cost>``); runs whose budgets are all in the CSV are not rerun."""
     budgets = sorted(int(b) for b in args.budgets.split(","))
     args.space_label = compression_space_label(args)
     path = Path(args.csv)
-    done = {(r["method"], r["space"], r["dataset"], r["cost"], int(r["seed"])) for r in read_rows(path, PARETO_COLUMNS)}
+    done = Recorded(read_rows(path, PARETO_COLUMNS),
+                    lambda r: (r["method"], r["space"], r["dataset"], r["cost"], int(r["seed"])))
     start = time.time()
     with appending(path, PARETO_COLUMNS) as write:
         for cost in costs:
             jobs = [(label, ov, args.dataset, cost, s, budgets)
                     for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
-                    if (label, args.space_label, args.dataset, cost, s) not in done]
+                    if done.missing((label, args.space_label, args.dataset, cost, s), budgets)]
             bench = CompressionBench(args, [f"objective={cost}"]) if jobs else None
             for i, job in enumerate(jobs):
                 rows = bench.run_pareto(job)
-                write(rows)
+                write(done.new(rows))
                 print(f"[{cost} {i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: "
                       "hypervolume " + " ".join(f"{r['hypervolume']:.4f}" for r in rows)
                       + f" ({rows[0]['cached']} from the store)", flush=True)
@@ -554,6 +556,24 @@ def appending(path: Path, columns: list[str]):
             fh.flush()
 
         yield write
+
+
+class Recorded:
+    """What a result CSV already holds, per job key and budget: a job runs when any of its budgets has no
+    row yet (a rerun with a larger ``--budgets`` extends the table), and ``new`` keeps only the rows not
+    yet recorded, so no (key, budget) is written twice."""
+
+    def __init__(self, rows: list[dict], key):
+        self.key = key
+        self.have = {(key(r), int(r["budget"])) for r in rows}
+
+    def missing(self, key: tuple, budgets) -> bool:
+        return any((key, b) not in self.have for b in budgets)
+
+    def new(self, rows: list[dict]) -> list[dict]:
+        out = [r for r in rows if (self.key(r), int(r["budget"])) not in self.have]
+        self.have |= {(self.key(r), int(r["budget"])) for r in out}
+        return out
 
 
 def table(rows: list[dict], budgets: list[int], methods: list[str], regret: str = "regret") -> str:
@@ -606,26 +626,28 @@ def main_transfer(args) -> None:
     if not targets:
         raise SystemExit(f"--mode transfer: --dataset names no target other than the source {args.source!r}")
     path = Path(args.csv)
-    done = {(r["method"], r["dataset"], r["objective"], int(r["seed"])) for r in read_rows(path)}
+    done = Recorded(read_rows(path), lambda r: (r["method"], r["dataset"], r["objective"], int(r["seed"])))
+    K = compose(methods[0][1]).search.K
     jobs = []
     for s in range(args.seed_offset, args.seed_offset + args.seeds):
         for o in args.objective.split(","):
-            with_random = not all(("random", d, o, s) in done for d in targets)  # once per seed and objective
+            # random search once per seed and objective
+            with_random = any(done.missing(("random", d, o, s), sorted({K, *budgets})) for d in targets)
             for label, ov in methods:
-                if not all((f"{label} zero_shot from {args.source}", d, o, s) in done for d in targets):
+                if any(done.missing((f"{label} zero_shot from {args.source}", d, o, s), [K])
+                       or done.missing((f"{label} search from {args.source}", d, o, s), budgets) for d in targets):
                     jobs.append((label, ov, args.source, targets, o, s, budgets, with_random))
                     with_random = False
     start = time.time()
     with appending(path, COLUMNS) as write, Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_transfer, jobs)):
-            write(rows)
+            write(done.new(rows))
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['objective']} seed "
                   f"{rows[0]['seed']}: " + "; ".join(f"{r['dataset']} regret {r['regret']:.4f}" for r in rows
                                                        if "zero_shot" in r["method"]), flush=True)
     rows = [r for r in read_rows(path) if r["dataset"] in targets and r["objective"] in args.objective.split(",")
             and r["seed_set"] == seed_set(args.seed_offset)]
     arms = [f"{label} {mode} from {args.source}" for label, _ in methods for mode in ("zero_shot", "search")]
-    K = compose(methods[0][1]).search.K
     print(f"\n{seed_set(args.seed_offset)} seeds; kernels from {args.source}")
     print(table(rows, sorted({K, *budgets}), arms + ["random"]))
 
@@ -673,15 +695,15 @@ def main() -> None:
     methods = parse_methods(args.methods)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     path = Path(args.csv)
-    done = {(r["method"], r["dataset"], r["objective"], int(r["seed"])) for r in read_rows(path)}
+    done = Recorded(read_rows(path), lambda r: (r["method"], r["dataset"], r["objective"], int(r["seed"])))
     jobs = [(label, ov, d, o, s, budgets)
             for s in range(args.seed_offset, args.seed_offset + args.seeds)
             for d in args.dataset.split(",") for o in args.objective.split(",")
-            for label, ov in methods if (label, d, o, s) not in done]
+            for label, ov in methods if done.missing((label, d, o, s), budgets)]
     start = time.time()
     with appending(path, COLUMNS) as write, Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_one, jobs)):
-            write(rows)
+            write(done.new(rows))
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
                   f"{rows[0]['objective']} seed {rows[0]['seed']}: regret " + " ".join(f"{r['regret']:.4f}" for r in rows), flush=True)
     rows = [r for r in read_rows(path) if r["dataset"] in args.dataset.split(",") and r["objective"] in args.objective.split(",")
@@ -698,17 +720,17 @@ def main_compression(args) -> None:
     args.constraint_label = ",".join(o.removeprefix("objective.constraint.").replace("=", "<=") for o in caps)
     columns = CONSTRAINT_COLUMNS if caps else COLUMNS
     path = Path(args.csv)
-    key = lambda r: (r["method"], r["space"], r["dataset"], r.get("constraint", ""), int(r["seed"]))
-    done = {key(r) for r in read_rows(path, columns)}
+    done = Recorded(read_rows(path, columns),
+                    lambda r: (r["method"], r["space"], r["dataset"], r.get("constraint", ""), int(r["seed"])))
     jobs = [(label, ov, args.dataset, "compression", s, budgets)
             for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
-            if (label, args.space_label, args.dataset, args.constraint_label, s) not in done]
+            if done.missing((label, args.space_label, args.dataset, args.constraint_label, s), budgets)]
     start = time.time()
     bench = CompressionBench(args, caps) if jobs else None
     with appending(path, columns) as write:
         for i, job in enumerate(jobs):
             rows = bench.run_one(job)
-            write(rows)
+            write(done.new(rows))
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: best "
                   + " ".join(f"{r['best']:.4f}" for r in rows) + f" ({rows[0]['cached']} from the store)"
                   + ("; best feasible accuracy " + " ".join(f"{r['accuracy']:.4f}{'' if r['feasible'] else ' (over the caps)'}"

@@ -169,3 +169,26 @@ def test_compression_constraint_benchmark_cli(tmp_path):
         assert r["seed_set"] == "held-out" and r["feasible"] in ("True", "False")
         assert any(abs(a - float(r["accuracy"])) < 1e-9 and (fl <= cap) == (r["feasible"] == "True") for a, fl in students)
     assert f"caps flops<={cap}" in res.stdout and "- ours vs random @4: ours >= random on" in res.stdout
+
+
+def test_a_rerun_with_a_larger_budget_adds_only_the_missing_rows(tmp_path):
+    """The CSV records each (method, cell, seed) per budget: rerunning with ``--budgets 8,16,24`` after
+    ``8,16`` runs the seed again and appends only its row at 24, which extends the same search (random
+    search is seeded: the best at 24 is at least the best at 16); rerunning it again runs nothing."""
+    out = tmp_path / "nb.csv"
+    cmd = [sys.executable, str(SCRIPT), "--space", "nb201", "--dataset", "cifar10", "--methods", "random",
+           "--seeds", "1", "--csv", str(out)]
+    run = lambda budgets: subprocess.run(cmd + ["--budgets", budgets], cwd=tmp_path, capture_output=True, text=True,
+                                         timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+    first = run("8,16")
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["budget"]) for r in rows] == [8, 16]
+    second = run("8,16,24")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "[1/1 " in second.stdout and "| random | 1 |" in second.stdout
+    again = list(csv.DictReader(out.open()))
+    assert again[:2] == rows and [int(r["budget"]) for r in again] == [8, 16, 24]
+    assert float(again[2]["best"]) >= float(again[1]["best"]) and float(again[2]["regret"]) <= float(again[1]["regret"])
+    third = run("8,16,24")
+    assert third.returncode == 0 and "[1/" not in third.stdout and len(list(csv.DictReader(out.open()))) == 3
