@@ -2,6 +2,7 @@
 one shared store (an architecture is trained once across methods), the CSV and the table."""
 import argparse
 import csv
+import json
 import os
 import re
 import sqlite3
@@ -170,6 +171,28 @@ def test_compression_constraint_benchmark_cli(tmp_path):
         assert any(abs(a - float(r["accuracy"])) < 1e-9 and (fl <= cap) == (r["feasible"] == "True") for a, fl in students)
     assert f"caps flops<={cap}" in res.stdout and "- ours vs random @4: ours >= random on" in res.stdout
 
+    # --full: the same searches (replayed from the store) and the finalists (final.top_k 1) fully trained
+    # as the main job trains them; their results are the store's full-training rows
+    full = tmp_path / "full.csv"
+    res = compression_cli(tmp_path, full, "--constraint", "flops=0.3x", "--methods", "ours,random", "--seed-offset",
+                          "1000", "--full", *TINY)
+    with full.open() as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames[-4:] == ["finalists", "finalists_feasible", "full_accuracy", "test_accuracy"]
+        full_rows = list(reader)
+    proxy_columns = ["method", "constraint", "seed", "budget", "best", "accuracy", "feasible"]
+    assert [[r[c] for c in proxy_columns] for r in full_rows] == [[r[c] for c in proxy_columns] for r in rows]
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        finals = {json.loads(result)["accuracy"] for (result,) in db.execute("SELECT result FROM finals")}
+    for r in full_rows:
+        assert r["finalists"] == "1" and r["finalists_feasible"] == ("1" if r["feasible"] == "True" else "0")
+        if r["feasible"] == "True":
+            assert float(r["full_accuracy"]) in finals and 0.0 < float(r["test_accuracy"]) <= 1.0
+        else:
+            assert r["full_accuracy"] == r["test_accuracy"] == ""
+    assert 1 <= len(finals) <= 4 and "the same, fully trained" in res.stdout
+    assert re.search(r"- ours: [012]/2 finalists meet every cap", res.stdout), res.stdout[-2000:]  # 2 rows of 1
+
 
 def test_a_rerun_with_a_larger_budget_adds_only_the_missing_rows(tmp_path):
     """The CSV records each (method, cell, seed) per budget: rerunning with ``--budgets 8,16,24`` after
@@ -192,3 +215,10 @@ def test_a_rerun_with_a_larger_budget_adds_only_the_missing_rows(tmp_path):
     assert float(again[2]["best"]) >= float(again[1]["best"]) and float(again[2]["regret"]) <= float(again[1]["regret"])
     third = run("8,16,24")
     assert third.returncode == 0 and "[1/" not in third.stdout and len(list(csv.DictReader(out.open()))) == 3
+
+
+def test_full_without_constraint_is_refused(tmp_path):
+    res = subprocess.run([sys.executable, str(SCRIPT), "--space", "compression", "--full", "--csv", str(tmp_path / "c.csv")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "--full fully trains the finalists of the constraint form: it needs --space compression" in res.stderr
+    assert not (tmp_path / "c.csv").exists()
