@@ -411,18 +411,31 @@ class CompressionBench:
               f"{len(s.space.skip_pairs)} legal skips; store {s.store.path}: {s.store.count(s.context)} "
               "evaluations cached", flush=True)
 
-    def run_config(self, overrides: list[str], seed: int, budget: int) -> tuple:
+    def run_config(self, overrides: list[str], seed: int, budget: int, tag: dict | None = None) -> tuple:
         """A method's config for one search seed and budget, resolved, and its run id in the store
-        (the history of the run is stored under it: ``benchmarks/pruning.py`` reads its best student)."""
+        (the history of the run is stored under it: ``benchmarks/pruning.py`` reads its best student);
+        ``tag`` joins the run id (a zero-shot run: where its kernels came from)."""
         from nascomp.store import digest
         from omegaconf import OmegaConf
 
         cfg = compression_config(self.args, self.overrides + overrides)
         cfg.search.T = math.ceil(budget / cfg.search.K) - 1
         config = OmegaConf.to_container(cfg, resolve=True)
-        run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": budget,
+        run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": budget, **(tag or {}),
                          **{k: v for k, v in config.items() if k not in ("logger", "store")}})
         return cfg, config, run_id
+
+    def search(self, overrides: list[str], seed: int, budget: int, tag: dict | None = None, **options):
+        """One search of this bench (a method's ``overrides``, the search seed, its budget), recorded in
+        the store under its run id and resumed from it; ``options`` go to ``run_search``."""
+        from nascomp.search import run_search
+
+        cfg, config, run_id = self.run_config(overrides, seed, budget, tag)
+        evaluator = self.setup.open_run(run_id, resume=True, config=config)
+        result = run_search(self.space(cfg), evaluator, cfg, seed, budget=budget, **options)
+        self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
+        self.setup.store.finish_run(run_id)
+        return result, evaluator.hits
 
     def space(self, cfg):
         """The search space of a method's config: the shared one, or, when the method's overrides change
@@ -441,22 +454,20 @@ class CompressionBench:
         return self.spaces[key]
 
     def run_one(self, job: tuple) -> list[dict]:
-        from nascomp.search import run_search
-
         label, overrides, dataset, objective, seed, budgets = job
-        cfg, config, run_id = self.run_config(overrides, seed, max(budgets))
-        evaluator = self.setup.open_run(run_id, resume=True, config=config)
-        result = run_search(self.space(cfg), evaluator, cfg, seed, budget=max(budgets))
-        self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
-        self.setup.store.finish_run(run_id)
+        result, cached = self.search(overrides, seed, max(budgets))
+        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}"))
+                for row in self.rows(label, seed, result, budgets, cached)]
+
+    def rows(self, label: str, seed: int, result, budgets: list[int], cached: int) -> list[dict]:
+        """The CSV rows (``COLUMNS``) of one search on this bench: its best f at each budget (no regret:
+        the optimum is unknown) and seconds per step of kernel training and acquisition."""
         steps = max(result.steps, 1)
-        return [
-            dict(method=label, space=self.args.space_label, dataset=dataset, objective=objective, seed=seed, seed_set=seed_set(seed), budget=b,
-                 best=result.best_after(b), regret="", train_s=result.seconds.get("train", 0.0) / steps,
-                 acq_s=result.seconds.get("acquisition", 0.0) / steps, cached=evaluator.hits,
-                 **self.feasible_best(result.history[:b], f"{label}-seed{seed}-b{b}"))
-            for b in budgets
-        ]
+        return [dict(method=label, space=self.args.space_label, dataset=self.args.dataset, objective="compression", seed=seed,
+                     seed_set=seed_set(seed), budget=b, best=result.best_after(b), regret="",
+                     train_s=result.seconds.get("train", 0.0) / steps, acq_s=result.seconds.get("acquisition", 0.0) / steps,
+                     cached=cached)
+                for b in budgets]
 
     def feasible_best(self, history: list, run: str = "") -> dict:
         """With caps: the best student of ``history`` as the main job picks its finalists
@@ -493,18 +504,12 @@ class CompressionBench:
     def run_pareto(self, job: tuple) -> list[dict]:
         """One method on one seed in Pareto mode: a row per budget with the hypervolume of the first
         ``budget`` evaluations (the main job's ``pareto_problem``); ``hv_regret`` empty (no true front)."""
-        from nascomp.search import run_search
-
         label, overrides, dataset, cost, seed, budgets = job
-        cfg, config, run_id = self.run_config(overrides + ["search.mode=pareto"], seed, max(budgets))
         problem = self.problem
-        evaluator = self.setup.open_run(run_id, resume=True, config=config)
-        result = run_search(self.space(cfg), evaluator, cfg, seed, budget=max(budgets), problem=problem)
-        self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
-        self.setup.store.finish_run(run_id)
+        result, cached = self.search(overrides + ["search.mode=pareto"], seed, max(budgets), problem=problem)
         curve = problem.curve(result.history)
         return [dict(method=label, space=self.args.space_label, dataset=dataset, cost=cost, seed=seed, seed_set=seed_set(seed),
-                     budget=b, hypervolume=float(curve[min(b, len(curve)) - 1]), hv_regret="", cached=evaluator.hits)
+                     budget=b, hypervolume=float(curve[min(b, len(curve)) - 1]), hv_regret="", cached=cached)
                 for b in budgets]
 
 
@@ -635,10 +640,9 @@ def main_transfer(args) -> None:
         if label.split("[")[0] not in KERNEL_METHODS:
             raise SystemExit(f"--mode transfer: method {label!r} has no learned kernels to transfer; choose from "
                              f"{', '.join(KERNEL_METHODS)}")
-    if args.space != "nb201":
-        raise SystemExit("--mode transfer runs on NAS-Bench-201 (--space nb201); on real students use the main job's "
-                         "kernel.transfer_from / kernel.transfer_mode (experiment=table3)")
     budgets = sorted(int(b) for b in args.budgets.split(","))
+    if args.space == "compression":
+        return main_compression_transfer(args, methods, budgets)
     targets = [d for d in args.dataset.split(",") if d != args.source]
     if not targets:
         raise SystemExit(f"--mode transfer: --dataset names no target other than the source {args.source!r}")
@@ -667,6 +671,60 @@ def main_transfer(args) -> None:
     arms = [f"{label} {mode} from {args.source}" for label, _ in methods for mode in ("zero_shot", "search")]
     print(f"\n{seed_set(args.seed_offset)} seeds; kernels from {args.source}")
     print(table(rows, sorted({K, *budgets}), arms + ["random"]))
+
+
+def main_compression_transfer(args, methods: list[tuple[str, list[str]]], budgets: list[int]) -> None:
+    """``--space compression --mode transfer --source <teacher>:<width>``, paper 4.3 across real teachers:
+    per seed and method, a search with the source teacher (same dataset, proxy recipe and K) for the
+    largest budget, rows at each budget; then the K kernels of its last step propose K students of
+    ``--teacher`` at ``--width`` with no data of that teacher and no kernel training
+    (``kernel.transfer_mode=zero_shot``), a row at budget K; and random search's first K there, once per
+    seed. Every search is kept in the one store; rows already in the CSV are not rerun."""
+    from nascomp.transfer import SourceKernels
+
+    teacher, _, width = args.source.partition(":")
+    try:
+        width = float(width)
+    except ValueError:
+        raise SystemExit(f"--space compression --mode transfer: --source {args.source!r}: expected <teacher>:<width>, "
+                         "e.g. small_resnet:0.25 (the source teacher config and its width)") from None
+    source_args = argparse.Namespace(**{**vars(args), "teacher": teacher, "width": width})
+    source_args.space_label = compression_space_label(source_args)
+    args.space_label = compression_space_label(args)
+    if source_args.space_label == args.space_label:
+        raise SystemExit(f"--mode transfer: the source {args.source!r} is the target teacher itself")
+    origin = f"from {teacher} w{width:g}"
+    path = Path(args.csv)
+    done = Recorded(read_rows(path), lambda r: (r["method"], r["space"], int(r["seed"])))
+    jobs = [(label, ov, s) for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
+            if done.missing((f"{label} zero_shot {origin}", args.space_label, s), [args.K])
+            or done.missing((label, source_args.space_label, s), budgets)]
+    source = target = None
+    start = time.time()
+    with appending(path, COLUMNS) as write:
+        for i, (label, overrides, seed) in enumerate(jobs):
+            source = source or CompressionBench(source_args)
+            fits = []
+            result, cached = source.search(overrides, seed, max(budgets),
+                                           on_fit=lambda step, state, data: fits.append((state, data)))
+            rows = source.rows(label, seed, result, budgets, cached)
+            kernels = SourceKernels(*fits[-1], where=f"the {origin.removeprefix('from ')} search of seed {seed}")
+            target = target or CompressionBench(args)
+            result, cached = target.search(overrides + ["kernel.transfer_mode=zero_shot"], seed, args.K,
+                                           tag={"transfer_from": source_args.space_label}, transfer=kernels)
+            rows += target.rows(f"{label} zero_shot {origin}", seed, result, [args.K], cached)
+            if done.missing(("random", args.space_label, seed), [args.K]):
+                result, cached = target.search(["search.method=random"], seed, args.K)
+                rows += target.rows("random", seed, result, [args.K], cached)
+            write(done.new(rows))
+            print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] seed {seed}: {label} on the source, best "
+                  + " ".join(f"{r['best']:.4f}" for r in rows if r["space"] == source_args.space_label) + "; target @K: "
+                  + "; ".join(f"{r['method']} {r['best']:.4f}" for r in rows if r["space"] == args.space_label), flush=True)
+    rows = [r for r in read_rows(path) if r["space"] in (args.space_label, source_args.space_label)
+            and r["seed_set"] == seed_set(args.seed_offset)]
+    print(f"\n{seed_set(args.seed_offset)} seeds; source {source_args.space_label}, target {args.space_label}")
+    print(table(with_gap(rows), sorted({args.K, *budgets}), [label for label, _ in methods]
+                + [f"{label} zero_shot {origin}" for label, _ in methods] + ["random"], regret="gap"))
 
 
 def main() -> None:
@@ -700,7 +758,8 @@ def main() -> None:
     p.add_argument("--mode", default="single", choices=["single", "pareto", "transfer"],
                    help="pareto: the front of (accuracy, --cost); methods ours, paper, random, nsga2, motpe. "
                    "transfer (nb201): paper Table 3, kernels of a --source search on each --dataset")
-    p.add_argument("--source", default="cifar10", help="--mode transfer: the dataset whose search's kernels transfer")
+    p.add_argument("--source", default="cifar10", help="--mode transfer: whose search's kernels transfer: nb201, a dataset; "
+                   "compression, <teacher>:<width> (e.g. small_resnet:0.25; the target is --teacher at --width)")
     p.add_argument("--cost", default="latency,params", help="--mode pareto: comma list of latency, params (NAS-Bench-201's "
                    "table); compression: of params, flops, latency, memory")
     args = p.parse_args()

@@ -222,3 +222,29 @@ def test_full_without_constraint_is_refused(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "--full fully trains the finalists of the constraint form: it needs --space compression" in res.stderr
     assert not (tmp_path / "c.csv").exists()
+
+
+@pytest.mark.slow
+def test_compression_transfer_benchmark_cli(tmp_path):
+    """``--space compression --mode transfer --source small_resnet:0.25`` (paper 4.3 across real teachers):
+    the source search's rows on its own teacher, the K zero-shot proposals on the target teacher (no
+    kernel trained there), random search's first K on the target; a rerun finds every row done."""
+    out = tmp_path / "t.csv"
+    flags = ["--mode", "transfer", "--source", "small_resnet:0.25", "--methods", "ours", "--seed-offset", "1000", *TINY]
+    res = compression_cli(tmp_path, out, *flags)
+    rows = list(csv.DictReader(out.open()))
+    spaces = {w: f"compression:small_resnet-w{w}-p1-K2-t" for w in ("0.25", "0.5")}
+    zero = "ours zero_shot from small_resnet w0.25"
+    assert [(r["method"], r["space"][:-8], int(r["budget"])) for r in rows] == [
+        ("ours", spaces["0.25"], 2), ("ours", spaces["0.25"], 4), (zero, spaces["0.5"], 2), ("random", spaces["0.5"], 2)]
+    assert float(rows[2]["train_s"]) == 0.0 and all(0.0 < float(r["best"]) <= 1.0 for r in rows)
+    assert len(list((tmp_path / "teachers").glob("small_resnet-digits-w0.25-*.pt"))) == 1
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:  # two teachers, two store contexts
+        assert db.execute("SELECT COUNT(DISTINCT context) FROM evaluations").fetchone()[0] == 2
+    assert f"| {zero} | 1 |" in res.stdout and "| random | 1 |" in res.stdout
+    again = compression_cli(tmp_path, out, *flags, timeout=120)
+    assert "[1/" not in again.stdout and len(list(csv.DictReader(out.open()))) == 4
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--space", "compression", "--mode", "transfer", "--methods", "ours", "--source",
+                          "cifar10", "--csv", str(tmp_path / "b.csv")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and "--source 'cifar10': expected <teacher>:<width>, e.g. small_resnet:0.25" in bad.stderr
