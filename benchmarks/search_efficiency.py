@@ -132,6 +132,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nascomp.config import split_top
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASE_METHODS = {
     "ours": [],
@@ -158,26 +160,15 @@ def seed_set(seed: int) -> str:
     return "held-out" if int(seed) >= HELD_OUT else "tuning"
 
 
-def split_top(text: str) -> list[str]:
-    """``text`` split at the commas outside brackets: ``"a,b[c,d],e=[f,g]"`` -> ["a", "b[c,d]", "e=[f,g]"]."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += (ch == "[") - (ch == "]")
-        if depth < 0:
-            raise SystemExit(f"unbalanced brackets in {text!r}")
-        if ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    if depth:
-        raise SystemExit(f"unbalanced brackets in {text!r}")
-    return [p.strip() for p in parts + [text[start:]] if p.strip()]
-
-
 def parse_methods(spec: str) -> list[tuple[str, list[str]]]:
     """``"ours,ours[search.K=1,space.ops=[remove,shrink]],tpe"`` -> [(label, overrides), ...]; an
     override's value may be a bracketed list."""
     out = []
-    for label in split_top(spec):
+    try:
+        labels = split_top(spec)
+    except ValueError as exc:
+        raise SystemExit(f"--methods: {exc}") from None
+    for label in labels:
         m = re.fullmatch(r"([^\[\]]+)(?:\[(.*)\])?", label)
         if m is None:
             raise SystemExit(f"method {label!r}: expected name or name[override,...]")

@@ -18,6 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from nascomp.config import split_top
+
 # The paper's numbers (ICLR 2019), f(x) of the final student, keyed by what a group varies.
 PAPER = {
     "table1": {("vgg19", "cifar10", "ours"): 0.9809, ("vgg19", "cifar100", "ours"): 0.9518,
@@ -241,13 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         p = argparse.ArgumentParser(description="regret (or best f) per cell and method, from search-efficiency CSVs")
         p.add_argument("cells")
         p.add_argument("csvs", nargs="+", type=Path)
-        p.add_argument("--methods", default="ours,random,rea,tpe,local,smac", help="comma list; the first is compared with the rest")
+        p.add_argument("--methods", default="ours,random,rea,tpe,local,smac", help="comma list (a label's [overrides] may hold commas); the first is compared with the rest")
         p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
         p.add_argument("--budget", type=int, default=160)
         p.add_argument("--common", action="store_true", help="per cell, only the seeds every listed method ran")
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
-        print(cells(rows, a.methods.split(","), a.seed_set, a.budget, a.common))
+        try:
+            methods = split_top(a.methods)  # a method's [overrides] may hold commas
+        except ValueError as exc:
+            p.error(f"--methods: {exc}")
+        print(cells(rows, methods, a.seed_set, a.budget, a.common))
         return 0
     return _main(argv)
 

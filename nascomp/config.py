@@ -38,3 +38,19 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=False)
+
+
+def split_top(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets: ``"a,b[c,d],e=[f,g]"`` -> ["a", "b[c,d]", "e=[f,g]"]
+    (a comma list of methods with overrides, as the benchmarks and ``experiments/aggregate.py`` take it)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if depth < 0:
+            raise ValueError(f"unbalanced brackets in {text!r}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"unbalanced brackets in {text!r}")
+    return [p.strip() for p in parts + [text[start:]] if p.strip()]

@@ -89,3 +89,26 @@ def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
         assert cell.strip("*") == f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(2):.3f}"
     means = [float(c.strip("*").split(" ± ")[0]) for c in line[2:]]
     assert [c.startswith("**") for c in line[2:]] == [m == min(means) for m in means]
+
+
+def test_cells_takes_methods_whose_overrides_hold_commas():
+    """Tables 5 and 7 on real students: ``--methods "ours[space.ops=[remove,shrink]],tpe[...]"`` is two
+    methods (split at the commas outside brackets, as the benchmark splits ``--methods``), each column
+    the mean ± s.e. of the best f computed from the committed CSV."""
+    path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
+    methods = ["ours[space.ops=[remove,shrink]]", "tpe[space.ops=[remove,shrink]]"]
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(path), "--methods",
+                          ",".join(methods), "--budget", "160"], capture_output=True, text=True, check=True).stdout
+    assert "| cell | seeds | " + " | ".join(methods) + " |" in out
+    rows = [r for r in csv.DictReader(path.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
+    lines = [x for x in out.splitlines() if x.startswith("| compression:")]
+    assert lines
+    for line in lines:
+        cells = line.strip("| ").split(" | ")
+        space, dataset = cells[0].split(" ")
+        for cell, method in zip(cells[2:], methods):
+            v = np.array([float(r["best"]) for r in rows if r["method"] == method and r["space"] == space and r["dataset"] == dataset])
+            assert cell.strip("*") == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}" and len(v) >= 3
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(path), "--methods", "ours[a"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--methods: unbalanced brackets in 'ours[a'" in bad.stderr
