@@ -83,6 +83,15 @@ Same columns as the single-objective CSV (``dataset`` is the target). Measured 2
 (benchmarks/results/nb201_transfer.csv, held-out seeds 1000-1005): the 8 zero-shot proposals beat 8
 random architectures in all 4 cells and random search's 160 evaluations in 3 of 4 (README, Table 3).
 
+``--space compression --mode transfer --source <teacher>:<width>`` is the same protocol across real
+teachers on one dataset: the source search uses that teacher (e.g. ``small_resnet:0.25``) for the
+largest budget (rows at each budget, its own ``space``), its last K kernels propose K students of
+``--teacher`` at ``--width`` zero-shot (row ``<method> zero_shot from <teacher> w<width>``, budget K),
+and ``random`` gives the target's first K (every method's first step there). Both teachers share the
+store (their contexts differ). The whole-search arm is not run here (a target search of real students
+costs a full benchmark run; the held-out table has ours from scratch on the same seeds). Measured:
+README, Table 3.
+
 ``--constraint`` (``--space compression``) runs the constraint form: caps such as ``flops=0.3x`` (a
 fraction of the teacher's cost) or ``flops=120000`` (absolute; costs params, flops, latency, memory) set
 ``objective.constraint.<cost>`` for every method, and each row reports the best student of the first
