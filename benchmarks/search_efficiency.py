@@ -132,6 +132,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -898,4 +899,11 @@ def constraint_table(rows: list[dict], budgets: list[int], methods: list[str], f
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # a refused input (flag, CSV header, method): its message and exit 2, as argparse and the main job
+        print(exc.code, file=sys.stderr)
+        raise SystemExit(2) from None

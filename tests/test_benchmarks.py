@@ -218,10 +218,15 @@ def test_a_rerun_with_a_larger_budget_adds_only_the_missing_rows(tmp_path):
 
 
 def test_full_without_constraint_is_refused(tmp_path):
-    res = subprocess.run([sys.executable, str(SCRIPT), "--space", "compression", "--full", "--csv", str(tmp_path / "c.csv")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 1 and "--full fully trains the finalists of the constraint form: it needs --space compression" in res.stderr
-    assert not (tmp_path / "c.csv").exists()
+    """Exit 2 with the message; a CSV already there is left as it was, and none is created."""
+    for csv_path in (tmp_path / "c.csv", tmp_path / "kept.csv"):
+        recorded = ",".join(_bench_module().COLUMNS) + "\nours,compression:x,digits,compression,1000,held-out,8,0.5,,0,0\n"
+        if csv_path.name == "kept.csv":
+            csv_path.write_text(recorded)
+        res = subprocess.run([sys.executable, str(SCRIPT), "--space", "compression", "--full", "--csv", str(csv_path)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "--full fully trains the finalists of the constraint form: it needs --space compression" in res.stderr
+        assert (csv_path.read_text() == recorded) if csv_path.name == "kept.csv" else not csv_path.exists()
 
 
 @pytest.mark.slow
@@ -244,7 +249,8 @@ def test_compression_transfer_benchmark_cli(tmp_path):
     assert f"| {zero} | 1 |" in res.stdout and "| random | 1 |" in res.stdout
     again = compression_cli(tmp_path, out, *flags, timeout=120)
     assert "[1/" not in again.stdout and len(list(csv.DictReader(out.open()))) == 4
+    recorded = out.read_text()  # a bad --source is refused before the CSV is touched
     bad = subprocess.run([sys.executable, str(SCRIPT), "--space", "compression", "--mode", "transfer", "--methods", "ours", "--source",
-                          "cifar10", "--csv", str(tmp_path / "b.csv")], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
-    assert bad.returncode == 1 and "--source 'cifar10': expected <teacher>:<width>, e.g. small_resnet:0.25" in bad.stderr
+                          "cifar10", "--csv", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--source 'cifar10': expected <teacher>:<width>, e.g. small_resnet:0.25" in bad.stderr
+    assert out.read_text() == recorded

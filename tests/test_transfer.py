@@ -230,4 +230,4 @@ def test_transfer_benchmark_cli_zero_shot_search_and_random_rows(tmp_path):
 def test_transfer_benchmark_refuses_bad_flags(tmp_path, flags, message):
     proc = subprocess.run([sys.executable, str(BENCH), "--mode", "transfer", "--csv", str(tmp_path / "t.csv"), *flags],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and message in proc.stderr and not (tmp_path / "t.csv").exists()
+    assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "t.csv").exists()
