@@ -395,15 +395,16 @@ class CompressionBench:
     """The real compression search: one teacher, space, proxy evaluator and store for every method
     and seed; the store's cache means an architecture is proxy-trained once for the whole benchmark."""
 
-    def __init__(self, args, overrides: list[str] = ()):
-        """``overrides``: for every method's config too (Pareto mode: ``objective=<cost>``)."""
+    def __init__(self, args, overrides: list[str] = (), full: bool = False):
+        """``overrides``: for every method's config too (Pareto mode: ``objective=<cost>``). ``full``: with
+        caps, fully train each row's finalists too (``--constraint --full``, ``feasible_best``)."""
         import torch
 
         from nascomp.pipeline import Setup
 
         torch.set_num_threads(args.threads)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        self.args, self.overrides, self.spaces = args, list(overrides), {}
+        self.args, self.overrides, self.spaces, self.full = args, list(overrides), {}, full
         self.setup = Setup.build(compression_config(args, self.overrides), Path(args.store).parent)
         s = self.setup
         print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
@@ -486,7 +487,7 @@ class CompressionBench:
         out = dict(constraint=self.args.constraint_label, accuracy=float("nan"), feasible=False)
         if best:  # else every evaluation failed
             out.update(accuracy=best[0].accuracy, feasible=feasible(best[0]))
-        if getattr(self.args, "full", False):
+        if self.full:
             finalists = select_finalists(history, objective, self.setup.cfg.final.top_k)
             ok = [r for r in finalists if feasible(r)]
             trained = final_training(self.setup, ok, Path(self.args.store).parent / "constraint" / run) if ok else []
@@ -807,7 +808,7 @@ def main_compression(args) -> None:
             for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
             if done.missing((label, args.space_label, args.dataset, args.constraint_label, s), budgets)]
     start = time.time()
-    bench = CompressionBench(args, caps) if jobs else None
+    bench = CompressionBench(args, caps, full=args.full) if jobs else None
     with appending(path, columns) as write:
         for i, job in enumerate(jobs):
             rows = bench.run_one(job)
