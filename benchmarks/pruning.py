@@ -43,14 +43,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from nascomp.pruning import IMPORTANCES, importance
-from search_efficiency import CompressionBench, appending, compression_space_label, parse_methods, read_rows, seed_set
+from search_efficiency import CompressionBench, ResultCSV, cli, compression_space_label, parse_methods, seed_set
 
 COLUMNS = ["method", "space", "dataset", "seed", "seed_set", "budget", "f", "accuracy", "num_params", "ratio",
            "full_f", "full_accuracy", "test_accuracy"]
@@ -65,7 +64,7 @@ def reference_best(bench: CompressionBench, label: str, overrides: list[str], se
     _, _, run_id = bench.run_config(overrides, seed, budget)
     if len(setup.store.history(run_id)) < budget:
         print(f"{label} seed {seed}: no stored history of run {run_id}, searching it", flush=True)
-        bench.run_one((label, overrides, bench.args.dataset, "compression", seed, [budget]))
+        bench.run_one(label, overrides, seed, [budget])
     keys = [key for _, _, _, key in setup.store.history(run_id)[:budget]]
     found = setup.store.cached(setup.context, keys)
     ok = [(k, found[k]) for k in dict.fromkeys(keys) if k in found and found[k]["error"] is None]
@@ -168,21 +167,19 @@ def main() -> None:
     importance(args.importance)  # Torch-Pruning is installed, before any training
     args.space_label = compression_space_label(args)
     methods = [label, f"prune[{args.importance}]"]
-    path = Path(args.csv)
+    results = ResultCSV(Path(args.csv), COLUMNS)  # no key: a seed redone with --full appends rows that supersede
     mine = lambda r: r["space"] == args.space_label and r["dataset"] == args.dataset and int(r["budget"]) == args.budget
-    done = {(r["method"], int(r["seed"])) for r in read_rows(path, COLUMNS) if mine(r)}
-    seeds = [s for s in range(args.seed_offset, args.seed_offset + args.seeds)
-             if not all((m, s) in done for m in methods) or (args.full and not _has_full(path, methods, s, mine))]
+    rows = [r for r in results.rows() if mine(r)]
+    has = lambda m, s, full: any(r["method"] == m and int(r["seed"]) == s and (not full or r["full_f"] != "") for r in rows)
+    seeds = [s for s in range(args.seed_offset, args.seed_offset + args.seeds) if not all(has(m, s, args.full) for m in methods)]
     start = time.time()
     bench = CompressionBench(args) if seeds else None
-    with appending(path, COLUMNS) as write:
-        for i, seed in enumerate(seeds):
-            rows = run_seed(bench, args, label, overrides, seed)
-            write(rows)
-            print(f"[{i + 1}/{len(seeds)} {time.time() - start:.0f}s] seed {seed}: "
-                  + "; ".join(f"{r['method']} {r['num_params']} params, acc {r['accuracy']:.4f}, f {r['f']:.4f}" for r in rows),
-                  flush=True)
-    rows = [r for r in read_rows(path, COLUMNS) if mine(r)]
+    for i, seed in enumerate(seeds):
+        rows = results.write(run_seed(bench, args, label, overrides, seed))
+        print(f"[{i + 1}/{len(seeds)} {time.time() - start:.0f}s] seed {seed}: "
+              + "; ".join(f"{r['method']} {r['num_params']} params, acc {r['accuracy']:.4f}, f {r['f']:.4f}" for r in rows),
+              flush=True)
+    rows = [r for r in results.rows() if mine(r)]
     latest = {}
     for r in rows:  # a seed redone with --full replaces its proxy-only rows
         latest[(r["method"], r["seed"])] = r
@@ -190,11 +187,5 @@ def main() -> None:
     print(table(list(latest.values()), methods + pruned))
 
 
-def _has_full(path: Path, methods: list[str], seed: int, mine) -> bool:
-    return all(any(r["method"] == m and int(r["seed"]) == seed and r["full_f"] != "" for r in read_rows(path, COLUMNS) if mine(r))
-               for m in methods)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    main()
+    cli(main)

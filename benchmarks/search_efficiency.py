@@ -23,7 +23,7 @@ brackets, e.g. ``ours[search.K=1]`` or ``ours[kernel.objective=marginal,kernel.l
 The CSV gets one row per method x seed x budget (columns method, space, dataset, objective, seed,
 budget, best, regret, train_s, acq_s; the last two are seconds per step of kernel training and
 acquisition), appended as runs finish; a run whose budgets are all in it is not rerun, and a rerun
-with more budgets appends only the missing ones' rows (class Recorded). The markdown table
+with more budgets appends only the missing ones' rows (class ResultCSV). The markdown table
 (mean ± sd of the best found, mean regret ± standard error, seconds per step) is printed from the
 whole CSV. Measured results and hardware: README, "Search efficiency".
 
@@ -135,7 +135,6 @@ import re
 import sys
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -343,17 +342,17 @@ def main_pareto(args) -> None:
     budgets = sorted(int(b) for b in args.budgets.split(","))
     datasets = args.dataset.split(",")
     path = Path(args.csv)
-    done = Recorded(read_rows(path, PARETO_COLUMNS), lambda r: (r["method"], r["dataset"], r["cost"], int(r["seed"])))
+    results = ResultCSV(path, PARETO_COLUMNS, key=("method", "dataset", "cost", "seed"))
     jobs = [(label, ov, d, c, s, budgets)
             for s in range(args.seed_offset, args.seed_offset + args.seeds) for d in datasets for c in costs
-            for label, ov in methods if done.missing((label, d, c, s), budgets)]
+            for label, ov in methods if results.missing(budgets, method=label, dataset=d, cost=c, seed=s)]
     start = time.time()
-    with appending(path, PARETO_COLUMNS) as write, Pool(args.workers) as pool:
+    with Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_pareto, jobs)):
-            write(done.new(rows))
+            results.write(rows)
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
                   f"{rows[0]['cost']} seed {rows[0]['seed']}: HV regret " + " ".join(f"{r['hv_regret']:.4f}" for r in rows), flush=True)
-    rows = [r for r in read_rows(path, PARETO_COLUMNS) if r["dataset"] in datasets and r["cost"] in costs
+    rows = [r for r in results.rows() if r["dataset"] in datasets and r["cost"] in costs
             and r["seed_set"] == seed_set(args.seed_offset)]
     print(f"\n{seed_set(args.seed_offset)} seeds; hypervolume of normalised (accuracy, cost), reference point "
           f"{reference_point()} (nascomp.pareto)")
@@ -454,8 +453,8 @@ class CompressionBench:
             print(f"{changed}: a space of its own over the same teacher, operators {', '.join(space.ops)}", flush=True)
         return self.spaces[key]
 
-    def run_one(self, job: tuple) -> list[dict]:
-        label, overrides, dataset, objective, seed, budgets = job
+    def run_one(self, label: str, overrides: list[str], seed: int, budgets: list[int]) -> list[dict]:
+        """One method on one seed: a row per budget (``rows``; with caps, ``feasible_best`` joined)."""
         result, cached = self.search(overrides, seed, max(budgets))
         return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}"))
                 for row in self.rows(label, seed, result, budgets, cached)]
@@ -502,14 +501,14 @@ class CompressionBench:
         """The Pareto problem of this bench's objective (built once: a latency table times each layer once)."""
         return self.setup.pareto_problem()
 
-    def run_pareto(self, job: tuple) -> list[dict]:
-        """One method on one seed in Pareto mode: a row per budget with the hypervolume of the first
-        ``budget`` evaluations (the main job's ``pareto_problem``); ``hv_regret`` empty (no true front)."""
-        label, overrides, dataset, cost, seed, budgets = job
+    def run_pareto(self, label: str, overrides: list[str], seed: int, budgets: list[int], cost: str) -> list[dict]:
+        """One method on one seed in Pareto mode (this bench's ``objective=<cost>``): a row per budget with
+        the hypervolume of the first ``budget`` evaluations (the main job's ``pareto_problem``);
+        ``hv_regret`` empty (no true front)."""
         problem = self.problem
         result, cached = self.search(overrides + ["search.mode=pareto"], seed, max(budgets), problem=problem)
         curve = problem.curve(result.history)
-        return [dict(method=label, space=self.args.space_label, dataset=dataset, cost=cost, seed=seed, seed_set=seed_set(seed),
+        return [dict(method=label, space=self.args.space_label, dataset=self.args.dataset, cost=cost, seed=seed, seed_set=seed_set(seed),
                      budget=b, hypervolume=float(curve[min(b, len(curve)) - 1]), hv_regret="", cached=cached)
                 for b in budgets]
 
@@ -520,22 +519,19 @@ def main_compression_pareto(args, methods: list[tuple[str, list[str]]], costs: l
     budgets = sorted(int(b) for b in args.budgets.split(","))
     args.space_label = compression_space_label(args)
     path = Path(args.csv)
-    done = Recorded(read_rows(path, PARETO_COLUMNS),
-                    lambda r: (r["method"], r["space"], r["dataset"], r["cost"], int(r["seed"])))
+    results = ResultCSV(path, PARETO_COLUMNS, key=("method", "space", "dataset", "cost", "seed"))
     start = time.time()
-    with appending(path, PARETO_COLUMNS) as write:
-        for cost in costs:
-            jobs = [(label, ov, args.dataset, cost, s, budgets)
-                    for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
-                    if done.missing((label, args.space_label, args.dataset, cost, s), budgets)]
-            bench = CompressionBench(args, [f"objective={cost}"]) if jobs else None
-            for i, job in enumerate(jobs):
-                rows = bench.run_pareto(job)
-                write(done.new(rows))
-                print(f"[{cost} {i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: "
-                      "hypervolume " + " ".join(f"{r['hypervolume']:.4f}" for r in rows)
-                      + f" ({rows[0]['cached']} from the store)", flush=True)
-    rows = [r for r in read_rows(path, PARETO_COLUMNS) if r["space"] == args.space_label and r["dataset"] == args.dataset
+    for cost in costs:
+        jobs = [(label, ov, s) for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
+                if results.missing(budgets, method=label, space=args.space_label, dataset=args.dataset, cost=cost, seed=s)]
+        bench = CompressionBench(args, [f"objective={cost}"]) if jobs else None
+        for i, (label, overrides, seed) in enumerate(jobs):
+            rows = bench.run_pareto(label, overrides, seed, budgets, cost)
+            results.write(rows)
+            print(f"[{cost} {i + 1}/{len(jobs)} {time.time() - start:.0f}s] {label} seed {seed}: "
+                  "hypervolume " + " ".join(f"{r['hypervolume']:.4f}" for r in rows)
+                  + f" ({rows[0]['cached']} from the store)", flush=True)
+    rows = [r for r in results.rows() if r["space"] == args.space_label and r["dataset"] == args.dataset
             and r["cost"] in costs and r["seed_set"] == seed_set(args.seed_offset)]
     print(f"\n{seed_set(args.seed_offset)} seeds; {args.space_label}; hypervolume of (accuracy, cost) normalised by the "
           f"teacher's, reference point {reference_point()} (nascomp.pareto); no true front: no regret")
@@ -563,40 +559,45 @@ def read_rows(path: Path, columns: list[str] = COLUMNS) -> list[dict]:
         return list(reader)
 
 
-@contextmanager
-def appending(path: Path, columns: list[str]):
-    """Append rows to the result CSV ``path`` (header ``columns`` written when the file is new), each
-    batch flushed at once so that a killed run keeps what it finished; yields ``write(rows)``."""
-    new_file = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
+class ResultCSV:
+    """A result CSV with the header ``columns``, appended to as runs finish (each ``write`` is flushed,
+    so a killed run keeps what it finished).
 
-        def write(rows: list[dict]) -> None:
+    A job is named by the fields of ``key`` (e.g. method, dataset, objective, seed) and holds a row per
+    budget. ``missing`` says whether a job still lacks a row for one of its budgets (a rerun with a
+    larger ``--budgets`` extends the table), and ``write`` appends only the rows not yet held, so no
+    (job, budget) is written twice. Without a ``key`` every row is appended (``benchmarks/pruning.py``,
+    where a seed redone with ``--full`` supersedes its earlier rows)."""
+
+    def __init__(self, path: Path, columns: list[str], key: tuple[str, ...] = ()):
+        self.path, self.columns, self.key = Path(path), columns, tuple(key)
+        self.have = {self._id(r) for r in self.rows()} if key else set()
+
+    def _id(self, fields: dict, budget=None) -> tuple:
+        return tuple(str(fields[k]) for k in self.key) + (int(fields["budget"] if budget is None else budget),)
+
+    def rows(self) -> list[dict]:
+        return read_rows(self.path, self.columns)
+
+    def missing(self, budgets, **job) -> bool:
+        """Whether the job named by ``job`` (exactly the fields of ``key``) lacks a row at any of ``budgets``."""
+        if set(job) != set(self.key):
+            raise TypeError(f"a job of {self.path} is named by {', '.join(self.key)}; got {', '.join(job)}")
+        return any(self._id(job, b) not in self.have for b in budgets)
+
+    def write(self, rows: list[dict]) -> list[dict]:
+        """Append the rows not yet held (the header first when the file is new); returns them."""
+        if self.key:
+            rows = [r for r in rows if self._id(r) not in self.have]
+            self.have |= {self._id(r) for r in rows}
+        new_file = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
             writer.writerows(rows)
-            fh.flush()
-
-        yield write
-
-
-class Recorded:
-    """What a result CSV already holds, per job key and budget: a job runs when any of its budgets has no
-    row yet (a rerun with a larger ``--budgets`` extends the table), and ``new`` keeps only the rows not
-    yet recorded, so no (key, budget) is written twice."""
-
-    def __init__(self, rows: list[dict], key):
-        self.key = key
-        self.have = {(key(r), int(r["budget"])) for r in rows}
-
-    def missing(self, key: tuple, budgets) -> bool:
-        return any((key, b) not in self.have for b in budgets)
-
-    def new(self, rows: list[dict]) -> list[dict]:
-        out = [r for r in rows if (self.key(r), int(r["budget"])) not in self.have]
-        self.have |= {(self.key(r), int(r["budget"])) for r in out}
-        return out
+        return rows
 
 
 def table(rows: list[dict], budgets: list[int], methods: list[str], regret: str = "regret") -> str:
@@ -648,26 +649,28 @@ def main_transfer(args) -> None:
     if not targets:
         raise SystemExit(f"--mode transfer: --dataset names no target other than the source {args.source!r}")
     path = Path(args.csv)
-    done = Recorded(read_rows(path), lambda r: (r["method"], r["dataset"], r["objective"], int(r["seed"])))
+    results = ResultCSV(path, COLUMNS, key=("method", "dataset", "objective", "seed"))
     K = compose(methods[0][1]).search.K
     jobs = []
     for s in range(args.seed_offset, args.seed_offset + args.seeds):
         for o in args.objective.split(","):
             # random search once per seed and objective
-            with_random = any(done.missing(("random", d, o, s), sorted({K, *budgets})) for d in targets)
+            with_random = any(results.missing(sorted({K, *budgets}), method="random", dataset=d, objective=o, seed=s)
+                              for d in targets)
             for label, ov in methods:
-                if any(done.missing((f"{label} zero_shot from {args.source}", d, o, s), [K])
-                       or done.missing((f"{label} search from {args.source}", d, o, s), budgets) for d in targets):
+                if any(results.missing([K], method=f"{label} zero_shot from {args.source}", dataset=d, objective=o, seed=s)
+                       or results.missing(budgets, method=f"{label} search from {args.source}", dataset=d, objective=o, seed=s)
+                       for d in targets):
                     jobs.append((label, ov, args.source, targets, o, s, budgets, with_random))
                     with_random = False
     start = time.time()
-    with appending(path, COLUMNS) as write, Pool(args.workers) as pool:
+    with Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_transfer, jobs)):
-            write(done.new(rows))
+            results.write(rows)
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['objective']} seed "
                   f"{rows[0]['seed']}: " + "; ".join(f"{r['dataset']} regret {r['regret']:.4f}" for r in rows
                                                        if "zero_shot" in r["method"]), flush=True)
-    rows = [r for r in read_rows(path) if r["dataset"] in targets and r["objective"] in args.objective.split(",")
+    rows = [r for r in results.rows() if r["dataset"] in targets and r["objective"] in args.objective.split(",")
             and r["seed_set"] == seed_set(args.seed_offset)]
     arms = [f"{label} {mode} from {args.source}" for label, _ in methods for mode in ("zero_shot", "search")]
     print(f"\n{seed_set(args.seed_offset)} seeds; kernels from {args.source}")
@@ -696,32 +699,31 @@ def main_compression_transfer(args, methods: list[tuple[str, list[str]]], budget
         raise SystemExit(f"--mode transfer: the source {args.source!r} is the target teacher itself")
     origin = f"from {teacher} w{width:g}"
     path = Path(args.csv)
-    done = Recorded(read_rows(path), lambda r: (r["method"], r["space"], int(r["seed"])))
+    results = ResultCSV(path, COLUMNS, key=("method", "space", "seed"))
     jobs = [(label, ov, s) for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
-            if done.missing((f"{label} zero_shot {origin}", args.space_label, s), [args.K])
-            or done.missing((label, source_args.space_label, s), budgets)]
+            if results.missing([args.K], method=f"{label} zero_shot {origin}", space=args.space_label, seed=s)
+            or results.missing(budgets, method=label, space=source_args.space_label, seed=s)]
     source = target = None
     start = time.time()
-    with appending(path, COLUMNS) as write:
-        for i, (label, overrides, seed) in enumerate(jobs):
-            source = source or CompressionBench(source_args)
-            fits = []
-            result, cached = source.search(overrides, seed, max(budgets),
-                                           on_fit=lambda step, state, data: fits.append((state, data)))
-            rows = source.rows(label, seed, result, budgets, cached)
-            kernels = SourceKernels(*fits[-1], where=f"the {origin.removeprefix('from ')} search of seed {seed}")
-            target = target or CompressionBench(args)
-            result, cached = target.search(overrides + ["kernel.transfer_mode=zero_shot"], seed, args.K,
-                                           tag={"transfer_from": source_args.space_label}, transfer=kernels)
-            rows += target.rows(f"{label} zero_shot {origin}", seed, result, [args.K], cached)
-            if done.missing(("random", args.space_label, seed), [args.K]):
-                result, cached = target.search(["search.method=random"], seed, args.K)
-                rows += target.rows("random", seed, result, [args.K], cached)
-            write(done.new(rows))
-            print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] seed {seed}: {label} on the source, best "
-                  + " ".join(f"{r['best']:.4f}" for r in rows if r["space"] == source_args.space_label) + "; target @K: "
-                  + "; ".join(f"{r['method']} {r['best']:.4f}" for r in rows if r["space"] == args.space_label), flush=True)
-    rows = [r for r in read_rows(path) if r["space"] in (args.space_label, source_args.space_label)
+    for i, (label, overrides, seed) in enumerate(jobs):
+        source = source or CompressionBench(source_args)
+        fits = []
+        result, cached = source.search(overrides, seed, max(budgets),
+                                       on_fit=lambda step, state, data: fits.append((state, data)))
+        rows = source.rows(label, seed, result, budgets, cached)
+        kernels = SourceKernels(*fits[-1], where=f"the {origin.removeprefix('from ')} search of seed {seed}")
+        target = target or CompressionBench(args)
+        result, cached = target.search(overrides + ["kernel.transfer_mode=zero_shot"], seed, args.K,
+                                       tag={"transfer_from": source_args.space_label}, transfer=kernels)
+        rows += target.rows(f"{label} zero_shot {origin}", seed, result, [args.K], cached)
+        if results.missing([args.K], method="random", space=args.space_label, seed=seed):
+            result, cached = target.search(["search.method=random"], seed, args.K)
+            rows += target.rows("random", seed, result, [args.K], cached)
+        results.write(rows)
+        print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] seed {seed}: {label} on the source, best "
+              + " ".join(f"{r['best']:.4f}" for r in rows if r["space"] == source_args.space_label) + "; target @K: "
+              + "; ".join(f"{r['method']} {r['best']:.4f}" for r in rows if r["space"] == args.space_label), flush=True)
+    rows = [r for r in results.rows() if r["space"] in (args.space_label, source_args.space_label)
             and r["seed_set"] == seed_set(args.seed_offset)]
     print(f"\n{seed_set(args.seed_offset)} seeds; source {source_args.space_label}, target {args.space_label}")
     print(table(with_gap(rows), sorted({args.K, *budgets}), [label for label, _ in methods]
@@ -777,18 +779,18 @@ def main() -> None:
     methods = parse_methods(args.methods)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     path = Path(args.csv)
-    done = Recorded(read_rows(path), lambda r: (r["method"], r["dataset"], r["objective"], int(r["seed"])))
+    results = ResultCSV(path, COLUMNS, key=("method", "dataset", "objective", "seed"))
     jobs = [(label, ov, d, o, s, budgets)
             for s in range(args.seed_offset, args.seed_offset + args.seeds)
             for d in args.dataset.split(",") for o in args.objective.split(",")
-            for label, ov in methods if done.missing((label, d, o, s), budgets)]
+            for label, ov in methods if results.missing(budgets, method=label, dataset=d, objective=o, seed=s)]
     start = time.time()
-    with appending(path, COLUMNS) as write, Pool(args.workers) as pool:
+    with Pool(args.workers) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_one, jobs)):
-            write(done.new(rows))
+            results.write(rows)
             print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} {rows[0]['dataset']} "
                   f"{rows[0]['objective']} seed {rows[0]['seed']}: regret " + " ".join(f"{r['regret']:.4f}" for r in rows), flush=True)
-    rows = [r for r in read_rows(path) if r["dataset"] in args.dataset.split(",") and r["objective"] in args.objective.split(",")
+    rows = [r for r in results.rows() if r["dataset"] in args.dataset.split(",") and r["objective"] in args.objective.split(",")
             and r["seed_set"] == seed_set(args.seed_offset)]
     print(f"\n{seed_set(args.seed_offset)} seeds")
     print(table(rows, budgets, [label for label, _ in methods]))
@@ -802,22 +804,20 @@ def main_compression(args) -> None:
     args.constraint_label = ",".join(o.removeprefix("objective.constraint.").replace("=", "<=") for o in caps)
     columns = (CONSTRAINT_FULL_COLUMNS if args.full else CONSTRAINT_COLUMNS) if caps else COLUMNS
     path = Path(args.csv)
-    done = Recorded(read_rows(path, columns),
-                    lambda r: (r["method"], r["space"], r["dataset"], r.get("constraint", ""), int(r["seed"])))
-    jobs = [(label, ov, args.dataset, "compression", s, budgets)
-            for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
-            if done.missing((label, args.space_label, args.dataset, args.constraint_label, s), budgets)]
+    job = dict(space=args.space_label, dataset=args.dataset, **(dict(constraint=args.constraint_label) if caps else {}))
+    results = ResultCSV(path, columns, key=("method", "seed", *job))
+    jobs = [(label, ov, s) for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
+            if results.missing(budgets, method=label, seed=s, **job)]
     start = time.time()
     bench = CompressionBench(args, caps, full=args.full) if jobs else None
-    with appending(path, columns) as write:
-        for i, job in enumerate(jobs):
-            rows = bench.run_one(job)
-            write(done.new(rows))
-            print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {rows[0]['method']} seed {rows[0]['seed']}: best "
-                  + " ".join(f"{r['best']:.4f}" for r in rows) + f" ({rows[0]['cached']} from the store)"
-                  + ("; best feasible accuracy " + " ".join(f"{r['accuracy']:.4f}{'' if r['feasible'] else ' (over the caps)'}"
-                                                         for r in rows) if caps else ""), flush=True)
-    rows = [r for r in read_rows(path, columns) if r["space"] == args.space_label and r["dataset"] == args.dataset
+    for i, (label, overrides, seed) in enumerate(jobs):
+        rows = bench.run_one(label, overrides, seed, budgets)
+        results.write(rows)
+        print(f"[{i + 1}/{len(jobs)} {time.time() - start:.0f}s] {label} seed {seed}: best "
+              + " ".join(f"{r['best']:.4f}" for r in rows) + f" ({rows[0]['cached']} from the store)"
+              + ("; best feasible accuracy " + " ".join(f"{r['accuracy']:.4f}{'' if r['feasible'] else ' (over the caps)'}"
+                                                     for r in rows) if caps else ""), flush=True)
+    rows = [r for r in results.rows() if r["space"] == args.space_label and r["dataset"] == args.dataset
             and r["seed_set"] == seed_set(args.seed_offset) and r.get("constraint", "") == args.constraint_label]
     print(f"\n{seed_set(args.seed_offset)} seeds")
     if caps:
@@ -898,13 +898,18 @@ def constraint_table(rows: list[dict], budgets: list[int], methods: list[str], f
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def cli(main) -> None:
+    """Run a benchmark's ``main`` with one thread per process: a run stopped with a message (a refused
+    flag, CSV header or method) prints it and exits 2, as argparse and the main job do."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         main()
     except SystemExit as exc:
         if not isinstance(exc.code, str):
             raise
-        # a refused input (flag, CSV header, method): its message and exit 2, as argparse and the main job
         print(exc.code, file=sys.stderr)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    cli(main)

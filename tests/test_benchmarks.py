@@ -108,6 +108,30 @@ def test_read_rows_refuses_another_header(tmp_path):
     assert [r["seed_set"] for r in search_efficiency.read_rows(good)] == ["tuning"]
 
 
+def test_result_csv_keys_jobs_by_field_and_budget(tmp_path):
+    """ResultCSV: a job is missing while any budget lacks a row; write appends only rows not yet held
+    (also across instances, i.e. a rerun); a job named by other fields than the key is an error; without
+    a key every row is appended."""
+    se = _bench_module()
+    path = tmp_path / "r.csv"
+    row = lambda m, s, b: dict(method=m, space="nb201", dataset="cifar10", objective="accuracy", seed=s,
+                               seed_set=se.seed_set(s), budget=b, best=1.0, regret=0.0, train_s=0, acq_s=0)
+    results = se.ResultCSV(path, se.COLUMNS, key=("method", "dataset", "objective", "seed"))
+    job = dict(method="ours", dataset="cifar10", objective="accuracy", seed=3)
+    assert results.missing([8], **job) and results.rows() == []
+    assert len(results.write([row("ours", 3, 8), row("ours", 3, 16)])) == 2
+    assert not results.missing([8, 16], **job) and results.missing([8, 16, 24], **job)
+    again = se.ResultCSV(path, se.COLUMNS, key=("method", "dataset", "objective", "seed"))
+    assert again.write([row("ours", 3, 8), row("ours", 3, 16), row("ours", 3, 24)]) == [row("ours", 3, 24)]
+    assert [(r["seed"], r["budget"]) for r in again.rows()] == [("3", "8"), ("3", "16"), ("3", "24")]
+    assert not again.missing([8, 16, 24], **job) and again.missing([8], **{**job, "seed": 4})
+    with pytest.raises(TypeError, match="named by method, dataset, objective, seed; got method, seed"):
+        again.missing([8], method="ours", seed=3)
+    plain = se.ResultCSV(path, se.COLUMNS)
+    plain.write([row("ours", 3, 8)])
+    assert len(plain.rows()) == 4 and path.read_text().count("method,space") == 1
+
+
 def _bench_module():
     sys.path.insert(0, str(SCRIPT.parent))
     try:

@@ -120,3 +120,8 @@ def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path)
     assert "| prune[l2] | 1 |" in res.stdout and "prune[l2] - ours, proxy f:" in res.stdout
     again = run("pruning.py", "--seeds", "1", "--budget", "4", "--full", "--csv", str(out))
     assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 2 and "[1/1" not in again.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,seed\nours,0\n")
+    refused = run("pruning.py", "--seeds", "1", "--budget", "4", "--csv", str(bad))
+    assert refused.returncode == 2 and f"{bad}: columns ['method', 'seed'], expected" in refused.stderr
+    assert bad.read_text() == "method,seed\nours,0\n"
