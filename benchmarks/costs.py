@@ -151,7 +151,7 @@ def table(warmup: int, repeats: int, students: int, batch_sizes: list[int]) -> N
 def memory(students: int, batch_size: int, width: float) -> None:
     from nascomp.cost import BYTES, peak_activations
 
-    print(f"| network | batch | computed MiB (activations, input excluded) | torch.profiler MiB | profiler / computed |")
+    print("| network | batch | computed MiB (activations, input excluded) | torch.profiler MiB | profiler / computed |")
     print("|---|---|---|---|---|")
     for name, shape in TEACHERS:
         teacher = teachers.create(name, num_classes=10, width=width, in_channels=shape[0]).eval()

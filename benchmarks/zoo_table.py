@@ -12,7 +12,7 @@ thread, batch 2. Measured on the 2-core CPU machine: every model traces and equa
 
     PYTHONPATH=$PWD python benchmarks/zoo_table.py
 """
-import sys, time, traceback, torch, torchvision, numpy as np
+import sys, time, torch, torchvision
 from nascomp import ArchGraph, CompressionSpace
 torch.set_num_threads(1)
 EXCLUDE = ("vit_", "swin_", "maxvit_")

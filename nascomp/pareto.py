@@ -47,7 +47,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch import Tensor
 
 from nascomp.acquisition import candidate_pools, expected_improvement

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from nascomp.nb201 import EDGES, OPS, NB201Space, TableEvaluator
-from nascomp.search import Record, Search, make_proposer, run_search
+from nascomp.search import Record, make_proposer, run_search
 from nascomp.evaluator import Evaluator
 from nascomp.search_space import Space
 

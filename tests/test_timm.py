@@ -5,7 +5,6 @@ own parameters) is a batchnorm layer and an activation; its Linear is a linear l
 computes something else (Conv2dSame's padding) is kept whole. The slow tier runs the torchvision zoo's
 checks (``test_zoo.check``) on one small member of each timm CNN family.
 """
-import numpy as np
 import pytest
 import torch
 from torch import nn
