@@ -14,7 +14,12 @@ exist, so it states how long they can be, and the kernel encodes with that n.
 Numeric attributes are ``log`` scaled by default, log2(1 + x): channel counts span 3..2048 while
 the one-hot and edge entries are 0/1, and raw counts would dominate the LSTM's input (and saturate
 its gates) so that two architectures differing only in topology would look alike. ``raw`` keeps
-the paper's unnormalised numbers (the `paper` kernel preset uses it).
+the paper's unnormalised numbers (the `paper` kernel preset uses it). ``relative`` gives groups, in
+and out channels as fractions of the same layer's in a reference network of the same length (the
+space's reference: in the compression space the teacher; 0 where the reference has none) and the
+other attributes as ``log``: a student at half the teacher's width encodes alike whatever the
+teacher's width, so kernels learned on one teacher can rank the students of a wider or narrower one
+(Table 3 across teachers).
 """
 from __future__ import annotations
 
@@ -59,13 +64,20 @@ def encoding_width(n: int) -> int:
     return len(LAYER_TYPES) + NUM_ATTRIBUTES + 2 * n
 
 
-def encode(layers: Sequence[LayerSpec], n: int, numeric: str = "log") -> torch.Tensor:
-    """Encode a topologically sorted list of layers.
+def encode(layers: Sequence[LayerSpec], n: int, numeric: str = "log",
+           reference: Sequence[LayerSpec] | None = None) -> torch.Tensor:
+    """Encode a topologically sorted list of layers (``reference``: the layers channels are relative
+    to, with ``numeric="relative"``).
 
     Returns a float32 tensor of shape (L, m + 6 + 2n).
     """
     if numeric not in NUMERIC:
         raise ValueError(f"numeric must be one of {', '.join(NUMERIC)}, got {numeric!r}")
+    if (numeric == "relative") != (reference is not None):
+        raise ValueError("numeric='relative' needs the reference layers (and only it takes them)")
+    if reference is not None and len(reference) != len(layers):
+        raise ValueError(f"numeric='relative': {len(layers)} layers against a reference of {len(reference)}; "
+                         "the reference must have one layer per layer (removed layers kept as identity)")
     m = len(LAYER_TYPES)
     out = np.zeros((len(layers), m + NUM_ATTRIBUTES + 2 * n), dtype=np.float32)
     type_index = {t: i for i, t in enumerate(LAYER_TYPES)}
@@ -74,7 +86,10 @@ def encode(layers: Sequence[LayerSpec], n: int, numeric: str = "log") -> torch.T
             raise ValueError(f"layer {j} has unknown type {layer.type!r}; known types: {', '.join(LAYER_TYPES)}")
         out[j, type_index[layer.type]] = 1.0
         attrs = layer.attributes()
-        if numeric == "log":
+        if numeric == "relative":
+            ref = reference[j].attributes()
+            attrs = tuple(math.log2(1.0 + a) for a in attrs[:3]) + tuple(a / r if r else 0.0 for a, r in zip(attrs[3:], ref[3:]))
+        elif numeric == "log":
             attrs = tuple(math.log2(1.0 + a) for a in attrs)
         out[j, m : m + NUM_ATTRIBUTES] = attrs
         for i in layer.inputs:

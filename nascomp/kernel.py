@@ -140,13 +140,15 @@ class Featurizer:
 
     def __init__(self, space: Space, cfg: DictConfig):
         self.space, self.cfg = space, cfg
+        self.reference = space.reference if cfg.numeric == "relative" else None
         self.cache: dict[str, Tensor] = {}
         self.cache_bytes = 0
 
     def one(self, arch: Architecture) -> Tensor:
         x = self.cache.get(arch.key)
         if x is None:
-            x = arch.encode(n=self.space.max_offset, numeric=self.cfg.numeric) if self.cfg.embedding == "lstm" else self._flat(arch)
+            x = (arch.encode(n=self.space.max_offset, numeric=self.cfg.numeric, reference=self.reference)
+                 if self.cfg.embedding == "lstm" else self._flat(arch))
             if self.cache_bytes > self.cfg.feature_cache_mb * 2**20:
                 self.cache.clear()
                 self.cache_bytes = 0

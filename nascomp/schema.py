@@ -30,7 +30,7 @@ PARETO_ONLY = ("nsga2", "motpe")  # multi-objective baselines: search.mode=paret
 BEST_F = ("subset", "global")
 EMBEDDINGS = ("lstm", "flat")
 POOLS = ("mean", "concat", "both")
-NUMERIC = ("log", "raw")
+NUMERIC = ("log", "raw", "relative")
 SIGMA2_MODES = ("absolute", "relative")
 WARPS = ("none", "power")
 OBJECTIVES = ("posterior", "marginal", "euclidean")

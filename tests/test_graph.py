@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nascomp import ArchGraph, GraphError, CompressionSpace, teachers
+from nascomp import ArchGraph, CompressionSpace, teachers
 from nascomp.encoding import LAYER_TYPES, NUM_ATTRIBUTES, LayerSpec, encode, encoding_width
 
 # layer counts of the reference code (REFERENCE §3): a residual sum is two incoming edges, not a layer
@@ -160,3 +160,39 @@ def test_keys_are_stable_across_renames(name, shape, teacher_key, sample_key):
     graph = ArchGraph.from_module(teachers.create(name, width=0.25), shape)
     assert graph.key == teacher_key
     assert CompressionSpace(graph).sample(np.random.default_rng(0)).key == sample_key
+
+
+def test_relative_encoding_gives_channels_as_fractions_of_the_reference():
+    """numeric='relative': groups, in and out channels over the reference layer's (0 where it has
+    none), kernel size, stride and padding as log2(1 + x); a wrong reference is refused."""
+    ref = [LayerSpec("conv", 3, 1, 1, 1, 3, 16, (-1,)), LayerSpec("relu", in_channels=16, out_channels=16, inputs=(0,))]
+    half = [LayerSpec("conv", 3, 1, 1, 1, 3, 8, (-1,)), LayerSpec("relu", in_channels=8, out_channels=8, inputs=(0,))]
+    m = len(LAYER_TYPES)
+    x = encode(half, n=2, numeric="relative", reference=ref)
+    assert x[0, m:m + NUM_ATTRIBUTES].tolist() == pytest.approx([2.0, 1.0, 1.0, 1.0, 1.0, 0.5])
+    assert x[1, m:m + NUM_ATTRIBUTES].tolist() == [0.0, 0.0, 0.0, 0.0, 0.5, 0.5]
+    assert torch.equal(x[:, :m], encode(half, n=2)[:, :m]) and torch.equal(x[:, m + 6:], encode(half, n=2)[:, m + 6:])
+    with pytest.raises(ValueError, match="needs the reference layers"):
+        encode(half, n=2, numeric="relative")
+    with pytest.raises(ValueError, match="2 layers against a reference of 1"):
+        encode(half, n=2, numeric="relative", reference=ref[:1])
+
+
+def test_relative_encoding_matches_students_of_teachers_of_another_width():
+    """The same student (operators and ratios) of small_resnet at width 0.5 and at 0.25 encodes alike
+    with numeric='relative' (up to each width's channel rounding), and not with 'log'."""
+    spaces = [CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=w), (1, 8, 8)))
+              for w in (0.5, 0.25)]
+    wide, narrow = spaces
+    assert len(wide.graph) == len(narrow.graph) and wide.num_shrink_groups == narrow.num_shrink_groups
+    for space in spaces:  # the teacher is all ones
+        enc = space.reference.encode(n=space.max_offset, numeric="relative", reference=space.reference)
+        channels = enc[:, len(LAYER_TYPES) + 4:len(LAYER_TYPES) + 6]
+        assert set(channels.unique().tolist()) <= {0.0, 1.0} and channels.max() == 1.0
+    student = wide.sample(seed=3).to_dict()
+    a, b = (s.from_dict(student) for s in spaces)
+    rel = [s.from_dict(student).encode(n=s.max_offset, numeric="relative", reference=s.reference) for s in spaces]
+    log = [s.from_dict(student).encode(n=s.max_offset) for s in spaces]
+    assert a.num_params > b.num_params
+    assert (rel[0] - rel[1]).abs().max() < 0.3 < (log[0] - log[1]).abs().max()
+    assert (rel[0] - rel[1]).abs().mean() < 0.02

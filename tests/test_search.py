@@ -15,6 +15,7 @@ METHODS = {
     "evolution": ["search.acquisition.maximizer=evolution", "search.acquisition.parents=3"],
     "marginal": ["kernel.objective=marginal"],
     "euclidean": ["kernel.objective=euclidean", "search.best_f=global"],
+    "relative": ["kernel.numeric=relative"],  # channels relative to the space's reference cell
     "random": ["search.method=random"],
     "tpe": ["search.method=tpe"],
     "rea": ["search.method=rea"],
