@@ -415,6 +415,7 @@ class CompressionBench:
         """A method's config for one search seed and budget, resolved, and its run id in the store
         (the history of the run is stored under it: ``benchmarks/pruning.py`` reads its best student);
         ``tag`` joins the run id (a zero-shot run: where its kernels came from)."""
+        from nascomp.pipeline import RESULT_FREE
         from nascomp.store import digest
         from omegaconf import OmegaConf
 
@@ -422,7 +423,7 @@ class CompressionBench:
         cfg.search.T = math.ceil(budget / cfg.search.K) - 1
         config = OmegaConf.to_container(cfg, resolve=True)
         run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": budget, **(tag or {}),
-                         **{k: v for k, v in config.items() if k not in ("logger", "store")}})
+                         **{k: v for k, v in config.items() if k not in RESULT_FREE}})
         return cfg, config, run_id
 
     def search(self, overrides: list[str], seed: int, budget: int, tag: dict | None = None, **options):

@@ -114,10 +114,13 @@ class StartupError(RuntimeError):
     """A problem found before any work: missing data, a broken teacher checkpoint, an impossible setup."""
 
 
+RESULT_FREE = ("logger", "store")  # config groups that do not change a run's results: where it logs, where its store is
+
+
 def run_id_of(config: dict) -> str:
-    """A run's id in the store: its resolved config, less what does not change its results (and less
-    the default objective: :func:`stored_config`)."""
-    return digest({k: v for k, v in stored_config(config).items() if k not in ("logger", "store")})
+    """A run's id in the store: its resolved config, less what does not change its results
+    (``RESULT_FREE``; and less the default objective: :func:`stored_config`)."""
+    return digest({k: v for k, v in stored_config(config).items() if k not in RESULT_FREE})
 
 
 @dataclass
@@ -211,7 +214,8 @@ class Setup:
         """Register (or resume) ``run_id`` with ``config`` (default: this setup's) in the store; returns
         the proxy evaluator behind the store's cache."""
         try:
-            resumed = self.store.open_run(run_id, stored_config(self.config if config is None else config), resume)
+            resumed = self.store.open_run(run_id, stored_config(self.config if config is None else config), resume,
+                                          ignore=RESULT_FREE)
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
         if resumed:

@@ -211,11 +211,12 @@ class RunStore:
         self._held.discard(run)
 
     # ----------------------------------------------------------------- runs
-    def open_run(self, run: str, config: dict, resume: bool = True) -> bool:
+    def open_run(self, run: str, config: dict, resume: bool = True, ignore: tuple[str, ...] = ()) -> bool:
         """Register ``run`` with ``config``; returns True when it resumes an existing run. A run id
-        already stored with another config, or any existing run when ``resume`` is false, is an error,
-        and so is a run another live process holds (this process then holds it until ``finish_run``
-        or ``close``)."""
+        already stored with another config (its top-level keys in ``ignore`` aside: what does not change
+        the run's results, e.g. where the store is), or any existing run when ``resume`` is false, is an
+        error, and so is a run another live process holds (this process then holds it until
+        ``finish_run`` or ``close``). The config first stored is kept."""
         self.hold(run)
         row_name = f"run {run!r}"
         with self._guard("runs", row_name):
@@ -230,7 +231,9 @@ class RunStore:
                                  "overwritten: resume it (store.resume=true) or choose another run directory")
             if row[0] != text:
                 stored = self._decode("runs", row_name, f"run = '{run}'", json.loads, row[0])
-                diff = _diff(stored, config)
+                diff = _diff({k: v for k, v in stored.items() if k not in ignore},
+                             {k: v for k, v in config.items() if k not in ignore})
+            if row[0] != text and diff:
                 raise StoreError(f"{self.path} holds run {run!r} with a different config ({'; '.join(diff[:5])}); "
                                  "run with the same config to resume it, or choose another name / run directory")
             with self._tx():

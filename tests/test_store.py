@@ -1,5 +1,6 @@
 """The run store: cache, resume after kill -9 equals an uninterrupted run, failures recorded, bad input."""
 import csv
+import json
 import logging
 import os
 import re
@@ -129,6 +130,23 @@ def test_open_run_refuses_a_different_config(tmp_path):
         store.open_run("r", {"search": {"K": 4}})
     with pytest.raises(StoreError, match="nothing recorded is overwritten"):
         store.open_run("r", {"search": {"K": 8}}, resume=False)
+
+
+def test_a_run_resumes_through_another_store_path(tmp_path):
+    """Keys in ``ignore`` (the pipeline's RESULT_FREE: logger, store) do not refuse a resume: the same
+    store opened through another path, or another logger, resumes the run; the first config is kept."""
+    from nascomp.pipeline import RESULT_FREE
+
+    store = RunStore(tmp_path / "s.sqlite")
+    first = {"search": {"K": 8}, "store": {"path": "s.sqlite"}, "logger": {"name": "wandb"}}
+    assert store.open_run("r", first, ignore=RESULT_FREE) is False
+    moved = {"search": {"K": 8}, "store": {"path": str(tmp_path / "s.sqlite")}, "logger": {"name": "csv"}}
+    assert store.open_run("r", moved, ignore=RESULT_FREE) is True
+    with pytest.raises(StoreError, match=r"search.K: 8 -> 4"):
+        store.open_run("r", {**moved, "search": {"K": 4}}, ignore=RESULT_FREE)
+    with pytest.raises(StoreError, match=r"store.path: 's.sqlite' -> "):
+        store.open_run("r", moved)  # without ignore, every key counts
+    assert json.loads(store.db.execute("SELECT config FROM runs").fetchone()[0]) == first
 
 
 def test_corrupt_store_is_explained(tmp_path):
