@@ -140,7 +140,7 @@ class Featurizer:
 
     def __init__(self, space: Space, cfg: DictConfig):
         self.space, self.cfg = space, cfg
-        self.reference = space.reference if cfg.numeric == "relative" else None
+        self.reference = space.reference.layers() if cfg.numeric == "relative" else None  # once, not per encoding
         self.cache: dict[str, Tensor] = {}
         self.cache_bytes = 0
 

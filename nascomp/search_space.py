@@ -33,10 +33,11 @@ class Architecture(ABC):
     def num_params(self) -> int:
         """Number of parameters of the network this architecture describes."""
 
-    def encode(self, n: int, numeric: str = "log", reference: "Architecture | None" = None) -> torch.Tensor:
+    def encode(self, n: int, numeric: str = "log", reference: "Sequence[LayerSpec] | None" = None) -> torch.Tensor:
         """The layer-encoding matrix, shape (L, m + 6 + 2n); n is the space's ``max_offset``;
-        ``reference`` (the space's, for ``numeric="relative"``) is what channels are relative to."""
-        return encode(self.layers(), n=n, numeric=numeric, reference=None if reference is None else reference.layers())
+        ``reference`` (the layers of the space's reference, for ``numeric="relative"``) is what channels
+        are relative to."""
+        return encode(self.layers(), n=n, numeric=numeric, reference=reference)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Architecture) and self.key == other.key

@@ -233,9 +233,9 @@ class RunStore:
                 stored = self._decode("runs", row_name, f"run = '{run}'", json.loads, row[0])
                 diff = _diff({k: v for k, v in stored.items() if k not in ignore},
                              {k: v for k, v in config.items() if k not in ignore})
-            if row[0] != text and diff:
-                raise StoreError(f"{self.path} holds run {run!r} with a different config ({'; '.join(diff[:5])}); "
-                                 "run with the same config to resume it, or choose another name / run directory")
+                if diff:
+                    raise StoreError(f"{self.path} holds run {run!r} with a different config ({'; '.join(diff[:5])}); "
+                                     "run with the same config to resume it, or choose another name / run directory")
             with self._tx():
                 self.db.execute("UPDATE runs SET status = 'running', updated = ? WHERE run = ?", (time.time(), run))
         return True

@@ -186,12 +186,12 @@ def test_relative_encoding_matches_students_of_teachers_of_another_width():
     wide, narrow = spaces
     assert len(wide.graph) == len(narrow.graph) and wide.num_shrink_groups == narrow.num_shrink_groups
     for space in spaces:  # the teacher is all ones
-        enc = space.reference.encode(n=space.max_offset, numeric="relative", reference=space.reference)
+        enc = space.reference.encode(n=space.max_offset, numeric="relative", reference=space.reference.layers())
         channels = enc[:, len(LAYER_TYPES) + 4:len(LAYER_TYPES) + 6]
         assert set(channels.unique().tolist()) <= {0.0, 1.0} and channels.max() == 1.0
     student = wide.sample(seed=3).to_dict()
     a, b = (s.from_dict(student) for s in spaces)
-    rel = [s.from_dict(student).encode(n=s.max_offset, numeric="relative", reference=s.reference) for s in spaces]
+    rel = [s.from_dict(student).encode(n=s.max_offset, numeric="relative", reference=s.reference.layers()) for s in spaces]
     log = [s.from_dict(student).encode(n=s.max_offset) for s in spaces]
     assert a.num_params > b.num_params
     assert (rel[0] - rel[1]).abs().max() < 0.3 < (log[0] - log[1]).abs().max()
