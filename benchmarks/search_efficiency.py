@@ -155,7 +155,7 @@ BASE_METHODS = {
 COLUMNS = ["method", "space", "dataset", "objective", "seed", "seed_set", "budget", "best", "regret", "train_s", "acq_s"]
 CONSTRAINT_COLUMNS = ["method", "space", "dataset", "constraint", "seed", "seed_set", "budget", "best", "accuracy", "feasible",
                       "train_s", "acq_s"]
-# --constraint --full: the finalists fully trained too (another CSV: read_rows refuses a mixed header)
+# --constraint --full: the finalists fully trained too (another CSV: ResultCSV refuses a mixed header)
 CONSTRAINT_FULL_COLUMNS = CONSTRAINT_COLUMNS + ["finalists", "finalists_feasible", "full_accuracy", "test_accuracy"]
 PARETO_COLUMNS = ["method", "space", "dataset", "cost", "seed", "seed_set", "budget", "hypervolume", "hv_regret"]
 HELD_OUT = 1000  # seeds from here on are held out: they choose nothing (--seed-offset 1000); below are tuning seeds
@@ -546,17 +546,6 @@ def with_gap(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
-def read_rows(path: Path, columns: list[str] = COLUMNS) -> list[dict]:
-    """The rows of a result CSV whose header is ``columns``; another header is refused."""
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames != columns:
-            raise SystemExit(f"{path}: columns {reader.fieldnames}, expected {columns}; write to a new --csv")
-        return list(reader)
-
-
 class ResultCSV:
     """A result CSV with the header ``columns``, appended to as runs finish (each ``write`` is flushed,
     so a killed run keeps what it finished).
@@ -575,7 +564,14 @@ class ResultCSV:
         return tuple(str(fields[k]) for k in self.key) + (int(fields["budget"] if budget is None else budget),)
 
     def rows(self) -> list[dict]:
-        return read_rows(self.path, self.columns)
+        """Every row; a file with another header is refused (write to a new --csv)."""
+        if not self.path.exists():
+            return []
+        with self.path.open() as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != self.columns:
+                raise SystemExit(f"{self.path}: columns {reader.fieldnames}, expected {self.columns}; write to a new --csv")
+            return list(reader)
 
     def missing(self, budgets, **job) -> bool:
         """Whether the job named by ``job`` (exactly the fields of ``key``) lacks a row at any of ``budgets``."""

@@ -92,7 +92,7 @@ def test_a_real_student_row_names_its_teacher():
     assert compression_space_label(argparse.Namespace(**{**vars(args), "override": ["kernel.hidden=8"]})) == label  # not the teacher's
 
 
-def test_read_rows_refuses_another_header(tmp_path):
+def test_result_csv_refuses_another_header(tmp_path):
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import search_efficiency
@@ -102,10 +102,10 @@ def test_read_rows_refuses_another_header(tmp_path):
     bad.write_text("method,space,dataset,objective,seed,budget,best,regret,train_s,acq_s\nours,nb201,cifar10,accuracy,0,50,90.0,1.0,0,0\n")
     with pytest.raises(SystemExit, match=r"columns \[.*\], expected \['method', 'space', 'dataset', 'objective', 'seed', "
                                          r"'seed_set', 'budget', .*write to a new --csv"):
-        search_efficiency.read_rows(bad)
+        search_efficiency.ResultCSV(bad, search_efficiency.COLUMNS, key=("method", "seed"))
     good = tmp_path / "new.csv"
     good.write_text(",".join(search_efficiency.COLUMNS) + "\nours,nb201,cifar10,accuracy,0,tuning,50,90.0,1.0,0,0\n")
-    assert [r["seed_set"] for r in search_efficiency.read_rows(good)] == ["tuning"]
+    assert [r["seed_set"] for r in search_efficiency.ResultCSV(good, search_efficiency.COLUMNS).rows()] == ["tuning"]
 
 
 def test_result_csv_keys_jobs_by_field_and_budget(tmp_path):
