@@ -76,11 +76,8 @@ def test_compression_pareto_benchmark_cli(tmp_path):
 def test_a_real_student_row_names_its_teacher():
     """The ``space`` of a real-student row ends with the teacher's cache key: another teacher recipe
     (here its seed) is another space, so its rows neither mix with these in a table nor count as done."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        from search_efficiency import compression_config, compression_space_label
-    finally:
-        sys.path.pop(0)
+    se = _bench_module()
+    compression_config, compression_space_label = se.compression_config, se.compression_space_label
     from nascomp.pipeline import teacher_checkpoint
 
     args = argparse.Namespace(teacher="small_resnet", width=0.5, dataset="digits", proxy_epochs=1, K=8, samples=200,
@@ -93,11 +90,7 @@ def test_a_real_student_row_names_its_teacher():
 
 
 def test_result_csv_refuses_another_header(tmp_path):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import search_efficiency
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    search_efficiency = _bench_module()
     bad = tmp_path / "old.csv"
     bad.write_text("method,space,dataset,objective,seed,budget,best,regret,train_s,acq_s\nours,nb201,cifar10,accuracy,0,50,90.0,1.0,0,0\n")
     with pytest.raises(SystemExit, match=r"columns \[.*\], expected \['method', 'space', 'dataset', 'objective', 'seed', "
