@@ -163,7 +163,7 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--override", action="append", default=[])
     args = p.parse_args()
-    (label, overrides), = parse_methods(args.against)
+    (label, overrides), = parse_methods(args.against, "compression")
     importance(args.importance)  # Torch-Pruning is installed, before any training
     args.space_label = compression_space_label(args)
     methods = [label, f"prune[{args.importance}]"]

@@ -5,7 +5,8 @@ the defaults) and held-out seeds (1000 on, which chose nothing), are in the READ
 efficiency"; rows of earlier defaults carry the overrides that reproduce them in their method label.
 
 Every method runs Algorithm 1's loop (nascomp.search) with the same evaluator, the same seeds and
-the same first K random architectures per seed. Methods: ``ours`` (conf defaults), ``flat``
+the same first K random architectures per seed. Methods: ``ours`` (conf defaults; on ``--space nb201``
+with ``kernel=nb201``, the kernel settings NAS-Bench-201's tuning seeds chose), ``flat``
 (kernel=flat), ``paper`` (kernel=paper), ``random``, ``rea``, ``tpe`` (constant liar, multivariate,
 startup = the first K; the TPE of earlier tables is
 ``tpe[search.tpe.multivariate=false,search.tpe.constant_liar=false,search.tpe.n_startup_trials=10]``),
@@ -152,6 +153,7 @@ BASE_METHODS = {
     "nsga2": ["search.method=nsga2"],  # --mode pareto only (Optuna's NSGAIISampler)
     "motpe": ["search.method=motpe"],  # --mode pareto only (Optuna's multi-objective TPE)
 }
+NB201_OURS = ["kernel=nb201"]  # --space nb201: ours with the kernel settings NAS-Bench-201's tuning seeds chose
 COLUMNS = ["method", "space", "dataset", "objective", "seed", "seed_set", "budget", "best", "regret", "train_s", "acq_s"]
 CONSTRAINT_COLUMNS = ["method", "space", "dataset", "constraint", "seed", "seed_set", "budget", "best", "accuracy", "feasible",
                       "train_s", "acq_s"]
@@ -165,9 +167,9 @@ def seed_set(seed: int) -> str:
     return "held-out" if int(seed) >= HELD_OUT else "tuning"
 
 
-def parse_methods(spec: str) -> list[tuple[str, list[str]]]:
+def parse_methods(spec: str, space: str) -> list[tuple[str, list[str]]]:
     """``"ours,ours[search.K=1,space.ops=[remove,shrink]],tpe"`` -> [(label, overrides), ...]; an
-    override's value may be a bracketed list."""
+    override's value may be a bracketed list. On ``space`` nb201, ``ours`` starts from ``kernel=nb201``."""
     out = []
     try:
         labels = split_top(spec)
@@ -180,7 +182,8 @@ def parse_methods(spec: str) -> list[tuple[str, list[str]]]:
         name, extra = m.group(1), m.group(2)
         if name not in BASE_METHODS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(BASE_METHODS)}, optionally with [overrides]")
-        out.append((label, BASE_METHODS[name] + (split_top(extra) if extra else [])))
+        base = NB201_OURS if (space == "nb201" and name == "ours") else BASE_METHODS[name]
+        out.append((label, base + (split_top(extra) if extra else [])))
     return out
 
 
@@ -323,7 +326,7 @@ def main_pareto(args) -> None:
     from nascomp.reward import COST_OF
     from nascomp.schema import PARETO_METHODS
 
-    methods = parse_methods(args.methods)
+    methods = parse_methods(args.methods, args.space)
     for label, _ in methods:
         if label.split("[")[0] not in PARETO_METHODS:
             raise SystemExit(f"--mode pareto: method {label!r} has no Pareto mode; choose from {', '.join(PARETO_METHODS)}")
@@ -631,7 +634,7 @@ def main_transfer(args) -> None:
     """``--mode transfer``: ``run_transfer`` for every kernel method x objective x seed not yet in the CSV."""
     from nascomp.schema import KERNEL_METHODS
 
-    methods = parse_methods(args.methods)
+    methods = parse_methods(args.methods, args.space)
     for label, _ in methods:
         if label.split("[")[0] not in KERNEL_METHODS:
             raise SystemExit(f"--mode transfer: method {label!r} has no learned kernels to transfer; choose from "
@@ -770,7 +773,7 @@ def main() -> None:
     if args.space == "compression":
         return main_compression(args)
 
-    methods = parse_methods(args.methods)
+    methods = parse_methods(args.methods, args.space)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     path = Path(args.csv)
     results = ResultCSV(path, COLUMNS, key=("method", "dataset", "objective", "seed"))
@@ -791,7 +794,7 @@ def main() -> None:
 
 
 def main_compression(args) -> None:
-    methods = parse_methods(args.methods)
+    methods = parse_methods(args.methods, args.space)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     args.space_label = compression_space_label(args)
     caps = constraint_overrides(args) if args.constraint else []

@@ -64,7 +64,7 @@ def encoding_width(n: int) -> int:
     return len(LAYER_TYPES) + NUM_ATTRIBUTES + 2 * n
 
 
-def encode(layers: Sequence[LayerSpec], n: int, numeric: str = "log",
+def encode(layers: Sequence[LayerSpec], n: int, numeric: str = "raw",
            reference: Sequence[LayerSpec] | None = None) -> torch.Tensor:
     """Encode a topologically sorted list of layers (``reference``: the layers channels are relative
     to, with ``numeric="relative"``).

@@ -33,7 +33,7 @@ class Architecture(ABC):
     def num_params(self) -> int:
         """Number of parameters of the network this architecture describes."""
 
-    def encode(self, n: int, numeric: str = "log", reference: "Sequence[LayerSpec] | None" = None) -> torch.Tensor:
+    def encode(self, n: int, numeric: str = "raw", reference: "Sequence[LayerSpec] | None" = None) -> torch.Tensor:
         """The layer-encoding matrix, shape (L, m + 6 + 2n); n is the space's ``max_offset``;
         ``reference`` (the layers of the space's reference, for ``numeric="relative"``) is what channels
         are relative to."""

@@ -134,7 +134,8 @@ def test_encoding_by_hand():
     assert raw[3, incoming].tolist() == [1, 0, 1, 0]  # from layer 2 (offset 1) and layer 0 (offset 3)
     assert raw[0, outgoing].tolist() == [1, 0, 1, 0]  # to layer 1 (offset 1) and layer 3 (offset 3)
     assert raw[0, incoming].sum() == 0  # the network input is not a layer
-    logged = encode(layers, n=n)
+    logged = encode(layers, n=n, numeric="log")
+    assert torch.equal(encode(layers, n=n), raw)  # raw is the default (the paper's, kernel.numeric)
     assert logged[0, m + 5].item() == pytest.approx(math.log2(9))  # log2(1 + 8 channels)
 
 
@@ -192,7 +193,7 @@ def test_relative_encoding_matches_students_of_teachers_of_another_width():
     student = wide.sample(seed=3).to_dict()
     a, b = (s.from_dict(student) for s in spaces)
     rel = [s.from_dict(student).encode(n=s.max_offset, numeric="relative", reference=s.reference.layers()) for s in spaces]
-    log = [s.from_dict(student).encode(n=s.max_offset) for s in spaces]
+    log = [s.from_dict(student).encode(n=s.max_offset, numeric="log") for s in spaces]
     assert a.num_params > b.num_params
     assert (rel[0] - rel[1]).abs().max() < 0.3 < (log[0] - log[1]).abs().max()
     assert (rel[0] - rel[1]).abs().mean() < 0.02

@@ -54,14 +54,22 @@ def test_benchmark_method_parser():
     spec = importlib.util.spec_from_file_location("search_efficiency", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    parsed = module.parse_methods("ours,ours[search.K=1,kernel.objective=marginal],flat,tpe")
+    parsed = module.parse_methods("ours,ours[search.K=1,kernel.objective=marginal],flat,tpe", "compression")
     assert parsed == [("ours", []), ("ours[search.K=1,kernel.objective=marginal]", ["search.K=1", "kernel.objective=marginal"]),
                       ("flat", ["kernel=flat"]), ("tpe", ["search.method=tpe"])]
     # an override's value may be a list (Tables 5 and 7: space.ops)
-    parsed = module.parse_methods("tpe[space.ops=[remove,shrink]],ours[search.K=4,space.ops=[remove]],random")
+    parsed = module.parse_methods("tpe[space.ops=[remove,shrink]],ours[search.K=4,space.ops=[remove]],random", "compression")
     assert parsed == [("tpe[space.ops=[remove,shrink]]", ["search.method=tpe", "space.ops=[remove,shrink]"]),
                       ("ours[search.K=4,space.ops=[remove]]", ["search.K=4", "space.ops=[remove]"]),
                       ("random", ["search.method=random"])]
     for bad in ("ours[search.K=1", "ours]", "nsga3"):
         with pytest.raises(SystemExit):
-            module.parse_methods(bad)
+            module.parse_methods(bad, "compression")
+    # on NAS-Bench-201, ours runs the kernel its tuning seeds chose (kernel=nb201: pool both, log attributes)
+    parsed = module.parse_methods("ours,ours[kernel.pool=mean],flat", "nb201")
+    assert parsed == [("ours", ["kernel=nb201"]), ("ours[kernel.pool=mean]", ["kernel=nb201", "kernel.pool=mean"]),
+                      ("flat", ["kernel=flat"])]
+    cfg = module.compose(parsed[0][1])
+    assert (cfg.kernel.pool, cfg.kernel.numeric) == ("both", "log")
+    assert (module.compose([]).kernel.pool, module.compose([]).kernel.numeric) == ("mean", "raw")
+    assert module.compose(parsed[1][1]).kernel.pool == "mean"
