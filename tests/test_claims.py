@@ -92,11 +92,11 @@ def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
 
 
 def test_cells_takes_methods_whose_overrides_hold_commas():
-    """Tables 5 and 7 on real students: ``--methods "ours[space.ops=[remove,shrink]],tpe[...]"`` is two
+    """Tables 5 and 7 on real students: ``--methods "ours[kernel.pool=both,...,space.ops=[remove,shrink]],tpe[...]"`` is two
     methods (split at the commas outside brackets, as the benchmark splits ``--methods``), each column
     the mean ± s.e. of the best f computed from the committed CSV."""
     path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
-    methods = ["ours[space.ops=[remove,shrink]]", "tpe[space.ops=[remove,shrink]]"]
+    methods = ["ours[kernel.pool=both,kernel.numeric=log,space.ops=[remove,shrink]]", "tpe[space.ops=[remove,shrink]]"]
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(path), "--methods",
                           ",".join(methods), "--budget", "160"], capture_output=True, text=True, check=True).stdout
     assert "| cell | seeds | " + " | ".join(methods) + " |" in out
@@ -112,3 +112,23 @@ def test_cells_takes_methods_whose_overrides_hold_commas():
     bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(path), "--methods", "ours[a"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--methods: unbalanced brackets in 'ours[a'" in bad.stderr
+
+
+def test_claims_ours_overrides_pick_the_rows_of_earlier_defaults():
+    """``--ours-overrides kernel.pool=both,kernel.numeric=log``: ours' arms are the real-student rows of the
+    earlier kernel (``ours[kernel.pool=both,kernel.numeric=log,<arm>]``); without it those arms are not run."""
+    path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
+    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(path), "--space",
+                                         "compression", "--seed-set", "held-out", "--budget", "160", *extra],
+                                        capture_output=True, text=True, check=True).stdout
+    old = "kernel.pool=both,kernel.numeric=log"
+    rows = [r for r in csv.DictReader(path.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
+    for out, label in ((run("--ours-overrides", old), f"ours[{old},search.acquisition.maximizer=random]"),
+                       (run(), "ours[search.acquisition.maximizer=random]")):
+        line = next(x for x in out.splitlines() if "| random sampling |" in x)
+        ours = line.strip("| ").split(" | ")[4]
+        v = np.array([float(r["best"]) for r in rows if r["method"] == label])
+        if len(v):
+            assert ours == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n={len(v)})" and len(v) == 10
+        else:
+            assert ours == "not run"
