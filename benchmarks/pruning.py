@@ -35,7 +35,9 @@ full-training accuracy). It reuses that script's ``CompressionBench``: one teach
 proxy evaluator, store and run ids for both.
 
 The CSV has one row per method and seed (columns ``COLUMNS``; ``method`` is the reference method's
-label, e.g. ``ours``, or ``prune[l2]``), appended as seeds finish; rows already in it are not redone.
+label, e.g. ``ours``, or ``prune[l2]``; ``against`` is the reference's label on both rows, since the
+pruning target is that method's best), appended as seeds finish; rows already in it (same ``against``)
+are not redone, and the table is printed from the rows against this ``--against``.
 The table (mean ± sd per method, the paired difference prune - ours as mean ± s.e., and how many
 seeds prune wins) is printed from the whole CSV.
 """
@@ -51,7 +53,7 @@ import numpy as np
 from nascomp.pruning import IMPORTANCES, importance
 from search_efficiency import CompressionBench, ResultCSV, cli, compression_space_label, parse_methods, seed_set
 
-COLUMNS = ["method", "space", "dataset", "seed", "seed_set", "budget", "f", "accuracy", "num_params", "ratio",
+COLUMNS = ["method", "against", "space", "dataset", "seed", "seed_set", "budget", "f", "accuracy", "num_params", "ratio",
            "full_f", "full_accuracy", "test_accuracy"]
 
 
@@ -92,7 +94,7 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
     (evaluation, result), = s.proxy.evaluate_modules([pruned])
     if evaluation.failed:
         raise SystemExit(f"proxy training of the pruned teacher failed: {evaluation.error}")
-    common = dict(space=args.space_label, dataset=args.dataset, seed=seed, seed_set=seed_set(seed), budget=args.budget)
+    common = dict(against=label, space=args.space_label, dataset=args.dataset, seed=seed, seed_set=seed_set(seed), budget=args.budget)
     rows = []
     for method, acc, n in ((label, best.accuracy, best.num_params), (f"prune[{args.importance}]", evaluation.accuracy, evaluation.num_params)):
         row = RewardRow.of(acc, n, teacher_acc, teacher_params)
@@ -168,7 +170,8 @@ def main() -> None:
     args.space_label = compression_space_label(args)
     methods = [label, f"prune[{args.importance}]"]
     results = ResultCSV(Path(args.csv), COLUMNS)  # no key: a seed redone with --full appends rows that supersede
-    mine = lambda r: r["space"] == args.space_label and r["dataset"] == args.dataset and int(r["budget"]) == args.budget
+    mine = lambda r: (r["against"] == label and r["space"] == args.space_label and r["dataset"] == args.dataset
+                      and int(r["budget"]) == args.budget)
     rows = [r for r in results.rows() if mine(r)]
     has = lambda m, s, full: any(r["method"] == m and int(r["seed"]) == s and (not full or r["full_f"] != "") for r in rows)
     seeds = [s for s in range(args.seed_offset, args.seed_offset + args.seeds) if not all(has(m, s, args.full) for m in methods)]

@@ -120,6 +120,14 @@ def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path)
     assert "| prune[l2] | 1 |" in res.stdout and "prune[l2] - ours, proxy f:" in res.stdout
     again = run("pruning.py", "--seeds", "1", "--budget", "4", "--full", "--csv", str(out))
     assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 2 and "[1/1" not in again.stdout
+    # another reference method sets another target: its rows are done apart, not taken for done
+    other = run("pruning.py", "--seeds", "1", "--budget", "4", "--against", "ours[kernel.pool=both]", "--csv", str(out))
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "searching it" in other.stdout and "[1/1" in other.stdout
+    by = [(r["method"], r["against"]) for r in csv.DictReader(out.open())]
+    assert by == [("ours", "ours"), ("prune[l2]", "ours"), ("ours[kernel.pool=both]", "ours[kernel.pool=both]"),
+                  ("prune[l2]", "ours[kernel.pool=both]")]
+    assert "| ours[kernel.pool=both] | 1 |" in other.stdout and "| ours | 1 |" not in other.stdout
     bad = tmp_path / "bad.csv"
     bad.write_text("method,seed\nours,0\n")
     refused = run("pruning.py", "--seeds", "1", "--budget", "4", "--csv", str(bad))
