@@ -249,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
                        "kernel.pool=both,kernel.numeric=log (the rows of the earlier kernel defaults)")
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
+        ours = with_overrides("ours", a.ours_overrides)
+        if a.ours_overrides and not any(r["method"] == ours and r["space"].startswith(a.space) and r["seed_set"] == a.seed_set
+                                        for r in rows):
+            p.error(f"--ours-overrides {a.ours_overrides}: no {a.seed_set} {a.space} rows of {ours} in "
+                    f"{', '.join(map(str, a.csvs))} (a method label names its overrides exactly, in the order they were run)")
         print(claims(rows, a.seed_set, a.space, a.budget, a.ours_overrides))
         return 0
     if argv and argv[0] == "cells":

@@ -132,3 +132,12 @@ def test_claims_ours_overrides_pick_the_rows_of_earlier_defaults():
             assert ours == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n={len(v)})" and len(v) == 10
         else:
             assert ours == "not run"
+
+
+def test_claims_ours_overrides_that_match_no_rows_are_refused():
+    """A misspelt or reordered ``--ours-overrides`` would print every ours arm "not run": it exits 2 and names the label."""
+    path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
+    res = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(path), "--space", "compression",
+                          "--ours-overrides", "kernel.numeric=log,kernel.pool=both"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stdout == ""
+    assert "no held-out compression rows of ours[kernel.numeric=log,kernel.pool=both]" in res.stderr
