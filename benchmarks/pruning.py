@@ -40,9 +40,9 @@ proxy evaluator, store and run ids for both.
 The CSV has one row per method and seed (columns ``COLUMNS``; ``method`` is the reference method's
 label, e.g. ``ours``, or ``prune[l2]``; ``against`` is the reference's label on both rows, since the
 pruning target is that method's best), appended as seeds finish; rows already in it (same ``against``)
-are not redone, and the table is printed from the rows against this ``--against``.
+are not redone.
 The table (mean ± sd per method, the paired difference prune - ours as mean ± s.e., and how many
-seeds prune wins) is printed from the whole CSV.
+seeds prune wins) is printed from the CSV's rows against this ``--against``.
 """
 from __future__ import annotations
 
