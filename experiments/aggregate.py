@@ -247,8 +247,18 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--budget", type=int, default=160)
         p.add_argument("--ours-overrides", default="", help="ours' arms are ours with these overrides first, e.g. "
                        "kernel.pool=both,kernel.numeric=log (the rows of the earlier kernel defaults)")
+        p.add_argument("--dataset", default="", help="comma list: only these datasets' rows (e.g. cifar100); default all")
+        p.add_argument("--objective", default="", help="comma list: only these objectives' rows (accuracy, compression); default all")
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
+        for column, wanted in (("dataset", a.dataset), ("objective", a.objective)):
+            if wanted:
+                keep = set(wanted.split(","))
+                missing = keep - {r[column] for r in rows if r["space"].startswith(a.space) and r["seed_set"] == a.seed_set}
+                if missing:
+                    p.error(f"--{column} {wanted}: no {a.seed_set} {a.space} rows with {column} {', '.join(sorted(missing))} in "
+                            f"{', '.join(map(str, a.csvs))}")
+                rows = [r for r in rows if r[column] in keep]
         ours = with_overrides("ours", a.ours_overrides)
         if a.ours_overrides and not any(r["method"] == ours and r["space"].startswith(a.space) and r["seed_set"] == a.seed_set
                                         for r in rows):

@@ -51,21 +51,48 @@ def test_cells_table_from_committed_csv():
 
 
 def test_claims_compare_arms_on_the_same_cells_and_seeds():
-    """The claim arms ran on CIFAR-10 accuracy alone (nb201_claims.csv), ``ours`` on six cells: K=8 is
-    scored on CIFAR-10 accuracy and on the seeds every Table 4 arm ran, as each arm is."""
+    """The claim arms ran on the accuracy cells of CIFAR-10 and CIFAR-100 (nb201_claims.csv), ``ours`` on
+    six cells: K=8 is scored on those cells and on the seeds every Table 4 arm ran, as each arm is (a
+    seed's score: its mean over the cells)."""
     claims_csv = NB201.parent / "nb201_claims.csv"
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(claims_csv),
                           "--seed-set", "held-out", "--budget", "100"], capture_output=True, text=True, check=True).stdout
     rows = [r for p in (NB201, claims_csv) for r in csv.DictReader(p.open()) if r["seed_set"] == "held-out" and r["budget"] == "100"]
     arms = ["ours", "ours[search.K=1]", "ours[search.K=2]", "ours[search.K=4]", "ours[search.K=16]"]
     units = set.intersection(*({(r["dataset"], r["objective"], r["seed"]) for r in rows if r["method"] == a} for a in arms))
-    assert {u[:2] for u in units} == {("cifar10", "accuracy")}
-    k8 = np.array([-0.01 * float(r["regret"]) for r in rows if r["method"] == "ours" and (r["dataset"], r["objective"], r["seed"]) in units])
-    assert len(k8) == len(units) >= 6
+    assert {u[:2] for u in units} == {("cifar10", "accuracy"), ("cifar100", "accuracy")}
+    per_seed = {}
+    for r in rows:
+        if r["method"] == "ours" and (r["dataset"], r["objective"], r["seed"]) in units:
+            per_seed.setdefault(r["seed"], []).append(-0.01 * float(r["regret"]))
+    assert {len(v) for v in per_seed.values()} == {2} and len(per_seed) >= 6  # both cells on every seed compared
+    k8 = np.array([np.mean(v) for v in per_seed.values()])
     line = next(x for x in out.splitlines() if "| K=8 |" in x)
     assert f"| {k8.mean():.4f} ± {k8.std(ddof=1) / np.sqrt(len(k8)):.4f} (n={len(k8)}) |" in line
     table4 = next(x for x in out.splitlines() if x.startswith("- Table 4: "))
-    assert table4.endswith(f"; ours on cifar10 accuracy ({len(units)} seeds)")
+    assert table4.endswith(f"; ours on cifar10 accuracy, cifar100 accuracy ({len(per_seed)} seeds)")
+
+
+def test_claims_dataset_and_objective_filters_score_one_cell():
+    """``--dataset cifar100 --objective accuracy``: the claims of that cell alone, each arm's mean computed here
+    from the CSV rows of that cell; a dataset with no rows exits 2 and names it."""
+    claims_csv = NB201.parent / "nb201_claims.csv"
+    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(claims_csv),
+                                         "--seed-set", "held-out", "--budget", "50", *extra], capture_output=True, text=True)
+    out = run("--dataset", "cifar100", "--objective", "accuracy")
+    assert out.returncode == 0, out.stderr
+    rows = [r for p in (NB201, claims_csv) for r in csv.DictReader(p.open())
+            if r["seed_set"] == "held-out" and r["budget"] == "50" and r["dataset"] == "cifar100" and r["objective"] == "accuracy"]
+    arms = ["ours", "ours[kernel.objective=marginal]", "ours[kernel.objective=euclidean]"]  # Table 8
+    seeds = set.intersection(*({r["seed"] for r in rows if r["method"] == a} for a in arms))
+    assert len(seeds) == 20
+    for arm, name in zip(arms, ("posterior", "marginal", "euclidean")):
+        v = np.array([-0.01 * float(r["regret"]) for r in rows if r["method"] == arm and r["seed"] in seeds])
+        line = next(x for x in out.stdout.splitlines() if f"| {name} |" in x)
+        assert line.split(" | ")[4] == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n=20)"
+    assert "- Table 8: paper on cifar100 accuracy (20 seeds); ours on cifar100 accuracy (20 seeds)" in out.stdout
+    bad = run("--dataset", "cifar1000")
+    assert bad.returncode == 2 and bad.stdout == "" and "no held-out nb201 rows with dataset cifar1000" in bad.stderr
 
 
 def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
