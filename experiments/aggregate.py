@@ -251,17 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--objective", default="", help="comma list: only these objectives' rows (accuracy, compression); default all")
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
+        scoped = lambda rows: [r for r in rows if r["space"].startswith(a.space) and r["seed_set"] == a.seed_set]  # as claims() reads them
         for column, wanted in (("dataset", a.dataset), ("objective", a.objective)):
             if wanted:
                 keep = set(wanted.split(","))
-                missing = keep - {r[column] for r in rows if r["space"].startswith(a.space) and r["seed_set"] == a.seed_set}
+                missing = keep - {r[column] for r in scoped(rows)}
                 if missing:
                     p.error(f"--{column} {wanted}: no {a.seed_set} {a.space} rows with {column} {', '.join(sorted(missing))} in "
                             f"{', '.join(map(str, a.csvs))}")
                 rows = [r for r in rows if r[column] in keep]
         ours = with_overrides("ours", a.ours_overrides)
-        if a.ours_overrides and not any(r["method"] == ours and r["space"].startswith(a.space) and r["seed_set"] == a.seed_set
-                                        for r in rows):
+        if a.ours_overrides and not any(r["method"] == ours for r in scoped(rows)):
             p.error(f"--ours-overrides {a.ours_overrides}: no {a.seed_set} {a.space} rows of {ours} in "
                     f"{', '.join(map(str, a.csvs))} (a method label names its overrides exactly, in the order they were run)")
         print(claims(rows, a.seed_set, a.space, a.budget, a.ours_overrides))
