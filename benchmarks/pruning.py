@@ -170,9 +170,9 @@ def main() -> None:
     args = p.parse_args()
     (label, overrides), = parse_methods(args.against, "compression")
     importance(args.importance)  # Torch-Pruning is installed, before any training
-    args.space_label = compression_space_label(args)
     methods = [label, f"prune[{args.importance}]"]
     results = ResultCSV(Path(args.csv), COLUMNS)  # no key: a seed redone with --full appends rows that supersede
+    args.space_label = compression_space_label(args)  # after the CSV's checks: it may train the teacher
     mine = lambda r: (r["against"] == label and r["space"] == args.space_label and r["dataset"] == args.dataset
                       and int(r["budget"]) == args.budget)
     rows = [r for r in results.rows() if mine(r)]

@@ -366,16 +366,23 @@ def reference_point() -> str:
 
 
 def compression_space_label(args) -> str:
-    """The ``space`` of a real-student row: ``compression:<teacher>-w<width>-p<proxy epochs>-K<K>-t<hash>``,
+    """The ``space`` of a real-student row: ``compression:<teacher>-w<width>-p<proxy epochs>-K<K>-t<hash>-<weights>``,
     ``<hash>`` the first 8 digits of the teacher's cache key (``nascomp.pipeline.teacher_key``: data,
-    teacher, recipe with its seed). Rows of different teachers never mix in a table or in resuming.
-    Rows written before teachers were seeded by their recipe (commit 973263c) have no ``-t`` part:
-    their teachers were not reproducible."""
-    from nascomp.pipeline import teacher_key
-    from nascomp.store import digest
+    teacher, recipe with its seed) and ``<weights>`` the first 8 of its trained weights' digest
+    (``nascomp.store.tensor_digest``, as the store's context has it). The teacher is loaded, or trained
+    and cached first. One cache key is one teacher on one machine, but another machine's CPU kernels sum
+    in another order and train other weights from the same seed (the seeded width-0.5 teacher: validation
+    accuracy 0.980 where the committed rows were measured, 0.973 on a later machine), so the weights name
+    it: rows of different teachers never mix in a table or in resuming. Rows written before
+    that have no ``-<weights>`` part, and rows written before teachers were seeded by their recipe
+    (commit 973263c) no ``-t`` part; new runs start new rows beside them."""
+    from nascomp.pipeline import load_teacher, teacher_key
+    from nascomp.store import digest, tensor_digest
 
-    key = digest(teacher_key(compression_config(args, [])))[:8]
-    return f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}-t{key}"
+    cfg = compression_config(args, [])
+    _, teacher, _ = load_teacher(cfg)
+    return (f"compression:{args.teacher}-w{args.width:g}-p{args.proxy_epochs}-K{args.K}-t{digest(teacher_key(cfg))[:8]}"
+            f"-{tensor_digest(teacher.state_dict())[:8]}")
 
 
 def compression_config(args, overrides: list[str]):
@@ -518,9 +525,9 @@ def main_compression_pareto(args, methods: list[tuple[str, list[str]]], costs: l
     """``--space compression --mode pareto``: every method and seed for each cost, on one ``CompressionBench``
     per cost (``objective=<cost>``); runs whose budgets are all in the CSV are not rerun."""
     budgets = sorted(int(b) for b in args.budgets.split(","))
-    args.space_label = compression_space_label(args)
     path = Path(args.csv)
     results = ResultCSV(path, PARETO_COLUMNS, key=("method", "space", "dataset", "cost", "seed"))
+    args.space_label = compression_space_label(args)  # after the CSV's checks: it may train the teacher
     start = time.time()
     for cost in costs:
         jobs = [(label, ov, s) for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
@@ -690,13 +697,13 @@ def main_compression_transfer(args, methods: list[tuple[str, list[str]]], budget
         raise SystemExit(f"--space compression --mode transfer: --source {args.source!r}: expected <teacher>:<width>, "
                          "e.g. small_resnet:0.25 (the source teacher config and its width)") from None
     source_args = argparse.Namespace(**{**vars(args), "teacher": teacher, "width": width})
-    source_args.space_label = compression_space_label(source_args)
+    path = Path(args.csv)
+    results = ResultCSV(path, COLUMNS, key=("method", "space", "seed"))
+    source_args.space_label = compression_space_label(source_args)  # after the CSV's checks: they may train teachers
     args.space_label = compression_space_label(args)
     if source_args.space_label == args.space_label:
         raise SystemExit(f"--mode transfer: the source {args.source!r} is the target teacher itself")
     origin = f"from {teacher} w{width:g}"
-    path = Path(args.csv)
-    results = ResultCSV(path, COLUMNS, key=("method", "space", "seed"))
     jobs = [(label, ov, s) for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
             if results.missing([args.K], method=f"{label} zero_shot {origin}", space=args.space_label, seed=s)
             or results.missing(budgets, method=label, space=source_args.space_label, seed=s)]
@@ -796,13 +803,13 @@ def main() -> None:
 def main_compression(args) -> None:
     methods = parse_methods(args.methods, args.space)
     budgets = sorted(int(b) for b in args.budgets.split(","))
-    args.space_label = compression_space_label(args)
     caps = constraint_overrides(args) if args.constraint else []
     args.constraint_label = ",".join(o.removeprefix("objective.constraint.").replace("=", "<=") for o in caps)
     columns = (CONSTRAINT_FULL_COLUMNS if args.full else CONSTRAINT_COLUMNS) if caps else COLUMNS
     path = Path(args.csv)
+    results = ResultCSV(path, columns, key=("method", "seed", "space", "dataset", *(("constraint",) if caps else ())))
+    args.space_label = compression_space_label(args)  # after the input checks: it may train the teacher
     job = dict(space=args.space_label, dataset=args.dataset, **(dict(constraint=args.constraint_label) if caps else {}))
-    results = ResultCSV(path, columns, key=("method", "seed", *job))
     jobs = [(label, ov, s) for s in range(args.seed_offset, args.seed_offset + args.seeds) for label, ov in methods
             if results.missing(budgets, method=label, seed=s, **job)]
     start = time.time()

@@ -66,6 +66,21 @@ def teacher_key(cfg: DictConfig) -> dict:
     return {"dataset": dataset, "teacher": teacher, "recipe": teacher_recipe}
 
 
+def load_teacher(cfg: DictConfig) -> tuple[data.Dataset, torch.nn.Module, float]:
+    """The dataset, the teacher and its validation accuracy: ``teacher.checkpoint``, else the cached
+    teacher (:func:`teacher_checkpoint`), trained with ``teacher_training`` and saved there first when
+    the cache has none. A configured checkpoint that does not exist is a ``StartupError``."""
+    dataset = data.load(cfg.dataset)
+    check_teacher(cfg, dataset)
+    checkpoint = teacher_checkpoint(cfg)
+    if cfg.teacher.checkpoint and not checkpoint.is_file():
+        raise StartupError(f"teacher.checkpoint {str(checkpoint)!r} does not exist")
+    log.info("teacher %s: %s", cfg.teacher.name, f"loading {checkpoint}" if checkpoint.is_file() else f"training, then saving to {checkpoint}")
+    teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
+                                                 cfg.teacher.width, **cfg.teacher.kwargs)
+    return dataset, teacher, teacher_acc
+
+
 def check_teacher(cfg: DictConfig, dataset: data.Dataset) -> None:
     """Build the configured teacher for this dataset and run one batch of it, before any work."""
     model = teachers.create(cfg.teacher.name, num_classes=dataset.num_classes, width=cfg.teacher.width,
@@ -151,14 +166,7 @@ class Setup:
         try:
             resolve_device(cfg.trainer.accelerator)
             check_device(cfg.objective.device)
-            dataset = data.load(cfg.dataset)
-            check_teacher(cfg, dataset)
-            checkpoint = teacher_checkpoint(cfg)
-            if cfg.teacher.checkpoint and not checkpoint.is_file():
-                raise StartupError(f"teacher.checkpoint {str(checkpoint)!r} does not exist")
-            log.info("teacher %s: %s", cfg.teacher.name, f"loading {checkpoint}" if checkpoint.is_file() else f"training, then saving to {checkpoint}")
-            teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
-                                                         cfg.teacher.width, **cfg.teacher.kwargs)
+            dataset, teacher, teacher_acc = load_teacher(cfg)
             graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
             space = CompressionSpace(graph, **OmegaConf.to_container(cfg.space))
             log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",

@@ -40,8 +40,8 @@ def test_compression_benchmark_cli(tmp_path):
     assert "space.ops=['remove']: a space of its own over the same teacher, operators remove" in res.stdout
     rows = rows[:4]
     teacher, = (tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.pt")  # named by its cache key's hash
-    space = f"compression:small_resnet-w0.5-p1-K2-t{teacher.stem.rsplit('-', 1)[1][:8]}"
-    assert all(r["space"] == space and r["regret"] == "" for r in rows)
+    space = f"compression:small_resnet-w0.5-p1-K2-t{teacher.stem.rsplit('-', 1)[1][:8]}-"  # then the weights' digest
+    assert all(r["space"].startswith(space) and len(r["space"]) == len(space) + 8 and r["regret"] == "" for r in rows)
     for method in ("ours", "random"):
         best = [float(r["best"]) for r in rows if r["method"] == method]
         assert 0.0 <= best[0] <= best[1] <= 1.0
@@ -65,7 +65,7 @@ def test_compression_pareto_benchmark_cli(tmp_path):
         assert reader.fieldnames == ["method", "space", "dataset", "cost", "seed", "seed_set", "budget", "hypervolume", "hv_regret"]
         rows = list(reader)
     assert [(r["method"], int(r["budget"])) for r in rows] == [(m, b) for m in ("ours", "random", "nsga2") for b in (2, 4)]
-    assert all(re.fullmatch(r"compression:small_resnet-w0\.5-p1-K2-t[0-9a-f]{8}", r["space"]) and r["cost"] == "flops"
+    assert all(re.fullmatch(r"compression:small_resnet-w0\.5-p1-K2-t[0-9a-f]{8}-[0-9a-f]{8}", r["space"]) and r["cost"] == "flops"
                and r["hv_regret"] == "" for r in rows)
     hv = {(r["method"], int(r["budget"])): float(r["hypervolume"]) for r in rows}
     assert len({hv[m, 2] for m in ("ours", "random", "nsga2")}) == 1 and hv["ours", 2] > 0
@@ -73,20 +73,35 @@ def test_compression_pareto_benchmark_cli(tmp_path):
     assert "| method | seeds | HV @2 | HV @4 | HV regret @2 | HV regret @4 |" in res.stdout and "| ours | 1 |" in res.stdout
 
 
-def test_a_real_student_row_names_its_teacher():
-    """The ``space`` of a real-student row ends with the teacher's cache key: another teacher recipe
-    (here its seed) is another space, so its rows neither mix with these in a table nor count as done."""
-    se = _bench_module()
-    compression_config, compression_space_label = se.compression_config, se.compression_space_label
-    from nascomp.pipeline import teacher_checkpoint
+def test_a_real_student_row_names_its_teacher(tmp_path, monkeypatch):
+    """The ``space`` of a real-student row ends with the teacher's cache key and its trained weights'
+    digest: another recipe (here its seed) is another key, and other weights under the same key (another
+    machine's training of the same seed) are another space, so their rows neither mix with these in a
+    table nor count as done. Settings that are not the teacher's leave the label alone."""
+    import torch
 
+    from nascomp.pipeline import teacher_checkpoint, teacher_key
+    from nascomp.store import digest, tensor_digest
+
+    se = _bench_module()
+    monkeypatch.chdir(tmp_path)  # teacher_dir is relative: the teacher is trained and cached here
     args = argparse.Namespace(teacher="small_resnet", width=0.5, dataset="digits", proxy_epochs=1, K=8, samples=200,
                               store="s.sqlite", override=[])
-    label = compression_space_label(args)
-    assert label == f"compression:small_resnet-w0.5-p1-K8-t{teacher_checkpoint(compression_config(args, [])).stem[-12:-4]}"
-    other = compression_space_label(argparse.Namespace(**{**vars(args), "override": ["teacher_training.seed=1"]}))
-    assert other != label and other.startswith("compression:small_resnet-w0.5-p1-K8-t")
-    assert compression_space_label(argparse.Namespace(**{**vars(args), "override": ["kernel.hidden=8"]})) == label  # not the teacher's
+    label = se.compression_space_label(args)  # trains the teacher and caches it
+    checkpoint = teacher_checkpoint(se.compression_config(args, []))
+    saved = torch.load(checkpoint, weights_only=True)
+    key = checkpoint.stem[-12:-4]
+    assert label == f"compression:small_resnet-w0.5-p1-K8-t{key}-{tensor_digest(saved['state_dict'])[:8]}"
+    assert se.compression_space_label(argparse.Namespace(**{**vars(args), "override": ["kernel.hidden=8"]})) == label
+    seed1 = se.compression_config(argparse.Namespace(**{**vars(args), "override": ["teacher_training.seed=1"]}), [])
+    assert digest(teacher_key(seed1))[:8] != key  # another recipe: another cache key, another -t part
+    # the same cache key holding other weights (as another machine trains them) is another space
+    first = sorted(saved["state_dict"])[0]
+    saved["state_dict"][first] = saved["state_dict"][first] + 1e-6
+    torch.save(saved, checkpoint)
+    other = se.compression_space_label(args)
+    assert other != label and other.rsplit("-", 1)[0] == label.rsplit("-", 1)[0]
+    assert other == f"compression:small_resnet-w0.5-p1-K8-t{key}-{tensor_digest(saved['state_dict'])[:8]}"
 
 
 def test_result_csv_refuses_another_header(tmp_path):
@@ -257,7 +272,7 @@ def test_compression_transfer_benchmark_cli(tmp_path):
     rows = list(csv.DictReader(out.open()))
     spaces = {w: f"compression:small_resnet-w{w}-p1-K2-t" for w in ("0.25", "0.5")}
     zero = "ours zero_shot from small_resnet w0.25"
-    assert [(r["method"], r["space"][:-8], int(r["budget"])) for r in rows] == [
+    assert [(r["method"], r["space"][:-17], int(r["budget"])) for r in rows] == [
         ("ours", spaces["0.25"], 2), ("ours", spaces["0.25"], 4), (zero, spaces["0.5"], 2), ("random", spaces["0.5"], 2)]
     assert float(rows[2]["train_s"]) == 0.0 and all(0.0 < float(r["best"]) <= 1.0 for r in rows)
     assert len(list((tmp_path / "teachers").glob("small_resnet-digits-w0.25-*.pt"))) == 1
