@@ -65,7 +65,7 @@ def reference_best(bench: CompressionBench, label: str, overrides: list[str], se
     for ``seed``, read from the store (the run is searched first when the store does not hold it)."""
     from nascomp.search import Record
 
-    setup = bench.setup
+    setup = bench.setup_of(overrides)
     _, _, run_id = bench.run_config(overrides, seed, budget)
     if len(setup.store.history(run_id)) < budget:
         print(f"{label} seed {seed}: no stored history of run {run_id}, searching it", flush=True)
@@ -87,7 +87,7 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
     from nascomp.reward import RewardRow
     from nascomp.training import full_train
 
-    s = bench.setup
+    s = bench.setup_of(overrides)  # the reference method's evaluator scores the pruned teacher too
     teacher_acc, teacher_params = s.teacher_accuracy, s.graph.num_params
     best = reference_best(bench, label, overrides, seed, args.budget)
     try:
@@ -169,9 +169,9 @@ def main() -> None:
     c.add_argument("--override", action="append", default=[])
     args = p.parse_args()
     (label, overrides), = parse_methods(args.against, "compression")
-    importance(args.importance)  # Torch-Pruning is installed, before any training
     methods = [label, f"prune[{args.importance}]"]
     results = ResultCSV(Path(args.csv), COLUMNS)  # no key: a seed redone with --full appends rows that supersede
+    importance(args.importance)  # Torch-Pruning is installed, before any training (after the CSV: its import takes seconds)
     args.space_label = compression_space_label(args)  # after the CSV's checks: it may train the teacher
     mine = lambda r: (r["against"] == label and r["space"] == args.space_label and r["dataset"] == args.dataset
                       and int(r["budget"]) == args.budget)

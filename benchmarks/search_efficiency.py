@@ -397,9 +397,15 @@ def compression_config(args, overrides: list[str]):
                             *args.override, *overrides])
 
 
+EVALUATOR_FREE = ("search", "kernel", "space", "logger")  # what a method's overrides may change and still share the bench's evaluator
+
+
 class CompressionBench:
     """The real compression search: one teacher, space, proxy evaluator and store for every method
-    and seed; the store's cache means an architecture is proxy-trained once for the whole benchmark."""
+    and seed; the store's cache means an architecture is proxy-trained once for the whole benchmark.
+    A method whose overrides change what scores a student (anything outside ``EVALUATOR_FREE``:
+    ``inherit``, ``proxy.*``, ``objective.*``, the teacher...) gets an evaluator of its own
+    (:meth:`setup_of`): its f is another function, as its label says."""
 
     def __init__(self, args, overrides: list[str] = (), full: bool = False):
         """``overrides``: for every method's config too (Pareto mode: ``objective=<cost>``). ``full``: with
@@ -410,13 +416,33 @@ class CompressionBench:
 
         torch.set_num_threads(args.threads)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        self.args, self.overrides, self.spaces, self.full = args, list(overrides), {}, full
+        self.args, self.overrides, self.spaces, self.full, self.setups = args, list(overrides), {}, full, {}
         self.setup = Setup.build(compression_config(args, self.overrides), Path(args.store).parent)
         s = self.setup
         print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
               f"{s.teacher_accuracy:.4f}; {len(s.space.removable)} removable layers, {s.space.num_shrink_groups} shrink groups, "
               f"{len(s.space.skip_pairs)} legal skips; store {s.store.path}: {s.store.count(s.context)} "
               "evaluations cached", flush=True)
+
+    def setup_of(self, overrides: list[str]):
+        """The ``Setup`` that scores a method's students: the bench's, unless the method's ``overrides``
+        change the config outside ``EVALUATOR_FREE``; then one of its own (built once, same store, its
+        own store context), announced on stdout."""
+        from nascomp.pipeline import Setup
+        from omegaconf import OmegaConf
+
+        cfg = compression_config(self.args, self.overrides + overrides)
+        scoring = lambda c: {k: v for k, v in OmegaConf.to_container(c, resolve=True).items() if k not in EVALUATOR_FREE}
+        mine, shared = scoring(cfg), scoring(self.setup.cfg)
+        if mine == shared:
+            return self.setup
+        key = repr(mine)
+        if key not in self.setups:
+            self.setups[key] = Setup.build(cfg, Path(self.args.store).parent)
+            changed = ", ".join(o for o in overrides if o.split("=")[0].split(".")[0] not in EVALUATOR_FREE)
+            print(f"{changed}: an evaluator of its own (another f); store {self.setups[key].store.path}: "
+                  f"{self.setups[key].store.count(self.setups[key].context)} evaluations cached", flush=True)
+        return self.setups[key]
 
     def run_config(self, overrides: list[str], seed: int, budget: int, tag: dict | None = None) -> tuple:
         """A method's config for one search seed and budget, resolved, and its run id in the store
@@ -439,10 +465,11 @@ class CompressionBench:
         from nascomp.search import run_search
 
         cfg, config, run_id = self.run_config(overrides, seed, budget, tag)
-        evaluator = self.setup.open_run(run_id, resume=True, config=config)
+        setup = self.setup_of(overrides)
+        evaluator = setup.open_run(run_id, resume=True, config=config)
         result = run_search(self.space(cfg), evaluator, cfg, seed, budget=budget, **options)
-        self.setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
-        self.setup.store.finish_run(run_id)
+        setup.store.append_history(run_id, [(i, r.step, r.proposer, r.arch.key) for i, r in enumerate(result.history)])
+        setup.store.finish_run(run_id)
         return result, evaluator.hits
 
     def space(self, cfg):
@@ -464,7 +491,8 @@ class CompressionBench:
     def run_one(self, label: str, overrides: list[str], seed: int, budgets: list[int]) -> list[dict]:
         """One method on one seed: a row per budget (``rows``; with caps, ``feasible_best`` joined)."""
         result, cached = self.search(overrides, seed, max(budgets))
-        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}"))
+        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}",
+                                               self.setup_of(overrides)))
                 for row in self.rows(label, seed, result, budgets, cached)]
 
     def rows(self, label: str, seed: int, result, budgets: list[int], cached: int) -> list[dict]:
@@ -477,7 +505,7 @@ class CompressionBench:
                      cached=cached)
                 for b in budgets]
 
-    def feasible_best(self, history: list, run: str = "") -> dict:
+    def feasible_best(self, history: list, run: str = "", setup=None) -> dict:
         """With caps: the best student of ``history`` as the main job picks its finalists
         (``select_finalists``): its proxy accuracy, whether it meets every cap, and the caps. With
         ``--full``, also the main job's ``final.top_k`` finalists fully trained as it trains them
@@ -486,7 +514,8 @@ class CompressionBench:
         finalist's full-training validation and test accuracy (empty when none is feasible)."""
         from nascomp.pipeline import final_training, record_costs, select_finalists
 
-        objective = self.setup.objective
+        setup = setup or self.setup  # the method's own (setup_of)
+        objective = setup.objective
         if not objective.caps:
             return {}
         feasible = lambda r: objective.violation(record_costs(r, objective)) <= 1.0
@@ -495,9 +524,9 @@ class CompressionBench:
         if best:  # else every evaluation failed
             out.update(accuracy=best[0].accuracy, feasible=feasible(best[0]))
         if self.full:
-            finalists = select_finalists(history, objective, self.setup.cfg.final.top_k)
+            finalists = select_finalists(history, objective, setup.cfg.final.top_k)
             ok = [r for r in finalists if feasible(r)]
-            trained = final_training(self.setup, ok, Path(self.args.store).parent / "constraint" / run) if ok else []
+            trained = final_training(setup, ok, Path(self.args.store).parent / "constraint" / run) if ok else []
             top = max(trained, key=lambda row: row["accuracy"], default=None)
             out.update(finalists=len(finalists), finalists_feasible=len(ok),
                        full_accuracy=top["accuracy"] if top else "", test_accuracy=top["test_accuracy"] if top else "")
@@ -568,7 +597,8 @@ class ResultCSV:
 
     def __init__(self, path: Path, columns: list[str], key: tuple[str, ...] = ()):
         self.path, self.columns, self.key = Path(path), columns, tuple(key)
-        self.have = {self._id(r) for r in self.rows()} if key else set()
+        rows = self.rows()  # another header is refused here, before any work
+        self.have = {self._id(r) for r in rows} if key else set()
 
     def _id(self, fields: dict, budget=None) -> tuple:
         return tuple(str(fields[k]) for k in self.key) + (int(fields["budget"] if budget is None else budget),)

@@ -31,13 +31,25 @@ def compression_cli(tmp_path: Path, out: Path, *flags: str, timeout: int = 300) 
 @pytest.mark.slow
 def test_compression_benchmark_cli(tmp_path):
     out = tmp_path / "c.csv"
-    flags = ["--teacher", "small_resnet", "--methods", "ours,random,random[space.ops=[remove]]", *TINY]
+    flags = ["--teacher", "small_resnet", "--methods", "ours,random,random[space.ops=[remove]],random[inherit=l1]", *TINY]
     res = compression_cli(tmp_path, out, *flags)
     rows = list(csv.DictReader(out.open()))
-    assert [(r["method"], int(r["budget"])) for r in rows] == [("ours", 2), ("ours", 4), ("random", 2), ("random", 4),
-                                                               ("random[space.ops=[remove]]", 2), ("random[space.ops=[remove]]", 4)]
+    assert [(r["method"], int(r["budget"])) for r in rows] == [
+        (m, b) for m in ("ours", "random", "random[space.ops=[remove]]", "random[inherit=l1]") for b in (2, 4)]
     # a method whose overrides change the space (Tables 5 and 7) searches that space over the same teacher
     assert "space.ops=['remove']: a space of its own over the same teacher, operators remove" in res.stdout
+    # one whose overrides change what scores a student (here the weight inheritance) gets an evaluator of its
+    # own: the same random students as random's, scored again in another store context
+    assert "inherit=l1: an evaluator of its own (another f)" in res.stdout
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    contexts = {}
+    for context, key, f in db.execute("SELECT context, key, f FROM evaluations"):
+        contexts.setdefault(context, {})[key] = f
+    assert len(contexts) == 2
+    first, l1 = sorted(contexts.values(), key=len, reverse=True)  # every other method's students; random[inherit=l1]'s
+    assert len(l1) == 4 and set(l1) <= set(first) and any(l1[k] != first[k] for k in l1)
+    l1_best = [float(r["best"]) for r in rows if r["method"] == "random[inherit=l1]"]
+    assert l1_best[1] == pytest.approx(max(l1.values()))
     rows = rows[:4]
     teacher, = (tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.pt")  # named by its cache key's hash
     space = f"compression:small_resnet-w0.5-p1-K2-t{teacher.stem.rsplit('-', 1)[1][:8]}-"  # then the weights' digest
@@ -51,7 +63,7 @@ def test_compression_benchmark_cli(tmp_path):
     assert len(list((tmp_path / "teachers").glob("small_resnet-digits-w0.5-*.pt"))) == 1
     # rerunning the command finds every row done and only prints the table
     again = compression_cli(tmp_path, out, *flags, timeout=120)
-    assert len(list(csv.DictReader(out.open()))) == 6 and "| ours | 1 |" in again.stdout
+    assert len(list(csv.DictReader(out.open()))) == 8 and "| ours | 1 |" in again.stdout
 
 
 @pytest.mark.slow
