@@ -455,7 +455,10 @@ class CompressionBench:
         cfg = compression_config(self.args, self.overrides + overrides)
         cfg.search.T = math.ceil(budget / cfg.search.K) - 1
         config = OmegaConf.to_container(cfg, resolve=True)
+        # the evaluator's store context joins the id: equal configs scored by other teacher weights (a
+        # teacher trained again to other weights) are other runs, never one history read against the other
         run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": budget, **(tag or {}),
+                         "context": self.setup_of(overrides).context,
                          **{k: v for k, v in config.items() if k not in RESULT_FREE}})
         return cfg, config, run_id
 

@@ -114,6 +114,15 @@ def test_a_real_student_row_names_its_teacher(tmp_path, monkeypatch):
     other = se.compression_space_label(args)
     assert other != label and other.rsplit("-", 1)[0] == label.rsplit("-", 1)[0]
     assert other == f"compression:small_resnet-w0.5-p1-K8-t{key}-{tensor_digest(saved['state_dict'])[:8]}"
+    # and its runs are other runs in a shared store: equal configs, other store context, other run ids
+    saved["state_dict"][first] = saved["state_dict"][first] - 1e-6
+    torch.save(saved, checkpoint)
+    args.threads = 1
+    ids = [se.CompressionBench(args).run_config([], 0, 16)]
+    saved["state_dict"][first] = saved["state_dict"][first] + 1e-6
+    torch.save(saved, checkpoint)
+    ids.append(se.CompressionBench(args).run_config([], 0, 16))
+    assert ids[0][1] == ids[1][1] and ids[0][2] != ids[1][2]
 
 
 def test_result_csv_refuses_another_header(tmp_path):
