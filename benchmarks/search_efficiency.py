@@ -416,7 +416,7 @@ class CompressionBench:
 
         torch.set_num_threads(args.threads)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        self.args, self.overrides, self.spaces, self.full, self.setups = args, list(overrides), {}, full, {}
+        self.args, self.overrides, self.spaces, self.full, self.setups, self.by_overrides = args, list(overrides), {}, full, {}, {}
         self.setup = Setup.build(compression_config(args, self.overrides), Path(args.store).parent)
         s = self.setup
         print(f"teacher {s.cfg.teacher.name} w{s.cfg.teacher.width:g}: {s.graph.num_params} params, val accuracy "
@@ -427,22 +427,23 @@ class CompressionBench:
     def setup_of(self, overrides: list[str]):
         """The ``Setup`` that scores a method's students: the bench's, unless the method's ``overrides``
         change the config outside ``EVALUATOR_FREE``; then one of its own (built once, same store, its
-        own store context), announced on stdout."""
+        own store context), announced on stdout. Looked up once per list of overrides."""
         from nascomp.pipeline import Setup
         from omegaconf import OmegaConf
 
+        if tuple(overrides) in self.by_overrides:
+            return self.by_overrides[tuple(overrides)]
         cfg = compression_config(self.args, self.overrides + overrides)
         scoring = lambda c: {k: v for k, v in OmegaConf.to_container(c, resolve=True).items() if k not in EVALUATOR_FREE}
         mine, shared = scoring(cfg), scoring(self.setup.cfg)
-        if mine == shared:
-            return self.setup
         key = repr(mine)
-        if key not in self.setups:
+        if mine != shared and key not in self.setups:
             self.setups[key] = Setup.build(cfg, Path(self.args.store).parent)
             changed = ", ".join(o for o in overrides if o.split("=")[0].split(".")[0] not in EVALUATOR_FREE)
             print(f"{changed}: an evaluator of its own (another f); store {self.setups[key].store.path}: "
                   f"{self.setups[key].store.count(self.setups[key].context)} evaluations cached", flush=True)
-        return self.setups[key]
+        setup = self.by_overrides[tuple(overrides)] = self.setup if mine == shared else self.setups[key]
+        return setup
 
     def run_config(self, overrides: list[str], seed: int, budget: int, tag: dict | None = None) -> tuple:
         """A method's config for one search seed and budget, resolved, and its run id in the store
@@ -494,8 +495,8 @@ class CompressionBench:
     def run_one(self, label: str, overrides: list[str], seed: int, budgets: list[int]) -> list[dict]:
         """One method on one seed: a row per budget (``rows``; with caps, ``feasible_best`` joined)."""
         result, cached = self.search(overrides, seed, max(budgets))
-        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}",
-                                               self.setup_of(overrides)))
+        setup = self.setup_of(overrides)
+        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}", setup))
                 for row in self.rows(label, seed, result, budgets, cached)]
 
     def rows(self, label: str, seed: int, result, budgets: list[int], cached: int) -> list[dict]:

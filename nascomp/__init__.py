@@ -11,7 +11,7 @@ _NAMES = {"teachers": "nascomp.teachers", "load_student": "nascomp.export", "exp
           "ArchGraph": "nascomp.graph", "GraphError": "nascomp.graph", "GraphNet": "nascomp.graph",
           "CompressionSpace": "nascomp.compression_space", "Candidate": "nascomp.compression_space"}
 
-__all__ = ["teachers", "ArchGraph", "GraphError", "GraphNet", "CompressionSpace", "Candidate", "load_student", "export_onnx"]
+__all__ = list(_NAMES)
 __version__ = "0.1.0"
 
 
@@ -25,4 +25,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_NAMES))
