@@ -195,12 +195,14 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     return "\n".join(lines + ["", "Compared on (the cells and seeds where all of a claim's arms ran; a seed's score is its mean over those cells):"] + compared)
 
 
-def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, common: bool = False) -> str:
+def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, common: bool = False, tail: str = "") -> str:
     """Markdown: one row per space/dataset/objective cell, one column per method: the mean ± s.e. over
     seeds of the regret (NAS-Bench-201) or of the best f (compression, where the optimum is unknown)
     at ``budget``; bold marks the best method(s) of the cell. Then, per other method, in how many cells
     the first method's mean is strictly better. ``common``: in each cell only the seeds that every
-    method listed ran (a method run on fewer seeds is compared on those alone)."""
+    method listed ran (a method run on fewer seeds is compared on those alone). ``tail``: one of ``methods``;
+    then also in how many cells the first method's worst seed is no worse than that method's median seed
+    (issue 13's tail target, against REA), with each failing cell's two figures."""
     import numpy as np
 
     rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["method"] in methods]
@@ -232,6 +234,18 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, comm
             if methods[0] in stats and m in stats and (stats[methods[0]][0] < stats[m][0] if lower else stats[methods[0]][0] > stats[m][0]):
                 wins[m] += 1
     lines += ["", f"{methods[0]} strictly better than: " + ", ".join(f"{m} in {n}/{len(groups)} cells" for m, n in wins.items())]
+    if tail:
+        held, failed = 0, []
+        for (space, dataset, objective, lower), by in sorted(groups.items()):
+            if methods[0] not in by or tail not in by:
+                continue
+            worst, median = (max if lower else min)(by[methods[0]]), float(np.median(by[tail]))
+            if (worst <= median) if lower else (worst >= median):
+                held += 1
+            else:
+                failed.append(f"{dataset} {objective}: {worst:.4g} against {median:.4g}")
+        lines.append(f"worst seed of {methods[0]} no worse than the median seed of {tail} in {held}/{len(groups)} cells"
+                     + (f" (not in {'; '.join(failed)})" if failed else ""))
     return "\n".join(lines)
 
 
@@ -274,13 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
         p.add_argument("--budget", type=int, default=160)
         p.add_argument("--common", action="store_true", help="per cell, only the seeds every listed method ran")
+        p.add_argument("--tail", default="", help="one of --methods: count the cells where the first method's worst seed "
+                       "is no worse than this method's median seed (e.g. rea)")
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
         try:
             methods = split_top(a.methods)  # a method's [overrides] may hold commas
         except ValueError as exc:
             p.error(f"--methods: {exc}")
-        print(cells(rows, methods, a.seed_set, a.budget, a.common))
+        if a.tail and a.tail not in methods[1:]:
+            p.error(f"--tail {a.tail}: not one of the other --methods ({', '.join(methods[1:])})")
+        print(cells(rows, methods, a.seed_set, a.budget, a.common, a.tail))
         return 0
     return _main(argv)
 

@@ -50,6 +50,32 @@ def test_cells_table_from_committed_csv():
     assert "ours strictly better than: random in 6/6 cells" in out
 
 
+def test_cells_tail_counts_cells_where_the_worst_seed_is_within_the_reference_median():
+    """``cells --tail rea``: per cell, ours' worst held-out seed at 160 against REA's median seed, both computed
+    here from the committed rows; the count and every failing cell with its two figures. A --tail that is not
+    one of the other methods exits 2."""
+    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(NB201),
+                                         "--methods", "ours,rea", "--budget", "160", *extra], capture_output=True, text=True)
+    out = run("--tail", "rea")
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
+    held, failed = 0, []
+    cells = sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == "ours"})
+    for dataset, objective in cells:
+        regret = lambda m: [float(r["regret"]) for r in rows if r["method"] == m and r["dataset"] == dataset and r["objective"] == objective]
+        worst, median = max(regret("ours")), float(np.median(regret("rea")))
+        assert len(regret("ours")) == len(regret("rea")) == 20
+        if worst <= median:
+            held += 1
+        else:
+            failed.append(f"{dataset} {objective}: {worst:.4g} against {median:.4g}")
+    assert len(cells) == 6 and failed  # the committed held-out rows miss the target somewhere
+    line = out.stdout.splitlines()[-1]
+    assert line == f"worst seed of ours no worse than the median seed of rea in {held}/6 cells (not in {'; '.join(failed)})"
+    bad = run("--tail", "tpe")
+    assert bad.returncode == 2 and bad.stdout == "" and "--tail tpe: not one of the other --methods (rea)" in bad.stderr
+
+
 def test_claims_compare_arms_on_the_same_cells_and_seeds():
     """The claim arms ran on the accuracy cells of CIFAR-10 and CIFAR-100 (nb201_claims.csv), ``ours`` on
     six cells: K=8 is scored on those cells and on the seeds every Table 4 arm ran, as each arm is (a
