@@ -442,8 +442,8 @@ class CompressionBench:
             changed = ", ".join(o for o in overrides if o.split("=")[0].split(".")[0] not in EVALUATOR_FREE)
             print(f"{changed}: an evaluator of its own (another f); store {self.setups[key].store.path}: "
                   f"{self.setups[key].store.count(self.setups[key].context)} evaluations cached", flush=True)
-        setup = self.by_overrides[tuple(overrides)] = self.setup if mine == shared else self.setups[key]
-        return setup
+        self.by_overrides[tuple(overrides)] = self.setup if mine == shared else self.setups[key]
+        return self.by_overrides[tuple(overrides)]
 
     def run_config(self, overrides: list[str], seed: int, budget: int, tag: dict | None = None) -> tuple:
         """A method's config for one search seed and budget, resolved, and its run id in the store

@@ -221,6 +221,7 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, comm
     lines = [f"seeds: {seed_set}; budget {budget}; regret (NAS-Bench-201: accuracy in points, compression in f) "
              "or best f (real students), mean ± s.e.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     wins = {m: 0 for m in methods[1:]}
+    tail_held, tail_failed = 0, []
     for (space, dataset, objective, lower), by in sorted(groups.items()):
         stats = {m: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0) for m, v in by.items()}
         best = (min if lower else max)(v[0] for v in stats.values())  # every method at it is bold (ties)
@@ -233,19 +234,16 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, comm
         for m in wins:
             if methods[0] in stats and m in stats and (stats[methods[0]][0] < stats[m][0] if lower else stats[methods[0]][0] > stats[m][0]):
                 wins[m] += 1
-    lines += ["", f"{methods[0]} strictly better than: " + ", ".join(f"{m} in {n}/{len(groups)} cells" for m, n in wins.items())]
-    if tail:
-        held, failed = 0, []
-        for (space, dataset, objective, lower), by in sorted(groups.items()):
-            if methods[0] not in by or tail not in by:
-                continue
+        if tail and methods[0] in by and tail in by:
             worst, median = (max if lower else min)(by[methods[0]]), float(np.median(by[tail]))
             if (worst <= median) if lower else (worst >= median):
-                held += 1
+                tail_held += 1
             else:
-                failed.append(f"{dataset} {objective}: {worst:.4g} against {median:.4g}")
-        lines.append(f"worst seed of {methods[0]} no worse than the median seed of {tail} in {held}/{len(groups)} cells"
-                     + (f" (not in {'; '.join(failed)})" if failed else ""))
+                tail_failed.append(f"{cell}: {worst:.4g} against {median:.4g}")
+    lines += ["", f"{methods[0]} strictly better than: " + ", ".join(f"{m} in {n}/{len(groups)} cells" for m, n in wins.items())]
+    if tail:
+        lines.append(f"worst seed of {methods[0]} no worse than the median seed of {tail} in {tail_held}/{len(groups)} cells"
+                     + (f" (not in {'; '.join(tail_failed)})" if tail_failed else ""))
     return "\n".join(lines)
 
 
