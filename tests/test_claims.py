@@ -11,6 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NB201 = ROOT / "benchmarks" / "results" / "nb201_search_efficiency.csv"
 
 
+def cell_regret(rows: list[dict], method: str, dataset: str, objective: str) -> list[float]:
+    """The regrets of ``method``'s rows in one NAS-Bench-201 cell."""
+    return [float(r["regret"]) for r in rows if r["method"] == method and r["dataset"] == dataset and r["objective"] == objective]
+
+
 def test_claims_table_from_committed_csv():
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), "--seed-set", "tuning"],
                          capture_output=True, text=True, check=True).stdout
@@ -62,7 +67,7 @@ def test_cells_tail_counts_cells_where_the_worst_seed_is_within_the_reference_me
     held, failed = 0, []
     cells = sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == "ours"})
     for dataset, objective in cells:
-        regret = lambda m: [float(r["regret"]) for r in rows if r["method"] == m and r["dataset"] == dataset and r["objective"] == objective]
+        regret = lambda m: cell_regret(rows, m, dataset, objective)
         worst, median = max(regret("ours")), float(np.median(regret("rea")))
         assert len(regret("ours")) == len(regret("rea")) == 20
         if worst <= median:
@@ -211,7 +216,7 @@ def test_cells_default_kernel_against_nb201_kernel_on_held_out_seeds():
     for dataset, objective in sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == arm}):
         mean = {}
         for m in ("ours", arm):
-            regret = [float(r["regret"]) for r in rows if r["method"] == m and r["dataset"] == dataset and r["objective"] == objective]
+            regret = cell_regret(rows, m, dataset, objective)
             assert len(regret) == 20
             mean[m] = float(np.mean(regret))
             digits = 3 if objective == "accuracy" else 4
