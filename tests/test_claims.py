@@ -253,3 +253,19 @@ def test_k4_rule_on_tuning_seeds_keeps_k8():
         assert sorted(best[arm]) == sorted(best["ours"]) == [str(s) for s in range(10)]
         diff = np.mean([best[arm][s] - best["ours"][s] for s in best[arm]])
         assert round(float(diff), 4) == expected
+
+
+def test_table4_k2_on_six_held_out_cells():
+    """The README's six-cell Table 4 row for K = 2: per held-out seed the mean over the six NAS-Bench-201
+    cells of minus the regret on [0, 1] (accuracy regrets are in points), then mean ± s.e. over the 20
+    seeds: -0.0007 ± 0.0002 at 160, as K = 8's is -0.0011 ± 0.0005."""
+    rows = [r for p in (NB201, NB201.parent / "nb201_claims.csv") for r in csv.DictReader(p.open())
+            if r["seed_set"] == "held-out" and r["budget"] == "160" and r["space"] == "nb201"]
+    for method, expected in (("ours[search.K=2]", "-0.0007 ± 0.0002"), ("ours", "-0.0011 ± 0.0005")):
+        per_seed: dict[str, list[float]] = {}
+        for r in rows:
+            if r["method"] == method:
+                per_seed.setdefault(r["seed"], []).append(-float(r["regret"]) * (0.01 if r["objective"] == "accuracy" else 1.0))
+        assert len(per_seed) == 20 and all(len(v) == 6 for v in per_seed.values())
+        v = np.array([np.mean(x) for x in per_seed.values()])
+        assert f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}" == expected
