@@ -9,6 +9,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 NB201 = ROOT / "benchmarks" / "results" / "nb201_search_efficiency.csv"
+CLAIMS_CSV = NB201.parent / "nb201_claims.csv"
+
+
+def nb201_rows() -> list[dict]:
+    """Every committed NAS-Bench-201 row: the search-efficiency CSV and the claims CSV."""
+    return [r for p in (NB201, CLAIMS_CSV) for r in csv.DictReader(p.open())]
 
 
 def cell_regret(rows: list[dict], method: str, dataset: str, objective: str) -> list[float]:
@@ -16,14 +22,21 @@ def cell_regret(rows: list[dict], method: str, dataset: str, objective: str) -> 
     return [float(r["regret"]) for r in rows if r["method"] == method and r["dataset"] == dataset and r["objective"] == objective]
 
 
+def seed_scores(rows: list[dict], method: str) -> dict[str, list[float]]:
+    """Per seed, ``method``'s scores as ``claims`` computes them: minus the regret on [0, 1] (accuracy
+    regrets are in points: x 0.01), one per cell of ``rows``."""
+    per_seed: dict[str, list[float]] = {}
+    for r in rows:
+        if r["method"] == method:
+            per_seed.setdefault(r["seed"], []).append(-float(r["regret"]) * (0.01 if r["objective"] == "accuracy" else 1.0))
+    return per_seed
+
+
 def test_claims_table_from_committed_csv():
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), "--seed-set", "tuning"],
                          capture_output=True, text=True, check=True).stdout
-    rows = [r for r in csv.DictReader(NB201.open()) if r["method"] == "ours" and r["seed_set"] == "tuning" and r["budget"] == "160"]
-    per_seed = {}
-    for r in rows:  # minus the regret on [0, 1], averaged over the cells of each seed
-        per_seed.setdefault(r["seed"], []).append(-float(r["regret"]) * (0.01 if r["objective"] == "accuracy" else 1.0))
-    v = np.array([np.mean(x) for x in per_seed.values()])
+    rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "tuning" and r["budget"] == "160"]
+    v = np.array([np.mean(x) for x in seed_scores(rows, "ours").values()])  # averaged over the cells of each seed
     ours = f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n={len(v)})"
     k8 = next(line for line in out.splitlines() if "| K=8 |" in line)
     assert k8 == f"|  | K=8 | 0.9240 | not run | {ours} | not run / not run |"
@@ -85,10 +98,9 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds():
     """The claim arms ran on the accuracy cells of CIFAR-10 and CIFAR-100 (nb201_claims.csv), ``ours`` on
     six cells: K=8 is scored on those cells and on the seeds every Table 4 arm ran, as each arm is (a
     seed's score: its mean over the cells)."""
-    claims_csv = NB201.parent / "nb201_claims.csv"
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(claims_csv),
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(CLAIMS_CSV),
                           "--seed-set", "held-out", "--budget", "100"], capture_output=True, text=True, check=True).stdout
-    rows = [r for p in (NB201, claims_csv) for r in csv.DictReader(p.open()) if r["seed_set"] == "held-out" and r["budget"] == "100"]
+    rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == "100"]
     arms = ["ours", "ours[search.K=1]", "ours[search.K=2]", "ours[search.K=4]", "ours[search.K=16]"]
     units = set.intersection(*({(r["dataset"], r["objective"], r["seed"]) for r in rows if r["method"] == a} for a in arms))
     assert {u[:2] for u in units} == {("cifar10", "accuracy"), ("cifar100", "accuracy")}
@@ -107,12 +119,11 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds():
 def test_claims_dataset_and_objective_filters_score_one_cell():
     """``--dataset cifar100 --objective accuracy``: the claims of that cell alone, each arm's mean computed here
     from the CSV rows of that cell; a dataset with no rows exits 2 and names it."""
-    claims_csv = NB201.parent / "nb201_claims.csv"
-    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(claims_csv),
+    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(CLAIMS_CSV),
                                          "--seed-set", "held-out", "--budget", "50", *extra], capture_output=True, text=True)
     out = run("--dataset", "cifar100", "--objective", "accuracy")
     assert out.returncode == 0, out.stderr
-    rows = [r for p in (NB201, claims_csv) for r in csv.DictReader(p.open())
+    rows = [r for r in nb201_rows()
             if r["seed_set"] == "held-out" and r["budget"] == "50" and r["dataset"] == "cifar100" and r["objective"] == "accuracy"]
     arms = ["ours", "ours[kernel.objective=marginal]", "ours[kernel.objective=euclidean]"]  # Table 8
     seeds = set.intersection(*({r["seed"] for r in rows if r["method"] == a} for a in arms))
@@ -207,11 +218,10 @@ def test_cells_default_kernel_against_nb201_kernel_on_held_out_seeds():
     the cells where ``ours`` (kernel=nb201) is strictly below the default kernel (4 of 6: the default kernel
     is ahead on CIFAR-10 compression and CIFAR-100 accuracy only)."""
     arm = "ours[kernel.pool=mean,kernel.numeric=raw]"
-    claims_csv = NB201.parent / "nb201_claims.csv"
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(NB201), str(claims_csv),
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(NB201), str(CLAIMS_CSV),
                           "--methods", f"ours,{arm}", "--budget", "160", "--seed-set", "held-out"],
                          capture_output=True, text=True, check=True).stdout
-    rows = [r for p in (NB201, claims_csv) for r in csv.DictReader(p.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
+    rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == "160"]
     ahead = []
     for dataset, objective in sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == arm}):
         mean = {}
@@ -234,7 +244,7 @@ def test_k4_rule_on_tuning_seeds_keeps_k8():
     on real-student tuning seeds 0-9 its paired mean best f minus K = 8's is >= 0 at 80 and 160. Both fail:
     3 wins, 7 losses, 2 ties; paired differences -0.0367 at 80 and -0.0108 at 160."""
     arm = "ours[search.K=4]"
-    rows = [r for p in (NB201, NB201.parent / "nb201_claims.csv") for r in csv.DictReader(p.open()) if r["seed_set"] == "tuning"]
+    rows = [r for r in nb201_rows() if r["seed_set"] == "tuning"]
     score = {"win": 0, "loss": 0, "tie": 0}
     for budget in ("100", "160"):
         at = [r for r in rows if r["budget"] == budget]
@@ -259,13 +269,10 @@ def test_table4_k2_on_six_held_out_cells():
     """The README's six-cell Table 4 row for K = 2: per held-out seed the mean over the six NAS-Bench-201
     cells of minus the regret on [0, 1] (accuracy regrets are in points), then mean ± s.e. over the 20
     seeds: -0.0007 ± 0.0002 at 160, as K = 8's is -0.0011 ± 0.0005."""
-    rows = [r for p in (NB201, NB201.parent / "nb201_claims.csv") for r in csv.DictReader(p.open())
+    rows = [r for r in nb201_rows()
             if r["seed_set"] == "held-out" and r["budget"] == "160" and r["space"] == "nb201"]
     for method, expected in (("ours[search.K=2]", "-0.0007 ± 0.0002"), ("ours", "-0.0011 ± 0.0005")):
-        per_seed: dict[str, list[float]] = {}
-        for r in rows:
-            if r["method"] == method:
-                per_seed.setdefault(r["seed"], []).append(-float(r["regret"]) * (0.01 if r["objective"] == "accuracy" else 1.0))
+        per_seed = seed_scores(rows, method)
         assert len(per_seed) == 20 and all(len(v) == 6 for v in per_seed.values())
         v = np.array([np.mean(x) for x in per_seed.values()])
         assert f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}" == expected
