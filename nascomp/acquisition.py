@@ -11,6 +11,10 @@ kernel (the reference); ``evolution`` mutates the best evaluated architectures w
 own operator for ``generations`` rounds, keeping the ``parents`` best by EI (paper Table 6);
 ``random_share`` of each round's candidates are random samples instead of mutants, so a search
 whose best architectures sit in a poor region can still leave it.
+With ``local_kernels`` n > 0 (either maximiser), the first n kernels choose instead among the
+unevaluated neighbours (``Space.neighbours``, local search's neighbourhood) of the best evaluated
+architecture that still has some (walking down the ranking until there are at least n of them), by
+their own EI: a share of every step climbs from the incumbent as local search does.
 Neither ever proposes an architecture in ``exclude`` (already evaluated, or already proposed by
 another kernel in the same step).
 """
@@ -80,14 +84,21 @@ def mutants(space: Space, parents: Sequence[Architecture], n: int, exclude: set[
 
 
 def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,
-             num_kernels: int, best: Sequence[Architecture], exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
+             num_kernels: int, best: Sequence[Architecture], exclude: set[str], rng: np.random.Generator,
+             neighbours: Callable[[Architecture], list[Architecture]] | None = None) -> list[Architecture]:
     """One proposal per kernel. ``score_all(cands)`` scores K equal-length candidate lists, (K, C);
     ``cfg`` is ``search.acquisition``; ``best`` the evaluated architectures, best first (the first
-    parents of ``evolution``).
+    parents of ``evolution``); ``neighbours(a)``: a's neighbourhood, needed when ``cfg.local_kernels`` > 0.
 
     Kernel k takes its best-scoring candidate that no earlier kernel took; ``exclude`` grows.
     """
     pools = candidate_pools(score_all, space, cfg, num_kernels, best, exclude, rng)
+    local = min(cfg.get("local_kernels", 0), num_kernels)
+    if local:
+        if neighbours is None:
+            raise ValueError("search.acquisition.local_kernels > 0 needs the space's neighbourhood")
+        pool = local_pool(neighbours, best, local, exclude)
+        pools[:local] = [list(pool) if pool else pools[k] for k in range(local)]
     scores = _score_ragged(score_all, pools)
     chosen = []
     for k in range(num_kernels):
@@ -97,6 +108,20 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
                 exclude.add(pools[k][i].key)
                 break
     return chosen
+
+
+def local_pool(neighbours: Callable[[Architecture], list[Architecture]], best: Sequence[Architecture], n: int,
+               exclude: set[str]) -> list[Architecture]:
+    """The distinct unevaluated (not in ``exclude``) neighbours of ``best[0]``, then of ``best[1]`` and
+    so on, until there are at least n of them (fewer only when the ranking runs out)."""
+    out: dict[str, Architecture] = {}
+    for a in best:
+        for b in neighbours(a):
+            if b.key not in exclude:
+                out.setdefault(b.key, b)
+        if len(out) >= n:
+            break
+    return list(out.values())
 
 
 def candidate_pools(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,

@@ -105,6 +105,7 @@ class AcquisitionSchema:
     parents: int = _range(1)
     generations: int = _range(1)
     random_share: float = _range(0.0, 1.0)
+    local_kernels: int = _range(0)
 
 
 @dataclass

@@ -173,7 +173,8 @@ class KernelProposer:
             mean, var = module.posterior(xc)
             return expected_improvement(mean, var, best_f, log=self.scfg.acquisition.log_ei)
 
-        chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng)
+        chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng,
+                          neighbours=lambda a: self.space.neighbours(a, rng, self.scfg.local.neighbours))
         return [(a, i) for i, a in enumerate(chosen)]
 
 

@@ -85,3 +85,31 @@ def test_evolution_rounds_mix_in_random_samples(space, share):
         assert sum(h >= 3 for h in hops) >= (5 if share else 0)
     if not share:  # without random samples nothing is more than `generations` edits from the parent
         assert all(sum(o != 0 for o in a.ops) <= 2 for pool in rounds[-1] for a in pool)
+
+
+def test_local_kernels_choose_the_incumbents_unevaluated_neighbours_by_ei(space):
+    """The first local_kernels kernels choose among the best architecture's unevaluated neighbours
+    (walking down the ranking when it has too few left), each by its own score; the others as before."""
+    rng = np.random.default_rng(3)
+    cfg = OmegaConf.create({"maximizer": "evolution", "samples": 40, "parents": 3, "generations": 2,
+                            "random_share": 0.5, "local_kernels": 2})
+    incumbent, second = space.cell([0] * 6), space.cell([4] * 6)
+    around = space.neighbours(incumbent)
+    evaluated = [incumbent, second] + around[:23]  # one neighbour of the incumbent left unevaluated
+    exclude = {a.key for a in evaluated}
+
+    def score(pools):  # far from both parents scores highest, so a local kernel's choice is not the EI argmax of the space
+        return torch.tensor([[float(sum(o == 2 for o in a.ops)) for a in p] for p in pools])
+
+    chosen = maximize(score, space, cfg, 4, evaluated, set(exclude), rng, neighbours=space.neighbours)
+    assert len({a.key for a in chosen}) == 4
+    # two local kernels: the incumbent has one unevaluated neighbour left, so `second`'s 24 join the pool
+    pool = {around[23].key} | {a.key for a in space.neighbours(second)}
+    assert {a.key for a in chosen[:2]} <= pool
+    assert [sum(o == 2 for o in a.ops) for a in chosen[:2]] == [1, 1]  # the pool's best scores (around[23] scores 0)
+    assert all(sum(o == 2 for o in a.ops) >= 3 for a in chosen[2:])  # the others search the whole space
+    one = maximize(score, space, OmegaConf.merge(cfg, {"local_kernels": 1}), 4, evaluated, set(exclude), rng,
+                   neighbours=space.neighbours)
+    assert one[0].key == around[23].key  # one local kernel: the incumbent's last unevaluated neighbour
+    with pytest.raises(ValueError, match="neighbourhood"):
+        maximize(score, space, cfg, 4, evaluated, set(exclude), rng)
