@@ -250,3 +250,24 @@ def test_with_fewer_than_two_successes_the_kernels_step_explores_at_random(space
     assert [r.proposer for r in steps[2] + steps[3]] == [0, 1, 2] * 2
     warned = [m for m in caplog.messages if "fewer than the 2 a kernel needs" in m]
     assert warned == ["0 of 3 evaluated students succeeded, fewer than the 2 a kernel needs: 3 random proposals this step instead of the kernels'"]
+
+
+def test_local_kernels_propose_the_incumbents_unevaluated_neighbours(space):
+    """``search.acquisition.local_kernels=1``: in a real search, kernel 0's proposal of every step is an
+    unevaluated neighbour of the best architecture evaluated before the step that still has one; the
+    other kernels' proposals are not bound to it."""
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy")
+    result = run_search(space, evaluator, config(["search.acquisition.local_kernels=1", "search.T=5"]), seed=4)
+    assert len(result.history) == 18
+    far = 0
+    for step in range(1, 6):
+        before = [r for r in result.history if r.step < step]
+        seen = {r.arch.key for r in before}
+        ranked = sorted(before, key=lambda r: -r.f)
+        open_ = next(r.arch for r in ranked if any(n.key not in seen for n in space.neighbours(r.arch)))
+        local = {n.key for n in space.neighbours(open_)} - seen
+        proposed = {r.proposer: r.arch for r in result.history if r.step == step}
+        assert sorted(proposed) == [0, 1, 2]
+        assert proposed[0].key in local
+        far += sum(proposed[k].key not in local for k in (1, 2))
+    assert far >= 5  # the two other kernels search the whole space (a neighbour only by chance)
