@@ -71,6 +71,17 @@ class Evaluator(ABC):
         evaluator measures them, else None."""
         return None
 
+    def factor(self, arch: Architecture) -> float | None:
+        """g(arch) where f(arch) = g(arch) A(arch) / ``reference_accuracy``, when f splits so with g known
+        before ``arch`` is trained (Eq. 6 on parameters or FLOPs, caps on those only); None otherwise
+        (``search.target=accuracy`` needs it)."""
+        return None
+
+    @property
+    def reference_accuracy(self) -> float | None:
+        """A of the reference (the teacher) that ``factor`` divides by; None where f does not split."""
+        return None
+
 
 class StoredEvaluator(Evaluator):
     """``inner`` behind the run store's cache: architectures already evaluated in this ``context``
@@ -110,3 +121,10 @@ class StoredEvaluator(Evaluator):
 
     def costs(self, arch: Architecture) -> dict | None:
         return self.inner.costs(arch)
+
+    def factor(self, arch: Architecture) -> float | None:
+        return self.inner.factor(arch)
+
+    @property
+    def reference_accuracy(self) -> float | None:
+        return self.inner.reference_accuracy

@@ -200,6 +200,17 @@ class TableEvaluator(Evaluator):
     def reference_f(self) -> float | None:
         return 0.0 if self.objective == "compression" else None
 
+    def factor(self, arch: Architecture) -> float:
+        """Compression: C(x)(2 - C(x)), from the table's parameter count. Accuracy: 1 (f is A itself, and
+        ``reference_accuracy`` 100 puts it on the kernels' [0, 1] scale: the same targets as f's)."""
+        if self.objective == "accuracy":
+            return 1.0
+        return reward(1.0, self.params[arch.code], 1.0, self.params[self.ref_code])
+
+    @property
+    def reference_accuracy(self) -> float:
+        return 100.0 if self.objective == "accuracy" else self.accuracy[self.ref_code]
+
     @property
     def reward_scale(self) -> float:
         """Accuracy is in percent; kernels see it as a fraction (the reference code's [0, 1] rewards)."""

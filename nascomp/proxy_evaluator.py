@@ -52,6 +52,13 @@ class ProxyEvaluator(Evaluator):
     def reference_f(self) -> float:
         return self.objective.reference_f  # the teacher: 0 under Eq. 6 (C = 0)
 
+    def factor(self, arch: Candidate) -> float | None:
+        return self.objective.factor(arch.graph)
+
+    @property
+    def reference_accuracy(self) -> float:
+        return self.objective.teacher_accuracy
+
     def costs(self, arch: Candidate) -> dict:
         c = self.objective.costs(arch.graph).as_dict()
         c.pop("num_params")

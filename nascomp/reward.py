@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 # objective.name -> the cost (a field of nascomp.cost.Costs) that Eq. 6 rewards; the only copy
 COST_OF = {"params": "num_params", "flops": "flops", "latency": "latency_ms", "memory": "memory_mb"}
+KNOWN_COSTS = ("num_params", "flops")  # the costs an ArchGraph gives exactly, without training or timing
 
 
 def compression_ratio(num_params: int, teacher_params: int) -> float:
@@ -110,6 +111,17 @@ class Objective:
         if self.caps:
             return constrained_reward(accuracy, costs.as_dict(), self.teacher_accuracy, self.caps, self.penalty)
         return reward(accuracy, getattr(costs, self.cost), self.teacher_accuracy, getattr(self.teacher_costs, self.cost))
+
+    def factor(self, graph: "ArchGraph") -> float | None:
+        """g in f = g A / A(teacher) when every cost f reads is one the graph gives without training or
+        timing (``KNOWN_COSTS``: Eq. 6 on params or FLOPs, caps on those only); None otherwise."""
+        if self.caps:
+            if not set(self.caps) <= set(KNOWN_COSTS):
+                return None
+            return constrained_reward(1.0, {c: getattr(graph, c) for c in self.caps}, 1.0, self.caps, self.penalty)
+        if self.cost not in KNOWN_COSTS:
+            return None
+        return reward(1.0, getattr(graph, self.cost), 1.0, getattr(self.teacher_costs, self.cost))
 
     def violation(self, costs: dict[str, float]) -> float:
         """prod_c max(1, costs[c] / caps[c]) over the caps: 1 when every cap is met (and when none is set),

@@ -28,6 +28,7 @@ MODES = ("single", "pareto")  # search.mode: one reward f, or the front of (accu
 PARETO_METHODS = ("ours", "paper", "random", "nsga2", "motpe")  # the methods of search.mode=pareto
 PARETO_ONLY = ("nsga2", "motpe")  # multi-objective baselines: search.mode=pareto only
 BEST_F = ("subset", "global")
+TARGETS = ("f", "accuracy")
 EMBEDDINGS = ("lstm", "flat")
 POOLS = ("mean", "concat", "both")
 NUMERIC = ("log", "raw", "relative")
@@ -135,6 +136,7 @@ class SearchSchema:
     subset_prob: float = _range(0.0, 1.0, low_ok=False)
     max_failed_steps: int = _range(1)
     best_f: str = _choice(*BEST_F)
+    target: str = _choice(*TARGETS)
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
     paper: dict = field(default_factory=dict)
     tpe: TPESchema = field(default_factory=TPESchema)

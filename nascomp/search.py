@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from nascomp.acquisition import expected_improvement, maximize, random_candidates
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
-from nascomp.schema import KERNEL_METHODS, METHODS, MODES, PARETO_METHODS, PARETO_ONLY
+from nascomp.schema import KERNEL_METHODS, METHODS, MODES, PARETO_METHODS, PARETO_ONLY, TARGETS
 from nascomp.search_space import Architecture, Space
 from nascomp.transfer import SourceKernels, source_data, zero_shot_search
 
@@ -85,14 +85,17 @@ class KernelProposer:
 
     def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None,
                  transfer: SourceKernels | None = None, on_fit: Callable[[int, dict, dict], None] | None = None,
-                 reward_scale: float = 1.0):
+                 reward_scale: float = 1.0, split: tuple[Callable[[Architecture], float], float] | None = None):
         """``transfer``: K kernels learned in another search (paper Table 3, ``kernel.transfer_mode=search``):
         they are conditioned on this search's data but not trained. ``on_fit(step, state_dict, data)``
         receives the kernels of each step (the step whose architectures they propose) and the data
         they were conditioned on (``SourceKernels.data``), e.g. to store them.
-        ``reward_scale`` (``Evaluator.reward_scale``) puts the kernels' targets on the [0, 1] scale."""
+        ``reward_scale`` (``Evaluator.reward_scale``) puts the kernels' targets on the [0, 1] scale.
+        ``split = (g, A_ref)`` (``search.target=accuracy``: ``Evaluator.factor`` and ``reference_accuracy``):
+        the kernels model A / A_ref, and EI asks of each candidate x the chance that A(x) / A_ref beats
+        f* / g(x), i.e. that f = g A / A_ref beats f* (candidates with g <= 0 cannot)."""
         self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
-        self.reward_scale = reward_scale
+        self.reward_scale, self.split = reward_scale, split
         self.transfer, self.on_fit = transfer, on_fit
         self.featurize = Featurizer(space, kernel_cfg)
         self.seconds = {"train": 0.0, "acquisition": 0.0}
@@ -150,11 +153,16 @@ class KernelProposer:
         archs, f = [r.arch for r in ok], [r.f for r in ok]
         if self.reference_f is not None:
             archs, f = [self.space.reference] + archs, [self.reference_f] + f
-        module, mask, y = self.fit(archs, torch.tensor(f, dtype=torch.float64) * self.reward_scale, k, rng, history)
+        f = torch.tensor(f, dtype=torch.float64) * self.reward_scale
+        if self.split is None:
+            module, mask, y = self.fit(archs, f, k, rng, history)
+        else:  # the kernels model the accuracy ratio (the reference's is 1)
+            ratio = [r.accuracy / self.split[1] for r in ok]
+            module, mask, _ = self.fit(archs, torch.tensor([1.0] * (len(archs) - len(ok)) + ratio, dtype=torch.float64), k, rng, history)
 
         start = time.perf_counter()
         best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
-        proposals = self.acquire(module, y, mask, best, exclude, rng)
+        proposals = self.acquire(module, f, mask, best, exclude, rng)
         self.seconds["acquisition"] += time.perf_counter() - start
         return proposals
 
@@ -166,12 +174,18 @@ class KernelProposer:
         the evolution maximiser, best first; ``exclude`` grows by the proposals."""
         k = mask.shape[0]
         best_f = torch.where(mask, y, -torch.inf).amax(-1) if self.scfg.best_f == "subset" else y.max().expand(k)
-        best_f = module.standardise(best_f)
 
         def score(pools: list[list[Architecture]]) -> torch.Tensor:
             xc = torch.stack([self.featurize(p) for p in pools])  # (K, C, ...)
             mean, var = module.posterior(xc)
-            return expected_improvement(mean, var, best_f, log=self.scfg.acquisition.log_ei)
+            if self.split is None:
+                return expected_improvement(mean, var, module.standardise(best_f), log=self.scfg.acquisition.log_ei)
+            g = torch.tensor([[self.split[0](a) for a in p] for p in pools], dtype=torch.float64)  # (K, C)
+            ok = g > 0
+            need = module.standardise(best_f[:, None] / torch.where(ok, g, 1.0))  # the accuracy ratio x must beat
+            # EI depends on mean - f* only: each candidate's own threshold moves into its mean
+            ei = expected_improvement(mean - need, var, torch.zeros(k, dtype=mean.dtype), log=self.scfg.acquisition.log_ei)
+            return torch.where(ok, ei, -torch.inf if self.scfg.acquisition.log_ei else 0.0)
 
         chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng,
                           neighbours=lambda a: self.space.neighbours(a, rng, self.scfg.local.neighbours))
@@ -258,7 +272,7 @@ def kernel_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     kernel = group("kernel", paper.kernel)
     kernel.transfer_from = cfg.kernel.transfer_from  # where kernels come from is not a setting of the method
     kernel.transfer_mode = cfg.kernel.transfer_mode
-    search = OmegaConf.merge(cfg.search, {"acquisition": paper.acquisition})
+    search = OmegaConf.merge(cfg.search, {"acquisition": paper.acquisition, "target": paper.target})
     return kernel, search
 
 
@@ -277,7 +291,17 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
         raise ValueError(f"search.method={method} is a multi-objective baseline: it needs search.mode=pareto")
     if method in KERNEL_METHODS:
         kernel, search = kernel_settings(cfg)
-        return KernelProposer(space, kernel, search, evaluator.reference_f, reward_scale=evaluator.reward_scale, **kernel_options)
+        split = None
+        if search.target == "accuracy":
+            if evaluator.reference_accuracy is None or evaluator.factor(space.reference) is None:
+                raise ValueError("search.target=accuracy needs an objective whose cost is known before training "
+                                 "(objective=params or flops, caps on num_params or flops only; NAS-Bench-201: compression); "
+                                 "use search.target=f")
+            split = (evaluator.factor, evaluator.reference_accuracy)
+        elif search.target != "f":
+            raise ValueError(f"search.target must be one of {', '.join(TARGETS)}, got {search.target!r}")
+        return KernelProposer(space, kernel, search, evaluator.reference_f, reward_scale=evaluator.reward_scale, split=split,
+                              **kernel_options)
     if method == "random":
         return baselines.RandomProposer(space)
     if method == "tpe":
