@@ -73,3 +73,16 @@ def test_benchmark_method_parser():
     assert (cfg.kernel.pool, cfg.kernel.numeric) == ("both", "log")
     assert (module.compose([]).kernel.pool, module.compose([]).kernel.numeric) == ("mean", "raw")
     assert module.compose(parsed[1][1]).kernel.pool == "mean"
+
+
+@pytest.mark.parametrize("objective", ["accuracy", "compression"])
+def test_factor_times_accuracy_ratio_is_f_on_every_cell(space, objective):
+    """``TableEvaluator.factor``: f = g A / reference_accuracy on all 15,625 cells (compression: g = C(2 - C)
+    from the table's parameter count; accuracy: g = 1, A / 100 on the kernels' [0, 1] scale)."""
+    ev = TableEvaluator(space.accuracy, space.params, space.reference, objective)
+    cells = space.all()
+    got = np.array([ev.factor(c) * space.accuracy[c.code] / ev.reference_accuracy for c in cells])
+    want = np.array([ev.f(c.code) * ev.reward_scale for c in cells])
+    assert np.allclose(got, want, rtol=1e-12, atol=1e-15)
+    if objective == "compression":
+        assert ev.factor(space.reference) == 0.0 and min(ev.factor(c) for c in cells) >= 0.0

@@ -101,3 +101,25 @@ def test_objective_with_a_cap_uses_the_constraint_form():
     assert objective.caps == {"flops": 400.0}
     assert objective.reward(0.8, objective.costs(STUDENT)) == pytest.approx(0.8 / 0.9)
     assert objective.reference_f == pytest.approx((400 / 704) ** 2)
+
+
+@pytest.mark.parametrize("name, constraint, expected_g", [
+    ("params", {}, (1 - 86 / 170) * (1 + 86 / 170)),  # C(2 - C) with C = 1 - 86/170
+    ("flops", {}, 0.75),  # C = 1 - 352/704 = 0.5
+    ("params", {"flops": 176}, (176 / 352) ** 2),  # the student is twice over a FLOPs cap: (1/2)^p, p = 2
+    ("latency", {}, None),  # measured, not known before training: no split
+    ("memory", {}, None),
+    ("params", {"latency_ms": 5.0}, None),
+])
+def test_factor_is_the_known_cost_part_of_f(name, constraint, expected_g):
+    """``Objective.factor``: g with f = g A / A(teacher), for costs an ArchGraph gives exactly (params,
+    FLOPs, caps on those only); None where f needs a measured cost (search.target=accuracy refuses it)."""
+    objective = _objective(name, constraint=constraint)
+    g = objective.factor(STUDENT)
+    if expected_g is None:
+        assert g is None
+        return
+    assert g == pytest.approx(expected_g)
+    assert g * 0.8 / 0.9 == pytest.approx(objective.reward(0.8, objective.costs(STUDENT)))
+    teacher = ArchGraph.from_module(_net(4), (1, 4, 4))
+    assert objective.factor(teacher) == pytest.approx(objective.reference_f)  # the teacher: g A(t) / A(t) is its own f

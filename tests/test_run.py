@@ -127,13 +127,16 @@ SCHEMA_ERRORS = [
     ("objective.penalty=0", "objective.penalty: 0.0 is out of range (must be > 0.0)"),
     ("objective.constraint.latency_ms=-5", "objective.constraint.latency_ms: -5.0 is out of range (must be > 0.0)"),
     ("objective.name=speed", "objective.name: 'speed' is not one of params, flops, latency, memory"),
+    ("search.target=params", "search.target: 'params' is not one of f, accuracy"),
+    ("search.target=accuracy objective=latency", "search.target=accuracy needs f's cost known before training (num_params or "
+                                                 "flops); latency_ms is measured: use search.target=f"),
 ]
 
 
 @pytest.mark.parametrize("override, message", SCHEMA_ERRORS)
 def test_bad_override_is_refused_by_the_schema(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(compose(TINY + [override]))
+        validate(compose(TINY + override.split()))
 
 
 @pytest.mark.parametrize("override, message", [

@@ -271,3 +271,31 @@ def test_local_kernels_propose_the_incumbents_unevaluated_neighbours(space):
         assert proposed[0].key in local
         far += sum(proposed[k].key not in local for k in (1, 2))
     assert far >= 5  # the two other kernels search the whole space (a neighbour only by chance)
+
+
+def test_target_accuracy_kernels_model_the_accuracy_ratio(space):
+    """``search.target=accuracy`` on NAS-Bench-201 compression: every step's kernels are conditioned on
+    A / A(ref) of the evaluated cells (the reference first, at 1), not on f; the search runs its budget."""
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "compression")
+    seen = []
+    result = run_search(space, evaluator, config(["search.target=accuracy"]), seed=5,
+                        on_fit=lambda step, state, data: seen.append((step, data["y"])))
+    assert len(result.history) == 12 and [s for s, _ in seen] == [1, 2, 3]
+    ref = space.accuracy[space.reference.code]
+    for step, y in seen:
+        before = [r for r in result.history if r.step < step]
+        assert y.tolist() == pytest.approx([1.0] + [space.accuracy[r.arch.code] / ref for r in before], rel=1e-12)
+    f = [r.f for r in result.history]
+    assert f == pytest.approx([evaluator.f(r.arch.code) for r in result.history])  # records keep f
+
+
+def test_target_accuracy_needs_a_known_cost(space):
+    from nascomp.evaluator import Evaluator
+    from nascomp.search import make_proposer
+
+    class Measured(Evaluator):  # an evaluator whose f has no known cost factor (the base's factor: None)
+        def evaluate(self, archs, step=0):
+            raise AssertionError("not reached")
+
+    with pytest.raises(ValueError, match="search.target=accuracy needs an objective whose cost is known"):
+        make_proposer(space, Measured(), config(["search.target=accuracy"]), seed=0)

@@ -433,6 +433,8 @@ def test_a_proxy_distillation_step_on_a_zoo_model(name, one_thread):
         assert not result.diverged and not evaluation.failed, evaluation.error
         assert 0.0 <= result.val_accuracy <= 1.0 and math.isfinite(evaluation.f)
         assert evaluation.num_params == cand.num_params and evaluation.flops == cand.flops > 0
+        # search.target=accuracy's split of Eq. 6: the known cost factor times the accuracy ratio is f
+        assert proxy.factor(cand) * result.val_accuracy / proxy.reference_accuracy == pytest.approx(evaluation.f, rel=1e-9)
         trained = result.state_dict
         assert trained.keys() == start.keys() and all(torch.isfinite(v.float()).all() for v in trained.values())
         assert any(not torch.equal(trained[k], start[k]) for k in start if start[k].is_floating_point())  # it trained
