@@ -52,6 +52,20 @@ def tuning_comparisons(arm: str) -> dict[str, int]:
     return score
 
 
+def tail_counts(arm: str) -> dict[str, dict[tuple[str, str], int]]:
+    """A tuning rule's tail: per cell, how many of NAS-Bench-201 tuning seeds 0-19 end above REA's median
+    regret at 160, for ``arm`` and for ``ours`` (20 seeds each in every cell)."""
+    rows = [r for r in nb201_rows() if r["seed_set"] == "tuning" and r["budget"] == "160"]
+    tail = {arm: {}, "ours": {}}
+    for dataset, objective in CELLS:
+        median = float(np.median(cell_regret(rows, "rea", dataset, objective)))
+        for method in tail:
+            regret = cell_regret(rows, method, dataset, objective)
+            assert len(regret) == 20
+            tail[method][dataset, objective] = sum(v > median for v in regret)
+    return tail
+
+
 def test_claims_table_from_committed_csv():
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), "--seed-set", "tuning"],
                          capture_output=True, text=True, check=True).stdout
@@ -328,14 +342,7 @@ def test_local_kernel_rule_on_tuning_seeds_keeps_local_kernels_0():
     regret at 160 than ours' 7 of 120 and wins at least as many of the 12 mean-regret comparisons as it
     loses. Both fail: 12 seed-cells (9 on CIFAR-10 compression), and 4 wins, 7 losses, 1 tie."""
     arm = "ours[search.acquisition.local_kernels=2]"
-    rows = [r for r in nb201_rows() if r["seed_set"] == "tuning" and r["budget"] == "160"]
-    tail = {arm: {}, "ours": {}}
-    for dataset, objective in CELLS:
-        median = float(np.median(cell_regret(rows, "rea", dataset, objective)))
-        for method in tail:
-            regret = cell_regret(rows, method, dataset, objective)
-            assert len(regret) == 20
-            tail[method][dataset, objective] = sum(v > median for v in regret)
+    tail = tail_counts(arm)
     assert sum(tail[arm].values()) == 12 and sum(tail["ours"].values()) == 7
     assert tail[arm]["cifar10", "compression"] == 9 and tail[arm]["imagenet", "accuracy"] == 0
     assert tuning_comparisons(arm) == {"win": 4, "loss": 7, "tie": 1}
@@ -349,14 +356,7 @@ def test_known_cost_rule_on_tuning_seeds_keeps_target_f():
     cells (g = 1) it is ours, seed for seed."""
     arm = "ours[search.target=accuracy]"
     rows = [r for r in nb201_rows() if r["seed_set"] == "tuning"]
-    at160 = [r for r in rows if r["budget"] == "160"]
-    tail = {arm: {}, "ours": {}}
-    for dataset, objective in CELLS:
-        median = float(np.median(cell_regret(at160, "rea", dataset, objective)))
-        for method in tail:
-            regret = cell_regret(at160, method, dataset, objective)
-            assert len(regret) == 20
-            tail[method][dataset, objective] = sum(v > median for v in regret)
+    tail = tail_counts(arm)
     assert sum(tail[arm].values()) == 20 and sum(tail["ours"].values()) == 7
     assert tail[arm]["imagenet", "compression"] == 16 and tail[arm]["cifar10", "compression"] == 1
     assert tuning_comparisons(arm) == {"win": 2, "loss": 3, "tie": 7}
