@@ -93,7 +93,7 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
     Kernel k takes its best-scoring candidate that no earlier kernel took; ``exclude`` grows.
     """
     pools = candidate_pools(score_all, space, cfg, num_kernels, best, exclude, rng)
-    local = min(cfg.get("local_kernels", 0), num_kernels)
+    local = min(cfg.local_kernels, num_kernels)
     if local:
         if neighbours is None:
             raise ValueError("search.acquisition.local_kernels > 0 needs the space's neighbourhood")

@@ -157,8 +157,8 @@ class KernelProposer:
         if self.split is None:
             module, mask, y = self.fit(archs, f, k, rng, history)
         else:  # the kernels model the accuracy ratio (the reference's is 1)
-            ratio = [r.accuracy / self.split[1] for r in ok]
-            module, mask, _ = self.fit(archs, torch.tensor([1.0] * (len(archs) - len(ok)) + ratio, dtype=torch.float64), k, rng, history)
+            ratio = ([1.0] if self.reference_f is not None else []) + [r.accuracy / self.split[1] for r in ok]
+            module, mask, _ = self.fit(archs, torch.tensor(ratio, dtype=torch.float64), k, rng, history)
 
         start = time.perf_counter()
         best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]

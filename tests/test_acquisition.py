@@ -40,7 +40,8 @@ def space():
 @pytest.mark.parametrize("maximizer", ["random", "evolution"])
 def test_maximize_never_proposes_excluded_or_duplicates(space, maximizer):
     rng = np.random.default_rng(0)
-    cfg = OmegaConf.create({"maximizer": maximizer, "samples": 40, "parents": 3, "generations": 2, "random_share": 0.5})
+    cfg = OmegaConf.create({"maximizer": maximizer, "samples": 40, "parents": 3, "generations": 2, "random_share": 0.5,
+                            "local_kernels": 0})
     evaluated = [space.sample(rng) for _ in range(30)]
     exclude = {a.key for a in evaluated}
     target = {a.key for a in evaluated}
@@ -57,7 +58,7 @@ def test_maximize_never_proposes_excluded_or_duplicates(space, maximizer):
 
 def test_random_maximizer_picks_the_best_scoring(space):
     rng = np.random.default_rng(1)
-    cfg = OmegaConf.create({"maximizer": "random", "samples": 200, "parents": 3, "generations": 2})
+    cfg = OmegaConf.create({"maximizer": "random", "samples": 200, "parents": 3, "generations": 2, "local_kernels": 0})
     # score = number of 3x3 convs: with 200 samples per kernel the best has at least 4
     chosen = maximize(lambda pools: torch.tensor([[float(sum(o == 3 for o in a.ops)) for a in p] for p in pools]),
                       space, cfg, 2, [], set(), rng)
@@ -68,7 +69,8 @@ def test_random_maximizer_picks_the_best_scoring(space):
 def test_evolution_rounds_mix_in_random_samples(space, share):
     """random_share of each round's candidates are random samples; the rest are one-edit mutants."""
     rng = np.random.default_rng(2)
-    cfg = OmegaConf.create({"maximizer": "evolution", "samples": 40, "parents": 3, "generations": 2, "random_share": share})
+    cfg = OmegaConf.create({"maximizer": "evolution", "samples": 40, "parents": 3, "generations": 2, "random_share": share,
+                            "local_kernels": 0})
     parent = space.cell([0] * 6)
     rounds = []
 

@@ -142,10 +142,11 @@ def test_bad_override_is_refused_by_the_schema(override, message):
 @pytest.mark.parametrize("override, message", [
     ("search.K=0", "error: bad configuration: search.K: 0 is out of range"),  # the schema
     ("teacher.checkpoint=missing.pt", "does not exist"),  # the setup (nascomp.pipeline.StartupError)
+    ("search.target=accuracy objective=latency", "error: bad configuration: search.target=accuracy needs f's cost known"),
 ])
 def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
     """The one CLI check of the mapping: a bad input ends with exit status 2 and its message."""
-    proc = cli(TINY + [override], tmp_path, check=False, timeout=120)
+    proc = cli(TINY + override.split(), tmp_path, check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert not (tmp_path / "teachers").exists() and not list(tmp_path.glob("outputs/*/*/store.sqlite"))  # no work was done
