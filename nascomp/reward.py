@@ -38,6 +38,13 @@ COST_OF = {"params": "num_params", "flops": "flops", "latency": "latency_ms", "m
 KNOWN_COSTS = ("num_params", "flops")  # the costs an ArchGraph gives exactly, without training or timing
 
 
+def measured_costs(name: str, caps) -> list[str]:
+    """The costs f reads (the caps' in the constraint form, else objective ``name``'s) that an
+    ArchGraph does not give exactly: they must be measured (latency, memory)."""
+    read = list(caps) if caps else [COST_OF[name]]
+    return [c for c in read if c not in KNOWN_COSTS]
+
+
 def compression_ratio(num_params: int, teacher_params: int) -> float:
     """C(x) = 1 - params(x) / params(teacher)."""
     if teacher_params <= 0:
@@ -115,12 +122,10 @@ class Objective:
     def factor(self, graph: "ArchGraph") -> float | None:
         """g in f = g A / A(teacher) when every cost f reads is one the graph gives without training or
         timing (``KNOWN_COSTS``: Eq. 6 on params or FLOPs, caps on those only); None otherwise."""
-        if self.caps:
-            if not set(self.caps) <= set(KNOWN_COSTS):
-                return None
-            return constrained_reward(1.0, {c: getattr(graph, c) for c in self.caps}, 1.0, self.caps, self.penalty)
-        if self.cost not in KNOWN_COSTS:
+        if measured_costs(self.name, self.caps):
             return None
+        if self.caps:
+            return constrained_reward(1.0, {c: getattr(graph, c) for c in self.caps}, 1.0, self.caps, self.penalty)
         return reward(1.0, getattr(graph, self.cost), 1.0, getattr(self.teacher_costs, self.cost))
 
     def violation(self, costs: dict[str, float]) -> float:

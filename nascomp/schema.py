@@ -312,10 +312,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError("search.method: smac needs SMAC3, an optional dependency: pip install 'nascomp[peer]'")
     check_mode(typed)
     if typed.search.target == "accuracy" and typed.search.method == "ours":
-        from nascomp.reward import COST_OF, KNOWN_COSTS
+        from nascomp.reward import measured_costs
 
-        caps = [c for c, v in typed.objective.constraint.items() if v is not None]
-        unknown = [c for c in caps if c not in KNOWN_COSTS] if caps else [c for c in [COST_OF[typed.objective.name]] if c not in KNOWN_COSTS]
+        unknown = measured_costs(typed.objective.name, [c for c, v in typed.objective.constraint.items() if v is not None])
         if unknown:
             raise ConfigError(f"search.target=accuracy needs f's cost known before training (num_params or flops); "
                               f"{', '.join(unknown)} is measured: use search.target=f")
