@@ -336,6 +336,12 @@ def check_mode(cfg: Any) -> None:
     if mode == "pareto" and method in KERNEL_METHODS and cfg.kernel.transfer_mode == "zero_shot":
         raise ConfigError("kernel.transfer_mode=zero_shot proposes the source kernels' maximisers of f, not points of a "
                           "front; with search.mode=pareto use kernel.transfer_mode=search")
+    if mode == "pareto" and method == "ours" and cfg.search.acquisition.local_kernels:
+        raise ConfigError("search.acquisition.local_kernels chooses among the incumbent's neighbours by EI on f; Pareto mode "
+                          "has no single incumbent: set it to 0 with search.mode=pareto")
+    if mode == "pareto" and method == "ours" and cfg.search.target != "f":
+        raise ConfigError("search.target: Pareto mode's kernels model accuracy and the cost is known or modelled "
+                          "apart; search.target=accuracy is for search.mode=single")
     caps = [k for k, v in cfg.objective.constraint.items() if v is not None]
     if mode == "pareto" and caps:
         raise ConfigError(f"search.mode=pareto searches the front of (accuracy, {cfg.objective.name}) and takes no caps; "

@@ -130,6 +130,8 @@ SCHEMA_ERRORS = [
     ("search.target=params", "search.target: 'params' is not one of f, accuracy"),
     ("search.target=accuracy objective=latency", "search.target=accuracy needs f's cost known before training (num_params or "
                                                  "flops); latency_ms is measured: use search.target=f"),
+    ("search.mode=pareto search.acquisition.local_kernels=2", "Pareto mode has no single incumbent: set it to 0"),
+    ("search.mode=pareto search.target=accuracy", "search.target=accuracy is for search.mode=single"),
 ]
 
 
