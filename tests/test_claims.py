@@ -321,18 +321,9 @@ def test_tail_rule_on_tuning_seeds_keeps_best_f_subset():
     measurable loss on real students, not run once the first two failed). Both fail: 7 seed-cells against
     7, and 3 wins, 7 losses, 2 ties. Yet its worst seed is within REA's median in 4 of 6 cells (ours 2)."""
     arm = "ours[search.best_f=global]"
-    rows = [r for r in nb201_rows() if r["seed_set"] == "tuning" and r["budget"] == "160"]
-    tail = {arm: 0, "ours": 0}
-    within = {arm: 0, "ours": 0}
-    for dataset, objective in CELLS:
-        median = float(np.median(cell_regret(rows, "rea", dataset, objective)))
-        for method in tail:
-            regret = cell_regret(rows, method, dataset, objective)
-            assert len(regret) == 20
-            tail[method] += sum(v > median for v in regret)
-            within[method] += max(regret) <= median
-    assert tail == {arm: 7, "ours": 7}
-    assert within == {arm: 4, "ours": 2}
+    tail = tail_counts(arm)
+    assert {m: sum(t.values()) for m, t in tail.items()} == {arm: 7, "ours": 7}
+    assert {m: sum(n == 0 for n in t.values()) for m, t in tail.items()} == {arm: 4, "ours": 2}  # worst seed within
     assert tuning_comparisons(arm) == {"win": 3, "loss": 7, "tie": 2}
 
 
