@@ -305,9 +305,12 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
         raise StartupError(f"kernel.transfer_from: {str(path)!r} holds no kernels (was it a search with "
                            f"search.method={' or '.join(KERNEL_METHODS)}?)")
     run, step, state = found
-    if cfg.kernel.transfer_mode == "zero_shot" and data is None:
-        raise StartupError(f"kernel.transfer_mode=zero_shot: run {run} in {str(path)!r} stored its kernels without the "
-                           "data their GPs were conditioned on (a run made before the store kept it); run the source again")
+    kernels = SourceKernels(state, data, f"run {run} (step {step}) in {path}")
+    if cfg.kernel.transfer_mode == "zero_shot":
+        try:
+            kernels.zero_shot_data()
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
     from nascomp.kernel import EmbeddingKernelModule, Featurizer
     from nascomp.search import kernel_settings
 
@@ -320,7 +323,7 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
     log.info("kernel transfer (%s): the kernels of step %d of run %s in %s, %s", cfg.kernel.transfer_mode, step, run, path,
              "conditioned here but not trained" if cfg.kernel.transfer_mode == "search"
              else "on the source's data: their K proposals are the search")
-    return SourceKernels(state, data, f"run {run} (step {step}) in {path}")
+    return kernels
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

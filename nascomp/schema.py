@@ -304,6 +304,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         if not typed.kernel.transfer_from:
             raise ConfigError("kernel.transfer_mode=zero_shot needs kernel.transfer_from: the run directory (or store "
                               "file) of the source search whose kernels propose here")
+        if typed.search.target != "f" and typed.search.method == "ours":
+            raise ConfigError("kernel.transfer_mode=zero_shot proposes by EI on f with the source's kernels; "
+                              "search.target=accuracy needs this run's data: use kernel.transfer_mode=search")
         budget = typed.search.K  # the K proposals of the source's kernels are the whole search
     elif typed.kernel.transfer_from and budget % typed.search.K:
         raise ConfigError(f"kernel.transfer_from: transferred kernels propose K = {typed.search.K} per step; "

@@ -131,7 +131,7 @@ class KernelProposer:
         else:
             module.fit(x, y, mask)
         if self.on_fit is not None:
-            self.on_fit(history[-1].step + 1, module.state_dict(), source_data(x, y, mask))
+            self.on_fit(history[-1].step + 1, module.state_dict(), source_data(x, y, mask, "accuracy" if self.split else "f"))
         self.seconds["train"] += time.perf_counter() - start
         return module, mask, y
 

@@ -37,11 +37,22 @@ class SourceKernels:
     state_dict. ``data``: what their GPs were conditioned on at that step (None where not stored):
     ``x`` (N, ...) the architectures' features (reference first when the source had one), ``y`` (N,)
     rewards on the kernels' scale (``Evaluator.reward_scale`` applied), ``mask`` (K, N) bool, each
-    kernel's subset. ``where`` says where they came from (for messages)."""
+    kernel's subset, ``target`` "f", or "accuracy" where ``y`` are accuracy ratios (``search.target``). ``where`` says where they came from (for messages)."""
 
     state: dict
     data: dict | None = None
     where: str = "the source run"
+
+    def zero_shot_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, mask) of ``data`` for ``kernel.transfer_mode=zero_shot``; ValueError, saying what to do, when
+        the source cannot propose zero-shot: no data stored, or targets that are not f."""
+        if self.data is None:
+            raise ValueError(f"kernel.transfer_mode=zero_shot: {self.where} stored its kernels without the data their "
+                             "GPs were conditioned on (a run made before the store kept it); run the source search again")
+        if self.data.get("target", "f") != "f":  # stores written before the key held f
+            raise ValueError(f"kernel.transfer_mode=zero_shot: {self.where}'s kernels model the accuracy ratio "
+                             "(search.target=accuracy), and zero-shot proposes by EI on f; run the source with search.target=f")
+        return self.data["x"], self.data["y"].double(), self.data["mask"]
 
 
 def propose_zero_shot(space: Space, source: SourceKernels, kernel_cfg: DictConfig, search_cfg: DictConfig,
@@ -50,11 +61,8 @@ def propose_zero_shot(space: Space, source: SourceKernels, kernel_cfg: DictConfi
     with the index of its kernel. Nothing is trained."""
     from nascomp.search import KernelProposer
 
-    if source.data is None:
-        raise ValueError(f"kernel.transfer_mode=zero_shot: {source.where} stored its kernels without the data their "
-                         "GPs were conditioned on (a run made before the store kept it); run the source search again")
     proposer = KernelProposer(space, kernel_cfg, search_cfg, reference_f=None)
-    x, y, mask = source.data["x"], source.data["y"].double(), source.data["mask"]
+    x, y, mask = source.zero_shot_data()
     module = EmbeddingKernelModule(kernel_cfg, mask.shape[0], proposer.featurize.input_size)
     module.load_state_dict(source.state)
     module.condition(*pack(x, y, mask))
@@ -84,6 +92,7 @@ def zero_shot_search(space: Space, evaluator: Evaluator, kernel_cfg: DictConfig,
     return SearchResult(history, seconds, 0)
 
 
-def source_data(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict:
-    """``SourceKernels.data`` of a step: features (N, ...), rewards on the kernels' scale (N,), subsets (K, N)."""
-    return {"x": x.detach().cpu(), "y": y.detach().cpu().double(), "mask": mask.detach().cpu()}
+def source_data(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, target: str = "f") -> dict:
+    """``SourceKernels.data`` of a step: features (N, ...), the kernels' targets (N,), subsets (K, N), and
+    what the targets are (``search.target``: f on the kernels' scale, or the accuracy ratio)."""
+    return {"x": x.detach().cpu(), "y": y.detach().cpu().double(), "mask": mask.detach().cpu(), "target": target}

@@ -145,6 +145,9 @@ def test_bad_override_is_refused_by_the_schema(override, message):
     ("search.K=0", "error: bad configuration: search.K: 0 is out of range"),  # the schema
     ("teacher.checkpoint=missing.pt", "does not exist"),  # the setup (nascomp.pipeline.StartupError)
     ("search.target=accuracy objective=latency", "error: bad configuration: search.target=accuracy needs f's cost known"),
+    ("kernel.transfer_mode=zero_shot kernel.transfer_from=src search.target=accuracy",
+     "error: bad configuration: kernel.transfer_mode=zero_shot proposes by EI on f"),
+    ("search.mode=pareto search.acquisition.local_kernels=2", "error: bad configuration: search.acquisition.local_kernels"),
 ])
 def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
     """The one CLI check of the mapping: a bad input ends with exit status 2 and its message."""

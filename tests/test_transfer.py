@@ -1,4 +1,5 @@
 """Kernel transfer (paper Table 3), per-step kernels and random-number states, and search.budget."""
+import pytest
 import torch
 
 from nascomp.config import compose
@@ -25,6 +26,28 @@ def test_transferred_kernels_are_conditioned_not_trained():
     assert len(result.history) == 6
     for state in used:  # conditioned on this search's data, weights untouched
         assert all(torch.equal(state[k], learned[-1][k]) for k in state)
+
+
+def test_transfer_with_target_accuracy_conditions_the_source_kernels_on_accuracy_ratios():
+    """``search.target=accuracy`` with ``kernel.transfer_mode=search``: a source search stores its kernels with
+    targets A / A(ref) (marked ``target: accuracy``); a target search on CIFAR-100 conditions those kernels,
+    untrained, on its own accuracy ratios (the reference first, at 1)."""
+    cfg, space, ev = _setup("search.target=accuracy")
+    learned, data = [], []
+    run_search(space, ev, cfg, seed=0, on_fit=lambda step, s, d: (learned.append(s), data.append(d)))
+    assert [d["target"] for d in data] == ["accuracy", "accuracy"]
+    target = NB201Space("cifar100")
+    target_ev = TableEvaluator(target.accuracy, target.params, target.reference, "compression")
+    used = []
+    result = run_search(target, target_ev, cfg, seed=1, transfer=SourceKernels(learned[-1], data[-1]),
+                        on_fit=lambda step, s, d: used.append((step, s, d)))
+    assert len(result.history) == 6 and [step for step, _, _ in used] == [1, 2]
+    ref = target.accuracy[target.reference.code]
+    for step, state, d in used:
+        assert all(torch.equal(state[k], learned[-1][k]) for k in state)  # not trained here
+        before = [r for r in result.history if r.step < step]
+        assert d["target"] == "accuracy"
+        assert d["y"].tolist() == pytest.approx([1.0] + [target.accuracy[r.arch.code] / ref for r in before], rel=1e-12)
 
 
 def test_budget_overrides_T():
@@ -140,6 +163,18 @@ def test_zero_shot_with_evolution_starts_from_the_reference(source):
     assert all(sum(a != b for a, b in zip(r.arch.ops, space.reference.ops)) == 1 for r in result.history)
 
 
+def test_zero_shot_from_accuracy_ratio_kernels_is_refused():
+    """Zero-shot proposes by EI on the source's stored targets read as f: kernels stored by a
+    ``search.target=accuracy`` source (their targets A / A(ref)) are refused before anything is evaluated."""
+    cfg, space, ev = _setup("search.target=accuracy")
+    fits = []
+    run_search(space, ev, cfg, seed=0, on_fit=lambda step, s, d: fits.append((s, d)))
+    state, data = fits[-1]
+    with pytest.raises(ValueError, match=re.escape("kernels model the accuracy ratio (search.target=accuracy), and "
+                                                   "zero-shot proposes by EI on f; run the source with search.target=f")):
+        _zero_shot(SourceKernels(state, data), "cifar100", seed=0)
+
+
 def test_zero_shot_without_source_data_is_refused(source):
     with pytest.raises(ValueError, match="without the data their GPs were conditioned on"):
         _zero_shot(SourceKernels(source.state), "cifar100", seed=0)
@@ -148,6 +183,8 @@ def test_zero_shot_without_source_data_is_refused(source):
 @pytest.mark.parametrize("overrides, message", [
     (["kernel.transfer_mode=zero_shot"], "kernel.transfer_mode=zero_shot needs kernel.transfer_from"),
     (["kernel.transfer_mode=once"], "kernel.transfer_mode: 'once' is not one of search, zero_shot"),
+    (["kernel.transfer_mode=zero_shot", "kernel.transfer_from=src", "search.target=accuracy"],
+     "search.target=accuracy needs this run's data: use kernel.transfer_mode=search"),
     (["kernel.transfer_from=src", "search.method=random"],
      "kernel.transfer_from is set but search.method=random trains no kernels; kernel transfer needs search.method=ours or paper"),
 ])
