@@ -228,7 +228,7 @@ class ParetoProposer:
         archs, y = [r.arch for r in ok], list(u)
         if p.reference is not None:
             archs, y = [self.space.reference] + archs, [float(p.scale.u(p.reference[0]))] + y
-        module, mask, _ = self.kernels.fit(archs, torch.tensor(y, dtype=torch.float64), k, rng, history)
+        module, mask, _ = self.kernels.fit(archs, torch.tensor(y, dtype=torch.float64), k, rng, history, target="accuracy")
 
         start = time.perf_counter()
         scfg, featurize = self.kernels.scfg, self.kernels.featurize

@@ -116,9 +116,10 @@ class KernelProposer:
         return torch.from_numpy(mask)
 
     def fit(self, archs: list[Architecture], y: torch.Tensor, k: int, rng: np.random.Generator,
-            history: list[Record]) -> tuple[EmbeddingKernelModule, torch.Tensor, torch.Tensor]:
+            history: list[Record], target: str | None = None) -> tuple[EmbeddingKernelModule, torch.Tensor, torch.Tensor]:
         """Train (or, with ``transfer``, condition) k kernels on ``archs`` and their targets y (n,), each on
-        its own random subset (the reference, when known, is point 0); returns the kernels, the subsets
+        its own random subset (the reference, when known, is point 0); ``target`` names what y is for
+        ``on_fit``'s data (default: "accuracy" with ``split``, else "f"); returns the kernels, the subsets
         (k, n) and y. The time counts as ``seconds["train"]``."""
         start = time.perf_counter()
         x = self.featurize(archs)
@@ -131,7 +132,7 @@ class KernelProposer:
         else:
             module.fit(x, y, mask)
         if self.on_fit is not None:
-            self.on_fit(history[-1].step + 1, module.state_dict(), source_data(x, y, mask, "accuracy" if self.split else "f"))
+            self.on_fit(history[-1].step + 1, module.state_dict(), source_data(x, y, mask, target or ("accuracy" if self.split else "f")))
         self.seconds["train"] += time.perf_counter() - start
         return module, mask, y
 

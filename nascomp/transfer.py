@@ -37,7 +37,8 @@ class SourceKernels:
     state_dict. ``data``: what their GPs were conditioned on at that step (None where not stored):
     ``x`` (N, ...) the architectures' features (reference first when the source had one), ``y`` (N,)
     rewards on the kernels' scale (``Evaluator.reward_scale`` applied), ``mask`` (K, N) bool, each
-    kernel's subset, ``target`` "f", or "accuracy" where ``y`` are accuracy ratios (``search.target``). ``where`` says where they came from (for messages)."""
+    kernel's subset, ``target`` "f", or "accuracy" where ``y`` is accuracy (the ratio A / A(ref) of
+    ``search.target=accuracy``, or Pareto mode's normalised accuracy). ``where`` says where they came from (for messages)."""
 
     state: dict
     data: dict | None = None
@@ -50,8 +51,9 @@ class SourceKernels:
             raise ValueError(f"kernel.transfer_mode=zero_shot: {self.where} stored its kernels without the data their "
                              "GPs were conditioned on (a run made before the store kept it); run the source search again")
         if self.data.get("target", "f") != "f":  # stores written before the key held f
-            raise ValueError(f"kernel.transfer_mode=zero_shot: {self.where}'s kernels model the accuracy ratio "
-                             "(search.target=accuracy), and zero-shot proposes by EI on f; run the source with search.target=f")
+            raise ValueError(f"kernel.transfer_mode=zero_shot: {self.where}'s kernels model accuracy, not f (a source "
+                             "run with search.target=accuracy or search.mode=pareto), and zero-shot proposes by EI on f; "
+                             "use a single-objective source with search.target=f")
         return self.data["x"], self.data["y"].double(), self.data["mask"]
 
 
@@ -94,5 +96,5 @@ def zero_shot_search(space: Space, evaluator: Evaluator, kernel_cfg: DictConfig,
 
 def source_data(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, target: str = "f") -> dict:
     """``SourceKernels.data`` of a step: features (N, ...), the kernels' targets (N,), subsets (K, N), and
-    what the targets are (``search.target``: f on the kernels' scale, or the accuracy ratio)."""
+    what the targets are: "f" (on the kernels' scale) or "accuracy"."""
     return {"x": x.detach().cpu(), "y": y.detach().cpu().double(), "mask": mask.detach().cpu(), "target": target}

@@ -135,7 +135,9 @@ def test_pareto_search_on_nb201(space, method):
                    "search.acquisition.samples=200"])
     problem = space.pareto("latency_ms")
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
-    result = run_search(space, evaluator, cfg, seed=2, budget=budget, problem=problem)
+    fits = []  # the kernels' data per step (ours): marked as accuracy, the normalised accuracies of the history so far
+    options = {"on_fit": lambda step, state, data: fits.append((step, data))} if method == "ours" else {}
+    result = run_search(space, evaluator, cfg, seed=2, budget=budget, problem=problem, **options)
     history = result.history
     assert len(history) == budget and len({r.arch.key for r in history}) == budget
     assert all(r.latency_ms == space.latency[r.arch.code] for r in history)
@@ -147,6 +149,10 @@ def test_pareto_search_on_nb201(space, method):
     assert curve[-1] == pytest.approx(problem.hypervolume(history))
     if method in ("ours", "paper"):
         assert [r.proposer for r in history[K:]] == list(range(K)) * (budget // K - 1)
+        assert [step for step, _ in fits] == list(range(1, budget // K)) and all(d["target"] == "accuracy" for _, d in fits)
+        for step, data in fits:
+            before = [r for r in history if r.step < step]
+            assert data["y"][-len(before):].tolist() == pytest.approx(problem.scale.u([r.accuracy for r in before]).tolist())
     front = problem.front(history)
     assert front and all(a.latency_ms <= b.latency_ms and a.accuracy < b.accuracy for a, b in zip(front, front[1:]))
 

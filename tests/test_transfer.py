@@ -170,8 +170,8 @@ def test_zero_shot_from_accuracy_ratio_kernels_is_refused():
     fits = []
     run_search(space, ev, cfg, seed=0, on_fit=lambda step, s, d: fits.append((s, d)))
     state, data = fits[-1]
-    with pytest.raises(ValueError, match=re.escape("kernels model the accuracy ratio (search.target=accuracy), and "
-                                                   "zero-shot proposes by EI on f; run the source with search.target=f")):
+    with pytest.raises(ValueError, match=re.escape("kernels model accuracy, not f (a source run with search.target=accuracy "
+                                                   "or search.mode=pareto)")):
         _zero_shot(SourceKernels(state, data), "cifar100", seed=0)
 
 
