@@ -307,10 +307,7 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
     run, step, state = found
     kernels = SourceKernels(state, data, f"run {run} (step {step}) in {path}")
     if cfg.kernel.transfer_mode == "zero_shot":
-        try:
-            kernels.zero_shot_data()
-        except ValueError as exc:
-            raise StartupError(str(exc)) from None
+        kernels.zero_shot_data()  # its ValueError is a StartupError in Setup (exit 2)
     from nascomp.kernel import EmbeddingKernelModule, Featurizer
     from nascomp.search import kernel_settings
 
