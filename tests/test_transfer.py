@@ -268,3 +268,30 @@ def test_transfer_benchmark_refuses_bad_flags(tmp_path, flags, message):
     proc = subprocess.run([sys.executable, str(BENCH), "--mode", "transfer", "--csv", str(tmp_path / "t.csv"), *flags],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "t.csv").exists()
+
+
+def test_zero_shot_from_an_accuracy_source_store_exits_2_through_the_cli(tmp_path):
+    """A real store file whose latest kernels model accuracy (``target: accuracy`` in their data):
+    ``kernel.transfer_mode=zero_shot`` from it exits 2 at startup, naming why, before any student is
+    evaluated; the source's stored kernels and data are left as they were."""
+    from nascomp.store import RunStore
+
+    from test_run import TINY, cli
+
+    path = tmp_path / "source.sqlite"
+    data = {"x": torch.zeros(3, 2, 4), "y": torch.tensor([0.0, 1.0, 1.1], dtype=torch.float64),
+            "mask": torch.ones(2, 3, dtype=torch.bool), "target": "accuracy"}
+    store = RunStore(path)
+    store.open_run("source", {"search": {"target": "accuracy"}})
+    store.save_kernels("source", 1, {"w": torch.ones(2)}, data)
+    store.close()
+    proc = cli(TINY + ["kernel.transfer_mode=zero_shot", f"kernel.transfer_from={path}"], tmp_path, check=False, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "kernels model accuracy, not f (a source run with search.target=accuracy or search.mode=pareto)" in proc.stderr
+    assert not list(tmp_path.glob("outputs/*/*/history.csv"))  # nothing evaluated
+    store = RunStore(path)
+    run, step, state = store.latest_kernels()
+    kept = store.kernel_data(run, step)
+    store.close()
+    assert (run, step) == ("source", 1) and torch.equal(state["w"], torch.ones(2))
+    assert kept["target"] == "accuracy" and all(torch.equal(kept[k], data[k]) for k in ("x", "y", "mask"))
