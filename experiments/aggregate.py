@@ -139,7 +139,8 @@ def with_overrides(label: str, overrides: str) -> str:
     return f"{name}[{overrides}{',' + rest if rest else ']'}"
 
 
-def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 160, ours_overrides: str = "") -> str:
+def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 160, ours_overrides: str = "",
+           shared: bool = True) -> str:
     """Markdown: per claim and arm, the paper's f(x) and the measured mean ± s.e. over seeds of
     ``claim_score`` at ``budget`` for the paper's method and ours (per seed, averaged over the
     space/dataset/objective cells and seeds in which every arm of the claim on that side ran, and on the
@@ -147,7 +148,10 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     against an average over six), and whether the paper's direction (the arm against the
     claim's first arm) holds. Only rows whose ``space`` starts with ``space`` (nb201 | compression). No rows: "not run".
     ``ours_overrides``: ours' arms are the rows of ours with these overrides first (rows of earlier
-    defaults carry the overrides that reproduce them, e.g. ``kernel.pool=both,kernel.numeric=log``)."""
+    defaults carry the overrides that reproduce them, e.g. ``kernel.pool=both,kernel.numeric=log``).
+    ``shared=False``: each side on the cells all of its own arms ran, whatever the other side ran (ours'
+    arms on six cells where the paper method's arms ran on one); the two columns may then be on different
+    cells, as the "Compared on" lines say."""
     import numpy as np
 
     rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["space"].startswith(space)]
@@ -177,7 +181,7 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     compared = []
     for claim, arms in [(c, [(a, f, p, with_overrides(o, ours_overrides)) for a, f, p, o in arms]) for c, arms in CLAIMS]:
         on = [common([a[2] for a in arms]), common([a[3] for a in arms])]  # the paper method's arms, ours
-        if on[0] and on[1]:  # both sides on the cells both ran (each side keeps its own seeds)
+        if shared and on[0] and on[1]:  # both sides on the cells both ran (each side keeps its own seeds)
             cells = {u[:3] for u in on[0]} & {u[:3] for u in on[1]}
             on = [{u for u in side if u[:3] in cells} for side in on]
         compared.append(f"- {claim.split(':')[0]}: " + "; ".join(
@@ -261,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                        "kernel.pool=both,kernel.numeric=log (the rows of the earlier kernel defaults)")
         p.add_argument("--dataset", default="", help="comma list: only these datasets' rows (e.g. cifar100); default all")
         p.add_argument("--objective", default="", help="comma list: only these objectives' rows (accuracy, compression); default all")
+        p.add_argument("--cells", default="shared", choices=["shared", "own"], help="shared: both columns on the cells both "
+                       "sides' arms ran; own: each column on the cells its own arms ran")
         a = p.parse_args(argv)
         rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
         scoped = lambda rows: [r for r in rows if r["space"].startswith(a.space) and r["seed_set"] == a.seed_set]  # as claims() reads them
@@ -276,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.ours_overrides and not any(r["method"] == ours for r in scoped(rows)):
             p.error(f"--ours-overrides {a.ours_overrides}: no {a.seed_set} {a.space} rows of {ours} in "
                     f"{', '.join(map(str, a.csvs))} (a method label names its overrides exactly, in the order they were run)")
-        print(claims(rows, a.seed_set, a.space, a.budget, a.ours_overrides))
+        print(claims(rows, a.seed_set, a.space, a.budget, a.ours_overrides, shared=a.cells == "shared"))
         return 0
     if argv and argv[0] == "cells":
         p = argparse.ArgumentParser(description="regret (or best f) per cell and method, from search-efficiency CSVs")

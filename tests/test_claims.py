@@ -359,7 +359,7 @@ def test_known_cost_rule_on_tuning_seeds_keeps_target_f():
 
 @pytest.mark.parametrize("budget", ["50", "100", "160"])
 def test_paper_methods_maximiser_and_kernel_objective_arms_on_cifar10_accuracy(budget):
-    """The paper method's Table 6 arm (evolution) and Table 8 arm (marginal likelihood), run on NAS-Bench-201
+    """The paper method's Table 6 arm (evolution) and Table 8 arms (marginal likelihood, Euclidean), run on NAS-Bench-201
     CIFAR-10 accuracy held-out seeds: ``claims --dataset cifar10 --objective accuracy`` prints, in the paper
     column, the claim's first arm (the paper method: random sampling, posterior) and the new arm, each mean ±
     s.e. computed here on the 20 seeds both ran, and the direction from those means (the paper has both arms
@@ -369,9 +369,10 @@ def test_paper_methods_maximiser_and_kernel_objective_arms_on_cifar10_accuracy(b
                          capture_output=True, text=True, check=True).stdout.splitlines()
     rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == budget and r["dataset"] == "cifar10"
             and r["objective"] == "accuracy"]
-    marginal = "ours[kernel=paper,kernel.objective=marginal,search.acquisition.maximizer=random,search.acquisition.samples=1000]"
+    arm_of = "ours[kernel=paper,kernel.objective={},search.acquisition.maximizer=random,search.acquisition.samples=1000]".format
     for (first, arm), names in ((("random sampling", "evolution"), ("paper", "paper[search.paper.acquisition.maximizer=evolution]")),
-                                (("posterior", "marginal"), ("paper", marginal))):
+                                (("posterior", "marginal"), ("paper", arm_of("marginal"))),
+                                (("posterior", "euclidean"), ("paper", arm_of("euclidean")))):
         scores = [{s: v[0] for s, v in seed_scores(rows, m).items()} for m in names]
         seeds = sorted(set(scores[0]) & set(scores[1]))
         assert len(seeds) == len(scores[0]) == len(scores[1]) == 20
@@ -383,3 +384,40 @@ def test_paper_methods_maximiser_and_kernel_objective_arms_on_cifar10_accuracy(b
             assert line[3] == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n={len(seeds)})"
         holds = line[5].split(" / ")[0]
         assert holds == ("tie" if means[1] == means[0] else "no" if means[1] > means[0] else "yes")
+
+
+def claims_output(*args: str) -> list[str]:
+    """``aggregate.py claims`` on the two committed NAS-Bench-201 CSVs, held-out seeds: its table lines."""
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(CLAIMS_CSV),
+                          "--seed-set", "held-out", *args], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith("|")]
+
+
+def readme_table_after(marker: str) -> list[str]:
+    """The first markdown table of the README after ``marker``."""
+    text = (ROOT / "README.md").read_text()
+    lines = text[text.index(marker):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| claim |"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    return lines[start:end]
+
+
+@pytest.mark.parametrize("budget", ["50", "100", "160"])
+def test_readme_cifar10_claims_tables_are_the_commands_output(budget):
+    """The README's CIFAR-10 accuracy claims tables are what its command prints from the committed CSVs
+    (a new arm's rows change them: the test catches a table left stale)."""
+    text = (ROOT / "README.md").read_text()
+    assert "--seed-set held-out --budget 50 --dataset cifar10 --objective accuracy   # and 100, 160" in text
+    assert readme_table_after(f"At {budget} evaluations (`--budget {budget}`):") == claims_output(
+        "--budget", budget, "--dataset", "cifar10", "--objective", "accuracy")
+
+
+def test_readme_six_cell_claims_table_is_the_commands_output():
+    """The README's six-cell claims table is ``claims --cells own`` at 160: ours' arms on all six cells (the
+    paper method's Table 6 and 8 arms ran on CIFAR-10 accuracy alone; with the default ``--cells shared``
+    ours' column would be cut to that cell too)."""
+    marker = "**K = 1 on all six held-out cells**"
+    assert readme_table_after(marker) == claims_output("--budget", "160", "--cells", "own")
+    shared, own = claims_output("--budget", "160"), claims_output("--budget", "160", "--cells", "own")
+    evolution = lambda table: next(line for line in table if "| evolution |" in line).split(" | ")[4]
+    assert evolution(own) == "-0.0011 ± 0.0005 (n=20)" and evolution(shared) == "-0.0002 ± 0.0002 (n=20)"
