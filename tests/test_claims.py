@@ -129,14 +129,17 @@ def test_cells_tail_counts_cells_where_the_worst_seed_is_within_the_reference_me
 
 
 def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
-    """Every Table 4 arm ran on all six held-out cells, and ``claims`` scores them there. With K=1's rows cut
-    to the two accuracy cells (a copy of nb201_claims.csv), K=8 is scored on those two cells and on the
-    seeds every Table 4 arm ran, as each arm is (a seed's score: its mean over the cells)."""
-    def claims(*csvs: Path) -> str:
+    """Every Table 4 arm of ours ran on all six held-out cells, and ``claims --cells own`` scores them there.
+    With K=1's rows cut to the two accuracy cells (a copy of nb201_claims.csv), K=8 is scored on those two
+    cells and on the seeds every Table 4 arm ran, as each arm is (a seed's score: its mean over the cells).
+    Without ``--cells own`` both columns are on the one cell where the paper method's Table 4 arms ran."""
+    def claims(*csvs: Path, cells: str = "own") -> str:
         return subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", *map(str, csvs),
-                               "--seed-set", "held-out", "--budget", "100"], capture_output=True, text=True, check=True).stdout
+                               "--seed-set", "held-out", "--budget", "100", "--cells", cells], capture_output=True, text=True, check=True).stdout
     table4 = next(x for x in claims(NB201, CLAIMS_CSV).splitlines() if x.startswith("- Table 4: "))
     assert table4.endswith("; ours on " + ", ".join(f"{d} {o}" for d, o in CELLS) + " (20 seeds)")
+    shared = next(x for x in claims(NB201, CLAIMS_CSV, cells="shared").splitlines() if x.startswith("- Table 4: "))
+    assert shared == "- Table 4: paper on cifar10 accuracy (16 seeds); ours on cifar10 accuracy (20 seeds)"
     def keep(r: dict) -> bool:  # K=1 on the two accuracy cells, and on ImageNet16 compression for three seeds only
         cell = (r["dataset"], r["objective"])
         return (r["method"] != "ours[search.K=1]" or cell in (("cifar10", "accuracy"), ("cifar100", "accuracy"))
@@ -421,3 +424,22 @@ def test_readme_six_cell_claims_table_is_the_commands_output():
     shared, own = claims_output("--budget", "160"), claims_output("--budget", "160", "--cells", "own")
     evolution = lambda table: next(line for line in table if "| evolution |" in line).split(" | ")[4]
     assert evolution(own) == "-0.0011 ± 0.0005 (n=20)" and evolution(shared) == "-0.0002 ± 0.0002 (n=20)"
+
+
+@pytest.mark.parametrize("budget", ["50", "100", "160"])
+def test_paper_methods_k1_arm_on_cifar10_accuracy(budget):
+    """The paper method's Table 4 K = 1 arm on 16 held-out seeds (1000-1015): the paper column's K = 1 and
+    K = 8 rows are scored on those 16 seeds alone (K = 8 ran 20), and the direction (the paper has K = 8
+    ahead of K = 1) is the means': it fails at 50 and 100 and holds at 160."""
+    out = claims_output("--budget", budget, "--dataset", "cifar10", "--objective", "accuracy")
+    rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == budget and r["dataset"] == "cifar10"
+            and r["objective"] == "accuracy"]
+    k1, k8 = ({s: v[0] for s, v in seed_scores(rows, m).items()} for m in ("paper[search.K=1]", "paper"))
+    assert sorted(k1) == [str(s) for s in range(1000, 1016)] and len(k8) == 20
+    means = []
+    for label, by_seed in (("K=1", k1), ("K=8", k8)):
+        v = np.array([by_seed[s] for s in sorted(k1)])
+        means.append(v.mean())
+        line = next(x for x in out if f"| {label} |" in x).split(" | ")
+        assert line[3] == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n=16)"
+    assert line[5].split(" / ")[0] == {"50": "no", "100": "no", "160": "yes"}[budget] == ("yes" if means[1] > means[0] else "no")
