@@ -184,6 +184,8 @@ def test_claims_dataset_and_objective_filters_score_one_cell():
     assert "- Table 8: paper on cifar100 accuracy (20 seeds); ours on cifar100 accuracy (20 seeds)" in out.stdout
     bad = run("--dataset", "cifar1000")
     assert bad.returncode == 2 and bad.stdout == "" and "no held-out nb201 rows with dataset cifar1000" in bad.stderr
+    bad = run("--cells", "mine")
+    assert bad.returncode == 2 and bad.stdout == "" and "--cells: invalid choice: 'mine'" in bad.stderr
 
 
 def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
