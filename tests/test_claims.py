@@ -369,9 +369,7 @@ def test_paper_methods_maximiser_and_kernel_objective_arms_on_cifar10_accuracy(b
     column, the claim's first arm (the paper method: random sampling, posterior) and the new arm, each mean ±
     s.e. computed here on the 20 seeds both ran, and the direction from those means (the paper has both arms
     below its method)."""
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(CLAIMS_CSV),
-                          "--seed-set", "held-out", "--budget", budget, "--dataset", "cifar10", "--objective", "accuracy"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = claims_output("--budget", budget, "--dataset", "cifar10", "--objective", "accuracy")
     rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == budget and r["dataset"] == "cifar10"
             and r["objective"] == "accuracy"]
     arm_of = "ours[kernel=paper,kernel.objective={},search.acquisition.maximizer=random,search.acquisition.samples=1000]".format
