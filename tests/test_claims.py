@@ -13,6 +13,12 @@ NB201 = ROOT / "benchmarks" / "results" / "nb201_search_efficiency.csv"
 CLAIMS_CSV = NB201.parent / "nb201_claims.csv"
 
 
+def aggregate(*args, check: bool = False) -> subprocess.CompletedProcess:
+    """``experiments/aggregate.py`` with ``args`` (paths as str), stdout and stderr captured as text."""
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), *map(str, args)],
+                          capture_output=True, text=True, check=check)
+
+
 def nb201_rows() -> list[dict]:
     """Every committed NAS-Bench-201 row: the search-efficiency CSV and the claims CSV."""
     return [r for p in (NB201, CLAIMS_CSV) for r in csv.DictReader(p.open())]
@@ -67,24 +73,22 @@ def tail_counts(arm: str) -> dict[str, dict[tuple[str, str], int]]:
 
 
 def test_claims_table_from_committed_csv():
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), "--seed-set", "tuning"],
-                         capture_output=True, text=True, check=True).stdout
+    out = aggregate("claims", str(NB201), "--seed-set", "tuning", check=True).stdout
     rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "tuning" and r["budget"] == "160"]
     v = np.array([np.mean(x) for x in seed_scores(rows, "ours").values()])  # averaged over the cells of each seed
     ours = f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n={len(v)})"
     k8 = next(line for line in out.splitlines() if "| K=8 |" in line)
     assert k8 == f"|  | K=8 | 0.9240 | not run | {ours} | not run / not run |"
     assert "| Table 4: K at budget 160 | K=1 | 0.9181 | not run | not run | – |" in out  # no rows: never a number
-    held = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), "--seed-set", "tuning",
-                           "--space", "compression"], capture_output=True, text=True, check=True).stdout
+    held = aggregate("claims", str(NB201), "--seed-set", "tuning", "--space", "compression", check=True).stdout
     assert "(n=" not in held  # the space filter: the NAS-Bench-201 CSV holds no compression-space rows
 
 
 def test_cells_table_from_committed_csv():
     """``aggregate.py cells``: regret per cell and method at a budget, each number the mean ± s.e. of the
     CSV's rows computed here directly; the best method of a cell in bold; the win count."""
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(NB201), "--seed-set", "tuning",
-                          "--methods", "ours,random,tpe", "--budget", "100"], capture_output=True, text=True, check=True).stdout
+    out = aggregate("cells", str(NB201), "--seed-set", "tuning",
+                    "--methods", "ours,random,tpe", "--budget", "100", check=True).stdout
     rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "tuning" and r["budget"] == "100"]
     line = next(x for x in out.splitlines() if x.startswith("| imagenet compression |"))
     expected = []
@@ -106,8 +110,7 @@ def test_cells_tail_counts_cells_where_the_worst_seed_is_within_the_reference_me
     """``cells --tail rea``: per cell, ours' worst held-out seed at 160 against REA's median seed, both computed
     here from the committed rows; the count and every failing cell with its two figures. A --tail that is not
     one of the other methods exits 2."""
-    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(NB201),
-                                         "--methods", "ours,rea", "--budget", "160", *extra], capture_output=True, text=True)
+    run = lambda *extra: aggregate("cells", str(NB201), "--methods", "ours,rea", "--budget", "160", *extra)
     out = run("--tail", "rea")
     assert out.returncode == 0, out.stderr
     rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
@@ -134,8 +137,8 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
     cells and on the seeds every Table 4 arm ran, as each arm is (a seed's score: its mean over the cells).
     Without ``--cells own`` both columns are on the one cell where the paper method's Table 4 arms ran."""
     def claims(*csvs: Path, cells: str = "own") -> str:
-        return subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", *map(str, csvs),
-                               "--seed-set", "held-out", "--budget", "100", "--cells", cells], capture_output=True, text=True, check=True).stdout
+        return aggregate("claims", *csvs,
+                         "--seed-set", "held-out", "--budget", "100", "--cells", cells, check=True).stdout
     table4 = next(x for x in claims(NB201, CLAIMS_CSV).splitlines() if x.startswith("- Table 4: "))
     assert table4.endswith("; ours on " + ", ".join(f"{d} {o}" for d, o in CELLS) + " (20 seeds)")
     shared = next(x for x in claims(NB201, CLAIMS_CSV, cells="shared").splitlines() if x.startswith("- Table 4: "))
@@ -169,8 +172,7 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
 def test_claims_dataset_and_objective_filters_score_one_cell():
     """``--dataset cifar100 --objective accuracy``: the claims of that cell alone, each arm's mean computed here
     from the CSV rows of that cell; a dataset with no rows exits 2 and names it."""
-    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(CLAIMS_CSV),
-                                         "--seed-set", "held-out", "--budget", "50", *extra], capture_output=True, text=True)
+    run = lambda *extra: aggregate("claims", str(NB201), str(CLAIMS_CSV), "--seed-set", "held-out", "--budget", "50", *extra)
     out = run("--dataset", "cifar100", "--objective", "accuracy")
     assert out.returncode == 0, out.stderr
     rows = [r for r in nb201_rows()
@@ -201,8 +203,7 @@ def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
         w = csv.DictWriter(fh, fieldnames=list(cut[0]))
         w.writeheader()
         w.writerows(cut)
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", fh.name, "--methods", "ours,tpe",
-                          "--common"], capture_output=True, text=True, check=True).stdout
+    out = aggregate("cells", fh.name, "--methods", "ours,tpe", "--common", check=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("| cifar10 accuracy |")).strip("| ").split(" | ")
     assert line[1] == "2"  # seeds
     for cell, method in zip(line[2:], ("ours", "tpe")):
@@ -218,8 +219,7 @@ def test_cells_takes_methods_whose_overrides_hold_commas():
     the mean ± s.e. of the best f computed from the committed CSV."""
     path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
     methods = ["ours[kernel.pool=both,kernel.numeric=log,space.ops=[remove,shrink]]", "tpe[space.ops=[remove,shrink]]"]
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(path), "--methods",
-                          ",".join(methods), "--budget", "160"], capture_output=True, text=True, check=True).stdout
+    out = aggregate("cells", str(path), "--methods", ",".join(methods), "--budget", "160", check=True).stdout
     assert "| cell | seeds | " + " | ".join(methods) + " |" in out
     rows = [r for r in csv.DictReader(path.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
     lines = [x for x in out.splitlines() if x.startswith("| compression:")]
@@ -230,8 +230,7 @@ def test_cells_takes_methods_whose_overrides_hold_commas():
         for cell, method in zip(cells[2:], methods):
             v = np.array([float(r["best"]) for r in rows if r["method"] == method and r["space"] == space and r["dataset"] == dataset])
             assert cell.strip("*") == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}" and len(v) >= 3
-    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(path), "--methods", "ours[a"],
-                         capture_output=True, text=True)
+    bad = aggregate("cells", str(path), "--methods", "ours[a")
     assert bad.returncode == 2 and "--methods: unbalanced brackets in 'ours[a'" in bad.stderr
 
 
@@ -239,9 +238,8 @@ def test_claims_ours_overrides_pick_the_rows_of_earlier_defaults():
     """``--ours-overrides kernel.pool=both,kernel.numeric=log``: ours' arms are the real-student rows of the
     earlier kernel (``ours[kernel.pool=both,kernel.numeric=log,<arm>]``); without it those arms are not run."""
     path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
-    run = lambda *extra: subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(path), "--space",
-                                         "compression", "--seed-set", "held-out", "--budget", "160", *extra],
-                                        capture_output=True, text=True, check=True).stdout
+    run = lambda *extra: aggregate("claims", str(path), "--space", "compression", "--seed-set", "held-out", "--budget", "160",
+                                   *extra, check=True).stdout
     old = "kernel.pool=both,kernel.numeric=log"
     rows = [r for r in csv.DictReader(path.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
     for out, label in ((run("--ours-overrides", old), f"ours[{old},search.acquisition.maximizer=random]"),
@@ -258,8 +256,7 @@ def test_claims_ours_overrides_pick_the_rows_of_earlier_defaults():
 def test_claims_ours_overrides_that_match_no_rows_are_refused():
     """A misspelt or reordered ``--ours-overrides`` would print every ours arm "not run": it exits 2 and names the label."""
     path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
-    res = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(path), "--space", "compression",
-                          "--ours-overrides", "kernel.numeric=log,kernel.pool=both"], capture_output=True, text=True)
+    res = aggregate("claims", str(path), "--space", "compression", "--ours-overrides", "kernel.numeric=log,kernel.pool=both")
     assert res.returncode == 2 and res.stdout == ""
     assert "no held-out compression rows of ours[kernel.numeric=log,kernel.pool=both]" in res.stderr
 
@@ -270,9 +267,8 @@ def test_cells_default_kernel_against_nb201_kernel_on_held_out_seeds():
     the cells where ``ours`` (kernel=nb201) is strictly below the default kernel (4 of 6: the default kernel
     is ahead on CIFAR-10 compression and CIFAR-100 accuracy only)."""
     arm = "ours[kernel.pool=mean,kernel.numeric=raw]"
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "cells", str(NB201), str(CLAIMS_CSV),
-                          "--methods", f"ours,{arm}", "--budget", "160", "--seed-set", "held-out"],
-                         capture_output=True, text=True, check=True).stdout
+    out = aggregate("cells", str(NB201), str(CLAIMS_CSV), "--methods", f"ours,{arm}", "--budget", "160", "--seed-set", "held-out",
+                    check=True).stdout
     rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == "160"]
     ahead = []
     for dataset, objective in sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == arm}):
@@ -392,8 +388,7 @@ def test_paper_methods_maximiser_and_kernel_objective_arms_on_cifar10_accuracy(b
 
 def claims_output(*args: str) -> list[str]:
     """``aggregate.py claims`` on the two committed NAS-Bench-201 CSVs, held-out seeds: its table lines."""
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "aggregate.py"), "claims", str(NB201), str(CLAIMS_CSV),
-                          "--seed-set", "held-out", *args], capture_output=True, text=True, check=True).stdout
+    out = aggregate("claims", str(NB201), str(CLAIMS_CSV), "--seed-set", "held-out", *args, check=True).stdout
     return [line for line in out.splitlines() if line.startswith("|")]
 
 
@@ -458,5 +453,5 @@ def test_paper_methods_table4_arms_on_cifar10_accuracy(budget):
         assert line[3] == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n={len(seeds)})"
         if label != "K=1":
             holds[label] = line[5].split(" / ")[0]
-            assert holds[label] == ("yes" if (means[label] > means["K=1"]) == (f > 0.9181) else "no")
+            assert holds[label] == ("yes" if (means[label] > means["K=1"]) == (f > PAPER_TABLE4[0][1]) else "no")
     assert holds == TABLE4_DIRECTIONS[budget]
