@@ -142,7 +142,7 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
     table4 = next(x for x in claims(NB201, CLAIMS_CSV).splitlines() if x.startswith("- Table 4: "))
     assert table4.endswith("; ours on " + ", ".join(f"{d} {o}" for d, o in CELLS) + " (20 seeds)")
     shared = next(x for x in claims(NB201, CLAIMS_CSV, cells="shared").splitlines() if x.startswith("- Table 4: "))
-    n = min(TABLE4_RUN.values())  # the seeds every paper Table 4 arm ran
+    n = min(TABLE4_RUN["cifar10"].values())  # the seeds every paper Table 4 arm ran
     assert shared == f"- Table 4: paper on cifar10 accuracy ({n} seeds); ours on cifar10 accuracy (20 seeds)"
     def keep(r: dict) -> bool:  # K=1 on the two accuracy cells, and on ImageNet16 compression for three seeds only
         cell = (r["dataset"], r["objective"])
@@ -436,28 +436,35 @@ def test_readme_six_cell_claims_table_is_the_commands_output():
 # The paper method's Table 4 arms: (arm, the paper's f(x), the CSV method label), as in the paper's Table 4.
 PAPER_TABLE4 = [("K=1", 0.9181, "paper[search.K=1]"), ("K=2", 0.9119, "paper[search.K=2]"), ("K=4", 0.9238, "paper[search.K=4]"),
                 ("K=8", 0.9240, "paper"), ("K=16", 0.9256, "paper[search.K=16]")]
-TABLE4_RUN = {"K=1": 20, "K=2": 20, "K=4": 20, "K=8": 20, "K=16": 20}  # held-out seeds each paper Table 4 arm ran on CIFAR-10 accuracy
-TABLE4_DIRECTIONS = {"50": {"K=2": "yes", "K=4": "no", "K=8": "no", "K=16": "no"},
-                     "100": {"K=2": "yes", "K=4": "yes", "K=8": "no", "K=16": "no"},
-                     "160": {"K=2": "yes", "K=4": "yes", "K=8": "yes", "K=16": "no"}}
+# held-out seeds each paper Table 4 arm ran, per accuracy cell
+TABLE4_RUN = {"cifar10": {"K=1": 20, "K=2": 20, "K=4": 20, "K=8": 20, "K=16": 20},
+              "cifar100": {"K=1": 20, "K=4": 20, "K=8": 20, "K=16": 20}}
+TABLE4_DIRECTIONS = {"cifar10": {"50": {"K=2": "yes", "K=4": "no", "K=8": "no", "K=16": "no"},
+                                 "100": {"K=2": "yes", "K=4": "yes", "K=8": "no", "K=16": "no"},
+                                 "160": {"K=2": "yes", "K=4": "yes", "K=8": "yes", "K=16": "no"}},
+                     "cifar100": {"50": {"K=4": "no", "K=8": "no", "K=16": "no"},
+                                  "100": {"K=4": "yes", "K=8": "no", "K=16": "yes"},
+                                  "160": {"K=4": "no", "K=8": "yes", "K=16": "yes"}}}
 
 
+@pytest.mark.parametrize("dataset", sorted(TABLE4_RUN))
 @pytest.mark.parametrize("budget", ["50", "100", "160"])
-def test_paper_methods_table4_arms_on_cifar10_accuracy(budget):
-    """The paper method's Table 4 arms on held-out seeds from 1000: the paper column scores every arm on the
-    seeds all of its arms ran, and each arm's direction (against K = 1, the paper's f(x) order) is the means'.
-    An arm with no rows reads "not run"."""
-    out = claims_output("--budget", budget, "--dataset", "cifar10", "--objective", "accuracy")
-    rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == budget and r["dataset"] == "cifar10"
+def test_paper_methods_table4_arms_on_accuracy_cells(budget, dataset):
+    """The paper method's Table 4 arms on held-out seeds from 1000, one accuracy cell at a time: the paper column
+    scores every arm on the seeds all of its arms ran, and each arm's direction (against K = 1, the paper's f(x)
+    order) is the means'. An arm with no rows in that cell reads "not run"."""
+    out = claims_output("--budget", budget, "--dataset", dataset, "--objective", "accuracy")
+    rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == budget and r["dataset"] == dataset
             and r["objective"] == "accuracy"]
+    run = TABLE4_RUN[dataset]
     by_arm = {label: {s: v[0] for s, v in seed_scores(rows, method).items()} for label, _, method in PAPER_TABLE4}
     assert {label: sorted(v) for label, v in by_arm.items() if v} == {
-        label: [str(s) for s in range(1000, 1000 + n)] for label, n in TABLE4_RUN.items()}
-    seeds = sorted(set.intersection(*(set(by_arm[label]) for label in TABLE4_RUN)))
+        label: [str(s) for s in range(1000, 1000 + n)] for label, n in run.items()}
+    seeds = sorted(set.intersection(*(set(by_arm[label]) for label in run)))
     means, holds = {}, {}
     for label, f, _ in PAPER_TABLE4:
         line = next(x for x in out if f"| {label} |" in x).split(" | ")
-        if label not in TABLE4_RUN:
+        if label not in run:
             assert line[3] == "not run" and line[5].startswith("not run / ")
             continue
         v = np.array([by_arm[label][s] for s in seeds])
@@ -466,4 +473,31 @@ def test_paper_methods_table4_arms_on_cifar10_accuracy(budget):
         if label != "K=1":
             holds[label] = line[5].split(" / ")[0]
             assert holds[label] == ("yes" if (means[label] > means["K=1"]) == (f > PAPER_TABLE4[0][1]) else "no")
-    assert holds == TABLE4_DIRECTIONS[budget]
+    assert holds == TABLE4_DIRECTIONS[dataset][budget]
+
+
+def budget_columns(tables: dict[str, list[str]], column: int) -> list[str]:
+    """One side of ``claims`` tables at several budgets as one table: each row's claim, arm and paper f(x), that
+    side's mean ± s.e. at each budget (n dropped), and its direction at each budget, ``/``-separated."""
+    split = {b: [line.split(" | ") for line in t] for b, t in tables.items()}
+    first = next(iter(split.values()))
+    out = []
+    for i, cells in enumerate(first):
+        values = [split[b][i][column].split(" (n=")[0] for b in tables]
+        holds = [split[b][i][5].rstrip(" |") for b in tables]
+        holds = "–" if set(holds) == {"–"} else " / ".join(h.split(" / ")[column - 3] for h in holds)  # "–": the claim's first arm
+        out.append(" | ".join(cells[:3] + values + [holds]) + " |")
+    return out
+
+
+def test_readme_cifar100_claims_tables_are_the_commands_output():
+    """The README's CIFAR-100 accuracy claims tables, ours' side and the paper method's, each at 50 / 100 / 160, are
+    ``claims --dataset cifar100 --objective accuracy`` at those budgets (header and rule excepted)."""
+    tables = {b: claims_output("--budget", b, "--dataset", "cifar100", "--objective", "accuracy")[2:]
+              for b in ("50", "100", "160")}
+    ours = readme_table_after("**CIFAR-100 accuracy**, the cell of ours' heavy tail")
+    assert ours[0].startswith("| claim | arm | paper f(x) | ours @50 |")
+    assert ours[2:] == budget_columns(tables, 4)
+    paper = readme_table_after("The paper's method on this cell, every arm of its Tables 6 and 8")
+    assert paper[0].startswith("| claim | arm | paper f(x) | paper @50 |")
+    assert paper[2:] == budget_columns(tables, 3)
