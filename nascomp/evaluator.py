@@ -77,6 +77,11 @@ class Evaluator(ABC):
         (``search.target=accuracy`` needs it)."""
         return None
 
+    def within_caps(self, arch: Architecture) -> bool | None:
+        """Whether ``arch`` meets every cap of the constraint form, when that is known before it is trained
+        (caps on parameters or FLOPs only); None otherwise (no caps, or a cap on latency or memory)."""
+        return None
+
     @property
     def reference_accuracy(self) -> float | None:
         """A of the reference (the teacher) that ``factor`` divides by; None where f does not split."""
@@ -124,6 +129,9 @@ class StoredEvaluator(Evaluator):
 
     def factor(self, arch: Architecture) -> float | None:
         return self.inner.factor(arch)
+
+    def within_caps(self, arch: Architecture) -> bool | None:
+        return self.inner.within_caps(arch)
 
     @property
     def reference_accuracy(self) -> float | None:

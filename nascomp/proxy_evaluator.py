@@ -55,6 +55,9 @@ class ProxyEvaluator(Evaluator):
     def factor(self, arch: Candidate) -> float | None:
         return self.objective.factor(arch.graph)
 
+    def within_caps(self, arch: Candidate) -> bool | None:
+        return self.objective.within_caps(arch.graph)
+
     @property
     def reference_accuracy(self) -> float:
         return self.objective.teacher_accuracy

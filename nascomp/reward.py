@@ -128,6 +128,13 @@ class Objective:
             return constrained_reward(1.0, {c: getattr(graph, c) for c in self.caps}, 1.0, self.caps, self.penalty)
         return reward(1.0, getattr(graph, self.cost), 1.0, getattr(self.teacher_costs, self.cost))
 
+    def within_caps(self, graph: "ArchGraph") -> bool | None:
+        """Whether the graph meets every cap, when caps are set on costs it gives exactly (``KNOWN_COSTS``);
+        None without caps or with a cap on a measured cost (latency, memory), known only once timed."""
+        if not self.caps or measured_costs(self.name, self.caps):
+            return None
+        return all(getattr(graph, c) <= cap for c, cap in self.caps.items())
+
     def violation(self, costs: dict[str, float]) -> float:
         """prod_c max(1, costs[c] / caps[c]) over the caps: 1 when every cap is met (and when none is set),
         above 1 by how far over its caps a student is; the constraint form's penalty factor is its -p-th power."""

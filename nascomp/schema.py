@@ -107,6 +107,7 @@ class AcquisitionSchema:
     generations: int = _range(1)
     random_share: float = _range(0.0, 1.0)
     local_kernels: int = _range(0)
+    within_caps: bool = MISSING
 
 
 @dataclass

@@ -85,7 +85,8 @@ class KernelProposer:
 
     def __init__(self, space: Space, kernel_cfg: DictConfig, search_cfg: DictConfig, reference_f: float | None,
                  transfer: SourceKernels | None = None, on_fit: Callable[[int, dict, dict], None] | None = None,
-                 reward_scale: float = 1.0, split: tuple[Callable[[Architecture], float], float] | None = None):
+                 reward_scale: float = 1.0, split: tuple[Callable[[Architecture], float], float] | None = None,
+                 within_caps: Callable[[Architecture], bool | None] | None = None):
         """``transfer``: K kernels learned in another search (paper Table 3, ``kernel.transfer_mode=search``):
         they are conditioned on this search's data but not trained. ``on_fit(step, state_dict, data)``
         receives the kernels of each step (the step whose architectures they propose) and the data
@@ -93,9 +94,12 @@ class KernelProposer:
         ``reward_scale`` (``Evaluator.reward_scale``) puts the kernels' targets on the [0, 1] scale.
         ``split = (g, A_ref)`` (``search.target=accuracy``: ``Evaluator.factor`` and ``reference_accuracy``):
         the kernels model A / A_ref, and EI asks of each candidate x the chance that A(x) / A_ref beats
-        f* / g(x), i.e. that f = g A / A_ref beats f* (candidates with g <= 0 cannot)."""
+        f* / g(x), i.e. that f = g A / A_ref beats f* (candidates with g <= 0 cannot).
+        ``within_caps`` (``search.acquisition.within_caps``: ``Evaluator.within_caps``): the constraint form's
+        caps, known before training; a candidate over a cap scores -inf, so each kernel proposes a student
+        that meets every cap whenever its candidates hold one."""
         self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
-        self.reward_scale, self.split = reward_scale, split
+        self.reward_scale, self.split, self.within_caps = reward_scale, split, within_caps
         self.transfer, self.on_fit = transfer, on_fit
         self.featurize = Featurizer(space, kernel_cfg)
         self.seconds = {"train": 0.0, "acquisition": 0.0}
@@ -176,7 +180,7 @@ class KernelProposer:
         k = mask.shape[0]
         best_f = torch.where(mask, y, -torch.inf).amax(-1) if self.scfg.best_f == "subset" else y.max().expand(k)
 
-        def score(pools: list[list[Architecture]]) -> torch.Tensor:
+        def ei(pools: list[list[Architecture]]) -> torch.Tensor:
             xc = torch.stack([self.featurize(p) for p in pools])  # (K, C, ...)
             mean, var = module.posterior(xc)
             if self.split is None:
@@ -187,6 +191,12 @@ class KernelProposer:
             # EI depends on mean - f* only: each candidate's own threshold moves into its mean
             ei = expected_improvement(mean - need, var, torch.zeros(k, dtype=mean.dtype), log=self.scfg.acquisition.log_ei)
             return torch.where(ok, ei, -torch.inf if self.scfg.acquisition.log_ei else 0.0)
+
+        def score(pools: list[list[Architecture]]) -> torch.Tensor:
+            if self.within_caps is None:
+                return ei(pools)
+            over = torch.tensor([[self.within_caps(a) is False for a in p] for p in pools])
+            return ei(pools).masked_fill(over, -torch.inf)
 
         chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng,
                           neighbours=lambda a: self.space.neighbours(a, rng, self.scfg.local.neighbours))
@@ -301,8 +311,9 @@ def make_proposer(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int
             split = (evaluator.factor, evaluator.reference_accuracy)
         elif search.target != "f":
             raise ValueError(f"search.target must be one of {', '.join(TARGETS)}, got {search.target!r}")
+        within_caps = evaluator.within_caps if search.acquisition.get("within_caps", False) else None
         return KernelProposer(space, kernel, search, evaluator.reference_f, reward_scale=evaluator.reward_scale, split=split,
-                              **kernel_options)
+                              within_caps=within_caps, **kernel_options)
     if method == "random":
         return baselines.RandomProposer(space)
     if method == "tpe":

@@ -121,3 +121,45 @@ def test_capped_run_trains_feasible_finalists_through_the_cli(tmp_path):
     assert [r["key"] for r in summary["finalists"]] == [r["key"] for r in within[:2]]
     assert all(r["fully_trained"] and r["flops"] <= cap for r in summary["finalists"])
     assert summary["best"]["flops"] <= cap
+
+
+def test_within_caps_is_known_for_caps_on_params_and_flops_only(students):
+    """``Objective.within_caps``: whether a graph meets every cap, where the caps are on costs a graph gives
+    exactly (parameters, FLOPs); None without caps or with a cap that must be measured (latency)."""
+    graph, archs = students
+    cap = archs[7].flops
+    flops = _objective(graph, flops=cap)
+    assert [flops.within_caps(a.graph) for a in archs] == [a.flops <= cap for a in archs] == [True] * 8 + [False] * 8
+    both = _objective(graph, flops=cap, num_params=archs[3].num_params)
+    assert [both.within_caps(a.graph) for a in archs] == [a.flops <= cap and a.num_params <= archs[3].num_params for a in archs]
+    assert _objective(graph).within_caps(archs[0].graph) is None
+    assert _objective(graph, latency_ms=5.0).within_caps(archs[0].graph) is None
+    assert _objective(graph, flops=cap, latency_ms=5.0).within_caps(archs[0].graph) is None
+
+
+@pytest.mark.parametrize("within_caps", [True, False])
+def test_kernels_propose_only_students_within_the_caps(students, within_caps):
+    """``search.acquisition.within_caps``: with a FLOPs cap, every kernel's proposal meets it. Accuracy
+    rises with FLOPs here, and so does the penalised f over the cap (p = 0.5), so without the option
+    the kernels propose students over it."""
+    from nascomp.config import compose
+    from nascomp.proxy_evaluator import ProxyEvaluator
+    from nascomp.search import make_proposer
+
+    graph, archs = students
+    cap = archs[7].flops
+    objective = _objective(graph, flops=cap)
+    evaluator = ProxyEvaluator(teachers.create("small_resnet", width=0.5), 0.9, None, None, objective=objective)
+    space = CompressionSpace(graph)
+    cfg = compose(["search.K=8", "search.acquisition.samples=100", "kernel.max_steps=5", "kernel.hidden=8",
+                   f"search.acquisition.within_caps={within_caps}"])
+    proposer = make_proposer(space, evaluator, cfg, seed=0)
+    assert (proposer.within_caps is not None) == within_caps
+    history = _records(graph, archs, objective)
+    proposals = proposer.propose(history, 8, {a.key for a in archs}, np.random.default_rng(0))
+    assert len(proposals) == 8 and [i for _, i in proposals] == list(range(8))
+    over = [a.flops > cap for a, _ in proposals]
+    if within_caps:
+        assert not any(over)
+    else:
+        assert any(over)

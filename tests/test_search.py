@@ -210,10 +210,11 @@ def test_the_paper_method_is_the_reference_settings_whatever_the_kernel_group_sa
     not kernel.* / search.acquisition.*; its kernels see NAS-Bench-201 accuracy as a fraction."""
     from nascomp.search import KernelProposer, kernel_settings, make_proposer
 
-    cfg = config(["search.method=paper", "kernel.hidden=8", "search.acquisition.maximizer=evolution"])
+    cfg = config(["search.method=paper", "kernel.hidden=8", "search.acquisition.maximizer=evolution",
+                  "search.acquisition.within_caps=true"])
     kernel, search = kernel_settings(cfg)
     assert (kernel.hidden, kernel.layers, kernel.pool, kernel.sigma2, kernel.standardize, kernel.max_steps) == (64, 4, "mean", 0.01, False, 100)
-    assert (search.acquisition.maximizer, search.acquisition.samples) == ("random", 1000)
+    assert (search.acquisition.maximizer, search.acquisition.samples, search.acquisition.within_caps) == ("random", 1000, False)
     assert search.K == 3  # the loop's settings are the run's
     space = NB201Space("cifar10")
     accuracy = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy")
