@@ -105,9 +105,9 @@ the best feasible student and, per budget, on how many seeds the first method's 
 others' (a seed with no feasible student counts accuracy 0). ``--full`` also trains each row's finalists
 (``final.top_k`` of the feasible ones, as the main job: ``pipeline.final_training``) and adds the columns
 finalists, finalists_feasible, full_accuracy and test_accuracy (the best feasible finalist's), in a CSV of
-its own. Measured (benchmarks/results/compression_constraint.csv, ``flops=0.5x``, K 4, seeds 1000-1009, the
-seeded teacher): ours' best feasible proxy accuracy is at least random's on 7/10 seeds at 32 evaluations,
-+0.086 ± 0.051 (s.e.); every reported student meets the cap. Fully trained: README.
+its own. Measured (benchmarks/results/compression_constraint.csv, ``flops=0.5x``, K 4, held-out seeds 1000-1019,
+the seeded teacher): ours' best feasible proxy accuracy is at least random's on 16/20 seeds at 32 evaluations,
++0.113 ± 0.035 (s.e.); every reported student meets the cap. Fully trained: README.
 
 ``--space compression --mode pareto`` is the real-student Pareto benchmark: the same shared teacher,
 space, proxy evaluator and store, the main job's Pareto problem (``nascomp.pipeline.pareto_problem``:

@@ -184,6 +184,34 @@ def test_constraint_table_pairs_the_seeds():
     assert "- ours vs random @8: ours >= random on 2/3 seeds, mean difference +0.2333 ± 0.2404 (s.e.)" in out
 
 
+CONSTRAINT_SPACE = "compression:small_resnet-w0.5-p1-K4-tcf78a769-9d1e1d14"  # the seeded digits teacher's rows
+WITHIN = "ours[search.acquisition.within_caps=true]"
+BEFORE = "ours[search.acquisition.within_caps=false]"
+
+
+@pytest.mark.parametrize("name, seed_set, methods, full", [
+    ("compression_constraint.csv", "tuning", [WITHIN, BEFORE, "random"], False),
+    ("compression_constraint.csv", "held-out", ["ours", BEFORE, "random"], False),
+    ("compression_constraint_full.csv", "held-out", ["ours", BEFORE, "random"], True),
+])
+def test_readme_constraint_tables_are_the_benchmarks_output(name, seed_set, methods, full):
+    """The README's constraint-form tables (the within-caps rule's tuning seeds, the held-out seeds, fully
+    trained) are ``constraint_table`` of the committed rows, 20 seeds each; the rule's numbers hold."""
+    se = _bench_module()
+    root = SCRIPT.parents[1]
+    rows = [r for r in csv.DictReader((root / "benchmarks" / "results" / name).open())
+            if r["space"] == CONSTRAINT_SPACE and r["seed_set"] == seed_set]
+    assert len(rows) == 3 * 20 * 4 and {r["constraint"] for r in rows} == {"flops<=561824"}
+    printed = se.constraint_table(rows, [8, 16, 24, 32], methods, full=full)
+    assert printed in (root / "README.md").read_text()
+    if seed_set == "tuning":  # the rule: paired mean >= 0 at 24 and 32; at least random's on as many seeds at 32
+        for b in (24, 32):
+            assert re.search(rf"- {re.escape(WITHIN)} vs {re.escape(BEFORE)} @{b}: .* mean difference \+", printed)
+        wins = [int(re.search(rf"- {re.escape(m)} vs random @32: .* on (\d+)/20", se.constraint_table(rows, [32], [m, "random"]))[1])
+                for m in (WITHIN, BEFORE)]
+        assert wins == [18, 16]
+
+
 @pytest.mark.parametrize("spec, message", [
     ("flop=0.3x", "--constraint 'flop=0.3x': expected <cost>=<cap>"),
     ("flops=0.3y", "--constraint 'flops=0.3y': expected <cost>=<cap>"),
