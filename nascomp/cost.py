@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 import time
@@ -165,26 +166,51 @@ class LatencyTable:
     timed alone (the sum or concatenation of its inputs, then the layer, on zeros of its input shapes at
     the batch size; the median of ``repeats`` after ``warmup``). Each distinct layer (type, input and
     output shapes, attributes) is timed once and kept here, so a new student costs only the layers no
-    earlier one had. Its error against the measured figure: ``benchmarks/costs.py table``."""
+    earlier one had. Its error against the measured figure: ``benchmarks/costs.py table``.
 
-    def __init__(self, device: str, batch_size: int, warmup: int, repeats: int):
+    With a ``store`` (and its ``device_key``, as ``Meter`` has them), each layer's timing is kept in the
+    store's latency table too (key ``layer:<digest of the signature>``), so a search resumed or replayed
+    on that store predicts, and so proposes, as it did the first time instead of timing the layers again."""
+
+    def __init__(self, device: str, batch_size: int, warmup: int, repeats: int, store: "RunStore | None" = None,
+                 device_key: str | None = None):
         self.device, self.batch_size, self.warmup, self.repeats = device, batch_size, warmup, repeats
+        self.store, self.device_key = store, device_key or device
         self.ms: dict[str, float] = {}  # layer signature -> ms
 
     def predict(self, graph: "ArchGraph") -> float:
-        from nascomp.graph import _jsonable, make_layer
+        from nascomp.graph import _jsonable
 
         total = 0.0
         for layer in graph.layers:
             shapes = [graph.input_shape if i < 0 else graph.layers[i].out_shape for i in layer.inputs]
             signature = repr((layer.type, shapes, layer.out_shape, _jsonable(layer.attrs)))
             if signature not in self.ms:
-                module = make_layer(layer).to(self.device).eval()
-                xs = [torch.zeros(self.batch_size, *s, device=self.device) for s in shapes]
-                join = (lambda: torch.cat(xs, 1)) if layer.type == "concat" else (lambda: sum(xs[1:], xs[0]))
-                self.ms[signature] = statistics.median(_time(lambda: module(join()), self.device, self.warmup, self.repeats))
+                stored = self._stored(signature)
+                self.ms[signature] = self._timed(layer, shapes, signature) if stored is None else stored
             total += self.ms[signature]
         return total
+
+    def _stored(self, signature: str) -> float | None:
+        if self.store is None:
+            return None
+        return self.store.latency(_layer_key(signature), self.device_key, self.batch_size)
+
+    def _timed(self, layer: "Layer", shapes: list, signature: str) -> float:
+        from nascomp.graph import make_layer
+
+        module = make_layer(layer).to(self.device).eval()
+        xs = [torch.zeros(self.batch_size, *s, device=self.device) for s in shapes]
+        join = (lambda: torch.cat(xs, 1)) if layer.type == "concat" else (lambda: sum(xs[1:], xs[0]))
+        ms = statistics.median(_time(lambda: module(join()), self.device, self.warmup, self.repeats))
+        if self.store is not None:
+            self.store.save_latency(_layer_key(signature), self.device_key, self.batch_size, ms, self.repeats)
+        return ms
+
+
+def _layer_key(signature: str) -> str:
+    """The store's latency key of a layer signature (``LatencyTable``); architecture keys never start so."""
+    return "layer:" + hashlib.sha256(signature.encode()).hexdigest()[:24]
 
 
 def check_device(device: str) -> str:
@@ -214,9 +240,18 @@ class Meter:
         self.device_key = f"cpu/{torch.get_num_threads()} threads" if self.device == "cpu" else self.device
         self.warmup, self.repeats = int(cfg.warmup), int(cfg.repeats)
         self.store = store
-        self.table = LatencyTable(self.device, self.batch_size, self.warmup, self.repeats) if cfg.get("latency_table") else None
+        self._layers: LatencyTable | None = None
+        self.table = self.layers if cfg.get("latency_table") else None
         self._latency: dict[str, float] = {}
         self.timed = 0  # graphs timed (cache misses)
+
+    @property
+    def layers(self) -> LatencyTable:
+        """This meter's per-layer ``LatencyTable`` (what ``objective.latency_table=true`` measures with, and
+        what ``Objective.predicted`` predicts candidates' latency with), its timings kept in the store."""
+        if self._layers is None:
+            self._layers = LatencyTable(self.device, self.batch_size, self.warmup, self.repeats, self.store, self.device_key)
+        return self._layers
 
     def latency_ms(self, graph: "ArchGraph") -> float:
         key = graph.key

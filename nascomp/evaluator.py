@@ -78,8 +78,9 @@ class Evaluator(ABC):
         return None
 
     def within_caps(self, arch: Architecture) -> bool | None:
-        """Whether ``arch`` meets every cap of the constraint form, when that is known before it is trained
-        (caps on parameters or FLOPs only); None otherwise (no caps, or a cap on latency or memory)."""
+        """Whether ``arch`` meets every cap of the constraint form, before it is built or trained
+        (``Objective.within_caps``: exact for parameters, FLOPs and memory, latency predicted); None where
+        there are no caps."""
         return None
 
     @property

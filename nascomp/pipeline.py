@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nascomp import data, teachers
 from nascomp.compression_space import Candidate, CompressionSpace
 from nascomp.config import group
-from nascomp.cost import COSTS, LatencyTable, Meter, check_device, memory_mb
+from nascomp.cost import COSTS, Meter, check_device
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
@@ -192,7 +192,7 @@ class Setup:
         """The Pareto problem of ``search.mode=pareto`` (``pareto_problem``) for this run's objective;
         a teacher that cannot scale it is a ``StartupError``."""
         try:
-            return pareto_problem(self.objective, self.graph)
+            return pareto_problem(self.objective)
         except ValueError as exc:
             raise StartupError(f"search.mode=pareto: {exc}") from exc
 
@@ -232,35 +232,21 @@ class Setup:
         return StoredEvaluator(self.proxy, self.store, run_id, self.context)
 
 
-def pareto_problem(objective: Objective, teacher: ArchGraph) -> ParetoProblem:
+def pareto_problem(objective: Objective) -> ParetoProblem:
     """``search.mode=pareto`` on real students: the front of (validation accuracy up, the objective's
     cost down; ``objective.name`` params | flops | latency | memory), normalised by the teacher
     (``nascomp.pareto.Scale``: accuracy over [0, teacher accuracy], cost over [0, teacher cost]), with
     the teacher's (accuracy, cost) as the reference architecture every kernel holds.
 
-    The cost of an unevaluated candidate (``ParetoProblem.cost_of``, what the acquisition scores with):
-        num_params, flops   exact, from the candidate's graph (no model is built)
-        memory_mb           exact as ``nascomp.cost.memory_mb`` defines it: computed from the graph's shapes
-        latency_ms          predicted by a per-layer ``LatencyTable`` (the meter's own one with
-                            ``objective.latency_table=true``, else one kept here), scaled by the
-                            teacher's measured / predicted latency so that the teacher's prediction is its
-                            measured figure: timing every one of the acquisition's thousands of candidates
-                            would cost more than the search, the table times each distinct layer once.
-    An evaluated student's cost is always its recorded one (``Record.latency_ms``: measured, as the
-    objective measures it), so the front and its hypervolume hold measured figures only."""
-    meter, cost = objective.meter, objective.cost
+    The cost of an unevaluated candidate (``ParetoProblem.cost_of``, what the acquisition scores with) is
+    ``Objective.predicted``: exact for params, FLOPs and memory, latency predicted by a per-layer table
+    calibrated on the teacher. An evaluated student's cost is always its recorded one
+    (``Record.latency_ms``: measured, as the objective measures it), so the front and its hypervolume hold
+    measured figures only."""
+    cost = objective.cost
     teacher_cost = float(getattr(objective.teacher_costs, cost))
     scale = Scale(0.0, objective.teacher_accuracy, 0.0, teacher_cost)  # ValueError: a teacher of accuracy 0
-    if cost == "num_params":
-        cost_of = lambda arch: float(arch.graph.num_params)  # noqa: E731
-    elif cost == "flops":
-        cost_of = lambda arch: float(arch.graph.flops)  # noqa: E731
-    elif cost == "memory_mb":
-        cost_of = lambda arch: memory_mb(arch.graph, meter.batch_size)  # noqa: E731
-    else:
-        latency = meter.table or LatencyTable(meter.device, meter.batch_size, meter.warmup, meter.repeats)
-        calibration = teacher_cost / latency.predict(teacher)
-        cost_of = lambda arch: calibration * latency.predict(arch.graph)  # noqa: E731
+    cost_of = lambda arch: objective.predicted(arch.graph, cost)  # noqa: E731
     return ParetoProblem(cost, cost_of, scale, reference=(objective.teacher_accuracy, teacher_cost))
 
 

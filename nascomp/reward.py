@@ -108,8 +108,9 @@ class Objective:
         self.caps = {c: float(v) for c, v in cfg.constraint.items() if v is not None}
         self.penalty = float(cfg.penalty)
         self.meter = meter
-        self.teacher_accuracy = teacher_accuracy
+        self.teacher, self.teacher_accuracy = teacher, teacher_accuracy
         self.teacher_costs = meter.costs(teacher)
+        self._calibration: float | None = None  # of ``predicted`` latency, made on first use
 
     def costs(self, graph: "ArchGraph") -> "Costs":
         return self.meter.costs(graph)
@@ -128,12 +129,34 @@ class Objective:
             return constrained_reward(1.0, {c: getattr(graph, c) for c in self.caps}, 1.0, self.caps, self.penalty)
         return reward(1.0, getattr(graph, self.cost), 1.0, getattr(self.teacher_costs, self.cost))
 
+    def predicted(self, graph: "ArchGraph", cost: str) -> float:
+        """The cost of a graph not yet built or timed, as the acquisition scores candidates with it:
+            num_params, flops   exact, from the graph
+            memory_mb           exact as ``nascomp.cost.memory_mb`` defines it, from the graph's shapes
+            latency_ms          predicted by the meter's per-layer ``LatencyTable`` (``Meter.layers``, its
+                                timings kept in the run store), scaled by the teacher's
+                                measured / predicted latency so that the teacher's prediction is its measured
+                                figure: timing each of thousands of candidates would cost more than the search;
+                                the table times each distinct layer once.
+        An evaluated student's cost is its measured one (``costs``)."""
+        from nascomp.cost import memory_mb
+
+        if cost in KNOWN_COSTS:
+            return float(getattr(graph, cost))
+        if cost == "memory_mb":
+            return memory_mb(graph, self.meter.batch_size)
+        if cost != "latency_ms":
+            raise ValueError(f"cost must be one of {', '.join(COST_OF.values())}, got {cost!r}")
+        if self._calibration is None:
+            self._calibration = self.teacher_costs.latency_ms / self.meter.layers.predict(self.teacher)
+        return self._calibration * self.meter.layers.predict(graph)
+
     def within_caps(self, graph: "ArchGraph") -> bool | None:
-        """Whether the graph meets every cap, when caps are set on costs it gives exactly (``KNOWN_COSTS``);
-        None without caps or with a cap on a measured cost (latency, memory), known only once timed."""
-        if not self.caps or measured_costs(self.name, self.caps):
+        """Whether the graph meets every cap, by its ``predicted`` costs (exact for parameters, FLOPs and
+        memory; latency predicted); None without caps."""
+        if not self.caps:
             return None
-        return all(getattr(graph, c) <= cap for c, cap in self.caps.items())
+        return all(self.predicted(graph, c) <= cap for c, cap in self.caps.items())
 
     def violation(self, costs: dict[str, float]) -> float:
         """prod_c max(1, costs[c] / caps[c]) over the caps: 1 when every cap is met (and when none is set),

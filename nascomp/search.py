@@ -96,8 +96,8 @@ class KernelProposer:
         the kernels model A / A_ref, and EI asks of each candidate x the chance that A(x) / A_ref beats
         f* / g(x), i.e. that f = g A / A_ref beats f* (candidates with g <= 0 cannot).
         ``within_caps`` (``search.acquisition.within_caps``: ``Evaluator.within_caps``): the constraint form's
-        caps, known before training; a candidate over a cap scores -inf, so each kernel proposes a student
-        that meets every cap whenever its candidates hold one."""
+        caps, checked before training (latency by its prediction); a candidate over a cap scores -inf, so
+        each kernel proposes a student that meets every cap whenever its candidates hold one."""
         self.space, self.kcfg, self.scfg, self.reference_f = space, kernel_cfg, search_cfg, reference_f
         self.reward_scale, self.split, self.within_caps = reward_scale, split, within_caps
         self.transfer, self.on_fit = transfer, on_fit

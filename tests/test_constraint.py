@@ -123,9 +123,11 @@ def test_capped_run_trains_feasible_finalists_through_the_cli(tmp_path):
     assert summary["best"]["flops"] <= cap
 
 
-def test_within_caps_is_known_for_caps_on_params_and_flops_only(students):
-    """``Objective.within_caps``: whether a graph meets every cap, where the caps are on costs a graph gives
-    exactly (parameters, FLOPs); None without caps or with a cap that must be measured (latency)."""
+def test_within_caps_checks_every_cap_before_training(students):
+    """``Objective.within_caps``: whether a graph meets every cap by its ``predicted`` costs: parameters,
+    FLOPs and memory exactly, latency by the per-layer table calibrated on the teacher; None without caps."""
+    from nascomp.cost import memory_mb
+
     graph, archs = students
     cap = archs[7].flops
     flops = _objective(graph, flops=cap)
@@ -133,8 +135,17 @@ def test_within_caps_is_known_for_caps_on_params_and_flops_only(students):
     both = _objective(graph, flops=cap, num_params=archs[3].num_params)
     assert [both.within_caps(a.graph) for a in archs] == [a.flops <= cap and a.num_params <= archs[3].num_params for a in archs]
     assert _objective(graph).within_caps(archs[0].graph) is None
-    assert _objective(graph, latency_ms=5.0).within_caps(archs[0].graph) is None
-    assert _objective(graph, flops=cap, latency_ms=5.0).within_caps(archs[0].graph) is None
+    memory = sorted(memory_mb(a.graph, 1) for a in archs)[7]
+    capped = _objective(graph, memory_mb=memory)
+    assert [capped.within_caps(a.graph) for a in archs] == [memory_mb(a.graph, 1) <= memory for a in archs]
+    latency = _objective(graph, latency_ms=1.0)
+    predicted = [latency.predicted(a.graph, "latency_ms") for a in archs]
+    assert latency.predicted(graph, "latency_ms") == pytest.approx(latency.teacher_costs.latency_ms)  # calibrated
+    assert all(p > 0 for p in predicted) and latency.predicted(archs[0].graph, "latency_ms") == predicted[0]  # layers timed once
+    middle = sorted(predicted)[7]
+    cfg = OmegaConf.merge(group("objective", "params"), {"constraint": {"latency_ms": middle}})
+    mid = Objective(cfg, latency.meter, graph, teacher_accuracy=0.9)  # the same meter: the same predictions
+    assert [mid.within_caps(a.graph) for a in archs] == [p <= middle for p in predicted]
 
 
 @pytest.mark.parametrize("within_caps", [True, False])

@@ -147,8 +147,14 @@ def test_latency_table_times_each_distinct_layer_once(tmp_path):
     cfg = OmegaConf.merge(group("objective", "latency"), {"latency_table": True, "repeats": 3, "warmup": 1})
     store = RunStore(tmp_path / "store.sqlite")
     meter = Meter(cfg, store)
-    assert meter.latency_ms(graph) > 0 and meter.timed == 0  # predicted, not measured
-    assert store.db.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 0  # and not stored as measured
+    predicted = meter.latency_ms(graph)
+    assert predicted > 0 and meter.timed == 0  # predicted, not measured
+    keys = [k for (k,) in store.db.execute("SELECT key FROM latency")]
+    assert len(keys) == len(meter.layers.ms) and all(k.startswith("layer:") for k in keys)  # the layers' timings only
+    # a meter on the same store (a resumed or replayed search) predicts from the stored timings: the same figure
+    again = Meter(cfg, store)
+    assert again.latency_ms(graph) == predicted and again.layers.ms == meter.layers.ms
+    assert Meter(cfg, RunStore(tmp_path / "other.sqlite")).latency_ms(graph) != predicted  # timed afresh elsewhere
 
 
 @pytest.mark.parametrize("name, shape", [("small_resnet", (1, 8, 8)), ("resnet18", (3, 32, 32)), ("vgg19", (3, 32, 32)),

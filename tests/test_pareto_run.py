@@ -34,7 +34,7 @@ def teacher():
 def problem_of(name, graph, overrides=()):
     cfg = compose([f"objective={name}", "objective.repeats=3", "objective.warmup=1", *overrides]).objective
     objective = Objective(cfg, Meter(cfg), graph, TEACHER_ACC)
-    return objective, pareto_problem(objective, graph)
+    return objective, pareto_problem(objective)
 
 
 @pytest.mark.parametrize("name, cost", [("params", "num_params"), ("flops", "flops"), ("memory", "memory_mb")])
