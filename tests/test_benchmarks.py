@@ -187,6 +187,7 @@ def test_constraint_table_pairs_the_seeds():
 CONSTRAINT_SPACE = "compression:small_resnet-w0.5-p1-K4-tcf78a769-9d1e1d14"  # the seeded digits teacher's rows
 WITHIN = "ours[search.acquisition.within_caps=true]"
 BEFORE = "ours[search.acquisition.within_caps=false]"
+MEMORY_CAP = "memory_mb<=0.04537391662597656"  # memory=0.25x: a quarter of the teacher's computed peak memory
 
 
 @pytest.mark.parametrize("name, constraint, seed_set, methods, full", [
@@ -195,10 +196,13 @@ BEFORE = "ours[search.acquisition.within_caps=false]"
     ("compression_constraint_full.csv", "flops<=561824", "held-out", ["ours", BEFORE, "random"], True),
     ("compression_constraint.csv", "latency_ms<=0.2", "tuning", [WITHIN, BEFORE, "random"], False),
     ("compression_constraint.csv", "latency_ms<=0.2", "held-out", ["ours", BEFORE, "random"], False),
+    ("compression_constraint_full.csv", "latency_ms<=0.2", "held-out", ["ours", BEFORE, "random"], True),
+    ("compression_constraint.csv", MEMORY_CAP, "held-out", ["ours", BEFORE, "random"], False),
+    ("compression_constraint_full.csv", MEMORY_CAP, "held-out", ["ours", BEFORE, "random"], True),
 ])
 def test_readme_constraint_tables_are_the_benchmarks_output(name, constraint, seed_set, methods, full):
     """The README's constraint-form tables (the within-caps rules' tuning seeds, the held-out seeds, fully
-    trained; a FLOPs cap and a latency cap) are ``constraint_table`` of the committed rows, 20 seeds each;
+    trained; a FLOPs, a latency and a memory cap) are ``constraint_table`` of the committed rows, 20 seeds each;
     the rules' numbers hold: paired mean >= 0 at 24 and 32, at least random's on as many seeds at 32."""
     se = _bench_module()
     root = SCRIPT.parents[1]
