@@ -192,10 +192,17 @@ class KernelProposer:
             ei = expected_improvement(mean - need, var, torch.zeros(k, dtype=mean.dtype), log=self.scfg.acquisition.log_ei)
             return torch.where(ok, ei, -torch.inf if self.scfg.acquisition.log_ei else 0.0)
 
+        within: dict[str, bool | None] = {}  # per candidate key: the evolution maximiser scores candidates twice
+
+        def over_caps(a: Architecture) -> bool:
+            if a.key not in within:
+                within[a.key] = self.within_caps(a)
+            return within[a.key] is False
+
         def score(pools: list[list[Architecture]]) -> torch.Tensor:
             if self.within_caps is None:
                 return ei(pools)
-            over = torch.tensor([[self.within_caps(a) is False for a in p] for p in pools])
+            over = torch.tensor([[over_caps(a) for a in p] for p in pools])
             return ei(pools).masked_fill(over, -torch.inf)
 
         chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng,
