@@ -22,7 +22,9 @@ torch 2.14, Lightning 2.6; teacher resnet18 x0.25 (0.70M), students resnet18 x0.
 | (c) cohort of K=8 | 30.5 | 48.8 30.5 34.8 | 1076 |
 b/a = 0.96, c/b = 2.10. With `--teacher-width 0.5 --student-width 0.2 --n-train 1024 --n-val 512`
 (2.80M teacher, 0.447M students, 6.3x): a 59.9 s (273 img/s), b 63.1 s (260), c 37.4 s (438);
-b/a = 0.95, c/b = 1.68. Not measured on CUDA (no GPU here).
+b/a = 0.95, c/b = 1.68. On one H200 (2026-12-04, README "GPU check"): defaults of the GPU check
+(K=8, 1 epoch of 8192) a 8139, b 5189, c 9261 img/s (b/a 0.64, c/b 1.78); `--k 4 --epochs 2 --n-train 16384
+--n-val 2048 --repeats 1`: a 7677, b 5618, c 7582 (b/a 0.73): CPU-bound kernel launches at batch 128.
 """
 from __future__ import annotations
 

@@ -88,3 +88,20 @@ def test_synthetic_dataset_sizes_seed_and_signal():
 def test_synthetic_dataset_is_a_valid_choice():
     cfg = validate(config.compose(["dataset=synthetic", "dataset.split.train=100"]))
     assert cfg.dataset.name == "synthetic" and list(cfg.dataset.shape) == [3, 32, 32] and cfg.dataset.split.train == 100
+
+
+def test_readme_gpu_table_is_the_committed_run():
+    """The README's H200 table is ``markdown`` of the committed gpu_check.json, and its projection's
+    arithmetic holds: (160 x seconds per candidate + 19 x kernel step) / 3600."""
+    report = json.loads((gpu_check.DEFAULT_OUT / "gpu_check.json").read_text())
+    assert report["device"] == "NVIDIA H200" and not report["tiny"]
+    table = gpu_check.markdown(report)
+    assert table == (gpu_check.DEFAULT_OUT / "gpu_check.md").read_text()
+    readme = (gpu_check.ROOT / "README.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(gpu_check.SECTIONS)
+    for row in rows:
+        assert row in readme
+    p = report["sections"]["paper"]["result"]["projection"]
+    assert math.isclose(p["hours"], (160 * p["seconds_per_candidate"] + 19 * p["kernel_step_seconds"]) / 3600)
+    assert math.isclose(p["seconds_per_candidate"], report["sections"]["paper"]["result"]["cohort_seconds"] / 8)
