@@ -34,7 +34,9 @@ same argmax).
 
 A batch of K (``ParetoProposer``): one kernel per batch slot, as in the single-objective search. The
 candidates come from the existing maximisers (``nascomp.acquisition.candidate_pools``, scored by
-each kernel's EHVI against the evaluated front); then, greedily, kernel k takes its best candidate by
+each kernel's EHVI against the evaluated front; the evolution maximiser's parents are the front's
+most accurate points, or with ``search.acquisition.pareto_parents=spread`` points spread along it,
+greedily by hypervolume: ``spread``); then, greedily, kernel k takes its best candidate by
 EHVI against the front plus the earlier slots' picks at kernel k's posterior mean (the kriging
 believer), so a batch spreads along the front instead of stacking on one gap.
 """
@@ -249,7 +251,12 @@ class ParetoProposer:
             return torch.stack([ehvi(mean[j], var[j], cost(pools[j]), x, levels[j], log=log_ei) for j in range(k)])
 
         rank = front_ranks(v, u)
-        parents = [ok[i].arch for i in sorted(range(len(ok)), key=lambda i: (rank[i], -u[i]))]
+        order = sorted(range(len(ok)), key=lambda i: (rank[i], -u[i]))  # front first, most accurate first
+        if scfg.acquisition.pareto_parents == "spread":  # the parents spread along the front, then the rest as above
+            first = spread(v, u, min(scfg.acquisition.parents, len(ok)))
+            chosen = set(first)
+            order = first + [i for i in order if i not in chosen]
+        parents = [ok[i].arch for i in order]
         pools = candidate_pools(score, self.space, scfg.acquisition, k, parents, exclude, rng)
         width = max(len(pl) for pl in pools)
         if width == 0:

@@ -21,6 +21,7 @@ DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
 SHRINK_GROUPS = ("width", "structural")
 MAXIMIZERS = ("random", "evolution")
+PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
 METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac", "nsga2", "motpe")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
 TRANSFER_MODES = ("search", "zero_shot")  # kernel.transfer_mode (nascomp.transfer)
@@ -108,6 +109,7 @@ class AcquisitionSchema:
     random_share: float = _range(0.0, 1.0)
     local_kernels: int = _range(0)
     within_caps: bool = MISSING
+    pareto_parents: str = _choice(*PARETO_PARENTS)
 
 
 @dataclass
