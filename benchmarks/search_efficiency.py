@@ -58,9 +58,11 @@ Same CSV columns; ``space`` is ``compression:<teacher>-w<width>-p<proxy epochs>-
 the CSV; the table's "gap" column is the gap to the best f found by any method and seed in the CSV
 (at any budget), recomputed from the whole CSV each time it is printed.
 
-Measured 2026-12-01 on the shared 2-core CPU (held-out seeds 1000-1019; benchmarks/results/nb201_pareto.csv):
-at 160 evaluations ours has the highest mean hypervolume in 5 of 6 cells (cifar10/params: MOTPE, by 0.00003),
-and by 80 it reaches random's 160-evaluation mean in 4 of 6 (every latency cell and imagenet/params).
+Measured 2026-12-04 on the shared 2-core CPU (held-out seeds 1000-1019; benchmarks/results/nb201_pareto.csv;
+``experiments/aggregate.py fronts`` prints the table): at 160 evaluations ours (``pareto_parents=spread``) has the
+highest mean hypervolume in 5 of 6 cells (cifar100/params: MOTPE, by 0.00004), and by 80 it reaches random's
+160-evaluation mean in 4 of 6 (every latency cell and imagenet/params); the previous default (``accuracy``
+parents, 2026-12-01) did the same, with its miss on cifar10/params.
 
 ``--mode transfer`` (NAS-Bench-201) is paper Table 3 by the paper's protocol (4.3): per seed and
 objective, a method with kernels (``ours``, ``paper``, with overrides) searches ``--source`` for the

@@ -251,6 +251,55 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, comm
     return "\n".join(lines)
 
 
+def fronts(rows: list[dict], methods: list[str], seed_set: str, budget: int, early: int | None = None, reach: str = "") -> str:
+    """Markdown for Pareto-mode CSVs (``--mode pareto``): one row per cell (dataset and cost), one column
+    per method: the mean ± s.e. over seeds of the hypervolume at ``budget`` (bold: the highest of the
+    cell). Then, per other method, in how many cells the first method's mean is strictly higher, and
+    on how many seeds of each cell the first method is strictly higher (paired by seed). ``reach``:
+    one of ``methods``; then also in how many cells the first method's mean hypervolume at ``early``
+    is at least that method's at ``budget`` (issue 14's target against random search)."""
+    import numpy as np
+
+    rows = [r for r in rows if r["seed_set"] == seed_set and r["method"] in methods]
+    hv: dict[tuple, dict[str, dict[tuple, float]]] = {}  # cell -> method -> (seed, budget) -> hypervolume
+    for r in rows:
+        cell = (r["dataset"], r["cost"]) if r["space"] == "nb201" else (r["space"], r["cost"])
+        hv.setdefault(cell, {}).setdefault(r["method"], {})[(r["seed"], int(r["budget"]))] = float(r["hypervolume"])
+    at = lambda by, m, b: [v for (_, bb), v in sorted(by.get(m, {}).items()) if bb == b]
+    head = ["cell", "seeds"] + methods
+    lines = [f"seeds: {seed_set}; budget {budget}; hypervolume of normalised (accuracy, cost), mean ± s.e.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    wins, above, reached, missed = {m: 0 for m in methods[1:]}, [], 0, []
+    for cell, by in sorted(hv.items()):
+        stats = {m: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
+                 for m in methods if (v := at(by, m, budget))}
+        best = max(v[0] for v in stats.values())
+        fmt = lambda m: "–" if m not in stats else (
+            "**{:.4f} ± {:.4f}**" if stats[m][0] == best else "{:.4f} ± {:.4f}").format(*stats[m])
+        counts = "/".join(str(n) for n in sorted({len(at(by, m, budget)) for m in stats}))
+        lines.append("| " + " | ".join([" ".join(cell), counts] + [fmt(m) for m in methods]) + " |")
+        first = by.get(methods[0], {})
+        per = []
+        for m in wins:
+            if methods[0] in stats and m in stats:
+                wins[m] += stats[methods[0]][0] > stats[m][0]
+                seeds = sorted({s for s, b in first if b == budget} & {s for s, b in by[m] if b == budget})
+                per.append(f"{m} {sum(first[(s, budget)] > by[m][(s, budget)] for s in seeds)}/{len(seeds)}")
+        above.append(f"{' '.join(cell)}: {', '.join(per)}")
+        if reach and early is not None and methods[0] in by and reach in by:
+            mine, theirs = float(np.mean(at(by, methods[0], early))), float(np.mean(at(by, reach, budget)))
+            if mine >= theirs:
+                reached += 1
+            else:
+                missed.append(f"{' '.join(cell)}: {mine:.4f} against {theirs:.4f}")
+    lines += ["", f"{methods[0]} higher than: " + ", ".join(f"{m} in {n}/{len(hv)} cells" for m, n in wins.items()),
+              f"seeds {methods[0]} is higher on: " + "; ".join(above)]
+    if reach and early is not None:
+        lines.append(f"{methods[0]} at {early} reaches {reach} at {budget} in {reached}/{len(hv)} cells"
+                     + (f" (not in {'; '.join(missed)})" if missed else ""))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -283,6 +332,26 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--ours-overrides {a.ours_overrides}: no {a.seed_set} {a.space} rows of {ours} in "
                     f"{', '.join(map(str, a.csvs))} (a method label names its overrides exactly, in the order they were run)")
         print(claims(rows, a.seed_set, a.space, a.budget, a.ours_overrides, shared=a.cells == "shared"))
+        return 0
+    if argv and argv[0] == "fronts":
+        p = argparse.ArgumentParser(description="hypervolume per cell and method, from Pareto-mode CSVs (--mode pareto)")
+        p.add_argument("fronts")
+        p.add_argument("csvs", nargs="+", type=Path)
+        p.add_argument("--methods", default="ours,random,nsga2,motpe", help="comma list (a label's [overrides] may hold commas); the first is compared with the rest")
+        p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
+        p.add_argument("--budget", type=int, default=160)
+        p.add_argument("--reach", default="", help="one of --methods: count the cells where the first method's mean hypervolume "
+                       "at --early is at least this method's at --budget (e.g. random)")
+        p.add_argument("--early", type=int, default=80)
+        a = p.parse_args(argv)
+        rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
+        try:
+            methods = split_top(a.methods)
+        except ValueError as exc:
+            p.error(f"--methods: {exc}")
+        if a.reach and a.reach not in methods[1:]:
+            p.error(f"--reach {a.reach}: not one of the other --methods ({', '.join(methods[1:])})")
+        print(fronts(rows, methods, a.seed_set, a.budget, a.early if a.reach else None, a.reach))
         return 0
     if argv and argv[0] == "cells":
         p = argparse.ArgumentParser(description="regret (or best f) per cell and method, from search-efficiency CSVs")

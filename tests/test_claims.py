@@ -501,3 +501,46 @@ def test_readme_cifar100_claims_tables_are_the_commands_output():
     paper = readme_table_after("The paper's method on this cell, every arm of its Tables 6 and 8")
     assert paper[0].startswith("| claim | arm | paper f(x) | paper @50 |")
     assert paper[2:] == budget_columns(tables, 3)
+
+
+PARETO = NB201.parent / "nb201_pareto.csv"
+ACCURACY_PARENTS = "ours[search.acquisition.pareto_parents=accuracy]"  # ours' Pareto parents before spread
+
+
+def test_fronts_table_from_committed_csv():
+    """``aggregate.py fronts``: hypervolume per cell and method at a budget, each number the mean ± s.e. of
+    the CSV's rows computed here directly; the paired seed counts; the cells where ours at 80 reaches
+    random's mean at 160; and the README's NAS-Bench-201 Pareto tables are its output."""
+    methods = ["ours", ACCURACY_PARENTS, "random", "nsga2", "motpe"]
+    out = aggregate("fronts", str(PARETO), "--methods", ",".join(methods), "--reach", "random", check=True).stdout
+    rows = [r for r in csv.DictReader(PARETO.open()) if r["seed_set"] == "held-out" and r["dataset"] == "imagenet"
+            and r["cost"] == "params"]
+    hv = {(r["method"], r["seed"], int(r["budget"])): float(r["hypervolume"]) for r in rows}
+    line = next(x for x in out.splitlines() if x.startswith("| imagenet params |"))
+    cells = line.strip("| ").split(" | ")
+    assert cells[1] == "20" and len(cells) == 2 + len(methods)
+    seeds = [str(s) for s in range(1000, 1020)]
+    means = []
+    for cell, method in zip(cells[2:], methods):
+        v = np.array([hv[(method, s, 160)] for s in seeds])
+        means.append(v.mean())
+        assert cell.strip("*") == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}"
+    assert cells[2 + int(np.argmax(means))].startswith("**")
+    above = sum(hv[("ours", s, 160)] > hv[("random", s, 160)] for s in seeds)
+    assert f"imagenet params: {ACCURACY_PARENTS} " in out and f"random {above}/20" in out
+    early = np.mean([hv[("ours", s, 80)] for s in seeds]) >= np.mean([hv[("random", s, 160)] for s in seeds])
+    assert ("imagenet params: " in out.split("reaches random at 160")[-1]) == (not early)
+    readme = (ROOT / "README.md").read_text()
+    for x in out.splitlines()[2:]:
+        assert x in readme
+    for budget in ("80", "160"):  # the tuning seeds that chose spread (README: the rule read 80 and 160)
+        tuning = aggregate("fronts", str(PARETO), "--methods", f"ours,{ACCURACY_PARENTS}", "--seed-set", "tuning",
+                           "--budget", budget, check=True).stdout
+        assert "| cifar10 latency | 10 |" in tuning
+        for x in tuning.splitlines()[2:]:
+            assert x in readme
+
+
+def test_fronts_reach_must_be_another_method():
+    bad = aggregate("fronts", str(PARETO), "--methods", "ours,random", "--reach", "nsga2")
+    assert bad.returncode == 2 and "--reach nsga2: not one of the other --methods (random)" in bad.stderr

@@ -157,6 +157,30 @@ def test_pareto_search_on_nb201(space, method):
     assert front and all(a.latency_ms <= b.latency_ms and a.accuracy < b.accuracy for a, b in zip(front, front[1:]))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("parents", ["accuracy", "spread"])
+def test_pareto_parents(space, parents):
+    """``search.acquisition.pareto_parents``: with one parent and mutants only, every proposal of the first
+    kernel step is one edge away from the front's most accurate point (accuracy) or from the point whose
+    hypervolume alone is largest (spread, ``nascomp.pareto.spread``'s first pick). On seed 0 these differ."""
+    K = 6
+    problem = space.pareto("num_params")
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
+    cfg = compose(["search.mode=pareto", f"search.K={K}", "search.T=1", "search.acquisition.maximizer=evolution",
+                   "search.acquisition.parents=1", "search.acquisition.generations=1", "search.acquisition.random_share=0",
+                   "search.acquisition.samples=12", f"search.acquisition.pareto_parents={parents}"])
+    history = run_search(space, evaluator, cfg, seed=0, budget=2 * K, problem=problem).history
+    v, u = problem.points(history[:K])
+    rank = front_ranks(v, u)
+    most_accurate = min(range(K), key=lambda i: (rank[i], -u[i]))
+    widest = spread(v, u, 1)[0]
+    assert most_accurate != widest and rank[widest] == 0
+    parent = history[most_accurate if parents == "accuracy" else widest].arch
+    assert len(history) == 2 * K
+    for r in history[K:]:
+        assert sum(a != b for a, b in zip(r.arch.ops, parent.ops)) == 1
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["search.mode=both"], "search.mode: 'both' is not one of single, pareto"),
     (["search.mode=pareto", "search.method=tpe"], "search.method=tpe has no Pareto mode; with search.mode=pareto choose one of ours, paper, random, nsga2, motpe"),

@@ -129,6 +129,7 @@ SCHEMA_ERRORS = [
     ("objective.name=speed", "objective.name: 'speed' is not one of params, flops, latency, memory"),
     ("search.target=params", "search.target: 'params' is not one of f, accuracy"),
     ("search.acquisition.within_caps=maybe", "search.acquisition.within_caps: Value 'maybe' is not a valid bool"),
+    ("search.acquisition.pareto_parents=front", "search.acquisition.pareto_parents: 'front' is not one of accuracy, spread"),
     ("search.target=accuracy objective=latency", "search.target=accuracy needs f's cost known before training (num_params or "
                                                  "flops); latency_ms is measured: use search.target=f"),
     ("search.mode=pareto search.acquisition.local_kernels=2", "Pareto mode has no single incumbent: set it to 0"),
