@@ -273,6 +273,8 @@ def fronts(rows: list[dict], methods: list[str], seed_set: str, budget: int, ear
     for cell, by in sorted(hv.items()):
         stats = {m: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
                  for m in methods if (v := at(by, m, budget))}
+        if not stats:  # no listed method has this budget in this cell
+            continue
         best = max(v[0] for v in stats.values())
         fmt = lambda m: "–" if m not in stats else (
             "**{:.4f} ± {:.4f}**" if stats[m][0] == best else "{:.4f} ± {:.4f}").format(*stats[m])
@@ -292,12 +294,35 @@ def fronts(rows: list[dict], methods: list[str], seed_set: str, budget: int, ear
                 reached += 1
             else:
                 missed.append(f"{' '.join(cell)}: {mine:.4f} against {theirs:.4f}")
-    lines += ["", f"{methods[0]} higher than: " + ", ".join(f"{m} in {n}/{len(hv)} cells" for m, n in wins.items()),
+    shown = sum(line.startswith("| ") for line in lines) - 1  # the cells in the table
+    lines += ["", f"{methods[0]} higher than: " + ", ".join(f"{m} in {n}/{shown} cells" for m, n in wins.items()),
               f"seeds {methods[0]} is higher on: " + "; ".join(above)]
     if reach and early is not None:
-        lines.append(f"{methods[0]} at {early} reaches {reach} at {budget} in {reached}/{len(hv)} cells"
+        lines.append(f"{methods[0]} at {early} reaches {reach} at {budget} in {reached}/{shown} cells"
                      + (f" (not in {'; '.join(missed)})" if missed else ""))
     return "\n".join(lines)
+
+
+def _cell_parser(command: str, description: str, methods: str) -> argparse.ArgumentParser:
+    """The arguments ``cells`` and ``fronts`` share: CSVs, methods, seed set, budget."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(command)
+    p.add_argument("csvs", nargs="+", type=Path)
+    p.add_argument("--methods", default=methods, help="comma list (a label's [overrides] may hold commas); the first is compared with the rest")
+    p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
+    p.add_argument("--budget", type=int, default=160)
+    return p
+
+
+def _parse_cells(p: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[dict], list[str]]:
+    """``p``'s arguments, every row of the CSVs, and the method labels (a label's [overrides] may hold commas)."""
+    a = p.parse_args(argv)
+    rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
+    try:
+        methods = split_top(a.methods)
+    except ValueError as exc:
+        p.error(f"--methods: {exc}")
+    return a, rows, methods
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,41 +359,21 @@ def main(argv: list[str] | None = None) -> int:
         print(claims(rows, a.seed_set, a.space, a.budget, a.ours_overrides, shared=a.cells == "shared"))
         return 0
     if argv and argv[0] == "fronts":
-        p = argparse.ArgumentParser(description="hypervolume per cell and method, from Pareto-mode CSVs (--mode pareto)")
-        p.add_argument("fronts")
-        p.add_argument("csvs", nargs="+", type=Path)
-        p.add_argument("--methods", default="ours,random,nsga2,motpe", help="comma list (a label's [overrides] may hold commas); the first is compared with the rest")
-        p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
-        p.add_argument("--budget", type=int, default=160)
+        p = _cell_parser("fronts", "hypervolume per cell and method, from Pareto-mode CSVs (--mode pareto)", "ours,random,nsga2,motpe")
         p.add_argument("--reach", default="", help="one of --methods: count the cells where the first method's mean hypervolume "
                        "at --early is at least this method's at --budget (e.g. random)")
         p.add_argument("--early", type=int, default=80)
-        a = p.parse_args(argv)
-        rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
-        try:
-            methods = split_top(a.methods)
-        except ValueError as exc:
-            p.error(f"--methods: {exc}")
+        a, rows, methods = _parse_cells(p, argv)
         if a.reach and a.reach not in methods[1:]:
             p.error(f"--reach {a.reach}: not one of the other --methods ({', '.join(methods[1:])})")
         print(fronts(rows, methods, a.seed_set, a.budget, a.early if a.reach else None, a.reach))
         return 0
     if argv and argv[0] == "cells":
-        p = argparse.ArgumentParser(description="regret (or best f) per cell and method, from search-efficiency CSVs")
-        p.add_argument("cells")
-        p.add_argument("csvs", nargs="+", type=Path)
-        p.add_argument("--methods", default="ours,random,rea,tpe,local,smac", help="comma list (a label's [overrides] may hold commas); the first is compared with the rest")
-        p.add_argument("--seed-set", default="held-out", choices=["tuning", "held-out"])
-        p.add_argument("--budget", type=int, default=160)
+        p = _cell_parser("cells", "regret (or best f) per cell and method, from search-efficiency CSVs", "ours,random,rea,tpe,local,smac")
         p.add_argument("--common", action="store_true", help="per cell, only the seeds every listed method ran")
         p.add_argument("--tail", default="", help="one of --methods: count the cells where the first method's worst seed "
                        "is no worse than this method's median seed (e.g. rea)")
-        a = p.parse_args(argv)
-        rows = [r for path in a.csvs for r in csv.DictReader(path.open())]
-        try:
-            methods = split_top(a.methods)  # a method's [overrides] may hold commas
-        except ValueError as exc:
-            p.error(f"--methods: {exc}")
+        a, rows, methods = _parse_cells(p, argv)
         if a.tail and a.tail not in methods[1:]:
             p.error(f"--tail {a.tail}: not one of the other --methods ({', '.join(methods[1:])})")
         print(cells(rows, methods, a.seed_set, a.budget, a.common, a.tail))

@@ -544,3 +544,26 @@ def test_fronts_table_from_committed_csv():
 def test_fronts_reach_must_be_another_method():
     bad = aggregate("fronts", str(PARETO), "--methods", "ours,random", "--reach", "nsga2")
     assert bad.returncode == 2 and "--reach nsga2: not one of the other --methods (random)" in bad.stderr
+
+
+def test_fronts_compression_tables_in_readme():
+    """The README's real-student Pareto tables (params cost, 160 and 40 evaluations) are ``aggregate.py
+    fronts`` of the committed rows, and its paired row against the previous defaults matches the rows of
+    the two space labels (one teacher: the newer label names its weights), seed by seed."""
+    path = PARETO.parent / "compression_pareto.csv"
+    methods = ["ours", ACCURACY_PARENTS, "ours[kernel.pool=both,kernel.numeric=log,search.acquisition.pareto_parents=accuracy]",
+               "random", "nsga2", "motpe"]
+    readme = (ROOT / "README.md").read_text()
+    for budget in ("160", "40"):
+        out = aggregate("fronts", str(path), "--methods", ",".join(methods), "--budget", budget, check=True).stdout
+        table = [x for x in out.splitlines() if x.startswith("|")]
+        assert len(table) >= 4 and "\n".join(table) in readme
+    old = "compression:small_resnet-w0.5-p1-K8-tcf78a769"
+    hv = {(r["space"], r["method"], r["seed"], r["budget"]): float(r["hypervolume"]) for r in csv.DictReader(path.open())
+          if r["cost"] == "params"}
+    seeds = [str(s) for s in range(1000, 1010)]
+    for budget in ("40", "80", "160"):
+        d = np.array([hv[(old + "-9d1e1d14", "ours", s, budget)] - hv[(old, ACCURACY_PARENTS, s, budget)] for s in seeds])
+        row = next(x for x in readme.splitlines() if x.startswith("| the previous defaults |"))
+        assert f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(10):.3f}" in row
+        assert f"{(d > 0).sum()}/10)" in row
