@@ -252,8 +252,9 @@ class ParetoProposer:
 
         rank = front_ranks(v, u)
         order = sorted(range(len(ok)), key=lambda i: (rank[i], -u[i]))  # front first, most accurate first
-        if scfg.acquisition.pareto_parents == "spread":  # the parents spread along the front, then the rest as above
-            first = spread(v, u, min(scfg.acquisition.parents, len(ok)))
+        acq = scfg.acquisition
+        if acq.maximizer == "evolution" and acq.pareto_parents == "spread":  # parents spread along the front, then the rest
+            first = spread(v, u, acq.parents)
             chosen = set(first)
             order = first + [i for i in order if i not in chosen]
         parents = [ok[i].arch for i in order]
