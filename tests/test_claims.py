@@ -567,3 +567,25 @@ def test_fronts_compression_tables_in_readme():
         row = next(x for x in readme.splitlines() if x.startswith("| the previous defaults |"))
         assert f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(10):.3f}" in row
         assert f"{(d > 0).sum()}/10)" in row
+
+
+def test_compression_latency_paired_table_in_readme():
+    """The README's paired table of the second real-student latency run: ours with the current defaults
+    minus each other method, seed by seed, on the rows that share one set of timings (label ``-9d1e1d14``,
+    cost latency), mean ± s.e. and the seeds ours is strictly ahead on, at 40, 80 and 160."""
+    path = PARETO.parent / "compression_pareto.csv"
+    label = "compression:small_resnet-w0.5-p1-K8-tcf78a769-9d1e1d14"
+    hv = {(r["method"], r["seed"], r["budget"]): float(r["hypervolume"]) for r in csv.DictReader(path.open())
+          if r["space"] == label and r["cost"] == "latency"}
+    readme = (ROOT / "README.md").read_text().splitlines()
+    names = {"the previous defaults": ACCURACY_PARENTS,
+             "the earlier kernel": "ours[kernel.pool=both,kernel.numeric=log,search.acquisition.pareto_parents=accuracy]",
+             "NSGA-II": "nsga2", "random search": "random", "MOTPE": "motpe"}
+    seeds = [str(s) for s in range(1000, 1010)]
+    for name, method in names.items():
+        row = next(x for x in readme if x.startswith(f"| {name} (latency) |"))
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        for cell, budget in zip(cells, ("40", "80", "160"), strict=True):
+            d = np.array([hv[("ours", s, budget)] - hv[(method, s, budget)] for s in seeds])  # every seed ran every method
+            mean = f"{d.mean():+.3f}".replace("-", "−")
+            assert cell.startswith(f"{mean} ± {d.std(ddof=1) / np.sqrt(10):.3f} (") and cell.endswith(f"{(d > 0).sum()}/10)"), (name, budget, cell)
