@@ -38,7 +38,9 @@ each kernel's EHVI against the evaluated front; the evolution maximiser's parent
 most accurate points, or with ``search.acquisition.pareto_parents=spread`` points spread along it,
 greedily by hypervolume: ``spread``); then, greedily, kernel k takes its best candidate by
 EHVI against the front plus the earlier slots' picks at kernel k's posterior mean (the kriging
-believer), so a batch spreads along the front instead of stacking on one gap.
+believer), so a batch spreads along the front instead of stacking on one gap. With
+``search.acquisition.pareto_batch=independent`` each kernel scores against the evaluated front alone,
+as the single-objective kernels do: the batch's spread then comes only from the kernels' own subsets.
 """
 from __future__ import annotations
 
@@ -270,7 +272,7 @@ class ParetoProposer:
         out = []
         for j in range(k):
             xj, lj = x, levels[j]
-            if picks:  # kriging believer: the earlier picks join the front at kernel j's posterior mean
+            if picks and acq.pareto_batch == "believer":  # kriging believer: the earlier picks join the front at kernel j's posterior mean
                 pm, _ = module.posterior(torch.stack([featurize(picks)] * k))  # (K, P)
                 bx, bl = steps(np.concatenate([v, cost(picks).numpy()]), np.concatenate([tu[j], pm[j].numpy()]), float(levels[j, 0]))
                 xj, lj = torch.from_numpy(bx), torch.from_numpy(bl)

@@ -22,6 +22,7 @@ OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (p
 SHRINK_GROUPS = ("width", "structural")
 MAXIMIZERS = ("random", "evolution")
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
+PARETO_BATCHES = ("believer", "independent")  # search.acquisition.pareto_batch (nascomp.pareto.ParetoProposer)
 METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac", "nsga2", "motpe")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
 TRANSFER_MODES = ("search", "zero_shot")  # kernel.transfer_mode (nascomp.transfer)
@@ -110,6 +111,7 @@ class AcquisitionSchema:
     local_kernels: int = _range(0)
     within_caps: bool = MISSING
     pareto_parents: str = _choice(*PARETO_PARENTS)
+    pareto_batch: str = _choice(*PARETO_BATCHES)
 
 
 @dataclass
