@@ -181,6 +181,24 @@ def test_pareto_parents(space, parents):
         assert sum(a != b for a, b in zip(r.arch.ops, parent.ops)) == 1
 
 
+@pytest.mark.slow
+def test_pareto_batch(space):
+    """``search.acquisition.pareto_batch``: both settings draw the same candidate pools, so the first kernel,
+    which no earlier pick precedes, proposes the same student; with ``independent`` each later kernel scores
+    against the evaluated front alone, and on this seed that changes at least one of the step's picks."""
+    K = 6
+    problem = space.pareto("num_params")
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
+    runs = {}
+    for batch in ("believer", "independent"):
+        cfg = compose(["search.mode=pareto", f"search.K={K}", "search.T=1", "search.acquisition.samples=40",
+                       f"search.acquisition.pareto_batch={batch}"])
+        runs[batch] = [r.arch.key for r in run_search(space, evaluator, cfg, seed=0, budget=2 * K, problem=problem).history]
+    believer, independent = runs["believer"], runs["independent"]
+    assert believer[:K] == independent[:K] and believer[K] == independent[K]
+    assert len(set(independent)) == 2 * K and believer[K:] != independent[K:]
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["search.mode=both"], "search.mode: 'both' is not one of single, pareto"),
     (["search.mode=pareto", "search.method=tpe"], "search.method=tpe has no Pareto mode; with search.mode=pareto choose one of ours, paper, random, nsga2, motpe"),
