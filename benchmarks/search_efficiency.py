@@ -399,7 +399,7 @@ def compression_config(args, overrides: list[str]):
                             *args.override, *overrides])
 
 
-EVALUATOR_FREE = ("search", "kernel", "space", "logger")  # what a method's overrides may change and still share the bench's evaluator
+EVALUATOR_FREE = ("search", "kernel", "space", "logger", "name")  # what a method's overrides may change and still share the bench's evaluator (name: the run name, <teacher>-<dataset>-<search.method>)
 
 
 class CompressionBench:

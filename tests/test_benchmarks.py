@@ -41,6 +41,9 @@ def test_compression_benchmark_cli(tmp_path):
     # one whose overrides change what scores a student (here the weight inheritance) gets an evaluator of its
     # own: the same random students as random's, scored again in another store context
     assert "inherit=l1: an evaluator of its own (another f)" in res.stdout
+    # and only that one: random's run name differs from ours' (<teacher>-<dataset>-<search.method>), which
+    # scores nothing, so random shares the bench's evaluator
+    assert res.stdout.count("an evaluator of its own") == 1
     db = sqlite3.connect(tmp_path / "store.sqlite")
     contexts = {}
     for context, key, f in db.execute("SELECT context, key, f FROM evaluations"):
