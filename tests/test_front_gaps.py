@@ -1,0 +1,55 @@
+"""experiments/front_gaps.py: a Pareto search's hypervolume shortfall per cost bin, checked against the
+exact area of hand-made fronts and against the search's own hypervolume."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "front_gaps.py"
+spec = importlib.util.spec_from_file_location("front_gaps", SCRIPT)
+front_gaps = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(front_gaps)
+
+
+def test_shortfall_is_the_area_between_two_step_functions():
+    """True front (v, u) = (0.1, 0.5), (0.5, 0.9); the search found only (0.1, 0.4). Between the two step
+    functions lie [0.1, 0.5) x 0.1 and [0.5, 1.1) x 0.5, which the bins split by width."""
+    true_v, true_u = np.array([0.1, 0.5]), np.array([0.5, 0.9])
+    s = front_gaps.shortfall(np.array([0.1]), np.array([0.4]), true_v, true_u)
+    expected = np.array([0.0, 0.0, 0.1 * 0.1, 0.2 * 0.1, 0.1 * 0.1 + 0.2 * 0.5, 0.4 * 0.5])
+    assert s == pytest.approx(expected, abs=1e-3)
+    assert s.sum() == pytest.approx(0.4 * 0.1 + 0.6 * 0.5, abs=1e-3)
+    assert front_gaps.shortfall(true_v, true_u, true_v, true_u) == pytest.approx(np.zeros(6))
+
+
+def test_attained_before_any_point_is_the_reference():
+    u = front_gaps.attained(np.array([0.3, 0.2]), np.array([0.6, 0.7]), np.array([0.1, 0.25, 0.35]), -0.1)
+    assert u.tolist() == [-0.1, 0.7, 0.7]  # the cheaper point is the better one: it holds from 0.2 on
+
+
+@pytest.mark.slow
+def test_front_gaps_cli_totals_are_the_hypervolume_regret():
+    """Random search, one seed: the printed total at each budget is the true hypervolume minus the
+    search's (``nascomp.pareto``'s exact figure), to the integration grid's accuracy."""
+    from nascomp.nb201 import NB201Space, TableEvaluator
+    from nascomp.search import run_search
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.search_efficiency import compose
+
+    out = subprocess.run([sys.executable, str(SCRIPT), "--methods", "random", "--seeds", "1", "--seed-offset", "3",
+                          "--budgets", "16,32"], capture_output=True, text=True, check=True).stdout
+    rows = [x for x in out.splitlines() if x.startswith("| random |")]
+    space = NB201Space("cifar10")
+    problem = space.pareto("num_params")
+    cfg = compose(["search.method=random", "search.mode=pareto"])
+    cfg.search.T = 3
+    history = run_search(space, TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency),
+                         cfg, 3, budget=32, problem=problem).history
+    assert len(rows) == 2
+    for row, b in zip(rows, (16, 32)):
+        total = float(row.strip("| ").split(" | ")[-1])
+        assert total == pytest.approx(space.true_hypervolume("num_params") - problem.hypervolume(history[:b]), abs=2e-4)
