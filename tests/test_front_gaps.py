@@ -53,3 +53,39 @@ def test_front_gaps_cli_totals_are_the_hypervolume_regret():
     for row, b in zip(rows, (16, 32)):
         total = float(row.strip("| ").split(" | ")[-1])
         assert total == pytest.approx(space.true_hypervolume("num_params") - problem.hypervolume(history[:b]), abs=2e-4)
+
+
+@pytest.mark.slow
+def test_readme_front_gaps_tables_are_the_searches():
+    """The README's front_gaps tables (CIFAR-10 and CIFAR-100 params, tuning seeds 0-9): each ``ours`` total is
+    the mean ``hv_regret`` of the committed Pareto rows of those runs; each ``random`` total, which has no
+    tuning rows, is recomputed here from its searches; every row's bins sum to its total."""
+    import csv
+
+    from nascomp.nb201 import NB201Space, TableEvaluator
+    from nascomp.search import run_search
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.search_efficiency import compose
+
+    rows = list(csv.DictReader((ROOT / "benchmarks" / "results" / "nb201_pareto.csv").open()))
+    readme = (ROOT / "README.md").read_text()
+    cfg = compose(["search.method=random", "search.mode=pareto"])
+    cfg.search.T = 19
+    for dataset, title in (("cifar10", "CIFAR-10 params:"), ("cifar100", "CIFAR-100 params:")):
+        block = readme.split("\n" + title + "\n", 1)[1].strip().split("\n\n", 1)[0]
+        table = [x.strip("| ").split(" | ") for x in block.splitlines()[2:]]
+        assert [(r[0], r[1]) for r in table] == [("ours", "80"), ("ours", "160"), ("random", "80"), ("random", "160")]
+        space = NB201Space(dataset)
+        problem = space.pareto("num_params")
+        evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
+        best = space.true_hypervolume("num_params")
+        random = [run_search(space, evaluator, cfg, seed, budget=160, problem=problem).history for seed in range(10)]
+        for method, budget, *bins in table:
+            if method == "ours":
+                regret = [float(r["hv_regret"]) for r in rows if r["method"] == "ours" and r["dataset"] == dataset
+                          and r["cost"] == "params" and r["budget"] == budget and r["seed_set"] == "tuning"]
+            else:
+                regret = [best - problem.hypervolume(h[: int(budget)]) for h in random]
+            assert len(regret) == 10
+            assert float(bins[-1]) == pytest.approx(np.mean(regret), abs=2e-4)
+            assert float(bins[-1]) == pytest.approx(sum(map(float, bins[:-1])), abs=3e-4)
