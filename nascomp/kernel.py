@@ -373,6 +373,19 @@ class TargetTransform:
             return z
         return (self.power(z) - self.mean2.view(shape)) / self.std2.view(shape)
 
+    def inverse(self, t: Tensor, k: int) -> Tensor:
+        """Kernel k's map back from targets to rewards, any shape, float64: the inverse of ``__call__``'s row k.
+        Where the Yeo-Johnson transform is bounded (λ < 0 above, λ > 2 below), targets past its bound map to ±inf."""
+        t = t.double()
+        if self.lam is not None:
+            lam = float(self.lam[k])
+            z = t * self.std2[k] + self.mean2[k]
+            pos, neg = z.clamp_min(0.0), z.clamp_max(0.0)
+            up = torch.expm1(pos) if abs(lam) < 1e-12 else (lam * pos + 1).clamp_min(0.0).pow(1 / lam) - 1
+            down = -torch.expm1(-neg) if abs(lam - 2) < 1e-12 else 1 - (1 - (2 - lam) * neg).clamp_min(0.0).pow(1 / (2 - lam))
+            t = torch.where(z >= 0, up, down)
+        return t * self.std[k] + self.mean[k]
+
 
 class EmaStopping(L.Callback):
     """Stop when every kernel's exponential moving average of its loss moves by less than ``tol``."""

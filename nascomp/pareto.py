@@ -154,14 +154,44 @@ def spread(v: Sequence[float], u: Sequence[float], k: int) -> list[int]:
     return chosen
 
 
-def ehvi(mean: Tensor, var: Tensor, cost: Tensor, x: Tensor, levels: Tensor, log: bool = True) -> Tensor:
+def reward_ei(mean: Tensor, var: Tensor, levels: Tensor, inverse: Callable[[Tensor], Tensor], cap: float,
+              log: bool = True, points: int = 64) -> Tensor:
+    """(Log) EI of the reward r = inverse(t), t ~ N(mean, var) a kernel's target, over levels given in
+    target units: E[max(0, r - inverse(L))]. mean, var (C,), levels (m,) -> (m, C).
+
+    No closed form once ``inverse`` is not affine (the power warp), so by quadrature of the tail formula:
+    with e = (t - mean) / s and r(e) = inverse(mean + s e), increasing,
+    E[max(0, r - r(e_L))] = ∫_{e_L}^∞ P(e' > e) dr(e) = ∫ Φ(-e) dr(e), summed over ``points`` intervals of
+    e from e_L = (L - mean) / s to where Φ(-e) is negligible (e_L + 8 / max(1, e_L), or 8 for e_L < 0),
+    Φ at each interval's midpoint (log Φ, so the log form is finite far in the tail). ``cap`` bounds r
+    where the warp's inverse runs off to infinity (Yeo-Johnson with λ < 0)."""
+    s = var.sqrt()
+    e_lo = (levels.unsqueeze(-1) - mean) / s  # (m, C)
+    span = (8.0 + (-e_lo).clamp_min(0.0)) / e_lo.clamp_min(1.0)
+    grid = torch.linspace(0.0, 1.0, points + 1, dtype=mean.dtype)
+    e = e_lo.unsqueeze(-1) + span.unsqueeze(-1) * grid  # (m, C, points + 1)
+    r = inverse(mean.unsqueeze(-1) + s.unsqueeze(-1) * e).clamp_max(cap)
+    r[..., 0] = inverse(levels).clamp_max(cap).unsqueeze(-1)  # exactly the level, where the sum starts
+    dr = torch.diff(r, dim=-1).clamp_min(0.0)
+    log_tail = torch.special.log_ndtr(-(e[..., 1:] + e[..., :-1]) / 2)
+    out = torch.logsumexp(log_tail + torch.log(dr), dim=-1)
+    return out if log else out.exp()
+
+
+def ehvi(mean: Tensor, var: Tensor, cost: Tensor, x: Tensor, levels: Tensor, log: bool = True,
+         inverse: Callable[[Tensor], Tensor] | None = None, cap: float = math.inf) -> Tensor:
     """(Log) expected hypervolume improvement (module docstring) of C candidates of one kernel:
     mean, var (C,) of the target, cost (C,) normalised, the front's step function ``x`` (m + 1,),
-    ``levels`` (m,) in the target's units -> (C,). A candidate at or beyond v_ref scores 0 (-inf)."""
+    ``levels`` (m,) in the target's units -> (C,). A candidate at or beyond v_ref scores 0 (-inf).
+    With ``inverse`` (the kernel's map from targets back to normalised accuracy) the improvement is
+    measured in accuracy, the units of the hypervolume, by ``reward_ei``; without it, in target units."""
     lo = torch.maximum(x[:-1].unsqueeze(-1), cost.unsqueeze(0))  # (m, C)
     w = (x[1:].unsqueeze(-1) - lo).clamp_min(0.0)  # (m, C): width of step k right of the candidate
     m = len(levels)
-    ei = expected_improvement(mean.expand(m, -1), var.expand(m, -1), levels, log=log)  # (m, C)
+    if inverse is None:
+        ei = expected_improvement(mean.expand(m, -1), var.expand(m, -1), levels, log=log)  # (m, C)
+    else:
+        ei = reward_ei(mean, var, levels, inverse, cap, log=log)
     if log:
         return torch.logsumexp(torch.log(w) + ei, dim=0)
     return (w * ei).sum(0)
@@ -248,13 +278,18 @@ class ParetoProposer:
                     cost_cache[a.key] = float(p.scale.v(p.cost_of(a)))
             return torch.tensor([cost_cache[a.key] for a in pool], dtype=torch.float64)
 
+        acq = scfg.acquisition
+        warped = acq.pareto_units == "accuracy" and module.transform.lam is not None  # else target units: an affine map of accuracy, the same argmax
+        cap = float(np.max(u)) + 1.0  # accuracy past the warp's bound (module docstring)
+        inverse = [(lambda t, j=j: module.transform.inverse(t, j)) if warped else None for j in range(k)]
+
         def score(pools: list[list[Architecture]]) -> Tensor:
             mean, var = module.posterior(torch.stack([featurize(pl) for pl in pools]))  # (K, C)
-            return torch.stack([ehvi(mean[j], var[j], cost(pools[j]), x, levels[j], log=log_ei) for j in range(k)])
+            return torch.stack([ehvi(mean[j], var[j], cost(pools[j]), x, levels[j], log=log_ei, inverse=inverse[j], cap=cap)
+                                for j in range(k)])
 
         rank = front_ranks(v, u)
         order = sorted(range(len(ok)), key=lambda i: (rank[i], -u[i]))  # front first, most accurate first
-        acq = scfg.acquisition
         if acq.maximizer == "evolution" and acq.pareto_parents == "spread":  # parents spread along the front, then the rest
             first = spread(v, u, acq.parents)
             chosen = set(first)
@@ -276,7 +311,7 @@ class ParetoProposer:
                 pm, _ = module.posterior(torch.stack([featurize(picks)] * k))  # (K, P)
                 bx, bl = steps(np.concatenate([v, cost(picks).numpy()]), np.concatenate([tu[j], pm[j].numpy()]), float(levels[j, 0]))
                 xj, lj = torch.from_numpy(bx), torch.from_numpy(bl)
-            score_j = ehvi(mean[j], var[j], cost(padded[j] or filler), xj, lj, log=log_ei)
+            score_j = ehvi(mean[j], var[j], cost(padded[j] or filler), xj, lj, log=log_ei, inverse=inverse[j], cap=cap)
             for i in torch.argsort(score_j[: len(pools[j])], descending=True).tolist():
                 if pools[j][i].key not in exclude:
                     picks.append(pools[j][i])

@@ -23,6 +23,7 @@ SHRINK_GROUPS = ("width", "structural")
 MAXIMIZERS = ("random", "evolution")
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
 PARETO_BATCHES = ("believer", "independent")  # search.acquisition.pareto_batch (nascomp.pareto.ParetoProposer)
+PARETO_UNITS = ("target", "accuracy")  # search.acquisition.pareto_units (nascomp.pareto.ParetoProposer)
 METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac", "nsga2", "motpe")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
 TRANSFER_MODES = ("search", "zero_shot")  # kernel.transfer_mode (nascomp.transfer)
@@ -112,6 +113,7 @@ class AcquisitionSchema:
     within_caps: bool = MISSING
     pareto_parents: str = _choice(*PARETO_PARENTS)
     pareto_batch: str = _choice(*PARETO_BATCHES)
+    pareto_units: str = _choice(*PARETO_UNITS)
 
 
 @dataclass
