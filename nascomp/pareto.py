@@ -30,7 +30,10 @@ standardised (and, with ``kernel.warp=power``, Yeo-Johnson-warped) per kernel, a
 levels are mapped the same way, so EHVI is computed in each kernel's target units: the hypervolume
 of the same front with the accuracy axis rescaled by an increasing map (the front itself unchanged;
 with ``kernel.warp=none`` it is the accuracy EHVI divided by the kernel's standard deviation, the
-same argmax).
+same argmax). With ``search.acquisition.pareto_units=accuracy`` each step's EI is measured in u itself,
+E[max(0, g⁻¹(t) - L_k)] for the kernel's Gaussian target t and its inverse warp g⁻¹ (``reward_ei``, by
+quadrature): the expected gain of the hypervolume that is scored, where the warp (λ of 2-4 on
+NAS-Bench-201) otherwise weighs a gain at the accurate end many times one at the cheap end.
 
 A batch of K (``ParetoProposer``): one kernel per batch slot, as in the single-objective search. The
 candidates come from the existing maximisers (``nascomp.acquisition.candidate_pools``, scored by

@@ -131,6 +131,7 @@ SCHEMA_ERRORS = [
     ("search.acquisition.within_caps=maybe", "search.acquisition.within_caps: Value 'maybe' is not a valid bool"),
     ("search.acquisition.pareto_parents=front", "search.acquisition.pareto_parents: 'front' is not one of accuracy, spread"),
     ("search.acquisition.pareto_batch=greedy", "search.acquisition.pareto_batch: 'greedy' is not one of believer, independent"),
+    ("search.acquisition.pareto_units=hypervolume", "search.acquisition.pareto_units: 'hypervolume' is not one of target, accuracy"),
     ("search.target=accuracy objective=latency", "search.target=accuracy needs f's cost known before training (num_params or "
                                                  "flops); latency_ms is measured: use search.target=f"),
     ("search.mode=pareto search.acquisition.local_kernels=2", "Pareto mode has no single incumbent: set it to 0"),
