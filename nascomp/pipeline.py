@@ -437,9 +437,11 @@ def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, grap
 
 def select_finalists(history: Sequence[Record], objective: Objective, k: int) -> list[Record]:
     """The ``k`` students to train fully: the best by f (failed evaluations left out); with caps (the
-    constraint form) the best by f among those that meet every cap. Only when fewer than ``k`` evaluated
-    students meet the caps is the list filled up with the least-violating others (``Objective.violation``
-    ascending, then f), with a warning: a penalised f can rank a student over its cap above one within it."""
+    constraint form) the best by f among those that meet every cap, fewer than ``k`` when fewer meet them
+    (with a warning), so every finalist, and the answer picked among them, meets the caps. Only when no
+    evaluated student meets them are the finalists the ``k`` least over them (``Objective.violation``
+    ascending, then f), with a warning. (A penalised f can rank a student over its cap above one within
+    it, so a list filled up with such students could end in an answer over the cap.)"""
     ranked = SearchResult(list(history)).top(len(history))
     if not objective.caps:
         return ranked[:k]
@@ -447,11 +449,14 @@ def select_finalists(history: Sequence[Record], objective: Objective, k: int) ->
     feasible = [r for r in ranked if over[id(r)] <= 1.0]
     if len(feasible) >= k:
         return feasible[:k]
-    rest = sorted((r for r in ranked if over[id(r)] > 1.0), key=lambda r: (over[id(r)], -r.f))[:k - len(feasible)]
-    log.warning("only %d of %d evaluated students meet the caps %s: final.top_k=%d filled up with %d over them "
-                "(least over first: %s)", len(feasible), len(ranked), objective.caps, k, len(rest),
-                ", ".join(f"{r.arch.key[:12]} x{over[id(r)]:.3g}" for r in rest))
-    return feasible + rest
+    if feasible:
+        log.warning("only %d of %d evaluated students meet the caps %s: %d finalists instead of final.top_k=%d",
+                    len(feasible), len(ranked), objective.caps, len(feasible), k)
+        return feasible
+    least = sorted(ranked, key=lambda r: (over[id(r)], -r.f))[:k]
+    log.warning("none of %d evaluated students meets the caps %s: the %d finalists are the least over them (%s)",
+                len(ranked), objective.caps, len(least), ", ".join(f"{r.arch.key[:12]} x{over[id(r)]:.3g}" for r in least))
+    return least
 
 
 def record_costs(r: Record, objective: Objective) -> dict[str, float]:

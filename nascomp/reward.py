@@ -20,8 +20,8 @@ and by how far over the cap they are (never a wall of zeros). The teacher's f is
 penalty factor (1 when it meets the caps), which Algorithm 1 keeps as the reference.
 
 The finalists of a capped run are students that meet every cap (``nascomp.pipeline.select_finalists``): the
-best by f among them, filled up with the least-violating others (``Objective.violation``) only when
-fewer than ``final.top_k`` evaluated students meet the caps.
+best ``final.top_k`` by f among them (fewer when fewer meet them); only when none does, the least-violating
+students (``Objective.violation``).
 """
 from __future__ import annotations
 

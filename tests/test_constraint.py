@@ -60,17 +60,28 @@ def test_finalists_meet_a_flops_cap_where_the_best_f_does_not(students):
     assert chosen[0].f == pytest.approx(chosen[0].accuracy / 0.9)  # no penalty within the cap
 
 
-def test_too_few_feasible_students_fill_up_with_the_least_violating(students, caplog):
+def test_too_few_feasible_students_give_fewer_finalists(students, caplog):
     graph, archs = students
     objective = _objective(graph, flops=archs[1].flops)  # 2 students meet it
     history = _records(graph, archs, objective)
+    # accuracy ~ FLOPs, penalty 0.5: the students just over the cap have a higher f than both within it
+    assert min(r.f for r in history[:2]) < max(r.f for r in history[2:4])
     with caplog.at_level(logging.WARNING, logger="nascomp"):
         chosen = select_finalists(history, objective, 4)
-    # the 2 within the cap (best f first), then the 2 least over it (the next lowest FLOPs; the last
-    # record's FLOPs are measured from its graph, the highest, so it is not among them)
-    assert [r.arch.key for r in chosen] == [archs[1].key, archs[0].key, archs[2].key, archs[3].key]
-    assert objective.violation({"flops": archs[3].flops}) == pytest.approx(archs[3].flops / archs[1].flops)
-    assert "only 2 of 16 evaluated students meet the caps" in caplog.text
+    assert [r.arch.key for r in chosen] == [archs[1].key, archs[0].key]  # the 2 within the cap, best f first
+    assert "only 2 of 16 evaluated students meet the caps" in caplog.text and "2 finalists instead of final.top_k=4" in caplog.text
+
+
+def test_no_feasible_student_gives_the_least_violating(students, caplog):
+    graph, archs = students
+    objective = _objective(graph, flops=archs[0].flops - 1)  # none meets it
+    history = _records(graph, archs, objective)
+    with caplog.at_level(logging.WARNING, logger="nascomp"):
+        chosen = select_finalists(history, objective, 3)
+    # the 3 least over it: the lowest FLOPs (the last record's FLOPs are measured from its graph, the highest)
+    assert [r.arch.key for r in chosen] == [archs[0].key, archs[1].key, archs[2].key]
+    assert objective.violation({"flops": archs[2].flops}) == pytest.approx(archs[2].flops / (archs[0].flops - 1))
+    assert "none of 16 evaluated students meets the caps" in caplog.text
 
 
 def test_the_violation_of_a_record_without_its_cost_is_measured(students):
@@ -79,8 +90,8 @@ def test_the_violation_of_a_record_without_its_cost_is_measured(students):
     history = _records(graph, archs, objective)
     assert history[-1].flops is None
     chosen = select_finalists(history, objective, 16)
-    assert chosen[-1].arch.key == archs[-1].key and len(chosen) == 16  # measured over the cap: ranked last
-    assert [r.arch.key for r in chosen[:15]] == [a.key for a in archs[-2::-1]]
+    assert len(chosen) == 15 and archs[-1].key not in {r.arch.key for r in chosen}  # measured over the cap: left out
+    assert [r.arch.key for r in chosen] == [a.key for a in archs[-2::-1]]
 
 
 def test_without_caps_the_finalists_are_the_best_by_f(students):
