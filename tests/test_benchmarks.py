@@ -225,6 +225,29 @@ def test_readme_constraint_tables_are_the_benchmarks_output(name, constraint, se
         assert wins[0] >= wins[1] and wins == ([18, 16] if constraint.startswith("flops") else [15, 9])
 
 
+@pytest.mark.parametrize("constraint", ["flops<=561824", MEMORY_CAP, "latency_ms<=0.2"])
+def test_readme_four_finalist_tables_are_the_benchmarks_output(constraint):
+    """The README's constraint tables with the main job's ``final.top_k=4`` (seeds 1000-1009, ours and random)
+    are ``constraint_table`` of the committed rows; under the FLOPs and memory caps the searches are those of
+    the one-finalist rows (every proxy column equal, seed by seed); a row's finalists either all meet the
+    caps or, where no student does, none does (``select_finalists``)."""
+    se = _bench_module()
+    results = SCRIPT.parents[1] / "benchmarks" / "results"
+    rows = [r for r in csv.DictReader((results / "compression_constraint_full_top4.csv").open())
+            if r["space"] == CONSTRAINT_SPACE and r["constraint"] == constraint]
+    assert len(rows) == 2 * 10 * 4 and {r["seed_set"] for r in rows} == {"held-out"}
+    assert (SCRIPT.parents[1] / "README.md").read_text().count(se.constraint_table(rows, [8, 16, 24, 32], ["ours", "random"], full=True)) == 1
+    for r in rows:
+        assert int(r["finalists_feasible"]) in (0, int(r["finalists"])) and int(r["finalists"]) <= 4
+        assert (r["full_accuracy"] == "") == (r["finalists_feasible"] == "0")
+    if constraint.startswith("latency"):
+        return
+    one = {(r["method"], r["seed"], r["budget"]): r for r in csv.DictReader((results / "compression_constraint_full.csv").open())
+           if r["space"] == CONSTRAINT_SPACE and r["constraint"] == constraint}
+    for r in rows:
+        assert all(r[c] == one[r["method"], r["seed"], r["budget"]][c] for c in ("best", "accuracy", "feasible"))
+
+
 @pytest.mark.parametrize("spec, message", [
     ("flop=0.3x", "--constraint 'flop=0.3x': expected <cost>=<cap>"),
     ("flops=0.3y", "--constraint 'flops=0.3y': expected <cost>=<cap>"),
