@@ -399,7 +399,7 @@ def compression_config(args, overrides: list[str]):
                             *args.override, *overrides])
 
 
-EVALUATOR_FREE = ("search", "kernel", "space", "logger", "name")  # what a method's overrides may change and still share the bench's evaluator (name: the run name, <teacher>-<dataset>-<search.method>)
+EVALUATOR_FREE = ("search", "kernel", "space", "logger", "name", "final")  # what a method's overrides may change and still share the bench's evaluator (name: the run name, <teacher>-<dataset>-<search.method>; final: which students are fully trained, read from the method's config by ``feasible_best``)
 
 
 class CompressionBench:
@@ -498,7 +498,8 @@ class CompressionBench:
         """One method on one seed: a row per budget (``rows``; with caps, ``feasible_best`` joined)."""
         result, cached = self.search(overrides, seed, max(budgets))
         setup = self.setup_of(overrides)
-        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}", setup))
+        top_k = compression_config(self.args, self.overrides + overrides).final.top_k  # the method's own (final is evaluator-free)
+        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}", setup, top_k))
                 for row in self.rows(label, seed, result, budgets, cached)]
 
     def rows(self, label: str, seed: int, result, budgets: list[int], cached: int) -> list[dict]:
@@ -511,16 +512,16 @@ class CompressionBench:
                      cached=cached)
                 for b in budgets]
 
-    def feasible_best(self, history: list, run: str = "", setup=None) -> dict:
+    def feasible_best(self, history: list, run: str, setup, top_k: int) -> dict:
         """With caps: the best student of ``history`` as the main job picks its finalists
         (``select_finalists``): its proxy accuracy, whether it meets every cap, and the caps. With
-        ``--full``, also the main job's ``final.top_k`` finalists fully trained as it trains them
+        ``--full``, also the ``top_k`` finalists (the method's ``final.top_k``) fully trained as the main job trains them
         (``pipeline.final_training``: from their own proxy weights, each trained once, kept in the store;
         ``run`` names the folder of the exported best): how many meet every cap, and the best feasible
-        finalist's full-training validation and test accuracy (empty when none is feasible)."""
+        finalist's full-training validation and test accuracy (empty when none is feasible). ``setup``: the
+        method's own (``setup_of``)."""
         from nascomp.pipeline import final_training, record_costs, select_finalists
 
-        setup = setup or self.setup  # the method's own (setup_of)
         objective = setup.objective
         if not objective.caps:
             return {}
@@ -530,7 +531,7 @@ class CompressionBench:
         if best:  # else every evaluation failed
             out.update(accuracy=best[0].accuracy, feasible=feasible(best[0]))
         if self.full:
-            finalists = select_finalists(history, objective, setup.cfg.final.top_k)
+            finalists = select_finalists(history, objective, top_k)
             ok = [r for r in finalists if feasible(r)]
             trained = final_training(setup, ok, Path(self.args.store).parent / "constraint" / run) if ok else []
             top = max(trained, key=lambda row: row["accuracy"], default=None)
@@ -865,7 +866,7 @@ def main_compression(args) -> None:
         print(constraint_table(rows, budgets, [label for label, _ in methods]))
         if args.full:
             print(f"\nthe same, fully trained: validation accuracy of the best feasible finalist (final.top_k "
-                  f"{compression_config(args, []).final.top_k})")
+                  f"{compression_config(args, []).final.top_k} unless a method's [final.top_k=...] says otherwise)")
             print(constraint_table(rows, budgets, [label for label, _ in methods], full=True))
     else:
         print(table(with_gap(rows), budgets, [label for label, _ in methods], regret="gap"))

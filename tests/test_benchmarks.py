@@ -315,6 +315,17 @@ def test_compression_constraint_benchmark_cli(tmp_path):
     assert 1 <= len(finals) <= 4 and "the same, fully trained" in res.stdout
     assert re.search(r"- ours: [012]/2 finalists meet every cap", res.stdout), res.stdout[-2000:]  # 2 rows of 1
 
+    # a method's own final.top_k: the same searches and evaluator (final is evaluator-free), more finalists
+    two = tmp_path / "two.csv"
+    res = compression_cli(tmp_path, two, "--constraint", "flops=0.3x", "--methods", "ours[final.top_k=2]", "--seed-offset",
+                          "1000", "--full", *TINY)
+    two_rows = list(csv.DictReader(two.open()))
+    assert "of its own" not in res.stdout
+    assert [[r[c] for c in proxy_columns[1:]] for r in two_rows] == [[r[c] for c in proxy_columns[1:]] for r in full_rows[:2]]
+    for r, one in zip(two_rows, full_rows):
+        assert r["method"] == "ours[final.top_k=2]" and int(one["finalists"]) <= int(r["finalists"]) <= 2
+        assert r["full_accuracy"] == "" or float(r["full_accuracy"]) >= float(one["full_accuracy"] or 0)
+
 
 def test_a_rerun_with_a_larger_budget_adds_only_the_missing_rows(tmp_path):
     """The CSV records each (method, cell, seed) per budget: rerunning with ``--budgets 8,16,24`` after
