@@ -4,6 +4,7 @@
     nice -n 5 python -m benchmarks.costs noise     # latency CV on digits students (small_resnet teacher)
     nice -n 5 python -m benchmarks.costs table     # the per-layer latency table's error against measured latency
     nice -n 5 python -m benchmarks.costs memory    # peak activation memory: computed from shapes vs torch.profiler
+    nice -n 5 python -m benchmarks.costs retime --store S --width 0.5 --cap 0.2   # a capped run's finalists timed again
 
 ``flops``: our count (multiply-accumulates of conv and linear, from the graph's shapes) beside
 fvcore's ``conv`` + ``linear`` and fvcore's total (which adds 2 per element of an affine batch norm
@@ -67,7 +68,7 @@ import numpy as np
 import torch
 
 from nascomp import teachers
-from nascomp.compression_space import CompressionSpace
+from nascomp.compression_space import Candidate, CompressionSpace
 from nascomp.cost import LatencyTable, measure_latency, profiled_peak_bytes
 from nascomp.graph import ArchGraph
 
@@ -164,9 +165,55 @@ def memory(students: int, batch_size: int, width: float) -> None:
             print(f"| {label} | {batch_size} | {computed / 2**20:.3f} | {measured / 2**20:.3f} | {measured / computed:.3f} |")
 
 
+def retime(store: str, cap: float, width: float, trials: int, warmup: int, repeats: int) -> None:
+    """Time again, ``trials`` times, every fully trained student of a digits run store (its ``finals``: the
+    finalists of a latency-capped ``--full`` benchmark) and the teacher, and say how many of the finalists
+    whose stored figure met ``cap`` meet it again: the stored figure is one timing, and the finalists were
+    chosen among students because it met the cap, so its noise can only have helped them."""
+    import json
+    import sqlite3
+
+    torch.set_num_threads(1)
+    teacher = teachers.create("small_resnet", num_classes=10, width=width, in_channels=1).eval()
+    graph = ArchGraph.from_module(teacher, (1, 8, 8))
+    space = CompressionSpace(graph)
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT DISTINCT e.key, e.arch, e.latency_ms FROM finals f JOIN evaluations e ON e.key = f.key").fetchall()
+    if not rows:
+        raise SystemExit(f"{store}: no fully trained students (finals) to time again")
+
+    def figure(g: ArchGraph) -> float:  # the median over trials of Meter's figure (the median of repeats)
+        module = g.build()
+        return statistics.median(statistics.median(measure_latency(module, g.input_shape, 1, "cpu", warmup, repeats))
+                                 for _ in range(trials))
+
+    ratios, met, again, near, over = [], 0, 0, 0, []
+    for key, arch, stored in rows:
+        d = json.loads(arch)
+        student = Candidate(space, frozenset(d["removed"]), frozenset(tuple(p) for p in d["skips"]), tuple(d["ratios"]))
+        if student.key != key:
+            raise SystemExit(f"{store}: student {key[:12]} does not rebuild over small_resnet w{width:g} (another teacher?)")
+        now = figure(student.graph)
+        ratios.append(now / stored)
+        if stored <= cap:
+            met += 1
+            again += now <= cap
+            near += cap < now <= 1.1 * cap
+            if now > cap:
+                over.append(f"{key[:12]} {stored:.3f} -> {now:.3f}")
+    print(f"{len(rows)} fully trained students, 1 thread, batch 1; each timed {trials} times (warm-up {warmup}, median of "
+          f"{repeats}); teacher now {figure(graph):.3f} ms")
+    print(f"stored figure within {cap:g} ms: {met}; timed again within it: {again} ({near} more within 10 % over it); "
+          f"now / stored: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}")
+    if over:
+        print("over the cap now (stored ms -> now): " + "; ".join(over))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=["flops", "noise", "table", "memory"])
+    p.add_argument("part", choices=["flops", "noise", "table", "memory", "retime"])
+    p.add_argument("--store", help="retime: a digits benchmark's run store")
+    p.add_argument("--cap", type=float, default=0.2, help="retime: the latency cap in ms")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--students", type=int, default=3)
     p.add_argument("--trials", type=int, default=10)
@@ -178,6 +225,10 @@ def main() -> None:
         flops(a.students)
     elif a.part == "memory":
         memory(a.students, int(a.batch_sizes.split(",")[-1]), a.width)
+    elif a.part == "retime":
+        if not a.store:
+            p.error("retime needs --store")
+        retime(a.store, a.cap, a.width, a.trials, a.warmup, a.repeats)
     elif a.part == "table":
         table(a.warmup, a.repeats, a.students, [int(b) for b in a.batch_sizes.split(",")])
     else:

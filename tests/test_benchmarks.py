@@ -326,6 +326,20 @@ def test_compression_constraint_benchmark_cli(tmp_path):
         assert r["method"] == "ours[final.top_k=2]" and int(one["finalists"]) <= int(r["finalists"]) <= 2
         assert r["full_accuracy"] == "" or float(r["full_accuracy"]) >= float(one["full_accuracy"] or 0)
 
+    # benchmarks.costs retime: the store's fully trained students rebuilt over the teacher (their keys
+    # checked) and timed again; a cap every stored figure meets
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        trained = db.execute("SELECT COUNT(DISTINCT key) FROM finals").fetchone()[0]
+    timed = subprocess.run([sys.executable, "-m", "benchmarks.costs", "retime", "--store", str(tmp_path / "store.sqlite"),
+                            "--width", "0.5", "--cap", "1000", "--trials", "2", "--warmup", "1", "--repeats", "3"],
+                           cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    assert f"{trained} fully trained students" in timed.stdout and trained >= 1
+    assert f"stored figure within 1000 ms: {trained}; timed again within it: {trained} (0 more" in timed.stdout
+    wrong = subprocess.run([sys.executable, "-m", "benchmarks.costs", "retime", "--store", str(tmp_path / "store.sqlite"),
+                            "--width", "0.25", "--trials", "1"], cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1 and "does not rebuild over small_resnet w0.25 (another teacher?)" in wrong.stderr
+
 
 def test_a_rerun_with_a_larger_budget_adds_only_the_missing_rows(tmp_path):
     """The CSV records each (method, cell, seed) per budget: rerunning with ``--budgets 8,16,24`` after
