@@ -177,8 +177,15 @@ def retime(store: str, cap: float, width: float, trials: int, warmup: int, repea
     teacher = teachers.create("small_resnet", num_classes=10, width=width, in_channels=1).eval()
     graph = ArchGraph.from_module(teacher, (1, 8, 8))
     space = CompressionSpace(graph)
-    with sqlite3.connect(store) as db:
-        rows = db.execute("SELECT DISTINCT e.key, e.arch, e.latency_ms FROM finals f JOIN evaluations e ON e.key = f.key").fetchall()
+    from pathlib import Path
+
+    if not Path(store).is_file():
+        raise SystemExit(f"--store {store}: no such file (a run store of the digits benchmark)")
+    try:  # read only: the store is left as it is
+        with sqlite3.connect(f"file:{Path(store).resolve()}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT DISTINCT e.key, e.arch, e.latency_ms FROM finals f JOIN evaluations e ON e.key = f.key").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise SystemExit(f"--store {store}: not a run store ({exc})") from None
     if not rows:
         raise SystemExit(f"{store}: no fully trained students (finals) to time again")
 
@@ -236,4 +243,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.search_efficiency import cli
+
+    cli(main)

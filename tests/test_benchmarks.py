@@ -338,7 +338,15 @@ def test_compression_constraint_benchmark_cli(tmp_path):
     assert f"stored figure within 1000 ms: {trained}; timed again within it: {trained} (0 more" in timed.stdout
     wrong = subprocess.run([sys.executable, "-m", "benchmarks.costs", "retime", "--store", str(tmp_path / "store.sqlite"),
                             "--width", "0.25", "--trials", "1"], cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
-    assert wrong.returncode == 1 and "does not rebuild over small_resnet w0.25 (another teacher?)" in wrong.stderr
+    assert wrong.returncode == 2 and "does not rebuild over small_resnet w0.25 (another teacher?)" in wrong.stderr
+    missing = subprocess.run([sys.executable, "-m", "benchmarks.costs", "retime", "--store", str(tmp_path / "none.sqlite")],
+                             cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "none.sqlite: no such file" in missing.stderr and not (tmp_path / "none.sqlite").exists()
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    junk = subprocess.run([sys.executable, "-m", "benchmarks.costs", "retime", "--store", str(tmp_path / "junk.sqlite")],
+                          cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
+    assert junk.returncode == 2 and "junk.sqlite: not a run store" in junk.stderr
+    assert (tmp_path / "junk.sqlite").read_text() == "not a database"
 
 
 def test_a_rerun_with_a_larger_budget_adds_only_the_missing_rows(tmp_path):
