@@ -141,12 +141,27 @@ def with_overrides(label: str, overrides: str) -> str:
 
 def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 160, ours_overrides: str = "",
            shared: bool = True) -> str:
+    """``claims_in_space`` for each space label of the rows (those starting with ``space``, nb201 | compression)
+    in which some arm of a claim ran, one table each: a compression space label names its teacher, and a
+    seed's score is never averaged over two teachers. No arm in any space: one table of "not run"."""
+    rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["space"].startswith(space)]
+    arms = {label for _, claim_arms in CLAIMS for _, _, paper, ours in claim_arms for label in (paper, with_overrides(ours, ours_overrides))}
+    by_space: dict[str, list[dict]] = {}
+    for r in rows:
+        by_space.setdefault(r["space"], []).append(r)
+    ran = [label for label, members in sorted(by_space.items()) if any(r["method"] in arms for r in members)]
+    return "\n\n".join(claims_in_space(by_space[label], seed_set, label, budget, ours_overrides, shared) for label in ran) or \
+        claims_in_space([], seed_set, space, budget, ours_overrides, shared)
+
+
+def claims_in_space(rows: list[dict], seed_set: str, space: str, budget: int, ours_overrides: str = "", shared: bool = True) -> str:
     """Markdown: per claim and arm, the paper's f(x) and the measured mean ± s.e. over seeds of
-    ``claim_score`` at ``budget`` for the paper's method and ours (per seed, averaged over the
-    space/dataset/objective cells and seeds in which every arm of the claim on that side ran, and on the
-    cells both sides ran when both did: arms are compared on the same cells and seeds, never one cell
-    against an average over six), and whether the paper's direction (the arm against the
-    claim's first arm) holds. Only rows whose ``space`` starts with ``space`` (nb201 | compression). No rows: "not run".
+    ``claim_score`` for the paper's method and ours, from ``rows``: those of one space label, seed set and
+    budget (``space``, ``seed_set`` and ``budget`` head the table). Per seed, averaged over the
+    dataset/objective cells and seeds in which every arm of the claim on that side ran, and on the
+    cells both sides ran when both did (arms are compared on the same cells and seeds, never one cell
+    against an average over six); and whether the paper's direction (the arm against the
+    claim's first arm) holds. No rows: "not run".
     ``ours_overrides``: ours' arms are the rows of ours with these overrides first (rows of earlier
     defaults carry the overrides that reproduce them, e.g. ``kernel.pool=both,kernel.numeric=log``).
     ``shared=False``: each side on the cells all of its own arms ran, whatever the other side ran (ours'
@@ -154,7 +169,6 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     cells, as the "Compared on" lines say."""
     import numpy as np
 
-    rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["space"].startswith(space)]
     unit = lambda r: (r["space"], r["dataset"], r["objective"], r["seed"])
     ran: dict[str, set] = {}
     for r in rows:
@@ -179,13 +193,14 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
     lines = [f"space {space}; seeds: {seed_set}; budget {budget}; score: -regret on [0, 1] (NAS-Bench-201) or best f (compression), higher is better",
              "", "| claim | arm | paper f(x) | paper method | ours | paper's direction holds (paper / ours) |", "|---|---|---|---|---|---|"]
     compared = []
+    cell = lambda u: " ".join(u[1:3] if u[0] == "nb201" else u[:2])  # a compression cell: its space label (teacher), dataset
     for claim, arms in [(c, [(a, f, p, with_overrides(o, ours_overrides)) for a, f, p, o in arms]) for c, arms in CLAIMS]:
         on = [common([a[2] for a in arms]), common([a[3] for a in arms])]  # the paper method's arms, ours
         if shared and on[0] and on[1]:  # both sides on the cells both ran (each side keeps its own seeds)
             cells = {u[:3] for u in on[0]} & {u[:3] for u in on[1]}
             on = [{u for u in side if u[:3] in cells} for side in on]
         compared.append(f"- {claim.split(':')[0]}: " + "; ".join(
-            f"{side} on " + (", ".join(sorted({" ".join(u[1:3]) for u in units})) + f" ({len({u[3] for u in units})} seeds)"
+            f"{side} on " + (", ".join(sorted({cell(u) for u in units})) + f" ({len({u[3] for u in units})} seeds)"
                              if units else "nothing")
             for side, units in zip(("paper", "ours"), on)))
         _, ref_f, ref_paper, ref_ours = arms[0]
@@ -202,11 +217,12 @@ def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 
 def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, common: bool = False, tail: str = "") -> str:
     """Markdown: one row per space/dataset/objective cell, one column per method: the mean ± s.e. over
     seeds of the regret (NAS-Bench-201) or of the best f (compression, where the optimum is unknown)
-    at ``budget``; bold marks the best method(s) of the cell. Then, per other method, in how many cells
-    the first method's mean is strictly better. ``common``: in each cell only the seeds that every
-    method listed ran (a method run on fewer seeds is compared on those alone). ``tail``: one of ``methods``;
-    then also in how many cells the first method's worst seed is no worse than that method's median seed
-    (issue 13's tail target, against REA), with each failing cell's two figures."""
+    at ``budget``; bold marks the best method(s) of the cell. Then, per other method, in how many of the
+    cells where both it and the first method have rows the first method's mean is strictly better.
+    ``common``: in each cell only the seeds that every method listed ran (a method run on fewer seeds is
+    compared on those alone). ``tail``: one of ``methods``;
+    then also in how many cells (of those where both have rows) the first method's worst seed is no worse
+    than that method's median seed (issue 13's tail target, against REA), with each failing cell's two figures."""
     import numpy as np
 
     rows = [r for r in rows if r["seed_set"] == seed_set and int(r["budget"]) == budget and r["method"] in methods]
@@ -225,7 +241,8 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, comm
     lines = [f"seeds: {seed_set}; budget {budget}; regret (NAS-Bench-201: accuracy in points, compression in f) "
              "or best f (real students), mean ± s.e.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     wins = {m: 0 for m in methods[1:]}
-    tail_held, tail_failed = 0, []
+    both = {m: 0 for m in methods[1:]}  # the cells where the first method and m have rows: the counts' denominators
+    tail_held, tail_failed, tail_cells = 0, [], 0
     for (space, dataset, objective, lower), by in sorted(groups.items()):
         stats = {m: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0) for m, v in by.items()}
         best = (min if lower else max)(v[0] for v in stats.values())  # every method at it is bold (ties)
@@ -236,17 +253,19 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, comm
         cell = f"{dataset} {objective}" if space == "nb201" else f"{space} {dataset}"
         lines.append("| " + " | ".join([cell, seeds] + [fmt(m) for m in methods]) + " |")
         for m in wins:
-            if methods[0] in stats and m in stats and (stats[methods[0]][0] < stats[m][0] if lower else stats[methods[0]][0] > stats[m][0]):
-                wins[m] += 1
+            if methods[0] in stats and m in stats:
+                both[m] += 1
+                wins[m] += (stats[methods[0]][0] < stats[m][0]) if lower else (stats[methods[0]][0] > stats[m][0])
         if tail and methods[0] in by and tail in by:
+            tail_cells += 1
             worst, median = (max if lower else min)(by[methods[0]]), float(np.median(by[tail]))
             if (worst <= median) if lower else (worst >= median):
                 tail_held += 1
             else:
                 tail_failed.append(f"{cell}: {worst:.4g} against {median:.4g}")
-    lines += ["", f"{methods[0]} strictly better than: " + ", ".join(f"{m} in {n}/{len(groups)} cells" for m, n in wins.items())]
+    lines += ["", f"{methods[0]} strictly better than: " + ", ".join(f"{m} in {n}/{both[m]} cells" for m, n in wins.items())]
     if tail:
-        lines.append(f"worst seed of {methods[0]} no worse than the median seed of {tail} in {tail_held}/{len(groups)} cells"
+        lines.append(f"worst seed of {methods[0]} no worse than the median seed of {tail} in {tail_held}/{tail_cells} cells"
                      + (f" (not in {'; '.join(tail_failed)})" if tail_failed else ""))
     return "\n".join(lines)
 
@@ -254,10 +273,11 @@ def cells(rows: list[dict], methods: list[str], seed_set: str, budget: int, comm
 def fronts(rows: list[dict], methods: list[str], seed_set: str, budget: int, early: int | None = None, reach: str = "") -> str:
     """Markdown for Pareto-mode CSVs (``--mode pareto``): one row per cell (dataset and cost), one column
     per method: the mean ± s.e. over seeds of the hypervolume at ``budget`` (bold: the highest of the
-    cell). Then, per other method, in how many cells the first method's mean is strictly higher, and
-    on how many seeds of each cell the first method is strictly higher (paired by seed). ``reach``:
-    one of ``methods``; then also in how many cells the first method's mean hypervolume at ``early``
-    is at least that method's at ``budget`` (issue 14's target against random search)."""
+    cell). Then, per other method, in how many of the cells where both it and the first method have rows
+    the first method's mean is strictly higher, and on how many seeds of each cell the first method is
+    strictly higher (paired by seed). ``reach``: one of ``methods``; then also in how many cells (of those
+    where the first method has rows at ``early`` and that method at ``budget``) the first method's mean
+    hypervolume at ``early`` is at least that method's at ``budget`` (issue 14's target against random search)."""
     import numpy as np
 
     rows = [r for r in rows if r["seed_set"] == seed_set and r["method"] in methods]
@@ -270,6 +290,7 @@ def fronts(rows: list[dict], methods: list[str], seed_set: str, budget: int, ear
     lines = [f"seeds: {seed_set}; budget {budget}; hypervolume of normalised (accuracy, cost), mean ± s.e.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     wins, above, reached, missed = {m: 0 for m in methods[1:]}, [], 0, []
+    both, reach_cells = {m: 0 for m in methods[1:]}, 0  # the counts' denominators: cells where both have rows
     for cell, by in sorted(hv.items()):
         stats = {m: (np.mean(v), np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
                  for m in methods if (v := at(by, m, budget))}
@@ -284,21 +305,22 @@ def fronts(rows: list[dict], methods: list[str], seed_set: str, budget: int, ear
         per = []
         for m in wins:
             if methods[0] in stats and m in stats:
+                both[m] += 1
                 wins[m] += stats[methods[0]][0] > stats[m][0]
                 seeds = sorted({s for s, b in first if b == budget} & {s for s, b in by[m] if b == budget})
                 per.append(f"{m} {sum(first[(s, budget)] > by[m][(s, budget)] for s in seeds)}/{len(seeds)}")
         above.append(f"{' '.join(cell)}: {', '.join(per)}")
-        if reach and early is not None and methods[0] in by and reach in by:
+        if reach and early is not None and at(by, methods[0], early) and at(by, reach, budget):
+            reach_cells += 1
             mine, theirs = float(np.mean(at(by, methods[0], early))), float(np.mean(at(by, reach, budget)))
             if mine >= theirs:
                 reached += 1
             else:
                 missed.append(f"{' '.join(cell)}: {mine:.4f} against {theirs:.4f}")
-    shown = sum(line.startswith("| ") for line in lines) - 1  # the cells in the table
-    lines += ["", f"{methods[0]} higher than: " + ", ".join(f"{m} in {n}/{shown} cells" for m, n in wins.items()),
+    lines += ["", f"{methods[0]} higher than: " + ", ".join(f"{m} in {n}/{both[m]} cells" for m, n in wins.items()),
               f"seeds {methods[0]} is higher on: " + "; ".join(above)]
     if reach and early is not None:
-        lines.append(f"{methods[0]} at {early} reaches {reach} at {budget} in {reached}/{shown} cells"
+        lines.append(f"{methods[0]} at {early} reaches {reach} at {budget} in {reached}/{reach_cells} cells"
                      + (f" (not in {'; '.join(missed)})" if missed else ""))
     return "\n".join(lines)
 
