@@ -16,11 +16,12 @@
     memory_mb   peak memory of one forward of a batch of ``batch_size`` (MiB, 2^20 bytes, float32),
                 computed from the graph's shapes, not measured: weights (parameters and BN running
                 statistics) plus the largest sum of activations alive at once when ``GraphNet`` runs
-                the graph (it frees each output after its last use; identity, flatten, dropout and slice (a view)
-                return their input and allocate nothing; a sum of n inputs holds one temporary, two
-                when n > 2; the network input stays alive; while it runs, a conv holds a second
-                buffer of its output's size and a max-pool its int64 indices, as torch's CPU kernels
-                do). Other workspace (im2col of thin convs, cuDNN) is not counted:
+                the graph (it frees each output after its last use; identity, flatten, dropout, droppath
+                (both the identity in eval mode) and slice (a view) return their input and allocate nothing;
+                a sum of n inputs holds one temporary, two when n > 2, and a gate or opaque layer, called
+                with its inputs as separate arguments, none; the network input stays alive; while it
+                runs, a conv holds a second buffer of its output's size and a max-pool its int64
+                indices, as torch's CPU kernels do). Other workspace (im2col of thin convs, cuDNN) is not counted:
                 ``benchmarks/costs.py memory`` compares the figure with torch.profiler's.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 COSTS = ("num_params", "flops", "latency_ms", "memory_mb")  # every cost column (a field of Costs), in this order
 BYTES = 4  # float32
-_ALIASES = frozenset(("identity", "flatten", "dropout", "add", "concat", "slice"))  # GraphNet layers returning their input
+_ALIASES = frozenset(("identity", "flatten", "dropout", "droppath", "add", "concat", "slice"))  # GraphNet layers returning their input (eval mode)
 # what a layer holds while it runs, in units of its output (torch's CPU kernels, measured with torch.profiler):
 # a conv (oneDNN) a second output-sized buffer, a max-pool its int64 indices (2 float32 elements per output)
 _TRANSIENT = {"conv": 1, "maxpool": 2}
@@ -81,6 +82,8 @@ def weight_bytes(graph: "ArchGraph") -> int:
 
 def peak_activations(graph: "ArchGraph") -> int:
     """The most activation elements (one sample) alive at once while ``GraphNet`` runs ``graph``."""
+    from nascomp.graph import SEPARATE_INPUTS
+
     numel = lambda shape: math.prod(shape)  # noqa: E731
     size: dict[int, int] = {-1: numel(graph.input_shape)}  # storage id -> elements
     holds: dict[int, int] = {-1: -1}  # layer output (-1: the input) -> storage id
@@ -94,7 +97,7 @@ def peak_activations(graph: "ArchGraph") -> int:
         if layer.type == "concat":
             h = j + len(graph.layers)  # a new storage
             size[h] = sum(numel(graph.layers[i].out_shape) if i >= 0 else size[-1] for i in layer.inputs)
-        elif len(layer.inputs) == 1:
+        elif len(layer.inputs) == 1 or layer.type in SEPARATE_INPUTS:  # no sum: layer(*inputs), all alive already
             h = holds[layer.inputs[0]]
         else:  # h = h + outs[i], one new tensor per input after the first
             h = j + len(graph.layers)
@@ -163,7 +166,8 @@ def _time(fn, device: str, warmup: int, repeats: int) -> list[float]:
 
 class LatencyTable:
     """Predicted latency (``objective.latency_table=true``): the sum over layers of each layer's latency
-    timed alone (the sum or concatenation of its inputs, then the layer, on zeros of its input shapes at
+    timed alone (the sum or concatenation of its inputs, then the layer; a gate or opaque layer called with
+    its inputs as separate arguments, as ``GraphNet`` calls it; on zeros of its input shapes at
     the batch size; the median of ``repeats`` after ``warmup``). Each distinct layer (type, input and
     output shapes, attributes) is timed once and kept here, so a new student costs only the layers no
     earlier one had. Its error against the measured figure: ``benchmarks/costs.py table``.
@@ -197,12 +201,17 @@ class LatencyTable:
         return self.store.latency(_layer_key(signature), self.device_key, self.batch_size)
 
     def _timed(self, layer: "Layer", shapes: list, signature: str) -> float:
-        from nascomp.graph import make_layer
+        from nascomp.graph import SEPARATE_INPUTS, make_layer
 
         module = make_layer(layer).to(self.device).eval()
         xs = [torch.zeros(self.batch_size, *s, device=self.device) for s in shapes]
-        join = (lambda: torch.cat(xs, 1)) if layer.type == "concat" else (lambda: sum(xs[1:], xs[0]))
-        ms = statistics.median(_time(lambda: module(join()), self.device, self.warmup, self.repeats))
+        if layer.type in SEPARATE_INPUTS:  # its inputs are separate arguments (GraphNet.forward)
+            run = lambda: module(*xs)  # noqa: E731
+        elif layer.type == "concat":
+            run = lambda: module(torch.cat(xs, 1))  # noqa: E731
+        else:
+            run = lambda: module(sum(xs[1:], xs[0]))  # noqa: E731
+        ms = statistics.median(_time(run, self.device, self.warmup, self.repeats))
         if self.store is not None:
             self.store.save_latency(_layer_key(signature), self.device_key, self.batch_size, ms, self.repeats)
         return ms

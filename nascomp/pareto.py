@@ -84,24 +84,30 @@ class Scale:
 
 def front_mask(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
     """(n,) bool: the points no other point dominates (cost no higher and accuracy no lower, one of
-    them strictly). Of equal points, the first is on the front."""
+    them strictly). Of equal points, the first is on the front. A point of non-finite cost or accuracy
+    (NaN, inf) is never on it."""
     c, a = np.asarray(cost, dtype=float), np.asarray(accuracy, dtype=float)
     on = np.zeros(len(c), dtype=bool)
     best = -math.inf
-    for i in sorted(range(len(c)), key=lambda i: (c[i], -a[i], i)):
+    finite = np.flatnonzero(np.isfinite(c) & np.isfinite(a))
+    for i in sorted(finite, key=lambda i: (c[i], -a[i], i)):
         if a[i] > best:
             on[i], best = True, a[i]
     return on
 
 
 def front_ranks(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
-    """(n,) int: non-dominated sorting; 0 for the front, 1 for the front of the rest, ..."""
+    """(n,) int: non-dominated sorting; 0 for the front, 1 for the front of the rest, ...; the points
+    of non-finite cost or accuracy, never on a front, share the last rank."""
     c, a = np.asarray(cost, dtype=float), np.asarray(accuracy, dtype=float)
     rank, left, r = np.full(len(c), -1), np.arange(len(c)), 0
     while len(left):
         on = front_mask(c[left], a[left])
+        if not on.any():  # only non-finite points left: each round must take one, or this never ends
+            break
         rank[left[on]] = r
         left, r = left[~on], r + 1
+    rank[left] = r
     return rank
 
 

@@ -254,7 +254,9 @@ def pareto_summary(problem: ParetoProblem, history: Sequence[Record], finalists:
     """``summary.json``'s ``pareto``: the objective ``name`` and its cost, the scale, the reference
     point, the teacher, the hypervolume after each evaluation (``curve``) and at the end, and the front
     of the evaluated students (cost ascending; proxy accuracy) with each one's history index,
-    normalised (u, v), every cost and whether it is a finalist."""
+    normalised (u, v), every cost and whether it is a finalist, and the ``finalists`` (``final.top_k``, in
+    the order chosen), each with its history index, proxy accuracy, cost and whether it is on the front:
+    ``ParetoProblem.spread`` takes points off the front when final.top_k exceeds the front's size."""
     index = {id(r): i for i, r in enumerate(history)}
     chosen = {r.arch.key for r in finalists}
     front = []
@@ -263,11 +265,13 @@ def pareto_summary(problem: ParetoProblem, history: Sequence[Record], finalists:
         front.append({"index": index[id(r)], "key": r.arch.key, "accuracy": r.accuracy, "cost": getattr(r, problem.cost),
                       "f": r.f, "u": float(u[0]), "v": float(v[0]), **{c: getattr(r, c) for c in COSTS},
                       "finalist": r.arch.key in chosen})
-    curve = problem.curve(history)
+    curve, on_front = problem.curve(history), {p["key"] for p in front}
     return {"objective": name, "cost": problem.cost, "hypervolume": problem.hypervolume(history),
             "curve": [float(h) for h in curve], "scale": asdict(problem.scale),
             "reference_point": {"u": REFERENCE[0], "v": REFERENCE[1]},
-            "teacher": {"accuracy": problem.reference[0], "cost": problem.reference[1]}, "front": front}
+            "teacher": {"accuracy": problem.reference[0], "cost": problem.reference[1]}, "front": front,
+            "finalists": [{"index": index[id(r)], "key": r.arch.key, "accuracy": r.accuracy, "cost": getattr(r, problem.cost),
+                           "on_front": r.arch.key in on_front} for r in finalists]}
 
 
 def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKernels | None:

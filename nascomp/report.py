@@ -5,8 +5,9 @@ columns and the costs, the objective, the config), three plots and ``report.md``
 Plots (paper Figures 1-2): f(x) against evaluation index with the best so far; the histogram of
 f(x); accuracy against parameters with the Pareto front and the teacher marked. A Pareto run
 (``search.mode=pareto``) adds the front of (accuracy, its cost) with the teacher and the finalists
-marked (``pareto_front.png``), the hypervolume against evaluations (``hypervolume.png``) and the
-front as a table in the report (``summary.json``'s ``pareto``).
+marked (``pareto_front.png``; every finalist circled, on the front or not), the hypervolume against
+evaluations (``hypervolume.png``), and the front as a table and the finalists as a line in the report
+(``summary.json``'s ``pareto``: ``front`` and ``finalists``).
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def plot_pareto(pareto: dict, rows: list[dict], out_dir: Path) -> dict[str, str]
     if front:
         ax.step([p["cost"] for p in front], [p["accuracy"] for p in front], where="post", color="C2", marker="o", ms=4,
                 label="front")
-    chosen = [p for p in front if p["finalist"]]
+    chosen = pareto["finalists"]  # on the front or not
     if chosen:
         ax.scatter([p["cost"] for p in chosen], [p["accuracy"] for p in chosen], s=80, facecolors="none", edgecolors="C1",
                    label="finalists")
@@ -135,6 +136,13 @@ def front_table(pareto: dict) -> str:
         lines.append(f"| {p['index']} | `{p['key'][:12]}` | {100 * p['accuracy']:.2f}% | {p['cost']:.4g} | {p['u']:.4f} | "
                      f"{p['v']:.4f} | {p['f']:.4f} | {'yes' if p['finalist'] else ''} |")
     return "\n".join(lines)
+
+
+def finalists_line(pareto: dict) -> str:
+    """Markdown: a Pareto run's finalists in the order chosen, those off the front said so."""
+    cells = [f"`{p['key'][:12]}` (#{p['index']}, {100 * p['accuracy']:.2f}%, {p['cost']:.4g}"
+             f"{'' if p['on_front'] else ', off the front'})" for p in pareto["finalists"]]
+    return f"{len(cells)} finalists (final.top_k), circled in the plot: " + ("; ".join(cells) or "none") + "."
 
 
 def _save(fig, path: Path) -> str:
@@ -185,7 +193,7 @@ def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
                  f"{len(pareto['front'])} students on the front of (validation accuracy, {COST_LABELS[pareto['cost']]}); "
                  f"hypervolume {pareto['hypervolume']:.4f} of (u, v) = (accuracy / teacher accuracy, cost / teacher cost) "
                  f"against the reference point (u, v) = ({ref['u']}, {ref['v']}); finalists spread along the front.", "",
-                 front_table(pareto), "",
+                 front_table(pareto), "", finalists_line(pareto), "",
                  f"![Front of accuracy and cost]({plots['pareto_front']})", "",
                  f"![Hypervolume against evaluations]({plots['hypervolume']})", ""]
     for title, name in (("Reward along the search", "f_vs_index"), ("Histogram of f(x)", "f_histogram"),

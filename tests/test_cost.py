@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchvision
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -170,3 +171,52 @@ def test_peak_memory_matches_torch_profiler_on_teachers(name, shape):
     computed = 4 * 64 * (peak_activations(graph) - math.prod(shape))
     ratio = profiled_peak_bytes(graph, 64) / computed
     assert 1.0 <= ratio <= (1.01 if name != "small_resnet" else math.inf)
+
+
+class Gated(nn.Module):
+    """relu, a squeeze-and-excitation gate (h * sigmoid(pool(h))), stochastic depth, then torch.maximum of
+    that and the input: a gate and a two-input opaque layer, both called with separate inputs."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = torchvision.ops.StochasticDepth(0.1, "row")
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(c, 10))
+
+    def forward(self, x):
+        h = torch.relu(x)
+        g = h * torch.sigmoid(self.pool(h))
+        return self.head(torch.maximum(self.drop(g), x))
+
+
+def test_peak_memory_of_gates_droppath_and_opaque_layers_by_hand():
+    from nascomp.cost import profiled_peak_bytes
+
+    shape, n, c = (16, 32, 32), 16 * 32 * 32, 16
+    graph = ArchGraph.from_module(Gated(c).eval(), shape)
+    assert [(l.type, l.inputs) for l in graph.layers] == [
+        ("relu", (-1,)), ("adaptive_avgpool", (0,)), ("sigmoid", (1,)), ("gate", (0, 2)), ("droppath", (3,)),
+        ("opaque", (4, -1)), ("adaptive_avgpool", (5,)), ("flatten", (6,)), ("linear", (7,))]
+    # the gate: input, relu, sigmoid (c) alive, its output made (no sum of its inputs): 3n + c; droppath
+    # returns its input (eval mode); torch.maximum(drop, x): input, gate, its output: 3n
+    assert peak_activations(graph) == 3 * n + c
+    # a lower bound of what torch's allocator reports (input excluded), and here all of it
+    computed = 4 * 8 * (peak_activations(graph) - n)
+    assert computed <= profiled_peak_bytes(graph, 8) <= 1.01 * computed
+    # a chain through stochastic depth: input and relu (droppath allocates nothing), then the pool's c
+    chain = ArchGraph.from_module(nn.Sequential(nn.ReLU(), torchvision.ops.StochasticDepth(0.1, "row"), *Gated(c).head).eval(),
+                                  shape)
+    assert [l.type for l in chain.layers][:2] == ["relu", "droppath"]
+    assert peak_activations(chain) == 2 * n + c
+
+
+def test_latency_table_calls_gates_and_opaque_layers_with_separate_inputs():
+    from nascomp.cost import LatencyTable
+
+    graph = ArchGraph.from_module(Gated().eval(), (16, 32, 32))
+    table = LatencyTable("cpu", 1, warmup=0, repeats=1)
+    predicted = table.predict(graph)
+    assert math.isfinite(predicted) and predicted > 0
+    assert len(table.ms) == len(graph.layers) - 1  # the two adaptive pools share a signature
+    gate = [s for s in table.ms if s.startswith("('gate'")]
+    assert len(gate) == 1 and "[(16, 32, 32), (16, 1, 1)]" in gate[0]  # timed on both of its inputs

@@ -4,6 +4,7 @@ and the config values it refuses."""
 import itertools
 import math
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -76,6 +77,31 @@ def test_spread_takes_the_front_by_hypervolume():
     assert chosen[0] == first
     assert set(chosen) <= set(np.flatnonzero(front_mask(v, u)))  # 4 front points before the dominated one
     assert len(spread(v, u, 5)) == 5 and spread(v, u, 5)[-1] == 4
+
+
+def test_non_finite_points_are_never_on_the_front_and_rank_last():
+    def hung(*_):
+        pytest.fail("front_ranks never ended")  # it once looped forever on a NaN accuracy
+
+    v = np.array([0.2, 0.5, 0.6, 0.9])
+    u = np.array([0.5, 0.8, 0.4, 0.9])
+    finite = [0, 0, 1, 0]  # front_ranks(v, u), test_hypervolume_by_hand
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        for order in itertools.permutations(range(6)):  # the answer must not depend on where the bad points sit
+            order = list(order)
+            vv, uu = np.append(v, [np.nan, 0.1])[order], np.append(u, [0.95, np.nan])[order]  # NaN cost; NaN accuracy
+            expected = np.array(finite + [2, 2])[order]  # the finite points' ranks, the NaN points after them
+            assert front_ranks(vv, uu).tolist() == expected.tolist()
+            assert front_mask(vv, uu).tolist() == (expected == 0).tolist()
+        assert front_ranks([0.2, 0.5], [np.nan, 0.5]).tolist() == [1, 0]
+        assert front_ranks([np.nan], [np.nan]).tolist() == [0]
+        assert spread([0.2, 0.5], [np.nan, 0.5], 2) == [1, 0]  # the finite point first
+        assert hypervolume([0.2, 0.5], [np.nan, 0.5]) == hypervolume([0.5], [0.5])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("mu, sigma, cost", [(0.7, 0.1, 0.3), (0.4, 0.3, 0.05), (1.0, 0.02, 0.95), (0.1, 0.5, 0.6)])

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -78,6 +79,44 @@ def test_problem_of_latency_is_the_table_calibrated_on_the_teacher(teacher):
     assert problem.cost_of(arch) == pytest.approx(objective.costs(arch.graph).latency_ms, rel=1e-12)
 
 
+def test_every_finalist_is_in_the_summary_plot_and_report_on_the_front_or_not(tmp_path, monkeypatch):
+    """final.top_k = 4 of a front of 2: spread takes two points off the front, and they are shown too."""
+    from nascomp import report
+    from nascomp.pareto import ParetoProblem
+    from nascomp.pipeline import pareto_summary
+    from nascomp.search import Record
+
+    points = [(0.50, 100), (0.80, 400), (0.70, 500), (0.60, 900), (0.40, 300)]  # (accuracy, parameters)
+    history = [Record(SimpleNamespace(key=f"k{i}"), 0.0, acc, params, 0, None, 0.0) for i, (acc, params) in enumerate(points)]
+    problem = ParetoProblem("num_params", lambda arch: 0, Scale(0.0, 0.9, 0.0, 1000.0), reference=(0.9, 1000.0))
+    # by hand: k1 alone holds the most volume (0.7 x (0.8 / 0.9 + 0.1) > 1.0 x (0.5 / 0.9 + 0.1)), then k0,
+    # the rest of the front; nothing else adds volume, so by rank, then accuracy: k2 (it dominates k3), k3 (over k4)
+    pareto = pareto_summary(problem, history, problem.spread(history, 4), "params")
+    assert [p["key"] for p in pareto["front"]] == ["k0", "k1"]
+    assert pareto["finalists"] == [
+        {"index": i, "key": f"k{i}", "accuracy": points[i][0], "cost": points[i][1], "on_front": i in (0, 1)} for i in (1, 0, 2, 3)]
+
+    circled, save = [], report._save
+
+    def capture(fig, path):  # the finalists' circles, before the figure is closed
+        circled.extend(c.get_offsets().tolist() for c in fig.axes[0].collections if c.get_label() == "finalists")
+        return save(fig, path)
+
+    monkeypatch.setattr(report, "_save", capture)
+    rows = report.history_rows(history, teacher_params=1000)
+    plots = report.plot_pareto(pareto, rows, tmp_path)
+    assert circled == [[[400, 0.8], [100, 0.5], [500, 0.7], [900, 0.6]]]
+    line = ("4 finalists (final.top_k), circled in the plot: `k1` (#1, 80.00%, 400); `k0` (#0, 50.00%, 100); "
+            "`k2` (#2, 70.00%, 500, off the front); `k3` (#3, 60.00%, 900, off the front).")
+    assert report.finalists_line(pareto) == line
+    summary = {"name": "t", "teacher": {"accuracy": 0.9, "num_params": 1000, "ratio": 0.0, "times": 1.0, "f": 0.0},
+               "best": {"accuracy": 0.8, "num_params": 400, "ratio": 0.6, "times": 2.5, "f": 0.0}, "finalists": [],
+               "evaluations": 5, "steps": 1, "search": {"method": "ours", "K": 2}, "seconds": {"search": 3, "final": 1},
+               "pareto": pareto}
+    plots |= {name: f"{name}.png" for name in ("f_vs_index", "f_histogram", "accuracy_vs_params")}
+    assert line in report.write_report(summary, plots, tmp_path).read_text().splitlines()
+
+
 # the quickstart, shrunk to seconds (tests/test_run.py's TINY), with 2 finalists
 TINY = ["experiment=quickstart", "search.K=2", "search.T=1", "search.acquisition.samples=20", "proxy.epochs=1",
         "full.epochs=1", "teacher_training.epochs=2", "teacher.width=0.25", "search.mode=pareto", "final.top_k=2"]
@@ -141,6 +180,7 @@ def test_pareto_run_through_the_cli(tmp_path):
     if len(on) >= 2:
         assert set(chosen) <= on
     assert {p["key"] for p in front if p["finalist"]} == set(chosen) & on
+    assert [(p["key"], p["on_front"]) for p in pareto["finalists"]] == [(key, key in on) for key in chosen]
 
     for name in ("pareto_front.png", "hypervolume.png"):
         data = (run / name).read_bytes()
