@@ -273,8 +273,13 @@ class ArchGraph:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def build(self) -> "GraphNet":
-        """An ``nn.Module`` computing this graph, freshly initialised."""
-        return GraphNet(self)
+        """An ``nn.Module`` computing this graph, freshly initialised from a seed that is the graph's
+        ``key``: the same architecture always starts from the same weights, whatever ran before in the
+        process (a student with ``inherit=none``, or a fresh-init entry of inheritance, trains the same
+        in a resumed run as in an uninterrupted one). The caller's random state is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.key[:15], 16))
+            return GraphNet(self)
 
     @classmethod
     def from_module(cls, model: nn.Module, input_shape: tuple[int, ...]) -> "ArchGraph":

@@ -55,7 +55,9 @@ class Tracker:
 
 
 class CSVTracker(Tracker):
-    """``metrics.csv``: one row per step (step, evaluations, best_f, mean_f, extra metrics)."""
+    """``metrics.csv``: one row per step (step, evaluations, best_f, mean_f, extra metrics). A tracker
+    writes the file anew: a resumed run replays every step from step 0 (the store's cache), so the
+    file is rewritten whole, as ``history.csv`` is, never appended to a killed run's rows."""
 
     def __init__(self, run_dir: Path, config: dict | None = None):
         self.path = Path(run_dir) / "metrics.csv"
@@ -69,7 +71,7 @@ class CSVTracker(Tracker):
         new = self.fields is None
         if new:
             self.fields = list(row)
-        with open(self.path, "a", newline="") as fh:
+        with open(self.path, "w" if new else "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
             if new:
                 writer.writeheader()

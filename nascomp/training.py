@@ -147,10 +147,14 @@ def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, d
     """Distil ``students`` (one module or a cohort of K) from ``teacher`` with recipe ``cfg``
     (default ``conf/training/proxy.yaml``) on one device, whatever ``trainer.devices`` says
     (``PROXY_PLACEMENT``: the cohort is one module in one process). Returns one :class:`Result` per
-    student, in order; the students come back on the CPU holding their best-epoch weights."""
+    student, in order; the students come back on the CPU holding their best-epoch weights. Every
+    random draw of the training (dropout; the loader and the augmentation have their own generators)
+    follows the recipe's ``seed``, not what ran before in the process, and the caller's random state
+    is left as it was."""
     cfg = cfg if cfg is not None else group("training", "proxy")
     module = StudentModule(students, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
-    with _quiet(), signals_kept():
+    with _quiet(), signals_kept(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(cfg.seed)
         trainer = make_trainer(cfg, **PROXY_PLACEMENT)
         device = trainer.strategy.root_device
         train = dataset.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)

@@ -149,6 +149,12 @@ def test_inheritance_first_and_l1():
     assert torch.equal(l1.layers[3].weight, conv_t.weight[top][:, first_conv_top])
     fresh = child.build(teacher, inherit="none")
     assert not torch.equal(fresh.layers[3].weight, conv_s.weight)
+    # a fresh init is seeded by the architecture's key, not by what ran before; the caller's state is kept
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    again = child.build(teacher, inherit="none")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in again.state_dict().items())
     assert torch.equal(first.layers[1].running_var, torch.ones(w))  # BN statistics reset
 
 

@@ -44,6 +44,18 @@ def test_csv_tracker(tmp_path):
     assert lines == ["step,evaluations,best_f,mean_f", "0,2,0.4,0.30000000000000004", "1,4,0.6,0.3"]
 
 
+def test_csv_tracker_of_a_resumed_run_rewrites_the_file(tmp_path):
+    """A resumed run replays every step from step 0: its tracker starts metrics.csv anew instead of
+    appending a second header and the replayed steps to the killed run's rows."""
+    killed = CSVTracker(tmp_path)
+    killed.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.4)], 0.4)
+    resumed = CSVTracker(tmp_path)
+    resumed.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.4)], 0.4)
+    resumed.log_step(1, [SimpleNamespace(f=0.6), SimpleNamespace(f=0.0)], 0.6)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == ["step,evaluations,best_f,mean_f", "0,2,0.4,0.30000000000000004", "1,4,0.6,0.3"]
+
+
 def test_table_columns():
     out = table([{"name": "teacher", "accuracy": 0.7371, "num_params": 20.09e6, "ratio": 0.0, "times": 1.0, "f": 0.0}])
     assert out.splitlines()[2] == "| teacher | 73.71% | 20.09M | 0.0000 | 1.00x | 0.0000 |"

@@ -169,7 +169,7 @@ def _history(run_dir):
 
 @pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    args = TINY + ["search.T=3", "final.enabled=false", "logger=none"]
+    args = TINY + ["search.T=3", "final.enabled=false", "logger=csv"]
     # the uninterrupted run first: it also caches the teacher, so that the kill lands in the search
     cli(args + ["hydra.run.dir=straight"], tmp_path)
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -194,6 +194,9 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     cli(args + ["hydra.run.dir=killed"], tmp_path)  # the same command again: resumes
     resumed, straight = _history(tmp_path / "killed"), _history(tmp_path / "straight")
     assert len(resumed) == 8 and resumed == straight
+    # metrics.csv of the resumed run: one header and each step once, as the uninterrupted run's
+    metrics = (tmp_path / "killed" / "metrics.csv").read_text()
+    assert metrics == (tmp_path / "straight" / "metrics.csv").read_text() and metrics.count("step,") == 1
     n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
     assert n == 8  # nothing evaluated twice, nothing lost
 

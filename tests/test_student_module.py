@@ -76,6 +76,23 @@ def test_cohort_equals_one_by_one(digits, teacher, loss):
     assert len({r.val_accuracy for r in cohort} | {str(r.state_dict["linear.bias"]) for r in cohort}) > 1
 
 
+def test_proxy_training_follows_its_seed_not_the_callers_random_state(digits, teacher):
+    """Dropout draws from torch's global generator: proxy training seeds it from the recipe, so a
+    student trains the same whatever ran before (a resumed run, whose cached steps train nothing,
+    gives the uninterrupted run's figures), and the caller's random state is left as it was."""
+    cfg = config.group("training", "proxy", ["epochs=1", "batch_size=128", CPU])
+    results = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(7)
+        student = torch.nn.Sequential(teachers.create("small_resnet", width=0.25), torch.nn.Dropout(0.5))
+        torch.manual_seed(caller_seed)
+        state = torch.get_rng_state()
+        results.append(training.proxy_train(student, teacher, digits, cfg)[0])
+        assert torch.equal(torch.get_rng_state(), state)
+    a, b = results
+    assert a.val_accuracy == b.val_accuracy and all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
 def test_proxy_training_learns_and_keeps_the_best_epoch(digits, teacher):
     teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
     cfg = config.group("training", "proxy", ["epochs=4", "batch_size=32", CPU])
