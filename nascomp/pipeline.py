@@ -296,6 +296,14 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
                            f"search.method={' or '.join(KERNEL_METHODS)}?)")
     run, step, state = found
     kernels = SourceKernels(state, data, f"run {run} (step {step}) in {path}")
+    if found is not None and found[2]["log_sigma_scale"].shape[0] < cfg.search.K:
+        # a store written before a short last step (budget no multiple of K) stopped storing its k < K
+        # kernels: the run's last step with K of them
+        run, step = found[:2]
+        for earlier in (store.kernels(run, s) for s in range(step - 1, 0, -1)):
+            if earlier is not None and earlier[1]["log_sigma_scale"].shape[0] == cfg.search.K:
+                found = (run, *earlier)
+                break
     if cfg.kernel.transfer_mode == "zero_shot":
         kernels.zero_shot_data()  # its ValueError is a StartupError in Setup (exit 2)
     from nascomp.kernel import EmbeddingKernelModule, Featurizer

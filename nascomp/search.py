@@ -90,7 +90,8 @@ class KernelProposer:
         """``transfer``: K kernels learned in another search (paper Table 3, ``kernel.transfer_mode=search``):
         they are conditioned on this search's data but not trained. ``on_fit(step, state_dict, data)``
         receives the kernels of each step (the step whose architectures they propose) and the data
-        they were conditioned on (``SourceKernels.data``), e.g. to store them.
+        they were conditioned on (``SourceKernels.data``), e.g. to store them; not for a last step shorter
+        than K (a budget that is no multiple of K), whose fewer kernels another search of K could not load.
         ``reward_scale`` (``Evaluator.reward_scale``) puts the kernels' targets on the [0, 1] scale.
         ``split = (g, A_ref)`` (``search.target=accuracy``: ``Evaluator.factor`` and ``reference_accuracy``):
         the kernels model A / A_ref, and EI asks of each candidate x the chance that A(x) / A_ref beats
@@ -135,7 +136,7 @@ class KernelProposer:
             module.condition(*pack(x, y, mask))
         else:
             module.fit(x, y, mask)
-        if self.on_fit is not None:
+        if self.on_fit is not None and k == self.scfg.K:  # a short last step's k < K kernels are no set to transfer
             self.on_fit(history[-1].step + 1, module.state_dict(), source_data(x, y, mask, target or ("accuracy" if self.split else "f")))
         self.seconds["train"] += time.perf_counter() - start
         return module, mask, y

@@ -52,8 +52,33 @@ def test_transfer_with_target_accuracy_conditions_the_source_kernels_on_accuracy
 
 def test_budget_overrides_T():
     cfg, space, ev = _setup("search.K=4", "search.T=100", "search.budget=10")
-    result = run_search(space, ev, cfg, seed=0)
+    fits = []
+    result = run_search(space, ev, cfg, seed=0, on_fit=lambda step, s, data: fits.append((step, s)))
     assert len(result.history) == 10 and [r.step for r in result.history][-2:] == [2, 2]
+    # the short last step's 2 kernels are not handed on (no search of K = 4 could load them): step 1's 4 are the last
+    assert [(step, s["log_sigma_scale"].shape[0]) for step, s in fits] == [(1, 4)]
+
+
+def test_transfer_from_a_store_whose_last_step_was_short(tmp_path):
+    """A store written before short last steps stopped storing their kernels: the source is the run's
+    last step with K kernels, not the short one (whose k < K kernels would not load)."""
+    from nascomp.pipeline import transferred_kernels
+    from nascomp.store import RunStore
+
+    cfg, space, ev = _setup("search.K=2", "search.T=3")
+    fits = []
+    run_search(space, ev, cfg, seed=0, on_fit=lambda step, s, data: fits.append((step, s, data)))
+    store = RunStore(tmp_path / "store.sqlite")
+    store.open_run("source", {"a": 1})
+    for step, state, data in fits:
+        store.save_kernels("source", step, state, data)
+    short = {k: (v[:1] if k == "log_sigma_scale" else v) for k, v in fits[-1][1].items()}
+    store.save_kernels("source", fits[-1][0] + 1, short, fits[-1][2])
+    store.close()
+    target = compose(["space.max_offset=8", "search.K=2", f"kernel.transfer_from={tmp_path}"])
+    kernels = transferred_kernels(target, space)
+    assert all(torch.equal(kernels.state[k], fits[-1][1][k]) for k in fits[-1][1])
+    assert f"(step {fits[-1][0]})" in kernels.where
 
 
 # ---- kernel.transfer_mode=zero_shot (paper 4.3): the source's kernels propose K, nothing is trained in the target
