@@ -83,8 +83,12 @@ def load_teacher(cfg: DictConfig) -> tuple[data.Dataset, torch.nn.Module, float]
 
 def check_teacher(cfg: DictConfig, dataset: data.Dataset) -> None:
     """Build the configured teacher for this dataset and run one batch of it, before any work."""
-    model = teachers.create(cfg.teacher.name, num_classes=dataset.num_classes, width=cfg.teacher.width,
-                            in_channels=dataset.in_channels, **cfg.teacher.kwargs)
+    try:
+        model = teachers.create(cfg.teacher.name, num_classes=dataset.num_classes, width=cfg.teacher.width,
+                                in_channels=dataset.in_channels, **cfg.teacher.kwargs)
+    except TypeError as exc:  # a keyword its constructor does not take, or a value of the wrong type
+        raise StartupError(f"teacher {cfg.teacher.name} with teacher.kwargs={OmegaConf.to_container(cfg.teacher.kwargs)}: "
+                           f"{exc}") from exc
     teachers.check_input(model, dataset.train.images[:8], dataset.num_classes, cfg.teacher.name)
 
 

@@ -40,6 +40,10 @@ WARPS = ("none", "power")
 OBJECTIVES = ("posterior", "marginal", "euclidean")
 LOSSES = ("mse_logits", "kl", "ce")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+# trainer.precision: auto (bf16-mixed on CUDA, 32-true elsewhere: nascomp.training.make_trainer) or one of
+# Lightning's own (lightning.fabric.connector's precision inputs; tests/test_run.py checks the list against them)
+PRECISIONS = ("auto", "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+              "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16")
 INHERIT = ("first", "l1", "none")
 EVALUATORS = ("local", "ray")
 DEPLOYMENT_OBJECTIVES = ("params", "flops", "latency", "memory")  # conf/objective (nascomp.reward.COST_OF)
@@ -124,6 +128,12 @@ class TPESchema:
 
 
 @dataclass
+class ReaSchema:
+    population: int = _range(1)
+    tournament: int = _range(1)
+
+
+@dataclass
 class LocalSchema:
     neighbours: int = _range(1)
 
@@ -147,7 +157,7 @@ class SearchSchema:
     acquisition: AcquisitionSchema = field(default_factory=AcquisitionSchema)
     paper: dict = field(default_factory=dict)
     tpe: TPESchema = field(default_factory=TPESchema)
-    rea: dict = field(default_factory=dict)
+    rea: ReaSchema = field(default_factory=ReaSchema)
     local: LocalSchema = field(default_factory=LocalSchema)
     nsga2: NSGA2Schema = field(default_factory=NSGA2Schema)
 
@@ -193,9 +203,9 @@ class RecipeSchema:
 @dataclass
 class TrainerSchema:
     accelerator: str = _choice(*ACCELERATORS)
-    devices: int = MISSING
+    devices: int = MISSING  # -1 (every device) or >= 1 (checked in validate)
     strategy: str = MISSING
-    precision: str = MISSING
+    precision: str = _choice(*PRECISIONS)
     threads: Any = MISSING  # auto | an int >= 1 (checked in validate)
 
 
@@ -301,6 +311,11 @@ def validate(cfg: DictConfig) -> DictConfig:
     if threads != "auto" and (type(threads) is not int or threads < 1):
         raise ConfigError(f"trainer.threads: {threads!r} must be auto or an integer >= 1 (torch threads per process)")
     check_space(typed.space)
+    for name in ("trainer", *(f"{r}.trainer" for r in RECIPES)):
+        check_placement(name, OmegaConf.select(typed, name))
+    for r in RECIPES:
+        check_recipe(r, typed[r])
+    check_logger(typed.logger)
     budget = typed.search.budget if typed.search.budget is not None else typed.search.K * (typed.search.T + 1)
     if typed.search.budget is not None and typed.search.budget < 1:
         raise ConfigError(f"search.budget: {typed.search.budget} is out of range (must be >= 1)")
@@ -331,6 +346,58 @@ def validate(cfg: DictConfig) -> DictConfig:
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed
+
+
+RECIPES = ("proxy", "full", "teacher_training")  # the training recipes of a run (conf/training)
+
+
+def check_placement(name: str, node: Any) -> None:
+    """A Trainer placement node (``trainer``, or a recipe's own ``trainer`` flags): ``devices`` -1 (every
+    device) or a count >= 1, ``precision`` one of ``PRECISIONS``; keys it does not set are left to the
+    ``trainer`` group."""
+    node = {} if node is None else node
+    devices = node.get("devices")
+    if devices is not None and (type(devices) is not int or (devices != -1 and devices < 1)):
+        raise ConfigError(f"{name}.devices: {devices!r} must be -1 (every device) or a count >= 1")
+    precision = node.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"{name}.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+def check_recipe(name: str, recipe: Any) -> None:
+    """A training recipe's optimizer and scheduler, built on one dummy parameter as ``StudentModule``
+    builds them: a bad class, argument or value (e.g. a negative learning rate) is a ``ConfigError``
+    before any work rather than a failure at the first training, which for ``full`` comes after the
+    whole search."""
+    import torch
+    from hydra.utils import instantiate
+
+    for part in ("optimizer", "scheduler"):
+        if recipe.get(part) is None:
+            continue
+        try:
+            if part == "optimizer":
+                optimizer = instantiate(recipe.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+            else:
+                instantiate(recipe.scheduler)(optimizer)
+        except Exception as exc:  # noqa: BLE001: whatever the class raises for its arguments
+            what = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            raise ConfigError(f"{name}.{part}: {type(exc).__name__}: {what}") from None
+
+
+def check_logger(logger: Any) -> None:
+    """``logger._target_`` names a tracker class (``nascomp.tracking.Tracker`` or a subclass)."""
+    from hydra.utils import get_class
+
+    from nascomp.tracking import Tracker
+
+    try:
+        cls = get_class(logger._target_)
+    except Exception as exc:  # noqa: BLE001: hydra raises several kinds for a bad path
+        raise ConfigError(f"logger._target_: {logger._target_!r} names no class ({str(exc).splitlines()[0]}); "
+                          f"conf/logger/*.yaml name nascomp.tracking.WandbTracker, CSVTracker or Tracker") from None
+    if not (isinstance(cls, type) and issubclass(cls, Tracker)):
+        raise ConfigError(f"logger._target_: {logger._target_!r} is not a nascomp.tracking.Tracker")
 
 
 def check_mode(cfg: Any) -> None:

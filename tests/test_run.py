@@ -88,6 +88,35 @@ def test_flops_objective_run_records_every_cost(workdir):
     assert timed == len({r["key"] for r in rows}) + 1  # the students and the teacher, once each
 
 
+@pytest.mark.slow
+def test_main_job_trains_teacher_and_finalists_with_ddp_on_two_processes(tmp_path):
+    """``trainer.devices=2 trainer.strategy=ddp`` in the main job (gloo on the CPU): the teacher and both
+    finalists train on 2 processes in the DDP worker (nascomp.ddp_worker), not in re-runs of the job."""
+    proc = cli(TINY + ["final.top_k=2", "logger=none", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+                       "trainer.threads=1", "teacher_dir=teachers", "hydra.run.dir=outputs/ddp"], tmp_path)
+    output = proc.stdout + proc.stderr
+    assert output.count("DDP: trained on 2 processes") == 3  # the teacher, then the two finalists
+    assert "is already running" not in output
+    run = tmp_path / "outputs" / "ddp"
+    summary = json.loads((run / "summary.json").read_text())
+    finalists = summary["finalists"]
+    assert len(finalists) == 2 and len({r["key"] for r in finalists}) == 2
+    for r in finalists:
+        assert r["fully_trained"] and 0 <= r["accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1, r
+    assert summary["best"] == max(finalists, key=lambda r: r["f"])
+    (teacher,) = (tmp_path / "teachers").glob("small_resnet-digits-w0.25-*.json")
+    assert json.loads(teacher.read_text())["val_accuracy"] == pytest.approx(summary["teacher"]["accuracy"])
+    from nascomp import load_student
+    from nascomp.store import RunStore
+
+    model = load_student(run / "best_student")  # rank 0's weights, exported as on one device
+    assert sum(p.numel() for p in model.parameters()) == summary["best"]["num_params"]
+    store = RunStore(run / "store.sqlite")
+    assert [status for _, status in store.runs()] == ["finished"]
+    store.close()
+    assert not list(run.glob("store.sqlite.*.lock"))
+
+
 def test_the_default_objective_keeps_run_ids_and_contexts():
     """Runs made before the objective group existed keep their run ids and store contexts (they resume
     and share evaluations); another objective is another run and another context."""
@@ -136,7 +165,31 @@ SCHEMA_ERRORS = [
                                                  "flops); latency_ms is measured: use search.target=f"),
     ("search.mode=pareto search.acquisition.local_kernels=2", "Pareto mode has no single incumbent: set it to 0"),
     ("search.mode=pareto search.target=accuracy", "search.target=accuracy is for search.mode=single"),
+    # recipes, placement, baselines and the logger: checked before any work, not at their first use
+    ("proxy.optimizer.lr=-1", "proxy.optimizer: ValueError: Invalid learning rate: -1"),
+    ("full.optimizer.lr=-1", "full.optimizer: ValueError: Invalid learning rate: -1"),
+    ("full.optimizer._target_=torch.optim.Nope", "full.optimizer: "),
+    ("full.scheduler._target_=torch.optim.lr_scheduler.Nope", "full.scheduler: "),
+    ("trainer.devices=0", "trainer.devices: 0 must be -1 (every device) or a count >= 1"),
+    ("trainer.precision=foo", "trainer.precision: 'foo' is not one of auto, transformer-engine"),
+    ("+full.trainer.devices=-2", "full.trainer.devices: -2 must be -1"),
+    ("search.rea.tournament=0", "search.rea.tournament: 0 is out of range"),
+    ("logger._target_=nascomp.tracking.Nope", "logger._target_: 'nascomp.tracking.Nope' names no class"),
+    ("logger._target_=nascomp.data.Dataset", "logger._target_: 'nascomp.data.Dataset' is not a nascomp.tracking.Tracker"),
 ]
+
+
+def test_precisions_are_lightnings():
+    """trainer.precision's choices are Lightning's precision inputs, and auto (nascomp.training.make_trainer)."""
+    import typing
+
+    import lightning.fabric.connector as connector
+
+    from nascomp.schema import PRECISIONS
+
+    lightning = {str(p) for alias in (connector._PRECISION_INPUT_STR, connector._PRECISION_INPUT_STR_ALIAS)
+                 for p in typing.get_args(alias)}
+    assert set(PRECISIONS) == lightning | {"auto"}
 
 
 @pytest.mark.parametrize("override, message", SCHEMA_ERRORS)
@@ -152,6 +205,8 @@ def test_bad_override_is_refused_by_the_schema(override, message):
     ("kernel.transfer_mode=zero_shot kernel.transfer_from=src search.target=accuracy",
      "error: bad configuration: kernel.transfer_mode=zero_shot proposes by EI on f"),
     ("search.mode=pareto search.acquisition.local_kernels=2", "error: bad configuration: search.acquisition.local_kernels"),
+    ("full.optimizer.lr=-1", "error: bad configuration: full.optimizer: ValueError: Invalid learning rate: -1"),
+    ("+teacher.kwargs.foo=1", "teacher.kwargs"),  # the setup: the teacher's constructor refuses it
 ])
 def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
     """The one CLI check of the mapping: a bad input ends with exit status 2 and its message."""
@@ -237,6 +292,8 @@ def test_bad_inputs_fail_before_any_work(tmp_path, monkeypatch):
         ([f"teacher.checkpoint={tmp_path / 'resnet.pt'}"], "does not match the small_resnet architecture"),
         ([f"teacher.checkpoint={tmp_path / 'missing.pt'}"], "does not exist"),
         (["objective.device=gpu0"], "objective.device='gpu0' is not a torch device"),
+        (["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
+         "trainer.strategy=ddp_spawn on 2 devices starts its ranks with _MultiProcessingLauncher"),
     ] + ([(["objective=latency", "objective.device=cuda"], "CUDA is not available here")] if not torch.cuda.is_available() else [])
     for overrides, message in cases:
         with pytest.raises(StartupError, match=re.escape(message)):
