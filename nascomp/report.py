@@ -59,22 +59,30 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def rewards(rows: list[dict]) -> tuple[list[int], list[float], list[float]]:
+    """(history index, f, best f so far) of the students that did not fail, in history order."""
+    index = [i for i, r in enumerate(rows) if not r["error"]]
+    f = [rows[i]["f"] for i in index]
+    return index, f, [max(f[: j + 1]) for j in range(len(f))]
+
+
 def plot(rows: list[dict], teacher: dict, out_dir: Path) -> dict[str, str]:
-    """Write the three PNGs; returns {name: file name}."""
+    """Write the three PNGs; returns {name: file name}. A failed evaluation has no f (its row's
+    placeholder is not a reward): it is left out of the f plots, so where every f is negative (e.g. a
+    latency objective) the best so far is the best student's, not 0."""
     ok = [r for r in rows if not r["error"]]
-    f = [r["f"] for r in rows]
+    index, f, best = rewards(rows)
     files = {}
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    best = [max(f[: i + 1]) for i in range(len(f))]
-    ax.scatter(range(len(f)), f, s=10, alpha=0.6, label="f(x)")
-    ax.plot(range(len(f)), best, color="C3", label="best so far")
+    ax.scatter(index, f, s=10, alpha=0.6, label="f(x)")
+    ax.plot(index, best, color="C3", label="best so far", drawstyle="steps-post")
     ax.set(xlabel="index of evaluated architecture", ylabel="f(x)", title="Reward along the search")
     ax.legend(loc="lower right")
     files["f_vs_index"] = _save(fig, out_dir / "f_vs_index.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(f, bins=min(30, max(5, len(f) // 3)), color="C0", alpha=0.8)
+    ax.hist(f, bins=min(30, max(5, len(f) // 3)), color="C0", alpha=0.8)  # nothing drawn when every student failed
     ax.set(xlabel="f(x)", ylabel="count", title="Histogram of f(x)")
     files["f_histogram"] = _save(fig, out_dir / "f_histogram.png")
 

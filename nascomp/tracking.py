@@ -55,7 +55,8 @@ class Tracker:
 
 
 class CSVTracker(Tracker):
-    """``metrics.csv``: one row per step (step, evaluations, best_f, mean_f, extra metrics). A tracker
+    """``metrics.csv``: one row per step (step, evaluations, best_f, mean_f over the step's students that
+    did not fail (nan when all did), extra metrics). A tracker
     writes the file anew: a resumed run replays every step from step 0 (the store's cache), so the
     file is rewritten whole, as ``history.csv`` is, never appended to a killed run's rows."""
 
@@ -66,8 +67,9 @@ class CSVTracker(Tracker):
 
     def log_step(self, step, records, best_f, extra=None):
         self.evaluations += len(records)
+        ok = [r.f for r in records if not getattr(r, "failed", False)]  # a failed student has no f
         row = {"step": step, "evaluations": self.evaluations, "best_f": best_f,
-               "mean_f": sum(r.f for r in records) / max(len(records), 1), **(extra or {})}
+               "mean_f": sum(ok) / len(ok) if ok else float("nan"), **(extra or {})}
         new = self.fields is None
         if new:
             self.fields = list(row)
@@ -96,7 +98,8 @@ class WandbTracker(Tracker):
 
     def log_step(self, step, records, best_f, extra=None):
         for r in records:
-            self.run.log({"search/step": step, "search/f": r.f})
+            if not getattr(r, "failed", False):  # a failed student has no f
+                self.run.log({"search/step": step, "search/f": r.f})
         self.run.log({"search/step": step, "search/best_f": best_f, **{f"search/{k}": v for k, v in (extra or {}).items()}})
 
     def log_history(self, rows):

@@ -44,6 +44,22 @@ def test_csv_tracker(tmp_path):
     assert lines == ["step,evaluations,best_f,mean_f", "0,2,0.4,0.30000000000000004", "1,4,0.6,0.3"]
 
 
+def test_failed_students_have_no_f_in_the_plots_and_metrics(tmp_path):
+    """A failed row's f (0) is a placeholder: where every reward is negative (a latency objective
+    whose students are slower than the teacher) the best so far is the best student's, not 0."""
+    from nascomp.report import rewards
+
+    history = [_record(0, -0.4, 500, 0.8), _record(1, 0.0, 300, 0.0, "OutOfMemoryError: x"), _record(2, -0.1, 200, 0.85),
+               _record(3, -0.3, 100, 0.9)]
+    rows = history_rows(history, teacher_params=1000)
+    assert rewards(rows) == ([0, 2, 3], [-0.4, -0.1, -0.3], [-0.4, -0.1, -0.1])
+    t = CSVTracker(tmp_path)
+    failed = SimpleNamespace(f=0.0, failed=True)
+    t.log_step(0, [SimpleNamespace(f=-0.4, failed=False), failed], -0.4)
+    t.log_step(1, [failed, failed], -0.4)
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1:] == ["0,2,-0.4,-0.4", "1,4,-0.4,nan"]
+
+
 def test_csv_tracker_of_a_resumed_run_rewrites_the_file(tmp_path):
     """A resumed run replays every step from step 0: its tracker starts metrics.csv anew instead of
     appending a second header and the replayed steps to the killed run's rows."""
