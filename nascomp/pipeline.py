@@ -293,13 +293,6 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
         raise StartupError(f"kernel.transfer_from: no run store at {str(path)!r}")
     store = RunStore(path)
     found = store.latest_kernels()
-    data = None if found is None else store.kernel_data(*found[:2])
-    store.close()
-    if found is None:
-        raise StartupError(f"kernel.transfer_from: {str(path)!r} holds no kernels (was it a search with "
-                           f"search.method={' or '.join(KERNEL_METHODS)}?)")
-    run, step, state = found
-    kernels = SourceKernels(state, data, f"run {run} (step {step}) in {path}")
     if found is not None and found[2]["log_sigma_scale"].shape[0] < cfg.search.K:
         # a store written before a short last step (budget no multiple of K) stopped storing its k < K
         # kernels: the run's last step with K of them
@@ -308,6 +301,13 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
             if earlier is not None and earlier[1]["log_sigma_scale"].shape[0] == cfg.search.K:
                 found = (run, *earlier)
                 break
+    data = None if found is None else store.kernel_data(*found[:2])
+    store.close()
+    if found is None:
+        raise StartupError(f"kernel.transfer_from: {str(path)!r} holds no kernels (was it a search with "
+                           f"search.method={' or '.join(KERNEL_METHODS)}?)")
+    run, step, state = found
+    kernels = SourceKernels(state, data, f"run {run} (step {step}) in {path}")
     if cfg.kernel.transfer_mode == "zero_shot":
         kernels.zero_shot_data()  # its ValueError is a StartupError in Setup (exit 2)
     from nascomp.kernel import EmbeddingKernelModule, Featurizer
