@@ -25,6 +25,7 @@ from nascomp import data, teachers
 from nascomp.compression_space import Candidate, CompressionSpace
 from nascomp.config import group
 from nascomp.cost import COSTS, Meter, check_device
+from nascomp.ddp_worker import check_strategy
 from nascomp.evaluator import StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
@@ -37,7 +38,7 @@ from nascomp.search import Record, SearchResult, run_search
 from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.transfer import SourceKernels
-from nascomp.training import PROXY_PLACEMENT, full_train, load_or_train_teacher, resolve_device
+from nascomp.training import PROXY_PLACEMENT, full_train, load_or_train_teacher, make_trainer, resolve_device
 
 log = logging.getLogger("nascomp")
 
@@ -169,6 +170,8 @@ class Setup:
         is not cached. The store is ``cfg.store.path``, else ``run_dir/store.sqlite``."""
         try:
             resolve_device(cfg.trainer.accelerator)
+            for name in ("teacher_training", "full"):  # several devices: a strategy the DDP worker can run
+                check_strategy(make_trainer(r := recipe(cfg, name)), r)
             check_device(cfg.objective.device)
             dataset, teacher, teacher_acc = load_teacher(cfg)
             graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))

@@ -10,8 +10,8 @@ the recipe's ``trainer`` node (:func:`make_trainer`) around one :class:`StudentM
   data stays on the device; memory is released afterwards. Result per student: best validation
   accuracy over the epochs and the weights of that epoch.
 - :func:`full_train` — cross-entropy from the given (proxy) weights on 1..N devices (DDP when N > 1,
-  then with plain DataLoaders and Lightning's distributed sampler); weights chosen on validation,
-  then tested once.
+  in a worker process, ``nascomp.ddp_worker``, with plain DataLoaders and Lightning's distributed
+  sampler); weights chosen on validation, then tested once.
 - :func:`train_teacher` / :func:`load_or_train_teacher` — the teacher recipe on the train split;
   the checkpoint holds the state_dict with its validation and test accuracy (and a JSON beside it).
   A teacher whose validation accuracy is at chance (1 / classes) or below is never saved.
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -171,11 +170,22 @@ def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, d
 
 def fit_and_test(model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | None = None) -> Result:
     """Train one model with recipe ``cfg`` on the train split, keep the best-validation epoch's
-    weights, then measure them once on the test split."""
+    weights, then measure them once on the test split; ``model`` ends holding those weights. On more
+    than one device (DDP) the training runs in a worker process (``nascomp.ddp_worker``: Lightning's
+    launcher re-runs the command of the process that fits, which must not be the caller's)."""
+    trainer = make_trainer(cfg)
+    if trainer.world_size > 1:
+        from nascomp.ddp_worker import fit_in_worker  # it imports this module
+
+        return fit_in_worker(trainer, model, dataset, cfg, teacher)
+    return fit_here(trainer, model, dataset, cfg, teacher)
+
+
+def fit_here(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | None = None) -> Result:
+    """:func:`fit_and_test` with ``trainer`` in this process; under DDP every rank of the worker runs it."""
     module = StudentModule(model, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
     if cfg.get("compile"):
         module.students[0].compile()
-    trainer = make_trainer(cfg)
     device = trainer.strategy.root_device
     resident = None if trainer.world_size == 1 else False  # DDP: DataLoaders, Lightning adds the distributed sampler
     loader = lambda split, shuffle=False: dataset.loader(split, cfg.batch_size, shuffle=shuffle, seed=cfg.seed,
@@ -215,11 +225,10 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
             f"or give it more data ({len(dataset.train)} training images)")
     info = {"teacher": name, "width": width, "num_classes": dataset.num_classes, "dataset": dataset.name,
             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy, "epoch": result.epoch}
-    if rank_zero_only.rank == 0:  # under DDP every rank runs this; one writes
-        path = Path(checkpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": result.state_dict, **info}, path)
-        path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    path = Path(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": result.state_dict, **info}, path)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     return model.cpu(), result
 
 
