@@ -60,6 +60,32 @@ def expected_improvement(mean: Tensor, var: Tensor, best_f: Tensor, log: bool = 
     return acq(idx.reshape(*mean.shape, 1, 1))
 
 
+def reward_ei(mean: Tensor, var: Tensor, levels: Tensor, inverse: Callable[[Tensor], Tensor], cap: float,
+              log: bool = True, points: int = 64) -> Tensor:
+    """(Log) EI of the reward r = inverse(t), t ~ N(mean, var) a kernel's target, over levels given in
+    target units: E[max(0, r - inverse(L))]. mean, var (C,), levels (m,) -> (m, C); or levels (m, C),
+    one per candidate (``search.target=accuracy``: each candidate's own threshold) -> (m, C).
+
+    No closed form once ``inverse`` is not affine (the power warp), so by quadrature of the tail formula:
+    with e = (t - mean) / s and r(e) = inverse(mean + s e), increasing,
+    E[max(0, r - r(e_L))] = ∫_{e_L}^∞ P(e' > e) dr(e) = ∫ Φ(-e) dr(e), summed over ``points`` intervals of
+    e from e_L = (L - mean) / s to where Φ(-e) is negligible (e_L + 8 / max(1, e_L), or 8 for e_L < 0),
+    Φ at each interval's midpoint (log Φ, so the log form is finite far in the tail). ``cap`` bounds r
+    where the warp's inverse runs off to infinity (Yeo-Johnson with λ < 0)."""
+    s = var.sqrt()
+    levels = levels if levels.dim() == 2 else levels.unsqueeze(-1)  # (m, C) or (m, 1)
+    e_lo = (levels - mean) / s  # (m, C)
+    span = (8.0 + (-e_lo).clamp_min(0.0)) / e_lo.clamp_min(1.0)
+    grid = torch.linspace(0.0, 1.0, points + 1, dtype=mean.dtype)
+    e = e_lo.unsqueeze(-1) + span.unsqueeze(-1) * grid  # (m, C, points + 1)
+    r = inverse(mean.unsqueeze(-1) + s.unsqueeze(-1) * e).clamp_max(cap)
+    r[..., 0] = inverse(levels).clamp_max(cap)  # exactly the level, where the sum starts
+    dr = torch.diff(r, dim=-1).clamp_min(0.0)
+    log_tail = torch.special.log_ndtr(-(e[..., 1:] + e[..., :-1]) / 2)
+    out = torch.logsumexp(log_tail + torch.log(dr), dim=-1)
+    return out if log else out.exp()
+
+
 def distinct(draw: Callable[[], Architecture], n: int, exclude: set[str]) -> list[Architecture]:
     """Up to n distinct architectures from ``draw()`` not in ``exclude`` (at most 20 n draws)."""
     out, keys = [], set(exclude)

@@ -31,7 +31,7 @@ levels are mapped the same way, so EHVI is computed in each kernel's target unit
 of the same front with the accuracy axis rescaled by an increasing map (the front itself unchanged;
 with ``kernel.warp=none`` it is the accuracy EHVI divided by the kernel's standard deviation, the
 same argmax). With ``search.acquisition.pareto_units=accuracy`` each step's EI is measured in u itself,
-E[max(0, g⁻¹(t) - L_k)] for the kernel's Gaussian target t and its inverse warp g⁻¹ (``reward_ei``, by
+E[max(0, g⁻¹(t) - L_k)] for the kernel's Gaussian target t and its inverse warp g⁻¹ (``nascomp.acquisition.reward_ei``, by
 quadrature): the expected gain of the hypervolume that is scored, where the warp (λ of 2-4 on
 NAS-Bench-201) otherwise weighs a gain at the accurate end many times one at the cheap end.
 
@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nascomp.acquisition import candidate_pools, expected_improvement
+from nascomp.acquisition import candidate_pools, expected_improvement, reward_ei
 from nascomp.search_space import Architecture, Space
 
 REFERENCE = (-0.1, 1.1)  # (u, v): normalised accuracy and cost of the hypervolume's reference point
@@ -161,30 +161,6 @@ def spread(v: Sequence[float], u: Sequence[float], k: int) -> list[int]:
             rank = front_ranks(v[left], u[left])
             chosen.append(left[min(range(len(left)), key=lambda j: (rank[j], -u[left[j]]))])
     return chosen
-
-
-def reward_ei(mean: Tensor, var: Tensor, levels: Tensor, inverse: Callable[[Tensor], Tensor], cap: float,
-              log: bool = True, points: int = 64) -> Tensor:
-    """(Log) EI of the reward r = inverse(t), t ~ N(mean, var) a kernel's target, over levels given in
-    target units: E[max(0, r - inverse(L))]. mean, var (C,), levels (m,) -> (m, C).
-
-    No closed form once ``inverse`` is not affine (the power warp), so by quadrature of the tail formula:
-    with e = (t - mean) / s and r(e) = inverse(mean + s e), increasing,
-    E[max(0, r - r(e_L))] = ∫_{e_L}^∞ P(e' > e) dr(e) = ∫ Φ(-e) dr(e), summed over ``points`` intervals of
-    e from e_L = (L - mean) / s to where Φ(-e) is negligible (e_L + 8 / max(1, e_L), or 8 for e_L < 0),
-    Φ at each interval's midpoint (log Φ, so the log form is finite far in the tail). ``cap`` bounds r
-    where the warp's inverse runs off to infinity (Yeo-Johnson with λ < 0)."""
-    s = var.sqrt()
-    e_lo = (levels.unsqueeze(-1) - mean) / s  # (m, C)
-    span = (8.0 + (-e_lo).clamp_min(0.0)) / e_lo.clamp_min(1.0)
-    grid = torch.linspace(0.0, 1.0, points + 1, dtype=mean.dtype)
-    e = e_lo.unsqueeze(-1) + span.unsqueeze(-1) * grid  # (m, C, points + 1)
-    r = inverse(mean.unsqueeze(-1) + s.unsqueeze(-1) * e).clamp_max(cap)
-    r[..., 0] = inverse(levels).clamp_max(cap).unsqueeze(-1)  # exactly the level, where the sum starts
-    dr = torch.diff(r, dim=-1).clamp_min(0.0)
-    log_tail = torch.special.log_ndtr(-(e[..., 1:] + e[..., :-1]) / 2)
-    out = torch.logsumexp(log_tail + torch.log(dr), dim=-1)
-    return out if log else out.exp()
 
 
 def ehvi(mean: Tensor, var: Tensor, cost: Tensor, x: Tensor, levels: Tensor, log: bool = True,

@@ -16,6 +16,7 @@ method sees the same first K random architectures for a given seed, the same eva
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nascomp.acquisition import expected_improvement, maximize, random_candidates
+from nascomp.acquisition import expected_improvement, maximize, random_candidates, reward_ei
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
 from nascomp.schema import KERNEL_METHODS, METHODS, MODES, PARETO_METHODS, PARETO_ONLY, TARGETS
@@ -168,12 +169,13 @@ class KernelProposer:
 
         start = time.perf_counter()
         best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
-        proposals = self.acquire(module, f, mask, best, exclude, rng)
+        cap = max(ratio) + 1.0 if self.split is not None else math.inf  # a ratio past the warp's bound (reward_ei)
+        proposals = self.acquire(module, f, mask, best, exclude, rng, cap=cap)
         self.seconds["acquisition"] += time.perf_counter() - start
         return proposals
 
     def acquire(self, module: EmbeddingKernelModule, y: torch.Tensor, mask: torch.Tensor, best: list[Architecture],
-                exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, int]]:
+                exclude: set[str], rng: np.random.Generator, cap: float = math.inf) -> list[tuple[Architecture, int]]:
         """Each of ``module``'s K conditioned kernels proposes its EI maximiser (``search.acquisition``),
         with its index. ``y`` (N,) and ``mask`` (K, N): the data they were conditioned on (f* of EI is
         the best in each kernel's subset, ``best_f: subset``, or in all of it); ``best``: the parents of
@@ -186,12 +188,22 @@ class KernelProposer:
             mean, var = module.posterior(xc)
             if self.split is None:
                 return expected_improvement(mean, var, module.standardise(best_f), log=self.scfg.acquisition.log_ei)
+            # EI on f = g r (r the accuracy ratio the kernels model, g known): E[max(0, g r - f*)] =
+            # g E[max(0, r - f*/g)], each candidate with its own threshold on r. In target units (standardised:
+            # an affine map of r, one scale per kernel, so the same argmax) in closed form; through the power
+            # warp, whose inverse is not affine, in units of r by quadrature (reward_ei), as Pareto mode's
+            # pareto_units=accuracy. A ratio past a bounded warp's reach (cap) cannot be beaten.
+            log = self.scfg.acquisition.log_ei
             g = torch.tensor([[self.split[0](a) for a in p] for p in pools], dtype=torch.float64)  # (K, C)
             ok = g > 0
-            need = module.standardise(best_f[:, None] / torch.where(ok, g, 1.0))  # the accuracy ratio x must beat
-            # EI depends on mean - f* only: each candidate's own threshold moves into its mean
-            ei = expected_improvement(mean - need, var, torch.zeros(k, dtype=mean.dtype), log=self.scfg.acquisition.log_ei)
-            return torch.where(ok, ei, -torch.inf if self.scfg.acquisition.log_ei else 0.0)
+            need = module.standardise(best_f[:, None] / torch.where(ok, g, 1.0))  # (K, C): the ratio x must beat
+            if module.transform.lam is None:  # EI depends on mean - f* only: the threshold moves into the mean
+                ei = expected_improvement(mean - need, var, torch.zeros(k, dtype=mean.dtype), log=log)
+            else:
+                ei = torch.stack([reward_ei(mean[j], var[j], need[j].unsqueeze(0), lambda t, j=j: module.transform.inverse(t, j),
+                                            cap, log=log)[0] for j in range(k)])
+            scaled = ei + torch.log(torch.where(ok, g, 1.0)) if log else ei * g
+            return torch.where(ok, scaled, -torch.inf if log else 0.0)
 
         within: dict[str, bool | None] = {}  # per candidate key: the evolution maximiser scores candidates twice
 
@@ -371,5 +383,8 @@ def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, b
         return zero_shot_search(space, evaluator, kernel, search, seed, kernel_options["transfer"], after_step)
     proposer = make_proposer(space, evaluator, cfg, seed, problem, **kernel_options)
     budget = budget if budget is not None else cfg.search.get("budget")
+    if kernel_options.get("transfer") is not None and (budget if budget is not None else cfg.search.K * (cfg.search.T + 1)) % cfg.search.K:
+        raise ValueError(f"transferred kernels propose K = {cfg.search.K} per step: the budget ({budget}) must be a "
+                         f"multiple of K")  # a short last step would need k < K of them (schema.validate says the same)
     return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step,
                   cfg.search.max_failed_steps).run()

@@ -13,7 +13,8 @@ import torch
 from nascomp.config import compose
 from nascomp.nb201 import NB201Space, TableEvaluator
 from nascomp.kernel import TargetTransform
-from nascomp.pareto import REFERENCE, contributions, ehvi, front_mask, front_ranks, hypervolume, reward_ei, spread, steps
+from nascomp.acquisition import reward_ei
+from nascomp.pareto import REFERENCE, contributions, ehvi, front_mask, front_ranks, hypervolume, spread, steps
 from nascomp.schema import ConfigError, validate
 from nascomp.search import run_search
 

@@ -59,6 +59,15 @@ def test_budget_overrides_T():
     assert [(step, s["log_sigma_scale"].shape[0]) for step, s in fits] == [(1, 4)]
 
 
+def test_transfer_refuses_a_budget_that_is_no_multiple_of_k():
+    """From Python as from the config (schema.validate): transferred kernels propose K a step."""
+    cfg, space, ev = _setup()
+    learned = []
+    run_search(space, ev, cfg, seed=0, on_fit=lambda step, s, data: learned.append(s))
+    with pytest.raises(ValueError, match=r"the budget \(5\) must be a multiple of K"):
+        run_search(space, ev, cfg, seed=1, budget=5, transfer=SourceKernels(learned[-1]))
+
+
 def test_transfer_from_a_store_whose_last_step_was_short(tmp_path):
     """A store written before short last steps stopped storing their kernels: the source is the run's
     last step with K kernels, not the short one (whose k < K kernels would not load)."""
