@@ -296,12 +296,13 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
         raise StartupError(f"kernel.transfer_from: no run store at {str(path)!r}")
     store = RunStore(path)
     found = store.latest_kernels()
-    if found is not None and found[2]["log_sigma_scale"].shape[0] < cfg.search.K:
+    count = lambda state: len(state.get("log_sigma_scale", ()))  # kernels in a state (0: not a kernel module's)
+    if found is not None and 0 < count(found[2]) < cfg.search.K:
         # a store written before a short last step (budget no multiple of K) stopped storing its k < K
         # kernels: the run's last step with K of them
         run, step = found[:2]
         for earlier in (store.kernels(run, s) for s in range(step - 1, 0, -1)):
-            if earlier is not None and earlier[1]["log_sigma_scale"].shape[0] == cfg.search.K:
+            if earlier is not None and count(earlier[1]) == cfg.search.K:
                 found = (run, *earlier)
                 break
     data = None if found is None else store.kernel_data(*found[:2])
