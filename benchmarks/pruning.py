@@ -20,7 +20,8 @@ to at most that student's parameter count, then distilled by the same proxy trai
 evaluator's ``evaluate_modules``: the same recipe, Trainer, epochs, loss and data as every searched
 student) and scored by Eq. 6 with its own count. With ``--full`` both are then fully trained from
 their proxy weights by the same full recipe (ours through ``pipeline.final_training``, the pruned
-one through ``training.full_train``), and f is recomputed from the full training's validation accuracy.
+one through ``training.full_train``), and f is recomputed from the full training's validation accuracy
+(``--full`` with ``final.enabled=false`` is refused: that setting turns ours' full training off).
 
 Ours' best comes from the run store: ``search_efficiency.py --space compression`` stores each run's
 history under its run id (``CompressionBench.run_config``), and this script reads it back for the
@@ -54,7 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from nascomp.pruning import IMPORTANCES, importance
-from search_efficiency import CompressionBench, ResultCSV, cli, compression_space_label, parse_methods, seed_set
+from search_efficiency import (CompressionBench, ResultCSV, cli, compression_config, compression_space_label, parse_methods,
+                               seed_set)
 
 COLUMNS = ["method", "against", "space", "dataset", "seed", "seed_set", "budget", "f", "accuracy", "num_params", "ratio",
            "full_f", "full_accuracy", "test_accuracy"]
@@ -169,6 +171,9 @@ def main() -> None:
     c.add_argument("--override", action="append", default=[])
     args = p.parse_args()
     (label, overrides), = parse_methods(args.against, "compression")
+    if args.full and not compression_config(args, overrides).final.enabled:  # before any training
+        raise SystemExit(f"--full fully trains the best student of {label} (pipeline.final_training), which "
+                         "final.enabled=false (in --against or --override) turns off: drop --full or final.enabled=false")
     methods = [label, f"prune[{args.importance}]"]
     results = ResultCSV(Path(args.csv), COLUMNS)  # no key: a seed redone with --full appends rows that supersede
     importance(args.importance)  # Torch-Pruning is installed, before any training (after the CSV: its import takes seconds)

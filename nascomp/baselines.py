@@ -8,10 +8,11 @@ architectures (paper 6.4), each set as its authors recommend for K evaluations p
   reports it beats the independent one on single-objective problems), ``constant_liar: true`` (the K
   trials of a step are asked before any is told, so each is RUNNING while the next is drawn and
   the liar counts it as a bad result: the K trials spread out instead of being K draws of one model;
-  Optuna's recommendation for parallel trials), ``n_startup_trials: null`` = K (the shared first K
-  random architectures are TPE's random start, added to the study as finished trials: step 1 is
-  already TPE's). The TPE of earlier tables: ``search.tpe.multivariate=false
-  search.tpe.constant_liar=false search.tpe.n_startup_trials=10``.
+  Optuna's recommendation for parallel trials), ``n_startup_trials: null`` = those of the shared
+  first K random architectures that succeeded, at least 1 (they are TPE's random start, added to the
+  study as finished trials: step 1 is already TPE's; Optuna counts only finished trials against its
+  startup, so with K a failed one among them would make all of step 1 random). The TPE of earlier
+  tables: ``search.tpe.multivariate=false search.tpe.constant_liar=false search.tpe.n_startup_trials=10``.
 - ``REAProposer``: regularized evolution (Real et al. 2019): the last ``population`` evaluated
   architectures are alive; each child mutates the best of ``tournament`` random live members.
 - ``LocalSearchProposer``: local search (White, Zela, Ru, Liu, Hutter 2021, "Local search is state
@@ -21,20 +22,27 @@ architectures (paper 6.4), each set as its authors recommend for K evaluations p
   see the class.
 - ``search.mode=pareto`` (the front of (accuracy up, cost down), ``nascomp.pareto``): random search,
   and Optuna's two multi-objective samplers told (accuracy, cost): ``MOTPEProposer``, TPE with the
-  settings of ``search.tpe`` above (multivariate, constant liar, startup = K; Optuna's TPE takes
-  several directions as they are), and ``NSGA2Proposer``, ``NSGAIISampler`` with one generation per
-  step (``search.nsga2.population_size`` null = K: the shared first K random architectures are its
-  generation 0, and each step's K asks are the children of the last finished generation, which is how
-  a generational sampler batches; Optuna's other defaults: uniform crossover, probability 0.9).
+  settings of ``search.tpe`` above (multivariate, constant liar, startup = the first K that
+  succeeded; Optuna's TPE takes several directions as they are), and ``NSGA2Proposer``,
+  ``NSGAIISampler`` with one generation per step: generation 0 is the shared first K random
+  architectures, every ask of step s is in generation s, the children of the parents NSGA-II selects
+  (``search.nsga2.population_size``, null = K) from generation s - 1 and its parents, which is how a
+  generational sampler batches; Optuna's other defaults: uniform crossover, probability 0.9. Optuna
+  itself would start a new generation once the newest holds ``population_size`` finished trials: a
+  repeat told mid-step would start it mid-step and a failure (not finished) would keep a step in the
+  last one, so the generation is the step (``StepNSGAIISampler``), a repeat is told after the step's
+  K asks and a failure as the worst values.
 
 None proposes an architecture already evaluated: a TPE or SMAC trial that lands on one is told its
-known f at no cost to the budget and asked again; one that lands on an architecture proposed earlier
-in the same step is told failed (TPE; the first stays RUNNING for the liar) or stays pending and is
-told that architecture's f with it (SMAC); an REA child that does is mutated again. A failed
-evaluation (``Record.failed``) is no reward: TPE is told the trial failed, SMAC that it crashed
-(``StatusType.CRASHED``, at the worst cost seen so far: SMAC's own runner gives a crash its
-``crash_cost``, by default infinity, which its log-scaled cost encoding cannot take), REA never picks
-it as a parent, local search never as an incumbent.
+known f at no cost to the budget (NSGA-II: after the step's K asks) and asked again; one that lands
+on an architecture proposed earlier in the same step is told failed (TPE; the first stays RUNNING
+for the liar) or stays pending and is told that architecture's f with it (SMAC); an REA child that
+does is mutated again. A failed evaluation (``Record.failed``) is no reward: TPE is told the trial
+failed, NSGA-II that it scored the worst values (accuracy -inf, cost +inf: a member of its
+generation that every success dominates), SMAC that it crashed (``StatusType.CRASHED``, at the worst
+cost seen so far: SMAC's own runner gives a crash its ``crash_cost``, by default infinity, which its
+log-scaled cost encoding cannot take), REA never picks it as a parent, local search never as an
+incumbent.
 """
 from __future__ import annotations
 
@@ -71,12 +79,13 @@ class TPEProposer:
     """Optuna's TPE, asked K trials per step; ``cfg`` is ``search.tpe`` (see the module docstring)."""
 
     directions = ("maximize",)  # of the values ``value`` gives
-    first_attrs: dict = {}  # system attributes of the trials added for architectures evaluated outside the study
+    startup_from_first = False  # n_startup_trials: those of the first K random architectures that succeeded
 
     def __init__(self, space: Space, cfg: DictConfig, K: int, seed: int):
-        n_startup = K if cfg.n_startup_trials is None else cfg.n_startup_trials
-        self.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=cfg.multivariate,
-                                                  constant_liar=cfg.constant_liar)
+        self.settings = dict(seed=seed, multivariate=cfg.multivariate, constant_liar=cfg.constant_liar)
+        self.startup_from_first = cfg.n_startup_trials is None
+        self.n_startup = K if self.startup_from_first else cfg.n_startup_trials  # K: until the first K are known
+        self.sampler = optuna.samplers.TPESampler(n_startup_trials=self.n_startup, **self.settings)
         self.open(space)
 
     def open(self, space: Space) -> None:
@@ -91,16 +100,22 @@ class TPEProposer:
 
     def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
         start = time.perf_counter()
+        if self.startup_from_first and not self.told:  # before the first ask: Optuna counts only finished trials
+            succeeded = sum(not r.failed for r in history if r.step == 0)
+            if succeeded < self.n_startup:  # one failed: the same settings, startup = those that succeeded
+                self.n_startup = max(1, succeeded)
+                self.sampler = optuna.samplers.TPESampler(n_startup_trials=self.n_startup, **self.settings)
+                self.study.sampler = self.sampler
         for r in history:
             if r.arch.key not in self.told:
-                self._tell(r.arch, None if r.failed else self.value(r))
+                self._tell(r)
         out: list[tuple[Architecture, None]] = []
         for _ in range(k):  # all k asked before any is told: the constant liar sees them RUNNING
             for _ in range(MAX_TRIES):
                 trial = self.study.ask(self.dists)
                 arch = self.space.from_flat(trial.params)
                 if arch.key in self.known:  # evaluated before: tell the known f (or failure), free
-                    self._tell_trial(trial, self.known[arch.key])
+                    self._tell_repeat(trial, self.known[arch.key])
                 elif arch.key in exclude:  # proposed in this step (still RUNNING for the liar), or known a priori
                     self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
@@ -124,18 +139,26 @@ class TPEProposer:
         else:
             self.study.tell(trial, f)
 
-    def _tell(self, arch: Architecture, f: float | None) -> None:
-        """Tell the study an evaluated architecture's f (None: it failed)."""
-        trial = self.pending.pop(arch.key, None)
+    def _tell_repeat(self, trial: optuna.trial.Trial, f: float | None) -> None:
+        """A trial that landed on an architecture evaluated before: told its known f (or failure) at once."""
+        self._tell_trial(trial, f)
+
+    def _added_trial(self, record, f: float | None) -> optuna.trial.FrozenTrial:
+        """The finished (or failed) trial of a record evaluated outside the study (the first random architectures)."""
+        outcome = ({"state": optuna.trial.TrialState.FAIL} if f is None else
+                   {"values": list(f)} if isinstance(f, tuple) else {"value": f})
+        return optuna.trial.create_trial(params=flat_values(self.space, record.arch), distributions=self.dists, **outcome)
+
+    def _tell(self, record) -> None:
+        """Tell the study an evaluated record: ``value(record)``, or that it failed."""
+        f = None if record.failed else self.value(record)
+        trial = self.pending.pop(record.arch.key, None)
         if trial is not None:
             self._tell_trial(trial, f)
-        else:  # evaluated outside TPE (the first random architectures): add as a finished (or failed) trial
-            outcome = ({"state": optuna.trial.TrialState.FAIL} if f is None else
-                       {"values": list(f)} if isinstance(f, tuple) else {"value": f})
-            self.study.add_trial(optuna.trial.create_trial(params=flat_values(self.space, arch), distributions=self.dists,
-                                                           system_attrs=dict(self.first_attrs), **outcome))
-        self.told.add(arch.key)
-        self.known[arch.key] = f
+        else:
+            self.study.add_trial(self._added_trial(record, f))
+        self.told.add(record.arch.key)
+        self.known[record.arch.key] = f
 
 
 def _distribution(dim) -> optuna.distributions.BaseDistribution:
@@ -328,14 +351,58 @@ class MOTPEProposer(TPEProposer):
         return (record.accuracy, float(getattr(record, self.cost)))
 
 
+class StepNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's ``NSGAIISampler`` (its selection, crossover and mutation) whose new trials are in
+    generation ``step`` (set by ``NSGA2Proposer`` before each step's asks) instead of Optuna's count:
+    one past the newest generation once it holds ``population_size`` finished trials."""
+
+    step = 0
+
+    def get_trial_generation(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        generation = trial.system_attrs.get(self._get_generation_key())
+        if generation is None:  # a new trial: stored as the base class stores its own count
+            generation = self.step
+            study._storage.set_trial_system_attr(trial._trial_id, self._get_generation_key(), generation)
+        return generation
+
+
+# the study's attributes as NSGAIISampler's own (a subclass would otherwise get keys of its name)
+StepNSGAIISampler._GENERATION_KEY = optuna.samplers.NSGAIISampler._get_generation_key()
+StepNSGAIISampler._PARENT_CACHE_KEY_PREFIX = optuna.samplers.NSGAIISampler._get_parent_cache_key_prefix()
+
+
 class NSGA2Proposer(MOTPEProposer):
     """NSGA-II (Deb et al. 2002), Optuna's ``NSGAIISampler``, told (accuracy, cost) like ``MOTPEProposer``;
-    ``cfg`` is ``search.nsga2`` (the module docstring says how it batches)."""
+    ``cfg`` is ``search.nsga2``. Generation s = the K asks of step s (generation 0: the first K random
+    architectures; ``StepNSGAIISampler``); a repeat of an evaluated architecture is told its known values
+    after the step's K asks, a failure the worst values (``worst``), so both count as members of their
+    generation and neither changes the generation of a later ask."""
+
+    worst = (-float("inf"), float("inf"))  # (accuracy, cost): dominated by every successful evaluation
 
     def __init__(self, space: Space, cfg: DictConfig, K: int, seed: int, cost: str):
         self.cost = cost
-        sampler_class = optuna.samplers.NSGAIISampler
-        self.sampler = sampler_class(population_size=K if cfg.population_size is None else cfg.population_size, seed=seed)
-        # the shared first K random architectures, added as finished trials, are NSGA-II's generation 0
-        self.first_attrs = {sampler_class._get_generation_key(): 0}
+        population_size = K if cfg.population_size is None else cfg.population_size
+        self.sampler = StepNSGAIISampler(population_size=population_size, seed=seed)
+        self.repeats: list[tuple[optuna.trial.Trial, tuple | None]] = []  # asks on evaluated ones, told after the step
         self.open(space)
+
+    def propose(self, history, k: int, exclude: set[str], rng: np.random.Generator) -> list[tuple[Architecture, None]]:
+        self.sampler.step = max(r.step for r in history) + 1
+        out = super().propose(history, k, exclude, rng)
+        for trial, f in self.repeats:  # after the step's K asks: members of this step's generation
+            self._tell_trial(trial, f)
+        self.repeats = []
+        return out
+
+    def _tell_repeat(self, trial: optuna.trial.Trial, f: tuple | None) -> None:
+        self.repeats.append((trial, f))
+
+    def _tell_trial(self, trial: optuna.trial.Trial, f: tuple | None) -> None:
+        self.study.tell(trial, list(self.worst if f is None else f))
+
+    def _added_trial(self, record, f: tuple | None) -> optuna.trial.FrozenTrial:
+        """A record evaluated without an ask (the first K random architectures), in its step's generation."""
+        return optuna.trial.create_trial(params=flat_values(self.space, record.arch), distributions=self.dists,
+                                         values=list(self.worst if f is None else f),
+                                         system_attrs={self.sampler._get_generation_key(): record.step})

@@ -122,7 +122,7 @@ class AcquisitionSchema:
 
 @dataclass
 class TPESchema:
-    n_startup_trials: Optional[int] = _range(0)  # None: search.K
+    n_startup_trials: Optional[int] = _range(0)  # None: the first K that succeeded (nascomp.baselines)
     multivariate: bool = MISSING
     constant_liar: bool = MISSING
 

@@ -1,5 +1,6 @@
-"""The baselines at their best (nascomp.baselines): TPE's sampler settings and its batch of pending
-trials, local search's neighbourhood, incumbent and restart, SMAC's clear error without the extra.
+"""The baselines at their best (nascomp.baselines): TPE's sampler settings, its batch of pending
+trials and its random start after a failure, NSGA-II's one generation per step, local search's
+neighbourhood, incumbent and restart, SMAC's clear error without the extra.
 The loop-level checks (budget, nothing evaluated twice, the shared first K, failures) are in
 tests/test_search.py, parametrised over every method."""
 import itertools
@@ -11,8 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from nascomp.nb201 import EDGES, OPS, NB201Space, TableEvaluator
-from nascomp.search import Record, make_proposer, run_search
-from nascomp.evaluator import Evaluator
+from nascomp.search import Record, Search, make_proposer, run_search
+from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.search_space import Space
 
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
@@ -84,6 +85,83 @@ def test_tpe_asks_the_whole_step_before_telling_and_models_from_step_one(space, 
     assert all(trials[t.number].state == optuna.trial.TrialState.COMPLETE for t in running)  # the batch told its f ...
     assert sorted(trials[t.number].value for t in running) == sorted(r.f for r in history[8:])
     assert len(study.get_trials(states=(optuna.trial.TrialState.RUNNING,))) == 8  # ... and the next batch asked
+
+
+class FailsFirstOfEachStep(TableEvaluator):
+    """The table, but the first cell of every step fails (a diverged proxy training, say): one failure
+    among the shared first K and one in every later step."""
+
+    def evaluate(self, archs, step=0):
+        out = super().evaluate(archs, step)
+        out[0] = Evaluation.failure(out[0].num_params, 0.0, "diverged")
+        return out
+
+
+@pytest.mark.parametrize("method", ["tpe", "motpe"])
+def test_tpe_models_step_one_after_a_failure_among_the_first_K(space, method):
+    """Optuna counts only finished trials against n_startup_trials: with one of the first 8 failed, the
+    startup is the 7 that succeeded and every ask of step 1 is still drawn from TPE's model (sampled
+    relative to the trials, which the constant liar shares as ``tpe:relative_params``), none at random."""
+    pareto = ["search.mode=pareto"] if method == "motpe" else []
+    evaluator = FailsFirstOfEachStep(space.accuracy, space.params, space.reference, "accuracy")
+    proposer = make_proposer(space, evaluator, config([f"search.method={method}", "search.K=8"] + pareto), seed=0,
+                             problem=space.pareto("num_params") if pareto else None)
+    Search(space, evaluator, proposer, 8, 1, 0, 16).run()  # the first K, then step 1 (asked, not yet told)
+    study = proposer.study
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 7
+    assert len(study.get_trials(states=(optuna.trial.TrialState.FAIL,))) == 1
+    step1 = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert len(step1) == 8 and all(any(k.startswith("tpe:relative_params") for k in t.system_attrs) for t in step1)
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_nsga2_asks_step_s_in_generation_s(space, failing):
+    """One NSGA-II generation per step: every ask of step s is in generation s, also when an ask lands on
+    an evaluated cell (told its known values after the step's asks, not mid-step) and when an evaluation
+    failed (told the worst values, so it is a member of its generation that every success dominates).
+    Each told generation holds at least its K evaluated members; from generation 2 on NSGA-II's own
+    selection keeps every failure out of the parents."""
+    K, T = 8, 19
+    cls = FailsFirstOfEachStep if failing else TableEvaluator
+    evaluator = cls(space.accuracy, space.params, space.reference, "accuracy")
+    cfg = config(["search.method=nsga2", "search.mode=pareto", f"search.K={K}"])
+    proposer = make_proposer(space, evaluator, cfg, seed=0, problem=space.pareto("num_params"))
+    study, propose, ask = proposer.study, proposer.propose, proposer.study.ask
+    asked, step = {}, [0]  # trial number -> the step that asked it
+
+    def spy_propose(history, k, exclude, rng):
+        step[0] = history[-1].step + 1
+        return propose(history, k, exclude, rng)
+
+    def spy_ask(*args, **kwargs):
+        trial = ask(*args, **kwargs)
+        asked[trial.number] = step[0]
+        return trial
+
+    proposer.propose, study.ask = spy_propose, spy_ask
+    history = Search(space, evaluator, proposer, K, T, 0, K * (T + 1)).run().history
+    key = proposer.sampler._get_generation_key()
+    trials = study.get_trials(deepcopy=False)
+    generation = {t.number: t.system_attrs[key] for t in trials}
+    assert sorted(set(asked.values())) == list(range(1, T + 1))
+    assert {n: generation[n] for n in asked} == asked
+    assert all(generation[t.number] == 0 for t in trials if t.number not in asked)  # the first K, added
+    first_step = {r.arch.key: r.step for r in reversed(history)}
+    repeats = [t for t in trials if t.number in asked
+               and first_step.get(space.from_flat(t.params).key, T + 1) < asked[t.number]]
+    assert repeats  # asks that landed on cells evaluated in an earlier step: the case that shifted generations
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    members = np.bincount([generation[t.number] for t in complete], minlength=T + 1)
+    assert all(members[:T] >= K)  # generation T (the last step) is never told
+    failed = {r.arch.key for r in history if r.failed}
+    assert len(failed) == (T + 1 if failing else 0)
+    worst = [t.values for t in complete if space.from_flat(t.params).key in failed]  # the failures of steps 0..T-1
+    assert len(worst) >= (T if failing else 0) and all(v == [-np.inf, np.inf] for v in worst)
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    for s in range(2, T + 1):
+        ids = attrs[proposer.sampler._get_parent_cache_key_prefix() + str(s)]  # NSGA-II's selection for generation s
+        parents = [t for t in trials if t._trial_id in ids]
+        assert len(parents) == K and not any(space.from_flat(t.params).key in failed for t in parents)
 
 
 def local_optimum(space):
