@@ -27,8 +27,8 @@ values needs no ``concrete_args``: fx traces only ``forward``'s tensor argument 
 timm's pre-logits ``if`` (``forward_head(x, pre_logits=False)``) and ``if self.drop_rate > 0.``
 run as plain Python and leave the branch taken. What stays out of reach is control flow on sizes
 inside a submodule (timm's VGG ``ConvMlp`` pools ``if x.shape[-2] < 7``): that submodule is kept whole.
-The sample batch has 2 images, so that a tensor without the batch dimension (a statistic, a
-parameter) is told apart from a layer output.
+The sample batch has 2 images, and a first run 3, so that a tensor without the batch dimension (a
+statistic, a parameter, even one of 2 rows) is told apart from a layer output.
 """
 from __future__ import annotations
 
@@ -209,10 +209,10 @@ class ArchGraph:
         """Check that the graph is well formed and computes the shapes it records; returns it.
 
         Every input is -1 (the network input) or an earlier layer; ``output`` is a layer; every
-        shape is positive integers; a layer's ``in_shape`` is what its inputs give (their common
-        shape; for ``concat`` the concatenation's or, as ``CompressionSpace`` realises it, the first
-        input's); and each layer builds and, run on a meta tensor of ``in_shape`` (no memory, no
-        arithmetic; shape-preserving types are not run), gives ``out_shape``. Raises
+        shape is positive integers; a layer's ``in_shape`` is what its inputs give (their broadcast sum's,
+        or for an ``add`` its first term's; for ``concat`` the concatenation's or, as ``CompressionSpace``
+        realises it, the first input's); and each layer builds and, run on a meta tensor of that shape (no
+        memory, no arithmetic; shape-preserving types are not run), gives ``out_shape``. Raises
         ``GraphError`` naming the first layer that fails.
         """
         n = len(self.layers)
@@ -243,16 +243,21 @@ class ArchGraph:
             if layer.type == "concat":  # in_shape: the concatenation's (traced) or the first input's (realised)
                 joined = (sum(s[0] for s in given), *given[0][1:])
                 consistent = len({s[1:] for s in given}) == 1 and layer.in_shape in (joined, given[0])
-            else:
-                expected = given[0]
-                consistent = len(set(given)) == 1 and expected == layer.in_shape
+            else:  # summed, broadcast (GCNet's x (C, H, W) + context (C, 1, 1)); an add records its first term's
+                try:
+                    summed = tuple(torch.broadcast_shapes(*given))
+                except RuntimeError:
+                    summed = None
+                consistent = summed is not None and (layer.in_shape == summed or
+                                                     layer.type == "add" and layer.in_shape == given[0])
             if not consistent:
                 raise GraphError(f"{where} records in_shape {layer.in_shape} but its inputs {layer.inputs} give "
                                  f"{' and '.join(map(str, sorted(set(given))))}")
             try:
                 with torch.device("meta"):
                     module = make_layer(layer).eval()
-                x = torch.cat([outs[i] for i in layer.inputs], 1) if layer.type == "concat" else outs[layer.inputs[0]]
+                x = torch.cat([outs[i] for i in layer.inputs], 1) if layer.type == "concat" else \
+                    torch.empty(1, *summed, device="meta")
                 y = x if layer.type in _SAME_SHAPE else module(x)
             except GraphError:
                 raise
@@ -283,7 +288,8 @@ class ArchGraph:
 
     @classmethod
     def from_module(cls, model: nn.Module, input_shape: tuple[int, ...]) -> "ArchGraph":
-        """Trace ``model`` (torch.fx, see the module docstring) on a sample input of shape (2, *input_shape)."""
+        """Trace ``model`` (torch.fx, see the module docstring) in eval mode on a sample input of shape
+        (2, *input_shape); each submodule's mode is restored afterwards."""
         return _Tracer(model, tuple(input_shape)).graph()
 
 
@@ -369,7 +375,7 @@ class _NotUnderstood(Exception):
 
 
 class _Tracer:
-    BATCH = 2  # the sample batch: a tensor whose first dimension is not this is no layer output
+    BATCH = 2  # the sample batch: a tensor whose first dimension is not this (nor 3 on 3 images) is no layer output
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
         self.model = model
@@ -377,6 +383,17 @@ class _Tracer:
         self.modules = dict(model.named_modules())
 
     def graph(self) -> ArchGraph:
+        """The model traced in eval mode (a train-only branch, timm's DropPath, is not baked in as a
+        random layer), each submodule's mode restored afterwards."""
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        try:
+            return self._graph()
+        finally:
+            for m, training in modes.items():
+                m.training = training
+
+    def _graph(self) -> ArchGraph:
         tracer = _LeafOnFailure()
         try:
             fx_graph = tracer.trace(self.model)
@@ -390,16 +407,19 @@ class _Tracer:
             gm.graph.eliminate_dead_code()
             gm.recompile()
         self.modules = dict(gm.named_modules())
-        was_training = self.model.training
-        self.model.eval()
         gm.eval()
+        self.batched = None  # the nodes whose first dimension follows the batch: a (2, C) parameter is not one
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(torch.zeros(self.BATCH + 1, *self.input_shape))
+            self.batched = {n for n in gm.graph.nodes if (_shape(n) or (0,))[0] == self.BATCH + 1}
+        except Exception:  # it runs on the sample batch only: every tensor of BATCH rows is taken for a layer output
+            pass
         try:
             with torch.no_grad():
                 ShapeProp(gm).propagate(torch.zeros(self.BATCH, *self.input_shape))
         except Exception as exc:
             raise GraphError(f"{type(self.model).__name__} does not run on input shape {self.input_shape}: {exc}") from exc
-        finally:
-            self.model.train(was_training)
 
         layers: list[Layer] = []
         value: dict[fx.Node, int] = {}  # fx node -> layer index (-1: network input)
@@ -448,7 +468,7 @@ class _Tracer:
         """A layer output: a batched tensor with at least one dimension besides the batch."""
         meta = node.meta.get("tensor_meta")
         return (node.op != "get_attr" and hasattr(meta, "shape") and len(meta.shape) >= 2
-                and meta.shape[0] == self.BATCH)
+                and meta.shape[0] == self.BATCH and (self.batched is None or node in self.batched))
 
     def _understood(self, node: fx.Node, value: dict, called: dict) -> Layer | list[Layer] | None:
         """The layer ``node`` is (a list: a chain of layers, each reading the one before), None for an
@@ -469,7 +489,9 @@ class _Tracer:
             kind, attrs, target = self._classify(node, called)
         except GraphError as exc:
             raise _NotUnderstood(str(exc)) from exc
-        tensor_inputs = [a for a in node.all_input_nodes if a in value]
+        tensor_inputs = [a for a in node.all_input_nodes if a in value]  # each once, in order of first use
+        if kind == "concat":  # every term, in order, a repeat kept: torch.cat([y, y], 1) has twice y's channels
+            tensor_inputs = [a for a in _arg(node, 0, "tensors") if isinstance(a, fx.Node) and a in value]
         # a parameter, or a parameter reshaped (timm's x.mul(gamma.reshape(1, -1, 1, 1)))
         params = [a for a in node.all_input_nodes if a.op == "get_attr" or (
             a.target in _RESHAPES and isinstance(a.args[0], fx.Node) and a.args[0].op == "get_attr"
@@ -660,8 +682,9 @@ class _Tracer:
             kind = _METHODS.get(node.target)
             if kind is None:
                 raise GraphError(f"cannot represent method .{node.target}() at node {node.name!r}; {_supported()}")
-            if kind == "add" and not all(isinstance(a, fx.Node) for a in node.args):
-                raise GraphError(f"node {node.name!r} adds a constant; only the sum of two tensors is supported")
+            if kind == "add" and (not all(isinstance(a, fx.Node) for a in node.args) or node.kwargs.get("alpha", 1) != 1):
+                raise GraphError(f"node {node.name!r} adds a constant or scales a term (alpha); only the sum of two "
+                                 "tensors is supported")
             if kind in ("mean", "gate"):
                 return kind, _function_attrs(kind, node), ""
             return kind, {"negative_slope": 0.01} if kind == "leaky_relu" else {}, ""
@@ -864,6 +887,8 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
                 raise GraphError(f"avg-pool {target!r}: divisor_override is not supported")
         return attrs
     if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+        if getattr(mod, "return_indices", False):
+            raise GraphError(f"adaptive max-pool {target!r}: return_indices is not supported")
         return {"output_size": _pair(mod.output_size)}
     if kind == "flatten" and (mod.start_dim != 1 or mod.end_dim != -1):
         raise GraphError(f"flatten {target!r}: only Flatten(1, -1) is supported")
@@ -906,10 +931,17 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
         s = _arg(node, 2, "stride", None)
         attrs = {"kernel_size": k, "stride": _pair(s) if s else k, "padding": _pair(_arg(node, 3, "padding", 0)),
                  "ceil_mode": bool(_arg(node, 5 if kind == "maxpool" else 4, "ceil_mode", False))}
-        if kind == "avgpool":
+        if kind == "maxpool":  # F.max_pool2d(x, k, stride, padding, dilation, ceil_mode, return_indices)
+            if _pair(_arg(node, 4, "dilation", 1)) != (1, 1) or _arg(node, 6, "return_indices", False):
+                raise GraphError(f"node {node.name!r}: max-pool dilation and return_indices are not supported")
+        else:  # F.avg_pool2d(x, k, stride, padding, ceil_mode, count_include_pad, divisor_override)
             attrs["count_include_pad"] = bool(_arg(node, 5, "count_include_pad", True))
+            if _arg(node, 6, "divisor_override") is not None:
+                raise GraphError(f"node {node.name!r}: avg-pool divisor_override is not supported")
         return attrs
     if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+        if kind == "adaptive_maxpool" and _arg(node, 2, "return_indices", False):
+            raise GraphError(f"node {node.name!r}: adaptive max-pool return_indices is not supported")
         return {"output_size": _pair(_arg(node, 1, "output_size"))}
     if kind == "dropout":
         return {"p": float(_arg(node, 1, "p", 0.5))}

@@ -197,3 +197,130 @@ def test_relative_encoding_matches_students_of_teachers_of_another_width():
     assert a.num_params > b.num_params
     assert (rel[0] - rel[1]).abs().max() < 0.3 < (log[0] - log[1]).abs().max()
     assert (rel[0] - rel[1]).abs().mean() < 0.02
+
+
+def _computes_the_module(model, shape=(3, 8, 8)):
+    """The traced graph with the module's weights, and its output next to the module's (eval mode)."""
+    torch.manual_seed(0)
+    model = model.eval()
+    graph = ArchGraph.from_module(model, shape)
+    net = CompressionSpace(graph).reference.build(model, bn_stats="copy").eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        return graph, net(x), model(x)
+
+
+class _CatRepeat(nn.Module):
+    """torch.cat with a repeated term, out of order: channels a ++ b ++ a."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 2, 3, padding=1)
+        self.fc = nn.Linear(10, 5)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(torch.cat([a, b, a], 1), 1), 1))
+
+
+def test_a_concat_keeps_every_term_in_order():
+    graph, y, expected = _computes_the_module(_CatRepeat())
+    concat = next(l for l in graph.layers if l.type == "concat")
+    assert (concat.inputs, concat.in_shape) == ((0, 1, 0), (10, 8, 8))
+    assert torch.equal(y, expected)
+
+
+class _PoolArgs(nn.Module):
+    """A functional call with an argument the layer types do not hold: kept whole (opaque), exact."""
+
+    def __init__(self, call):
+        super().__init__()
+        self.call = call
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return torch.flatten(self.call(self.a(x), self.b(x)), 1)
+
+
+@pytest.mark.parametrize("call, construct", [
+    (lambda a, b: F.avg_pool2d(a, 2, divisor_override=1), "avg_pool2d"),
+    (lambda a, b: F.max_pool2d(a, 3, 1, 1, 2), "max_pool2d"),  # dilation 2: 8x8 -> 6x6
+    (lambda a, b: a.add(b, alpha=3.0), ".add()"),
+    (lambda a, b: torch.add(a, b, alpha=3.0), "add"),
+])
+def test_pool_and_add_arguments_are_not_dropped(call, construct):
+    graph, y, expected = _computes_the_module(_PoolArgs(call))
+    assert graph.opaque["constructs"] == {construct: 1}
+    assert torch.equal(y, expected)
+
+
+class _TrainOnly(nn.Module):
+    """A branch taken in train mode only (timm's DropPath): random there, the identity in eval mode."""
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        return x * (torch.rand(x.shape[0], 1, 1, 1) > 0.5) * 2.0
+
+
+def test_a_model_in_train_mode_is_traced_as_in_eval_mode_and_keeps_its_modes():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _TrainOnly(), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 5))
+    model[2].eval()  # a mixed-mode model: each submodule's mode comes back as it was
+    modes = [m.training for m in model.modules()]
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    assert [m.training for m in model.modules()] == modes == [True, True, True, False, True, True]
+    assert [l.type for l in graph.layers] == ["conv", "batchnorm", "flatten", "linear"]
+    _, y, expected = _computes_the_module(model)
+    assert torch.equal(y, expected)
+
+
+class _GlobalContext(nn.Module):
+    """GCNet's channel-add: x (C, H, W) plus a context (C, 1, 1), broadcast over H and W."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.ctx, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = x + self.ctx(F.adaptive_avg_pool2d(x, 1))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_broadcast_add_validates_and_its_students_save_and_load(tmp_path):
+    import numpy as np
+
+    from nascomp import load_student
+
+    graph, y, expected = _computes_the_module(_GlobalContext())
+    assert torch.equal(y, expected)
+    assert graph.layers[4].inputs == (1, 3) and graph.layers[4].in_shape == (8, 8, 8)  # pools x + context
+    assert ArchGraph.from_json(graph.to_json()).key == graph.key  # validates
+    space, teacher = CompressionSpace(graph), _GlobalContext().eval()
+    for k, child in enumerate([space.reference, space.sample(np.random.default_rng(0))]):
+        student = child.build(teacher).eval()
+        child.save(tmp_path / str(k), student)
+        x = torch.randn(3, 3, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(load_student(tmp_path / str(k)).eval()(x), student(x))
+
+
+class _TwoBranchMix(nn.Module):
+    """Per-channel weights of two branches: a (2, C) parameter, whose first dimension is the sample batch's."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 5, padding=2)
+        self.mix = nn.Parameter(torch.randn(2, 8))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        w = self.mix.softmax(0)  # (2, C)
+        y = self.a(x) * w[0].view(1, -1, 1, 1) + self.b(x) * w[1].view(1, -1, 1, 1)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+def test_a_tensor_with_two_rows_is_not_taken_for_a_batch():
+    graph, y, expected = _computes_the_module(_TwoBranchMix())
+    assert graph.opaque["constructs"] == {"mul": 2}  # each branch times its weights, the softmax inside
+    assert torch.allclose(y, expected, rtol=1e-5, atol=1e-6)
