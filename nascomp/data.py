@@ -150,6 +150,10 @@ def _normalise(images: np.ndarray | Tensor, mean, std) -> Tensor:
 def _permuted_splits(images: Tensor, labels: Tensor, val: int, test: int, seed: int):
     """One fixed permutation (``seed``): first ``test`` images test, next ``val`` val, rest train."""
     n = len(labels)
+    for key, value in (("val", val), ("test", test), ("seed", seed)):
+        if type(value) is not int:  # the schema types dataset.split as a plain dict: a string arrives here
+            raise ValueError(f"dataset.split.{key}: {value!r} must be an integer"
+                             f"{' (a seed)' if key == 'seed' else ' (an image count >= 0)'}")
     if val < 0 or test < 0:
         raise ValueError(f"dataset.split: val={val} and test={test} must be image counts (>= 0)")
     if val + test >= n:
@@ -173,6 +177,11 @@ def _cifar(cfg) -> Dataset:
             f"{cfg.name} not found (or corrupted) under {str(root / cls.base_folder)!r}. Put the python "
             f"version of the dataset there, point dataset.root at it, or pass dataset.download=true "
             f"to fetch it ({exc})") from exc
+    except OSError as exc:  # the download failed (offline: URLError), or root cannot be written or read
+        raise FileNotFoundError(
+            f"{cfg.name} could not be {'downloaded to' if cfg.download else 'read from'} "
+            f"{str(root / cls.base_folder)!r} ({type(exc).__name__}: {exc}). Without internet access, fetch the "
+            f"python version of the dataset elsewhere, put it there and set dataset.download=false") from exc
     x = _normalise(train.data, cfg.mean, cfg.std)  # (50000, 3, 32, 32)
     y = torch.as_tensor(train.targets, dtype=torch.long)
     n_val = cfg.val_size
@@ -208,9 +217,16 @@ def _image_folder(cfg) -> Dataset:
     tf = transforms.Compose([transforms.Resize(cfg.image_size), transforms.CenterCrop(cfg.image_size),
                              transforms.ToTensor()])
 
+    def item(ds, i: int) -> tuple[Tensor, int]:
+        try:
+            return ds[i]
+        except OSError as exc:  # PIL.UnidentifiedImageError, a truncated file, ...
+            raise ValueError(f"image {ds.samples[i][0]!r} cannot be read ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}); delete or replace it") from exc
+
     def read(folder: Path) -> tuple[Tensor, Tensor, list[str]]:
         ds = datasets.ImageFolder(str(folder), transform=tf)
-        xs, ys = zip(*[ds[i] for i in range(len(ds))])
+        xs, ys = zip(*[item(ds, i) for i in range(len(ds))])
         return _normalise(torch.stack(xs), cfg.mean, cfg.std), torch.as_tensor(ys, dtype=torch.long), ds.classes
 
     x, y, classes = read(root)

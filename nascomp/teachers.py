@@ -10,8 +10,9 @@ name there (``torchvision``, or ``timm`` when installed: ``pip install nascomp[t
 dataset's number of classes; ``library`` arrives as ``teacher.kwargs.library`` from
 ``conf/teacher/torchvision.yaml`` and ``timm.yaml`` (so the cached teacher's key names the library).
 Without a checkpoint its weights start from the library's local pretrained cache when the file is
-there (every tensor whose shape fits: the classifier head of another class count does not), else
-from the library's random init; the run then trains it as any teacher.
+there (every tensor whose shape fits: the classifier head of another class count does not; DenseNet's
+old key names renamed as torchvision renames them; a warning when the file lacks some of the model's
+tensors by name), else from the library's random init; the run then trains it as any teacher.
 
 ``width`` multiplies every channel count (1.0 = the paper's networks; 0.125 gives CPU-sized
 teachers with the same topology). ``in_channels`` is the dataset's channel count (3 for CIFAR, the
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -145,10 +148,10 @@ class ShuffleUnit(nn.Module):
     """ShuffleNet v1 unit. Stride 2: the shortcut is a 1x1 conv then a 3x3 avg-pool, concatenated
     with the branch (the 1x1 conv is the paper's 6.5 modification, so that the shortcut can shrink)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, groups: int):
+    def __init__(self, c_in: int, c_out: int, stride: int, groups: int, ungrouped_input: bool = False):
         super().__init__()
         self.stride = stride
-        g1 = 1 if c_in == 24 else groups  # the stem output is not grouped (ShuffleNet v1)
+        g1 = 1 if ungrouped_input else groups  # the 24-channel stem output is not grouped (ShuffleNet v1)
         branch_out = c_out - c_in if stride == 2 else c_out
         mid = branch_out // 4
         self.conv1 = nn.Conv2d(c_in, mid, 1, groups=g1, bias=False)
@@ -181,10 +184,14 @@ class ShuffleNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         units = []
         c_in = stem
+        # Only the first unit takes the stem's output, ungrouped when the stem is the paper's 24 channels;
+        # a scaled stem (a multiple of 4 * groups) feeds a grouped first unit, as it always has here.
+        ungrouped = stem == 24
         for w, n in zip(widths, blocks):
             w = _scaled(w, width, 4 * groups)
             for b in range(n):
-                units.append(ShuffleUnit(c_in, w, 2 if b == 0 else 1, groups))
+                units.append(ShuffleUnit(c_in, w, 2 if b == 0 else 1, groups, ungrouped_input=ungrouped))
+                ungrouped = False
                 c_in = w
         self.units = nn.Sequential(*units)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -276,10 +283,36 @@ def _from_library(library: str, name: str, num_classes: int, **kwargs) -> nn.Mod
             state = load_file(cached)
         else:
             state = torch.load(cached, map_location="cpu", weights_only=True)
+        if library == "torchvision" and name.startswith("densenet"):
+            state = _densenet_keys(state)
         own = model.state_dict()
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(fits, strict=False)
+        # a head of another class count does not fit; a tensor absent by name means the file's names differ
+        named = [k for k in own if not k.endswith("num_batches_tracked")]  # old files have no BN counters
+        absent = [k for k in named if k not in state]
+        if absent:
+            warnings.warn(f"{library} {name}: the pretrained file {str(cached)!r} has no tensor named like "
+                          f"{len(absent)} of the model's {len(named)} ({', '.join(absent[:3])}, ...): loaded {len(fits)}, "
+                          f"the rest keep their random init. Delete the file to start from random init throughout, "
+                          f"or pass a converted state_dict as teacher.checkpoint", stacklevel=3)
     return model
+
+
+# torchvision's DenseNet files name the layers of a _DenseLayer 'norm.1', 'conv.2', ...; torchvision
+# renames them on load with this pattern (torchvision.models.densenet._load_state_dict, which fetches the
+# file itself and so cannot be called on a state_dict).
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _densenet_keys(state: dict) -> dict:
+    """``state`` with torchvision's old DenseNet key names (``denselayer1.norm.1.weight``) renamed as
+    torchvision renames them (``denselayer1.norm1.weight``)."""
+    out = {}
+    for key, value in state.items():
+        match = _DENSENET_OLD_KEY.match(key)
+        out[match.group(1) + match.group(2) if match else key] = value
+    return out
 
 
 def _timm_cached(model: nn.Module) -> Path | None:

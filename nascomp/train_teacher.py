@@ -6,6 +6,10 @@
 Positional ``key=value`` overrides go to the ``dataset.`` or ``training.`` config nodes. The
 checkpoint (a state_dict with the validation and test accuracy, plus a ``.json`` beside it) is what
 a search's ``teacher.checkpoint`` points at.
+
+The nodes are checked as ``python -m nascomp.run`` checks them (``nascomp.schema.validate``, with
+``training`` as the run's ``teacher_training``), and one batch of the data goes through the teacher
+(``nascomp.pipeline.check_teacher``) before training: a bad input ends with one ``error:`` line and exit 2.
 """
 from __future__ import annotations
 
@@ -13,11 +17,17 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from typing import Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nascomp import config, data, threads, training
+from nascomp.schema import ConfigError, validate
+
+with warnings.catch_warnings():  # linear_operator (under BoTorch, which the pipeline imports) calls torch.jit.script
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from nascomp.pipeline import StartupError, check_teacher
 
 
 def main(argv: Sequence[str] | None = None) -> training.Result:
@@ -39,11 +49,30 @@ def main(argv: Sequence[str] | None = None) -> training.Result:
         {"dataset": config.group("dataset", args.dataset), "training": config.group("training", "teacher")},
         OmegaConf.from_dotlist(args.overrides),
     )
+    run_cfg = _validated(cfg, args.teacher, args.width)
     threads.apply(args.threads if args.threads == "auto" else int(args.threads))
-    _, result = training.train_teacher(args.teacher, data.load(cfg.dataset), args.out, cfg.training, args.width)
+    dataset = data.load(run_cfg.dataset)
+    check_teacher(run_cfg, dataset)  # the teacher takes this data (channels, size, classes): before training
+    _, result = training.train_teacher(args.teacher, dataset, args.out, run_cfg.teacher_training, args.width)
     print(json.dumps({"checkpoint": args.out, "val_accuracy": result.val_accuracy,
                       "test_accuracy": result.test_accuracy, "epoch": result.epoch}))
     return result
+
+
+def _validated(cfg: DictConfig, teacher: str, width: float) -> DictConfig:
+    """The main config with this command's teacher, ``dataset`` node and ``training`` node (as
+    ``teacher_training``), validated as ``python -m nascomp.run`` validates it (types converted);
+    a ``ConfigError`` names the keys as this command spells them (``training.``, ``--width``)."""
+    run_cfg = config.compose()
+    with open_dict(run_cfg):
+        run_cfg.dataset = cfg.dataset
+        run_cfg.teacher_training = cfg.training
+        run_cfg.teacher = {"name": teacher, "width": width, "kwargs": {}, "checkpoint": None}
+    try:
+        return validate(run_cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"bad configuration: {exc}".replace("teacher_training.", "training.")
+                          .replace("teacher.width", "--width")) from None
 
 
 if __name__ == "__main__":
@@ -51,5 +80,6 @@ if __name__ == "__main__":
     logging.getLogger("nascomp").setLevel(logging.INFO)
     try:
         main()
-    except (FileNotFoundError, ValueError) as exc:  # missing data, bad teacher name: the message says what to do
-        sys.exit(f"error: {exc}")
+    except (FileNotFoundError, ValueError, StartupError) as exc:  # the message says what was wrong and what to do
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -149,3 +149,45 @@ def test_smallest_image_folder_that_supports_a_run_loads(tmp_path):
 def test_digits_with_an_empty_split_is_refused():
     with pytest.raises(ValueError, match="the val split is empty"):
         data.load(config.group("dataset", "digits", ["split.val=0"]))
+
+
+@pytest.mark.parametrize("where", ["root", "test_root"])
+def test_an_unreadable_image_is_named_with_what_to_do(tmp_path, where):
+    """A corrupt file (PIL's UnidentifiedImageError, an OSError) is a ValueError naming it, in either folder."""
+    root = _folder(tmp_path / "images", [4, 4])
+    test_root = _folder(tmp_path / "test", [2, 2])
+    broken = (root if where == "root" else test_root) / "class1" / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    cfg = config.group("dataset", "imagefolder", [f"root={root}", f"test_root={test_root}", "image_size=8",
+                                                  "split.val=2", "split.test=0"])
+    with pytest.raises(ValueError, match=rf"image '{broken}' cannot be read \(UnidentifiedImageError: cannot identify "
+                                         rf"image file .*\); delete or replace it"):
+        data.load(cfg)
+    broken.unlink()
+    ds = data.load(cfg)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (6, 2, 4)
+
+
+def test_cifar_download_that_fails_offline_says_what_to_do(tmp_path, monkeypatch):
+    """The download's URLError (an OSError) is a FileNotFoundError naming the folder, the cause and the fix."""
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    cfg = config.group("dataset", "cifar10", [f"root={tmp_path / 'dl'}", "download=true"])
+    with pytest.raises(FileNotFoundError, match=rf"cifar10 could not be downloaded to '{tmp_path / 'dl'}/cifar-10-batches-py' "
+                                                r"\(URLError: <urlopen error \[Errno -2\] Name or service not known>\)\. "
+                                                r"Without internet access, .*set dataset.download=false"):
+        data.load(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("split.val=abc", r"dataset.split.val: 'abc' must be an integer \(an image count >= 0\)"),
+    ("split.seed=x", r"dataset.split.seed: 'x' must be an integer \(a seed\)"),
+])
+def test_a_split_that_is_not_an_integer_is_named(override, message):
+    """The schema types dataset.split as a plain dict, so the loader checks it (once a TypeError from '<')."""
+    with pytest.raises(ValueError, match=message):
+        data.load(config.group("dataset", "digits", [override]))

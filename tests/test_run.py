@@ -216,6 +216,51 @@ def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
     assert not (tmp_path / "teachers").exists() and not list(tmp_path.glob("outputs/*/*/store.sqlite"))  # no work was done
 
 
+
+def test_a_corrupt_image_in_the_folder_exits_2_naming_it(tmp_path):
+    """PIL's UnidentifiedImageError (an OSError, once a traceback with exit 1) is a bad input: exit 2, one line."""
+    from PIL import Image
+
+    for c in range(2):
+        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (10, 10), (40 * c + i,) * 3).save(tmp_path / "images" / f"c{c}" / f"{i}.png")
+    broken = tmp_path / "images" / "c1" / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    proc = cli(TINY + ["dataset=imagefolder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8",
+                       "dataset.split.val=2", "dataset.split.test=2"], tmp_path, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"image '{broken}' cannot be read (UnidentifiedImageError: " in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "teachers").exists()
+
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--teacher", "small_resnet", "--dataset", "imagefolder"],  # once omegaconf's MissingMandatoryValue
+     "error: bad configuration: dataset.root: no value given (???); dataset=imagefolder needs dataset.root="),
+    (["--teacher", "small_resnet", "--dataset", "digits", "dataset.split.val=abc"],  # once a TypeError
+     "error: dataset.split.val: 'abc' must be an integer (an image count >= 0)"),
+    (["--teacher", "torchvision.models:resnet18", "--dataset", "digits"],  # once a RuntimeError inside Lightning
+     "error: teacher torchvision.models:resnet18 cannot take this dataset's input (1, 8, 8): Given groups=1, "
+     "weight of size [64, 3, 7, 7], expected input[8, 1, 8, 8] to have 3 channels"),
+    (["--teacher", "small_resnet", "--dataset", "digits", "training.epochs=0"],  # the run's schema, as spelled here
+     "error: bad configuration: training.epochs: 0 is out of range (must be >= 1)"),
+    (["--teacher", "small_resnet", "--dataset", "digits", "--width", "0"],
+     "error: bad configuration: --width: 0.0 is out of range (must be > 0.0)"),
+])
+def test_train_teacher_cli_refuses_bad_input_with_exit_2_and_one_line(tmp_path, args, message):
+    """``python -m nascomp.train_teacher`` checks its dataset and training nodes as nascomp.run does, and
+    runs one batch through the teacher, before training: exit 2, one error line, nothing written."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nascomp.train_teacher", *args, "--out", str(tmp_path / "t.pt")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(message), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and sum(line.startswith("error:") for line in lines) == 1
+    assert not (tmp_path / "t.pt").exists() and proc.stdout == ""
+
+
 def _leaves(node, prefix=""):
     for key, value in node.items():
         if isinstance(value, dict) and value:

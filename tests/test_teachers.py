@@ -85,3 +85,26 @@ def test_a_teacher_with_the_wrong_number_of_outputs_is_refused():
     model = teachers.create("small_resnet", num_classes=100, width=0.25)
     with pytest.raises(ValueError, match=r"gives outputs of shape \(4, 100\) .* the dataset has 10 classes, so it must give \(4, 10\)"):
         teachers.check_input(model, torch.randn(4, 1, 8, 8), 10, "small_resnet")
+
+
+@pytest.mark.parametrize("width", [0.125, 0.25, 0.5, 1.0])
+def test_shufflenet_groups_every_unit_but_the_one_on_the_papers_24_channel_stem(width):
+    """Only the first unit's 1x1 convs (conv1, the stride-2 shortcut) and its shuffle are ungrouped, and
+    only on the paper's 24-channel stem; at width 0.125 stage 1 has 24 channels too, and the units taking
+    24 channels (1-4) were once built ungrouped, with unit 0 grouped. The other widths are unchanged."""
+    from nascomp import ArchGraph
+
+    model = teachers.create("shufflenet_g2", width=width)
+    stem = model.conv1.out_channels
+    assert stem == {0.125: 8, 0.25: 8, 0.5: 16, 1.0: 24}[width]
+    first = 1 if width == 1.0 else 2
+    assert [u.conv1.groups for u in model.units] == [first] + [2] * 15
+    assert [u.shuffle.groups for u in model.units] == [first] + [2] * 15
+    assert [u.shortcut_conv.groups for u in model.units if u.stride == 2] == [first, 2, 2]
+    assert [u.conv1.in_channels for u in model.units[:5]] == [stem] + [{0.125: 24, 0.25: 48, 0.5: 96, 1.0: 200}[width]] * 4
+    keys = {0.25: "037caf11b0a7b41eea45ce0f4c22d0ac", 0.5: "ddc3bfe23b9c6ff96b78b0381776d39c",
+            1.0: "e2128763e41b62dacc546e8901a4fdfa"}  # the graph keys before the fix
+    if width in keys:
+        assert ArchGraph.from_module(model, (3, 32, 32)).key == keys[width]
+    else:  # ungrouped, units 1-4 had 4 x 72 more in conv1 (24 -> 6) and 288 in unit 4's shortcut (24 -> 24)
+        assert sum(p.numel() for p in model.parameters()) == 19318 - 4 * 72 - 288

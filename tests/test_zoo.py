@@ -210,6 +210,43 @@ def test_a_torchvision_teacher_by_name_from_the_config_and_the_local_pretrained_
         teachers.create("no_such_net", library="timm")
 
 
+
+def test_a_torchvision_densenet_pretrained_file_with_the_old_key_names_loads_whole(tmp_path):
+    """torchvision's DenseNet files name a dense layer's tensors 'norm.1', 'conv.2', ... and torchvision
+    renames them on load; the cache is loaded with the same renaming (once 4 of 120 conv weights loaded,
+    silently). A file whose names do not match the model is loaded as far as it fits, with a warning."""
+    import warnings
+
+    from nascomp import teachers
+
+    torch.manual_seed(1)
+    imagenet = torchvision.models.densenet121()
+    old_names = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)\.", r"\1.\2.", k): v
+                 for k, v in imagenet.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old_names  # the published format
+    (tmp_path / "checkpoints").mkdir()
+    file = tmp_path / "checkpoints" / torchvision.models.DenseNet121_Weights.DEFAULT.url.rsplit("/", 1)[1]
+    torch.save(old_names, file)
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # every tensor is named in the file: no warning
+            model = teachers.create("densenet121", num_classes=10, library="torchvision")
+        torch.save({"module." + k: v for k, v in imagenet.state_dict().items()}, file)  # a DataParallel save
+        with pytest.warns(UserWarning, match=r"densenet121: the pretrained file .* has no tensor named like 606 of "
+                                             r"the model's 606 .*loaded 0, the rest keep their random init"):
+            teachers.create("densenet121", num_classes=10, library="torchvision")
+    finally:
+        torch.hub.set_dir(old)
+    own, ref = model.state_dict(), imagenet.state_dict()
+    convs = [k for k in own if own[k].dim() == 4]
+    assert len(convs) == 120 and all(torch.equal(own[k], ref[k]) for k in convs)
+    loaded = [k for k in own if own[k].is_floating_point() and torch.equal(own[k], ref[k])]
+    assert len(loaded) == len([k for k in own if own[k].is_floating_point()]) - 2  # all but the 10-class head
+    assert model.classifier.weight.shape == (10, 1024)
+
+
 # --------------------------------------------------------------------------- the torchvision zoo
 TRANSFORMERS = ("vit_", "swin_", "maxvit_")  # attention models: not CNNs, not this space's subject
 CNNS = [n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(TRANSFORMERS)]
