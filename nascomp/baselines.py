@@ -198,7 +198,8 @@ class LocalSearchProposer:
     The incumbent starts as the best of the shared first K random architectures. Each step proposes
     K of its unevaluated neighbours (``space.neighbours``: NAS-Bench-201's 24 one-edge changes, or
     ``cfg.neighbours`` draws of ``mutate`` where a space cannot list them, drawn once per incumbent)
-    in random order; then the incumbent moves to the best new architecture if it is better. When the
+    in random order; then the incumbent moves to the best new architecture if it is better, and on to
+    an already-evaluated neighbour while one is better (its value is known). When the
     incumbent's neighbours are all evaluated and none improved on it, local search is stuck and
     restarts from a random architecture (as the paper does): the free places of the step that used
     up the neighbourhood are filled with random architectures, and the best of them becomes the
@@ -218,12 +219,14 @@ class LocalSearchProposer:
         best = max(new, key=lambda r: r.f, default=None)
         if best is not None and (self.incumbent is None or best.f > self.incumbent.f):
             self.move(best, rng)  # an improvement (or the first incumbent)
+        self.climb_known(history, rng)
         todo = [a for a in self.neighbourhood if a.key not in exclude]
         if not todo and self.incumbent is not None:  # stuck: restart from the best random architecture
             pool = [r for r in history if r.arch.key in self.restarts and not r.failed]
             self.restarts = set()
             if pool:
                 self.move(max(pool, key=lambda r: r.f), rng)
+                self.climb_known(history, rng)
                 todo = [a for a in self.neighbourhood if a.key not in exclude]
         out = todo[:k]
         randoms = random_candidates(self.space, k - len(out), exclude | {a.key for a in out}, rng)
@@ -231,6 +234,18 @@ class LocalSearchProposer:
             self.restarts = {a.key for a in randoms}
         exclude |= {a.key for a in out + randoms}
         return [(a, None) for a in out + randoms]
+
+    def climb_known(self, history, rng: np.random.Generator) -> None:
+        """Move to the best already-evaluated neighbour of the incumbent while one is better: its value is
+        known, as local search's neighbourhood scan would find it (after a restart, or a move, the new
+        incumbent can have neighbours evaluated earlier)."""
+        done = {r.arch.key: r for r in history if not r.failed}
+        while self.incumbent is not None:
+            known = [done[a.key] for a in self.neighbourhood if a.key in done]
+            better = max(known, key=lambda r: r.f, default=None)
+            if better is None or better.f <= self.incumbent.f:
+                return
+            self.move(better, rng)
 
     def move(self, record, rng: np.random.Generator) -> None:
         self.incumbent = record

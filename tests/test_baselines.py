@@ -197,6 +197,25 @@ def test_local_search_walks_the_incumbents_neighbours_then_restarts(space, evalu
     assert {a.code for a in nxt} <= {c.code for c in space.neighbours(best_restart.arch)}
 
 
+def test_local_search_moves_to_a_better_neighbour_evaluated_before(space, evaluator):
+    """After a restart the new incumbent can have neighbours evaluated earlier: local search moves to the
+    best of them when it beats the incumbent (its value is known), and proposes that one's neighbours."""
+    cfg = config(["search.method=local"])
+    proposer = make_proposer(space, evaluator, cfg, seed=0)
+    rng = np.random.default_rng(4)
+    top = local_optimum(space)
+    worse = sorted(space.neighbours(top), key=lambda c: space.accuracy[c.code])[0]  # the optimum's worst neighbour
+    assert space.accuracy[worse.code] < space.accuracy[top.code]
+    history = records(space, evaluator, [top], 0)  # the optimum, evaluated long ago
+    proposer.propose(history, 1, {top.key}, rng)
+    start = records(space, evaluator, [worse], 1)[0]
+    proposer.move(start, rng)  # as after a restart: the incumbent is `worse`, whose neighbour `top` is known
+    history.append(start)
+    batch = [a for a, _ in proposer.propose(history, 8, {r.arch.key for r in history}, rng)]
+    assert proposer.incumbent.arch.key == top.key
+    assert {a.code for a in batch} <= {c.code for c in space.neighbours(top)}
+
+
 @pytest.mark.parametrize("method", ["tpe", "local", "smac"])
 def test_a_budget_off_the_step_grid_is_respected(space, evaluator, method):
     if method == "smac":
