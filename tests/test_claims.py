@@ -361,6 +361,17 @@ def test_known_cost_rule_on_tuning_seeds_keeps_target_f():
         assert len(mine) == 60 and all(float(mine[k]) == pytest.approx(float(ours[k]), abs=1e-9) for k in mine)
 
 
+def test_known_cost_rule_with_ei_on_f_keeps_target_f():
+    """The known-cost rule run again after the EI of ``search.target=accuracy`` was fixed to EI on f: (a)
+    fails, 19 seed-cells above REA's median against ours' 7 (17 on ImageNet16 compression); (b) passes,
+    6 wins, 5 losses, 1 tie; so ``target`` stays ``f``."""
+    arm = "ours[search.target=accuracy]"
+    tail = tail_counts(arm)
+    assert sum(tail[arm].values()) == 19 and sum(tail["ours"].values()) == 7
+    assert tail[arm]["imagenet", "compression"] == 17
+    assert tuning_comparisons(arm) == {"win": 6, "loss": 5, "tie": 1}
+
+
 # The paper method's Table 6 and 8 arms, and the NAS-Bench-201 accuracy cells each ran on (20 held-out seeds each).
 PAPER_ARMS_RUN = {"cifar10": ("evolution", "marginal", "euclidean"), "cifar100": ("evolution", "marginal", "euclidean")}
 
