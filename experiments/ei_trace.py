@@ -58,7 +58,7 @@ def trace(dataset: str, objective: str, seed: int, method: str = "ours", budget:
         where = {c.key: i for i, c in enumerate(unevaluated)}
         incumbent = max(value[a.key] for a in best)
         better = np.flatnonzero([value[c.key] > incumbent for c in unevaluated])
-        for j, a in enumerate(chosen):
+        for a, j in chosen:
             s = scores[j]
             first = int(better[int(torch.argmax(s[better]))]) if len(better) else None
             rows.append({"step": step[0], "kernel": j, "incumbent_regret": optimum - incumbent, "better": len(better),

@@ -111,12 +111,14 @@ def mutants(space: Space, parents: Sequence[Architecture], n: int, exclude: set[
 
 def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Space, cfg: DictConfig,
              num_kernels: int, best: Sequence[Architecture], exclude: set[str], rng: np.random.Generator,
-             neighbours: Callable[[Architecture], list[Architecture]] | None = None) -> list[Architecture]:
-    """One proposal per kernel. ``score_all(cands)`` scores K equal-length candidate lists, (K, C);
-    ``cfg`` is ``search.acquisition``; ``best`` the evaluated architectures, best first (the first
-    parents of ``evolution``); ``neighbours(a)``: a's neighbourhood, needed when ``cfg.local_kernels`` > 0.
+             neighbours: Callable[[Architecture], list[Architecture]] | None = None) -> list[tuple[Architecture, int]]:
+    """One proposal per kernel, each with its kernel's index. ``score_all(cands)`` scores K equal-length
+    candidate lists, (K, C); ``cfg`` is ``search.acquisition``; ``best`` the evaluated architectures,
+    best first (the first parents of ``evolution``); ``neighbours(a)``: a's neighbourhood, needed when
+    ``cfg.local_kernels`` > 0.
 
-    Kernel k takes its best-scoring candidate that no earlier kernel took; ``exclude`` grows.
+    Kernel k takes its best-scoring candidate that no earlier kernel took (none when every candidate of
+    its pool was taken: then fewer than K come back, each still named by its own kernel); ``exclude`` grows.
     """
     pools = candidate_pools(score_all, space, cfg, num_kernels, best, exclude, rng)
     local = min(cfg.local_kernels, num_kernels)
@@ -130,7 +132,7 @@ def maximize(score_all: Callable[[list[list[Architecture]]], Tensor], space: Spa
     for k in range(num_kernels):
         for i in torch.argsort(scores[k][: len(pools[k])], descending=True).tolist():
             if pools[k][i].key not in exclude:
-                chosen.append(pools[k][i])
+                chosen.append((pools[k][i], k))
                 exclude.add(pools[k][i].key)
                 break
     return chosen

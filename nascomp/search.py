@@ -218,9 +218,8 @@ class KernelProposer:
             over = torch.tensor([[over_caps(a) for a in p] for p in pools])
             return ei(pools).masked_fill(over, -torch.inf)
 
-        chosen = maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng,
-                          neighbours=lambda a: self.space.neighbours(a, rng, self.scfg.local.neighbours))
-        return [(a, i) for i, a in enumerate(chosen)]
+        return maximize(score, self.space, self.scfg.acquisition, k, best, exclude, rng,
+                        neighbours=lambda a: self.space.neighbours(a, rng, self.scfg.local.neighbours))
 
 
 class SearchFailed(RuntimeError):

@@ -50,10 +50,24 @@ def test_maximize_never_proposes_excluded_or_duplicates(space, maximizer):
         return torch.tensor([[1.0 if a.key in target else -float(sum(a.ops)) for a in p] for p in pools])
 
     chosen = maximize(score, space, cfg, 4, evaluated, exclude, rng)
-    keys = [a.key for a in chosen]
+    assert [k for _, k in chosen] == [0, 1, 2, 3]
+    keys = [a.key for a, _ in chosen]
     assert len(keys) == 4 and len(set(keys)) == 4
     assert not set(keys) & target
     assert set(keys) <= exclude  # exclude grows with the chosen
+
+
+def test_a_kernel_whose_pool_was_all_taken_proposes_nothing_and_the_others_keep_their_index(space, monkeypatch):
+    """Kernels 0 and 1 hold only cell A and kernel 2 only B: kernel 0 takes A, kernel 1 nothing, and B is
+    kernel 2's (it was credited to kernel 1 before)."""
+    import nascomp.acquisition as acquisition
+
+    a, b = space.cell([3] * 6), space.cell([2] * 6)
+    monkeypatch.setattr(acquisition, "candidate_pools", lambda *args: [[a], [a], [b]])
+    cfg = OmegaConf.create({"maximizer": "random", "samples": 1, "local_kernels": 0})
+    chosen = maximize(lambda pools: torch.zeros(len(pools), max(len(p) for p in pools)), space, cfg, 3, [], set(),
+                      np.random.default_rng(0))
+    assert [(x.key, k) for x, k in chosen] == [(a.key, 0), (b.key, 2)]
 
 
 def test_random_maximizer_picks_the_best_scoring(space):
@@ -62,7 +76,7 @@ def test_random_maximizer_picks_the_best_scoring(space):
     # score = number of 3x3 convs: with 200 samples per kernel the best has at least 4
     chosen = maximize(lambda pools: torch.tensor([[float(sum(o == 3 for o in a.ops)) for a in p] for p in pools]),
                       space, cfg, 2, [], set(), rng)
-    assert all(sum(o == 3 for o in a.ops) >= 4 for a in chosen)
+    assert all(sum(o == 3 for o in a.ops) >= 4 for a, _ in chosen)
 
 
 @pytest.mark.parametrize("share", [0.0, 0.5])
@@ -103,7 +117,7 @@ def test_local_kernels_choose_the_incumbents_unevaluated_neighbours_by_ei(space)
     def score(pools):  # far from both parents scores highest, so a local kernel's choice is not the EI argmax of the space
         return torch.tensor([[float(sum(o == 2 for o in a.ops)) for a in p] for p in pools])
 
-    chosen = maximize(score, space, cfg, 4, evaluated, set(exclude), rng, neighbours=space.neighbours)
+    chosen = [a for a, _ in maximize(score, space, cfg, 4, evaluated, set(exclude), rng, neighbours=space.neighbours)]
     assert len({a.key for a in chosen}) == 4
     # two local kernels: the incumbent has one unevaluated neighbour left, so `second`'s 24 join the pool
     pool = {around[23].key} | {a.key for a in space.neighbours(second)}
@@ -112,6 +126,6 @@ def test_local_kernels_choose_the_incumbents_unevaluated_neighbours_by_ei(space)
     assert all(sum(o == 2 for o in a.ops) >= 3 for a in chosen[2:])  # the others search the whole space
     one = maximize(score, space, OmegaConf.merge(cfg, {"local_kernels": 1}), 4, evaluated, set(exclude), rng,
                    neighbours=space.neighbours)
-    assert one[0].key == around[23].key  # one local kernel: the incumbent's last unevaluated neighbour
+    assert one[0][0].key == around[23].key  # one local kernel: the incumbent's last unevaluated neighbour
     with pytest.raises(ValueError, match="neighbourhood"):
         maximize(score, space, cfg, 4, evaluated, set(exclude), rng)
