@@ -260,8 +260,10 @@ def _from_library(library: str, name: str, num_classes: int, **kwargs) -> nn.Mod
             import timm
         except ImportError as exc:
             raise ValueError("teacher=timm needs timm, an optional extra: pip install 'nascomp[timm]'") from exc
-        if name not in timm.list_models():
-            raise ValueError(f"timm has no model {name!r}; see timm.list_models()")
+        tagged = "." in name  # an architecture with a pretrained tag (resnet18.a1_in1k): one timm lists
+        if not (timm.list_pretrained(name) if tagged else timm.is_model(name)):
+            raise ValueError(f"timm has no model {name!r}; see timm.list_models() (a pretrained tag after a dot: "
+                             f"timm.list_models(pretrained=True))")
         model = timm.create_model(name, num_classes=num_classes, **kwargs)
         cached = _timm_cached(model)
     else:

@@ -159,6 +159,24 @@ def test_a_timm_teacher_by_name_from_the_config_and_the_local_pretrained_cache(t
         teachers.create("no_such_net", library="timm")
 
 
+def test_a_timm_name_with_a_pretrained_tag(tmp_path):
+    """``teacher.name=resnet18.a1_in1k`` picks that tag's pretrained weights (its hub file, when cached), as
+    timm.create_model does; an unknown tag is refused like an unknown model."""
+    import huggingface_hub.constants
+
+    from nascomp import teachers
+
+    old = huggingface_hub.constants.HF_HUB_CACHE
+    huggingface_hub.constants.HF_HUB_CACHE = str(tmp_path)  # nothing cached: random init, nothing downloaded
+    try:
+        model = teachers.create("resnet18.a1_in1k", num_classes=10, library="timm")
+    finally:
+        huggingface_hub.constants.HF_HUB_CACHE = old
+    assert model.fc.out_features == 10 and model.pretrained_cfg["hf_hub_id"] == "timm/resnet18.a1_in1k"
+    with pytest.raises(ValueError, match="timm has no model 'resnet18.no_such_tag'"):
+        teachers.create("resnet18.no_such_tag", library="timm")
+
+
 @pytest.mark.slow
 def test_the_run_compresses_a_timm_teacher_from_a_local_checkpoint(tmp_path):
     import json
