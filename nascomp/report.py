@@ -12,6 +12,7 @@ evaluations (``hypervolume.png``), and the front as a table and the finalists as
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from pathlib import Path
@@ -63,7 +64,7 @@ def rewards(rows: list[dict]) -> tuple[list[int], list[float], list[float]]:
     """(history index, f, best f so far) of the students that did not fail, in history order."""
     index = [i for i, r in enumerate(rows) if not r["error"]]
     f = [rows[i]["f"] for i in index]
-    return index, f, [max(f[: j + 1]) for j in range(len(f))]
+    return index, f, list(itertools.accumulate(f, max))
 
 
 def plot(rows: list[dict], teacher: dict, out_dir: Path) -> dict[str, str]:

@@ -382,8 +382,9 @@ def run_search(space: Space, evaluator: Evaluator, cfg: DictConfig, seed: int, b
         return zero_shot_search(space, evaluator, kernel, search, seed, kernel_options["transfer"], after_step)
     proposer = make_proposer(space, evaluator, cfg, seed, problem, **kernel_options)
     budget = budget if budget is not None else cfg.search.get("budget")
-    if kernel_options.get("transfer") is not None and (budget if budget is not None else cfg.search.K * (cfg.search.T + 1)) % cfg.search.K:
-        raise ValueError(f"transferred kernels propose K = {cfg.search.K} per step: the budget ({budget}) must be a "
+    search = Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step,
+                    cfg.search.max_failed_steps)
+    if kernel_options.get("transfer") is not None and search.budget % cfg.search.K:
+        raise ValueError(f"transferred kernels propose K = {cfg.search.K} per step: the budget ({search.budget}) must be a "
                          f"multiple of K")  # a short last step would need k < K of them (schema.validate says the same)
-    return Search(space, evaluator, proposer, cfg.search.K, cfg.search.T, seed, budget, before_step, after_step,
-                  cfg.search.max_failed_steps).run()
+    return search.run()

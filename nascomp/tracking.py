@@ -67,7 +67,7 @@ class CSVTracker(Tracker):
 
     def log_step(self, step, records, best_f, extra=None):
         self.evaluations += len(records)
-        ok = [r.f for r in records if not getattr(r, "failed", False)]  # a failed student has no f
+        ok = [r.f for r in records if not r.failed]  # a failed student has no f
         row = {"step": step, "evaluations": self.evaluations, "best_f": best_f,
                "mean_f": sum(ok) / len(ok) if ok else float("nan"), **(extra or {})}
         new = self.fields is None
@@ -98,7 +98,7 @@ class WandbTracker(Tracker):
 
     def log_step(self, step, records, best_f, extra=None):
         for r in records:
-            if not getattr(r, "failed", False):  # a failed student has no f
+            if not r.failed:  # a failed student has no f
                 self.run.log({"search/step": step, "search/f": r.f})
         self.run.log({"search/step": step, "search/best_f": best_f, **{f"search/{k}": v for k, v in (extra or {}).items()}})
 

@@ -38,8 +38,8 @@ def test_rows_plots_and_report(tmp_path):
 
 def test_csv_tracker(tmp_path):
     t = CSVTracker(tmp_path)
-    t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.4)], 0.4)
-    t.log_step(1, [SimpleNamespace(f=0.6), SimpleNamespace(f=0.0)], 0.6)
+    t.log_step(0, [SimpleNamespace(f=0.2, failed=False), SimpleNamespace(f=0.4, failed=False)], 0.4)
+    t.log_step(1, [SimpleNamespace(f=0.6, failed=False), SimpleNamespace(f=0.0, failed=False)], 0.6)
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines == ["step,evaluations,best_f,mean_f", "0,2,0.4,0.30000000000000004", "1,4,0.6,0.3"]
 
@@ -64,10 +64,10 @@ def test_csv_tracker_of_a_resumed_run_rewrites_the_file(tmp_path):
     """A resumed run replays every step from step 0: its tracker starts metrics.csv anew instead of
     appending a second header and the replayed steps to the killed run's rows."""
     killed = CSVTracker(tmp_path)
-    killed.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.4)], 0.4)
+    killed.log_step(0, [SimpleNamespace(f=0.2, failed=False), SimpleNamespace(f=0.4, failed=False)], 0.4)
     resumed = CSVTracker(tmp_path)
-    resumed.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.4)], 0.4)
-    resumed.log_step(1, [SimpleNamespace(f=0.6), SimpleNamespace(f=0.0)], 0.6)
+    resumed.log_step(0, [SimpleNamespace(f=0.2, failed=False), SimpleNamespace(f=0.4, failed=False)], 0.4)
+    resumed.log_step(1, [SimpleNamespace(f=0.6, failed=False), SimpleNamespace(f=0.0, failed=False)], 0.6)
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines == ["step,evaluations,best_f,mean_f", "0,2,0.4,0.30000000000000004", "1,4,0.6,0.3"]
 
@@ -89,7 +89,7 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     cfg = OmegaConf.create({"_target_": "nascomp.tracking.WandbTracker", "project": "nascomp-test", "entity": None, "mode": "auto"})
     t = make_tracker(cfg, tmp_path, {"name": "t", "experiment_group": "g"})
     assert t.inner.run.settings.mode == "offline"
-    t.log_step(0, [SimpleNamespace(f=0.2), SimpleNamespace(f=0.5)], 0.5)
+    t.log_step(0, [SimpleNamespace(f=0.2, failed=False), SimpleNamespace(f=0.5, failed=False)], 0.5)
     t.log_history([{"step": 0, "key": "a", "f": 0.2}])
     (tmp_path / "student").mkdir()
     (tmp_path / "student" / "architecture.json").write_text("{}")

@@ -58,7 +58,7 @@ def test_history_with_and_without_a_proposing_kernel(tmp_path, monkeypatch, capl
 def test_a_tracker_that_cannot_start_warns_once(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_MODE", "bogus")  # W&B's own settings validation refuses it
     t = make_tracker(WANDB, tmp_path, {"name": "t"})
-    t.log_step(0, [SimpleNamespace(f=0.5)], 0.5)
+    t.log_step(0, [SimpleNamespace(f=0.5, failed=False)], 0.5)
     t.log_history([{"index": 0}])
     t.log_summary({})
     t.finish()
