@@ -20,6 +20,7 @@ another kernel in the same step).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -60,11 +61,13 @@ def expected_improvement(mean: Tensor, var: Tensor, best_f: Tensor, log: bool = 
     return acq(idx.reshape(*mean.shape, 1, 1))
 
 
-def reward_ei(mean: Tensor, var: Tensor, levels: Tensor, inverse: Callable[[Tensor], Tensor], cap: float,
+def reward_ei(mean: Tensor, var: Tensor, levels: Tensor, inverse: Callable[[Tensor], Tensor] | None, cap: float = math.inf,
               log: bool = True, points: int = 64) -> Tensor:
     """(Log) EI of the reward r = inverse(t), t ~ N(mean, var) a kernel's target, over levels given in
     target units: E[max(0, r - inverse(L))]. mean, var (C,), levels (m,) -> (m, C); or levels (m, C),
     one per candidate (``search.target=accuracy``: each candidate's own threshold) -> (m, C).
+    ``inverse`` None: EI in the target's own units, in closed form (``expected_improvement``); the
+    rewards are an affine map of the targets (no warp), so each kernel's argmax is the same.
 
     No closed form once ``inverse`` is not affine (the power warp), so by quadrature of the tail formula:
     with e = (t - mean) / s and r(e) = inverse(mean + s e), increasing,
@@ -72,8 +75,11 @@ def reward_ei(mean: Tensor, var: Tensor, levels: Tensor, inverse: Callable[[Tens
     e from e_L = (L - mean) / s to where Φ(-e) is negligible (e_L + 8 / max(1, e_L), or 8 for e_L < 0),
     Φ at each interval's midpoint (log Φ, so the log form is finite far in the tail). ``cap`` bounds r
     where the warp's inverse runs off to infinity (Yeo-Johnson with λ < 0)."""
-    s = var.sqrt()
     levels = levels if levels.dim() == 2 else levels.unsqueeze(-1)  # (m, C) or (m, 1)
+    if inverse is None:  # E[max(0, t - L)] = E[max(0, (t - L) - 0)]: the threshold moves into the mean
+        diff = mean - levels  # (m, C)
+        return expected_improvement(diff, var.expand_as(diff), torch.zeros(len(diff), dtype=diff.dtype), log=log)
+    s = var.sqrt()
     e_lo = (levels - mean) / s  # (m, C)
     span = (8.0 + (-e_lo).clamp_min(0.0)) / e_lo.clamp_min(1.0)
     grid = torch.linspace(0.0, 1.0, points + 1, dtype=mean.dtype)

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nascomp.acquisition import candidate_pools, expected_improvement, reward_ei
+from nascomp.acquisition import candidate_pools, reward_ei
 from nascomp.search_space import Architecture, Space
 
 REFERENCE = (-0.1, 1.1)  # (u, v): normalised accuracy and cost of the hypervolume's reference point
@@ -172,11 +172,7 @@ def ehvi(mean: Tensor, var: Tensor, cost: Tensor, x: Tensor, levels: Tensor, log
     measured in accuracy, the units of the hypervolume, by ``reward_ei``; without it, in target units."""
     lo = torch.maximum(x[:-1].unsqueeze(-1), cost.unsqueeze(0))  # (m, C)
     w = (x[1:].unsqueeze(-1) - lo).clamp_min(0.0)  # (m, C): width of step k right of the candidate
-    m = len(levels)
-    if inverse is None:
-        ei = expected_improvement(mean.expand(m, -1), var.expand(m, -1), levels, log=log)  # (m, C)
-    else:
-        ei = reward_ei(mean, var, levels, inverse, cap, log=log)
+    ei = reward_ei(mean, var, levels, inverse, cap, log=log)  # (m, C)
     if log:
         return torch.logsumexp(torch.log(w) + ei, dim=0)
     return (w * ei).sum(0)

@@ -7,6 +7,8 @@ along the front, and summary.json, the report and two plots carry the front and 
 """
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 import math
@@ -122,12 +124,22 @@ def describe_opaque(opaque: dict) -> str:
             + ", ".join(f"{name} x{n}" for name, n in opaque["constructs"].items()))
 
 
+LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target"}
+"""Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config."""
+
+
 def stored_config(config: dict) -> dict:
-    """``config`` less its ``objective`` node when that is ``conf/objective/params.yaml`` unchanged (the
-    paper's Eq. 6): runs and stores made before the objective group existed keep their run ids,
+    """``config`` less what later versions added at the value that behaves as before: its ``objective``
+    node when that is ``conf/objective/params.yaml`` unchanged (the paper's Eq. 6), and each of
+    ``LATE_DEFAULTS`` at its value. Runs and stores made before those keys existed keep their run ids,
     contexts and recorded configs, so they resume and share evaluations as before."""
     default = OmegaConf.to_container(group("objective", "params"), resolve=True)
-    return {k: v for k, v in config.items() if not (k == "objective" and v == default)}
+    out = copy.deepcopy({k: v for k, v in config.items() if not (k == "objective" and v == default)})
+    for *path, key in LATE_DEFAULTS:
+        node = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, path, out)
+        if isinstance(node, dict) and key in node and node[key] == LATE_DEFAULTS[(*path, key)]:
+            del node[key]
+    return out
 
 
 class StartupError(RuntimeError):

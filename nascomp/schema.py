@@ -24,6 +24,7 @@ MAXIMIZERS = ("random", "evolution")
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
 PARETO_BATCHES = ("believer", "independent")  # search.acquisition.pareto_batch (nascomp.pareto.ParetoProposer)
 PARETO_UNITS = ("target", "accuracy")  # search.acquisition.pareto_units (nascomp.pareto.ParetoProposer)
+EI_UNITS = ("target", "reward")  # search.acquisition.ei_units (nascomp.search.KernelProposer.acquire)
 METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac", "nsga2", "motpe")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
 TRANSFER_MODES = ("search", "zero_shot")  # kernel.transfer_mode (nascomp.transfer)
@@ -118,6 +119,7 @@ class AcquisitionSchema:
     pareto_parents: str = _choice(*PARETO_PARENTS)
     pareto_batch: str = _choice(*PARETO_BATCHES)
     pareto_units: str = _choice(*PARETO_UNITS)
+    ei_units: str = _choice(*EI_UNITS)
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nascomp.acquisition import expected_improvement, maximize, random_candidates, reward_ei
+from nascomp.acquisition import maximize, random_candidates, reward_ei
 from nascomp.evaluator import Evaluator
 from nascomp.kernel import EmbeddingKernelModule, Featurizer, pack
 from nascomp.schema import KERNEL_METHODS, METHODS, MODES, PARETO_METHODS, PARETO_ONLY, TARGETS
@@ -169,7 +169,8 @@ class KernelProposer:
 
         start = time.perf_counter()
         best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
-        cap = max(ratio) + 1.0 if self.split is not None else math.inf  # a ratio past the warp's bound (reward_ei)
+        # reward_ei: a ratio or reward (on the [0, 1] scale) past the warp's bound, where its inverse runs to infinity
+        cap = (max(ratio) if self.split is not None else float(f.max())) + 1.0
         proposals = self.acquire(module, f, mask, best, exclude, rng, cap=cap)
         self.seconds["acquisition"] += time.perf_counter() - start
         return proposals
@@ -183,25 +184,26 @@ class KernelProposer:
         k = mask.shape[0]
         best_f = torch.where(mask, y, -torch.inf).amax(-1) if self.scfg.best_f == "subset" else y.max().expand(k)
 
+        # EI in f's own units through each kernel's warp inverse (target=accuracy always: f = g r is a product
+        # of the ratio r the kernels model; target=f with ei_units=reward), else in the kernels' target units.
+        # Without a warp the targets are an affine map of the rewards, one scale per kernel: the same argmax.
+        in_rewards = (self.split is not None or self.scfg.acquisition.ei_units == "reward") and module.transform.lam is not None
+        inverse = [(lambda t, j=j: module.transform.inverse(t, j)) if in_rewards else None for j in range(k)]
+        log = self.scfg.acquisition.log_ei
+
         def ei(pools: list[list[Architecture]]) -> torch.Tensor:
             xc = torch.stack([self.featurize(p) for p in pools])  # (K, C, ...)
             mean, var = module.posterior(xc)
             if self.split is None:
-                return expected_improvement(mean, var, module.standardise(best_f), log=self.scfg.acquisition.log_ei)
+                level = module.standardise(best_f)  # (K,)
+                return torch.stack([reward_ei(mean[j], var[j], level[j:j + 1], inverse[j], cap, log=log)[0] for j in range(k)])
             # EI on f = g r (r the accuracy ratio the kernels model, g known): E[max(0, g r - f*)] =
-            # g E[max(0, r - f*/g)], each candidate with its own threshold on r. In target units (standardised:
-            # an affine map of r, one scale per kernel, so the same argmax) in closed form; through the power
-            # warp, whose inverse is not affine, in units of r by quadrature (reward_ei), as Pareto mode's
-            # pareto_units=accuracy. A ratio past a bounded warp's reach (cap) cannot be beaten.
-            log = self.scfg.acquisition.log_ei
+            # g E[max(0, r - f*/g)], each candidate with its own threshold on r (a ratio past a bounded
+            # warp's reach, cap, cannot be beaten).
             g = torch.tensor([[self.split[0](a) for a in p] for p in pools], dtype=torch.float64)  # (K, C)
             ok = g > 0
             need = module.standardise(best_f[:, None] / torch.where(ok, g, 1.0))  # (K, C): the ratio x must beat
-            if module.transform.lam is None:  # EI depends on mean - f* only: the threshold moves into the mean
-                ei = expected_improvement(mean - need, var, torch.zeros(k, dtype=mean.dtype), log=log)
-            else:
-                ei = torch.stack([reward_ei(mean[j], var[j], need[j].unsqueeze(0), lambda t, j=j: module.transform.inverse(t, j),
-                                            cap, log=log)[0] for j in range(k)])
+            ei = torch.stack([reward_ei(mean[j], var[j], need[j:j + 1], inverse[j], cap, log=log)[0] for j in range(k)])
             scaled = ei + torch.log(torch.where(ok, g, 1.0)) if log else ei * g
             return torch.where(ok, scaled, -torch.inf if log else 0.0)
 

@@ -135,6 +135,27 @@ def test_the_default_objective_keeps_run_ids_and_contexts():
     assert proxy_context(tweaked, teacher) not in (proxy_context(cfg, teacher), proxy_context(flops, teacher))
 
 
+def test_late_keys_at_their_default_keep_run_ids():
+    """``search.acquisition.ei_units`` came after runs were stored: at ``target`` (as those runs behaved)
+    it is left out of the stored config, so their run ids hold, for ours and for the paper's method;
+    ``reward`` is another run. The value still reaches the search (the composed config has it)."""
+    import copy
+
+    from nascomp.pipeline import run_id_of, stored_config
+
+    for extra in ([], ["search.method=paper"]):
+        cfg = validate(compose(TINY + extra))
+        config = OmegaConf.to_container(cfg, resolve=True)
+        assert config["search"]["acquisition"]["ei_units"] == config["search"]["paper"]["acquisition"]["ei_units"] == "target"
+        before = copy.deepcopy(config)  # a config as composed before the key existed
+        del before["search"]["acquisition"]["ei_units"], before["search"]["paper"]["acquisition"]["ei_units"]
+        assert stored_config(config) == stored_config(before) and run_id_of(config) == run_id_of(before)
+        assert config["search"]["acquisition"]["ei_units"] == "target"  # stored_config does not change its input
+        reward = OmegaConf.to_container(validate(compose(TINY + extra + ["search.acquisition.ei_units=reward"])), resolve=True)
+        assert run_id_of(reward) != run_id_of(config)
+        assert stored_config(reward)["search"]["acquisition"]["ei_units"] == "reward"
+
+
 @pytest.mark.slow
 def test_two_job_multirun(workdir):
     cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "experiment_group=mr"], workdir)
@@ -161,6 +182,7 @@ SCHEMA_ERRORS = [
     ("search.acquisition.pareto_parents=front", "search.acquisition.pareto_parents: 'front' is not one of accuracy, spread"),
     ("search.acquisition.pareto_batch=greedy", "search.acquisition.pareto_batch: 'greedy' is not one of believer, independent"),
     ("search.acquisition.pareto_units=hypervolume", "search.acquisition.pareto_units: 'hypervolume' is not one of target, accuracy"),
+    ("search.acquisition.ei_units=accuracy", "search.acquisition.ei_units: 'accuracy' is not one of target, reward"),
     ("search.target=accuracy objective=latency", "search.target=accuracy needs f's cost known before training (num_params or "
                                                  "flops); latency_ms is measured: use search.target=f"),
     ("search.mode=pareto search.acquisition.local_kernels=2", "Pareto mode has no single incumbent: set it to 0"),

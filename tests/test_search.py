@@ -292,9 +292,10 @@ def test_target_accuracy_kernels_model_the_accuracy_ratio(space):
     assert f == pytest.approx([evaluator.f(r.arch.code) for r in result.history])  # records keep f
 
 
-def _split_scores(space, mean, var, transform, g, best_f, cap=math.inf):
-    """The scores ``KernelProposer.acquire`` gives two cells under ``search.target=accuracy``: one kernel
-    whose posterior of the target is ``mean``, ``var`` and whose targets are ``transform`` of the ratio."""
+def _split_scores(space, mean, var, transform, g, best_f, cap=math.inf, overrides=("search.target=accuracy",)):
+    """The scores ``KernelProposer.acquire`` gives two cells under ``search.target=accuracy`` (or
+    ``overrides``; g None: ``search.target=f``): one kernel whose posterior of the target is ``mean``,
+    ``var`` and whose targets are ``transform`` of the ratio (or of f)."""
     import numpy as np
     import torch
     from unittest import mock
@@ -302,7 +303,7 @@ def _split_scores(space, mean, var, transform, g, best_f, cap=math.inf):
     import nascomp.search as search
 
     a, b = space.cell([3, 3, 3, 3, 3, 2]), space.cell([1, 1, 1, 1, 1, 2])
-    factor = {a.key: g[0], b.key: g[1]}
+    factor = {a.key: g[0], b.key: g[1]} if g is not None else {}
 
     class Kernel:  # a conditioned kernel, fixed
         def posterior(self, xc):
@@ -312,9 +313,9 @@ def _split_scores(space, mean, var, transform, g, best_f, cap=math.inf):
             return transform(f)
 
     Kernel.transform = transform
-    cfg = config(["search.target=accuracy"])
+    cfg = config(list(overrides))
     captured = {}
-    proposer = search.KernelProposer(space, cfg.kernel, cfg.search, 0.0, split=(lambda x: factor[x.key], 1.0))
+    proposer = search.KernelProposer(space, cfg.kernel, cfg.search, 0.0, split=None if g is None else (lambda x: factor[x.key], 1.0))
     with mock.patch.object(search, "maximize", lambda score, *args, **kw: captured.setdefault("score", score) and []):
         proposer.acquire(Kernel(), torch.tensor([0.0, best_f], dtype=torch.float64), torch.ones(1, 2, dtype=torch.bool),
                          [a], set(), np.random.default_rng(0), cap=cap)
@@ -361,6 +362,35 @@ def test_target_accuracy_ei_through_the_power_warp_against_monte_carlo():
         t = mean[j] + var[j] ** 0.5 * torch.randn(400_000, generator=gen, dtype=torch.float64)
         mc = (g[j] * warp.inverse(t, 0).clamp_max(2.0) - 0.5).clamp_min(0.0).mean()
         assert float(scores[j].exp()) == pytest.approx(float(mc), rel=0.01)
+
+
+def test_ei_units_reward_is_expected_improvement_of_f_through_the_warp():
+    """``search.acquisition.ei_units=reward`` (``search.target=f``): the score is E[max(0, inverse(t) - f*)],
+    f's own units, within 1 % of a Monte Carlo estimate; ``ei_units=target`` (the default) scores the
+    warped target's closed-form EI. The two rank these cells in opposite orders: warped, the wide
+    posterior (variance 1.0) wins; in f the confident one (variance 0.02) does, since this warp
+    (λ ≈ 2.5) stretches the best rewards apart, so the wide posterior's far tail buys less f than
+    it buys target."""
+    import torch
+
+    from nascomp.acquisition import expected_improvement
+    from nascomp.kernel import TargetTransform
+
+    space = NB201Space("cifar10")
+    y = torch.tensor([[0.2, 0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.91]], dtype=torch.float64)
+    warp = TargetTransform.fit(y, torch.ones_like(y, dtype=torch.bool), warp="power")
+    mean, var, best = [1.3, 0.5], [0.02, 1.0], 0.91
+    reward = _split_scores(space, mean, var, warp, None, best, cap=1.91, overrides=["search.acquisition.ei_units=reward"])
+    target = _split_scores(space, mean, var, warp, None, best, cap=1.91, overrides=[])
+    gen = torch.Generator().manual_seed(0)
+    for j in range(2):
+        t = mean[j] + var[j] ** 0.5 * torch.randn(400_000, generator=gen, dtype=torch.float64)
+        mc = (warp.inverse(t, 0).clamp_max(1.91) - best).clamp_min(0.0).mean()
+        assert float(reward[j].exp()) == pytest.approx(float(mc), rel=0.01)
+    level = warp(torch.tensor([best], dtype=torch.float64))
+    closed = expected_improvement(torch.tensor([mean], dtype=torch.float64), torch.tensor([var], dtype=torch.float64), level, log=True)
+    assert target.tolist() == pytest.approx(closed[0].tolist(), abs=1e-9)
+    assert abs(float(warp.lam[0]) - 2.5) < 0.1 and int(target.argmax()) == 1 and int(reward.argmax()) == 0
 
 
 def test_target_accuracy_needs_a_known_cost(space):
