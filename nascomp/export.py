@@ -101,11 +101,28 @@ def _with_opaque_modules(graph: ArchGraph, teacher: nn.Module | None, arch_file:
 
 
 def export_onnx(module: GraphNet, path: str | Path, opset: int = 18) -> Path:
-    """Export a student to ONNX (batch dimension dynamic)."""
+    """Export a student to ONNX (batch dimension dynamic), as one file.
+
+    The dynamo exporter (``torch.onnx.export(..., dynamo=True)``, with ``onnxscript``, a dependency)
+    is tried first: it exports what the TorchScript exporter refuses (``aten::channel_shuffle`` in
+    ShuffleNets; an ``adaptive_avg_pool2d`` whose output size does not divide its input, as in
+    torchvision's VGG at 32x32 or AlexNet at 64x64). Should it fail, the TorchScript exporter is tried."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
-    x = torch.zeros(1, *module.graph.input_shape)
-    torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False)
+    shape = module.graph.input_shape
+    try:
+        # batch 2, not 1: torch.export specialises a dimension of size 1 and would refuse it as dynamic
+        torch.onnx.export(module, (torch.zeros(2, *shape),), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
+                          external_data=False, verbose=False)
+    except Exception as dynamo:
+        try:
+            torch.onnx.export(module, (torch.zeros(1, *shape),), str(path), input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                              dynamo=False)
+        except Exception as legacy:
+            first = (str(legacy).splitlines() or [""])[0]
+            raise RuntimeError(f"ONNX export failed with both exporters: dynamo ({type(dynamo).__name__}: {dynamo}); "
+                               f"TorchScript ({type(legacy).__name__}: {first})") from legacy
     return path

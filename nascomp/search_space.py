@@ -33,8 +33,9 @@ class Architecture(ABC):
     def num_params(self) -> int:
         """Number of parameters of the network this architecture describes."""
 
-    def encode(self, n: int, numeric: str = "raw", reference: "Sequence[LayerSpec] | None" = None) -> torch.Tensor:
-        """The layer-encoding matrix, shape (L, m + 6 + 2n); n is the space's ``max_offset``;
+    def encode(self, n: int = 128, numeric: str = "raw", reference: "Sequence[LayerSpec] | None" = None) -> torch.Tensor:
+        """The layer-encoding matrix, shape (L, m + 6 + 2n); n is the space's ``max_offset`` (128 by
+        default, ``conf/space/default.yaml``'s; the kernel passes its space's);
         ``reference`` (the layers of the space's reference, for ``numeric="relative"``) is what channels
         are relative to."""
         return encode(self.layers(), n=n, numeric=numeric, reference=reference)

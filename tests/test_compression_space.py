@@ -37,6 +37,7 @@ def check_valid(name, seed):
     with torch.no_grad():
         assert student.eval()(torch.randn(2, *shape)).shape == (2, 10)
     assert child.encode(n=space.max_offset).shape == (len(graph), encoding_width(space.max_offset))
+    assert space.max_offset == 128 and torch.equal(child.encode(), child.encode(n=128))  # the README's n = 128 default
     again = space.sample(np.random.default_rng(seed))
     assert again.key == child.key and len(child.key) == 32
     assert space.from_flat(dict(zip([d.name for d in space.flat_dims()], space.to_flat(child)))).key == child.key

@@ -63,6 +63,41 @@ def test_onnx_matches_torch(tmp_path):
     assert np.allclose(y, student(x).detach().numpy(), atol=1e-5)
 
 
+def test_shufflenet_student_exports_and_matches_torch(tmp_path):
+    """aten::channel_shuffle has no TorchScript-exporter symbolic; the dynamo exporter handles it."""
+    import onnxruntime as ort  # in the dev extras
+
+    from nascomp import teachers
+
+    teacher = teachers.create("shufflenet_g2", num_classes=10, width=0.125).eval()
+    graph = ArchGraph.from_module(teacher, (3, 32, 32))
+    student = CompressionSpace(graph).sample(seed=0).build(teacher).eval()
+    assert any(isinstance(m, nn.ChannelShuffle) for m in student.modules())
+    path = export_onnx(student, tmp_path / "s.onnx")
+    onnx.checker.check_model(onnx.load(str(path)))
+    x = torch.randn(3, 3, 32, 32)  # a batch other than the export's: the batch dimension is dynamic
+    (y,) = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
+    assert np.allclose(y, student(x).detach().numpy(), atol=1e-5)
+
+
+def test_export_falls_back_to_the_torchscript_exporter(tmp_path, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    real = torch.onnx.export
+
+    def no_dynamo(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise RuntimeError("dynamo exporter unavailable")
+        return real(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    teacher = ResidualCNN().eval()
+    student = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16))).sample(np.random.default_rng(1)).build(teacher).eval()
+    path = export_onnx(student, tmp_path / "s.onnx")
+    x = torch.randn(5, 3, 16, 16)
+    (y,) = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
+    assert np.allclose(y, student(x).detach().numpy(), atol=1e-5)
+
+
 def test_loading_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="architecture.json is missing"):
         load_student(tmp_path)
