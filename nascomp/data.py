@@ -207,8 +207,44 @@ def _digits(cfg) -> Dataset:
     return Dataset(cfg.name, train, val, test, cfg.num_classes, Augment(**cfg.augment))
 
 
+# full scale of the PIL modes that are not 8-bit: 16-bit and 32-bit integer images are read as 16-bit
+# (a 16-bit PNG opens as I;16 or I), float images as 0..1; each is rescaled to 0..255 before RGB, which
+# would otherwise clip them (a 16-bit image turned near-white)
+_FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def _rgb(path: str):
+    """The image at ``path`` as 8-bit RGB (the 16-bit, 32-bit and float modes rescaled, not clipped)."""
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        img.load()
+    if img.mode in _FULL_SCALE:
+        scaled = np.asarray(img, dtype=np.float64) * (255.0 / _FULL_SCALE[img.mode])
+        img = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+def _ImageFolder(*args, **kwargs):
+    """torchvision's ImageFolder whose classes are the sub-folders not starting with '.'
+    (``.ipynb_checkpoints`` and other hidden folders are not classes)."""
+    from torchvision import datasets
+
+    class ImageFolder(datasets.ImageFolder):
+        @staticmethod
+        def find_classes(directory):
+            classes, _ = datasets.folder.find_classes(directory)
+            classes = [c for c in classes if not c.startswith(".")]
+            if not classes:
+                raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    return ImageFolder(*args, **kwargs)
+
+
 def _image_folder(cfg) -> Dataset:
-    from torchvision import datasets, transforms
+    from torchvision import transforms
 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
@@ -225,7 +261,7 @@ def _image_folder(cfg) -> Dataset:
                              f"{str(exc).splitlines()[0]}); delete or replace it") from exc
 
     def read(folder: Path) -> tuple[Tensor, Tensor, list[str]]:
-        ds = datasets.ImageFolder(str(folder), transform=tf)
+        ds = _ImageFolder(str(folder), transform=tf, loader=_rgb)
         xs, ys = zip(*[item(ds, i) for i in range(len(ds))])
         return _normalise(torch.stack(xs), cfg.mean, cfg.std), torch.as_tensor(ys, dtype=torch.long), ds.classes
 

@@ -36,6 +36,7 @@ import copy
 import hashlib
 import json
 import math
+import numbers
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -300,7 +301,8 @@ _MODULE_TYPES: dict[type, str] = {
     nn.Tanh: "tanh", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
     nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
-    nn.Dropout: "dropout", nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
+    nn.Dropout: "dropout", nn.Dropout1d: "dropout", nn.Dropout2d: "dropout", nn.Dropout3d: "dropout",
+    nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
     torchvision.ops.StochasticDepth: "droppath", nn.Upsample: "upsample",
 }
 _FUNCTIONS: dict[Any, str] = {
@@ -330,7 +332,19 @@ _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid"
 
 
 def _pair(v) -> tuple[int, int]:
+    # a size read from a tensor at run time (F.avg_pool2d(x, x.size(3))) is a node, not a constant: GraphError
+    # (the call becomes an opaque layer)
+    if not all(isinstance(i, numbers.Real) or i is None for i in (v if isinstance(v, (tuple, list)) else (v,))) \
+            or v is None:
+        raise GraphError(f"a size computed at run time ({v}), not a constant")
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _number(v, cast=int):
+    """A call's constant argument as ``cast``; one computed at run time (a node) is a GraphError."""
+    if not isinstance(v, numbers.Real):
+        raise GraphError(f"a value computed at run time ({v}), not a constant")
+    return cast(v)
 
 
 def _supported() -> str:
@@ -652,9 +666,12 @@ class _Tracer:
         params = sum(p.numel() for p in module.parameters())
         attrs = {"construct": _construct(node, self.modules), "params": params, "flops": _macs(module, shapes, dtypes)}
         out_shape = tuple(node.meta["tensor_meta"].shape[1:])
-        # a torch or Python operator only: a user's function (fx.wrap) or module stays a black box
+        # a torch or Python operator, or a parameter-free torch.nn module (nn.ELU, nn.Softplus) only: a user's
+        # function (fx.wrap) or module stays a black box
         builtin = node.op == "call_method" or node.op == "call_function" and \
-            (getattr(node.target, "__module__", None) or "").split(".")[0] in ("_operator", "torch")
+            (getattr(node.target, "__module__", None) or "").split(".")[0] in ("_operator", "torch") or \
+            node.op == "call_module" and type(self.modules[node.target]).__module__.startswith("torch.nn.") and \
+            next(self.modules[node.target].parameters(), None) is None
         if builtin and len(inputs) == 1 and len(out_shape) == 3 and out_shape == shapes[0] \
                 and dtypes[0].is_floating_point and _channelwise(module, out_shape):
             attrs["channelwise"] = True
@@ -728,7 +745,8 @@ def _channels_last(graph: fx.Graph, modules: dict) -> tuple[set[fx.Node], set[fx
             else:
                 kind = _MODULE_TYPES.get(type(mod)) if mod is not None else _FUNCTIONS.get(n.target) if n.op == "call_function" \
                     else _METHODS.get(n.target)
-                ok = kind in ACTIVATIONS or kind in ("dropout", "identity")
+                ok = (kind in ACTIVATIONS or kind in ("dropout", "identity")) and not isinstance(
+                    mod, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))  # channels-last, it would drop others
             ok = ok and len([a for a in n.all_input_nodes if a.op != "get_attr"]) == 1
             inside.add(n)
             todo.extend(n.users)
@@ -892,8 +910,9 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
         return {"output_size": _pair(mod.output_size)}
     if kind == "flatten" and (mod.start_dim != 1 or mod.end_dim != -1):
         raise GraphError(f"flatten {target!r}: only Flatten(1, -1) is supported")
-    if kind == "dropout":
-        return {"p": mod.p}
+    if kind == "dropout":  # Dropout1d/2d/3d drop whole channels in training: the student's dropout does too
+        channels = {nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}.get(type(mod))
+        return {"p": mod.p, **({"channels": channels} if channels else {})}
     if kind == "shuffle":
         return {"groups": mod.groups}
     if kind == "leaky_relu":
@@ -944,15 +963,15 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
             raise GraphError(f"node {node.name!r}: adaptive max-pool return_indices is not supported")
         return {"output_size": _pair(_arg(node, 1, "output_size"))}
     if kind == "dropout":
-        return {"p": float(_arg(node, 1, "p", 0.5))}
+        return {"p": _number(_arg(node, 1, "p", 0.5), float)}
     if kind == "shuffle":
-        return {"groups": int(_arg(node, 1, "groups"))}
+        return {"groups": _number(_arg(node, 1, "groups"))}
     if kind == "leaky_relu":
-        return {"negative_slope": float(_arg(node, 1, "negative_slope", 0.01))}
+        return {"negative_slope": _number(_arg(node, 1, "negative_slope", 0.01), float)}
     if kind == "gelu":
         return {"approximate": node.kwargs.get("approximate", "none")}
     if kind == "droppath":
-        return {"p": float(_arg(node, 1, "p")), "mode": str(_arg(node, 2, "mode"))}
+        return {"p": _number(_arg(node, 1, "p"), float), "mode": str(_arg(node, 2, "mode"))}
     if kind == "upsample":
         if _arg(node, 5, "recompute_scale_factor") or _arg(node, 6, "antialias", False):
             raise GraphError(f"node {node.name!r}: interpolate with recompute_scale_factor or antialias")
@@ -1031,7 +1050,7 @@ def make_layer(layer: Layer) -> nn.Module:
     if t == "shuffle":
         return nn.ChannelShuffle(a["groups"])
     if t == "dropout":
-        return nn.Dropout(a["p"])
+        return {1: nn.Dropout1d, 2: nn.Dropout2d, 3: nn.Dropout3d}.get(a.get("channels"), nn.Dropout)(a["p"])
     if t == "flatten":
         return nn.Flatten(1)
     if t == "leaky_relu":

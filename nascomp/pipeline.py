@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -56,17 +57,35 @@ def teacher_checkpoint(cfg: DictConfig) -> Path:
 
 def teacher_key(cfg: DictConfig) -> dict:
     """Everything a trained teacher depends on: the data (the ``dataset`` node with its folders as
-    absolute paths, without ``download``), the teacher (name, width, kwargs) and its recipe
-    (``teacher_training`` without its ``trainer`` node, which says where it runs, not what it learns)."""
+    absolute paths, without ``download``; for ``imagefolder`` also :func:`folder_digest` of each), the
+    teacher (name, width, kwargs) and its recipe (``teacher_training`` without its ``trainer`` node, which
+    says where it runs, not what it learns)."""
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     dataset.pop("download", None)
     for k in ("root", "test_root"):
         if dataset.get(k):
             dataset[k] = str(Path(dataset[k]).expanduser().resolve())
+    if dataset.get("name") == "imagefolder":  # its contents too: images or classes added to the folder retrain
+        dataset["contents"] = {k: folder_digest(Path(dataset[k])) for k in ("root", "test_root") if dataset.get(k)}
     teacher_recipe = OmegaConf.to_container(cfg.teacher_training, resolve=True)
     teacher_recipe.pop("trainer", None)
     teacher = {k: OmegaConf.to_container(cfg.teacher, resolve=True)[k] for k in ("name", "width", "kwargs")}
     return {"dataset": dataset, "teacher": teacher, "recipe": teacher_recipe}
+
+
+def folder_digest(root: Path) -> str:
+    """A digest of the files under ``root`` (followed links included, as ImageFolder reads them): each one's
+    path relative to ``root`` and its size, sorted; a folder that is not a class (a name starting with '.')
+    and the files of ``root`` itself are left out. Names and sizes, not times: a copied folder keeps its digest."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        if Path(dirpath) == root:  # class folders only: ImageFolder reads no file of root itself
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            continue
+        for f in filenames:
+            path = Path(dirpath) / f
+            files.append((path.relative_to(root).as_posix(), path.stat().st_size if path.exists() else -1))
+    return digest(sorted(files))
 
 
 def load_teacher(cfg: DictConfig) -> tuple[data.Dataset, torch.nn.Module, float]:

@@ -289,6 +289,16 @@ def _from_library(library: str, name: str, num_classes: int, **kwargs) -> nn.Mod
             state = _densenet_keys(state)
         own = model.state_dict()
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        # the classifier head may differ by its class count; any other shape means another width or variant
+        # (mobilenet_v2 width_mult=0.5 against the full-width file): the file is not used at all
+        wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape and not (
+            own[k].dim() == v.dim() and own[k].dim() >= 1 and own[k].shape[0] == num_classes
+            and own[k].shape[1:] == v.shape[1:])]
+        if wrong:
+            warnings.warn(f"{library} {name}: the pretrained file {str(cached)!r} does not fit this model: "
+                          f"{len(wrong)} of its tensors have another shape ({', '.join(wrong[:3])}, ...; another "
+                          f"width or variant?); it is not used, the model keeps its random init", stacklevel=3)
+            return model
         model.load_state_dict(fits, strict=False)
         # a head of another class count does not fit; a tensor absent by name means the file's names differ
         named = [k for k in own if not k.endswith("num_batches_tracked")]  # old files have no BN counters
@@ -404,7 +414,9 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str = "teach
     if not isinstance(state, dict):
         raise ValueError(f"{name} checkpoint {str(path)!r} holds a {type(state).__name__}, not a state_dict")
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    # BatchNorm's num_batches_tracked counters are absent from old files (torchvision's own): torch's strict
+    # load fills them in, so they are not missing
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]

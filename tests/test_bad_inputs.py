@@ -76,6 +76,40 @@ def test_teacher_cache_is_keyed_by_the_data_and_the_recipe(tmp_path, monkeypatch
     assert _cache(["dataset=imagefolder", f"dataset.root={tmp_path / 'a' / 'images'}"]) == in_a
 
 
+def test_an_image_folder_teacher_cache_follows_the_folders_contents(tmp_path):
+    """Images or classes added to dataset.root (or test_root) kept the same cache path: a stale teacher,
+    and its stored accuracy, were reused, its training images possibly now in val/test."""
+    import os
+
+    from nascomp.pipeline import teacher_key
+
+    def add(folder, name, size=10):
+        (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / name).write_bytes(b"x" * size)
+
+    for i in range(3):
+        add("root", f"a/{i}.png"), add("root", f"b/{i}.png"), add("test", f"a/{i}.png"), add("test", f"b/{i}.png")
+    folder = ["dataset=imagefolder", f"dataset.root={tmp_path / 'root'}"]
+    base, with_test = _cache(folder), _cache([*folder, f"dataset.test_root={tmp_path / 'test'}"])
+    assert with_test != base
+    os.utime(tmp_path / "root" / "a" / "0.png", (0, 0))  # times are not contents: a copied folder keeps its cache
+    add("root", ".ipynb_checkpoints/a-checkpoint.png")  # not a class folder
+    add("root", "notes.txt")  # a file of root itself: not read
+    assert _cache(folder) == base
+    add("root", "a/3.png")  # another image
+    assert _cache(folder) not in (base, with_test)
+    more = _cache(folder)
+    add("root", "c/0.png")  # another class
+    assert _cache(folder) not in (base, more)
+    add("root", "c/0.png", size=11)  # another image under the same name
+    changed = _cache(folder)
+    assert changed != more
+    add("test", "b/3.png")
+    assert _cache([*folder, f"dataset.test_root={tmp_path / 'test'}"]) not in (with_test, changed)
+    for other in (["dataset=digits"], ["dataset=cifar10"], ["dataset=synthetic"]):  # only image folders read contents
+        assert "contents" not in teacher_key(validate(compose(["experiment=quickstart", *other])))["dataset"]
+
+
 def test_teacher_cache_path_is_the_same_in_another_process():
     code = ("from nascomp.config import compose; from nascomp.schema import validate; "
             "from nascomp.pipeline import teacher_checkpoint; "

@@ -83,6 +83,28 @@ def test_image_folder(tmp_path):
     assert (ds.train.images[red, 0] > ds.train.images[red, 2]).all()
 
 
+def test_image_folder_rescales_16_bit_images_and_skips_hidden_folders(tmp_path):
+    """A 16-bit grayscale PNG (mode I;16) was clipped to near-white by convert("RGB"), and a stray
+    .ipynb_checkpoints folder became a class."""
+    from PIL import Image
+
+    for c, level in enumerate([1000, 60000]):  # of 65535: 4 and 233 in 8 bits
+        (tmp_path / f"class{c}").mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), level, dtype=np.uint16)).save(tmp_path / f"class{c}" / f"{i}.png")
+    assert Image.open(tmp_path / "class0" / "0.png").mode == "I;16"
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / ".ipynb_checkpoints" / "0-checkpoint.png")
+    cfg = config.group("dataset", "imagefolder", [f"root={tmp_path}", "image_size=8", "split.val=2", "split.test=2"])
+    ds = data.load(cfg)
+    assert ds.num_classes == 2 and len(ds.train) + len(ds.val) + len(ds.test) == 12
+    mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
+    raw = torch.cat([s.images for s in (ds.train, ds.val, ds.test)]) * std + mean  # (12, 3, 8, 8) in [0, 1]
+    labels = torch.cat([s.labels for s in (ds.train, ds.val, ds.test)])
+    for c, level in enumerate([1000, 60000]):
+        assert torch.allclose(raw[labels == c], torch.tensor(round(level * 255 / 65535) / 255), atol=1e-5)
+
+
 def test_device_loader_covers_the_split_and_repeats_with_the_seed():
     split = data.Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
     loader = data.DeviceLoader(split, 4, shuffle=True, seed=3)

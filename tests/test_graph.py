@@ -324,3 +324,61 @@ def test_a_tensor_with_two_rows_is_not_taken_for_a_batch():
     graph, y, expected = _computes_the_module(_TwoBranchMix())
     assert graph.opaque["constructs"] == {"mul": 2}  # each branch times its weights, the softmax inside
     assert torch.allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+class _PoolBySize(nn.Module):
+    """The CIFAR idiom F.avg_pool2d(out, out.size()[3]): a kernel size read from the traced tensor."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.c, self.fc, self.sizes = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 10), sizes
+
+    def forward(self, x):
+        out = F.relu(self.c(x))
+        out = F.avg_pool2d(out, self.sizes(out))
+        return self.fc(out.view(out.size(0), -1))
+
+
+@pytest.mark.parametrize("sizes", [lambda t: t.size()[3], lambda t: t.size()[2:], lambda t: (t.size(2), t.size(3))])
+def test_a_pool_size_read_from_the_tensor_is_an_opaque_layer_not_a_crash(sizes):
+    """It crashed the trace with TypeError: int() argument must be ... not 'Node'."""
+    model = _PoolBySize(sizes).eval()
+    graph = ArchGraph.from_module(model, (3, 16, 16))
+    assert graph.opaque["constructs"] == {"avg_pool2d": 1}
+    assert [l.type for l in graph.layers] == ["conv", "relu", "opaque", "flatten", "linear"]
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(CompressionSpace(graph).reference.build(model).eval()(x), model(x))
+
+
+class _Act(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), act(),
+                               nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), act(),
+                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.f(x)
+
+
+@pytest.mark.parametrize("act, construct", [(nn.ELU, "ELU"), (nn.Softplus, "Softplus"),
+                                             (lambda: nn.Dropout2d(0.25), None)])
+def test_parameter_free_torch_modules_are_channelwise_like_their_functions(act, construct):
+    """nn.ELU pinned every channel while F.elu let them shrink; nn.Dropout2d is an eval-time identity."""
+    model = _Act(act).eval()
+    graph = ArchGraph.from_module(model, (3, 16, 16))
+    assert graph.opaque["constructs"] == ({construct: 2} if construct else {})
+    if construct:
+        assert all(l.attrs["channelwise"] for l in graph.layers if l.type == "opaque")
+    else:
+        assert [l.attrs for l in graph.layers if l.type == "dropout"] == [{"p": 0.25, "channels": 2}] * 2
+        net = graph.build()
+        assert [type(m) for m in net.modules() if isinstance(m, nn.modules.dropout._DropoutNd)] == [nn.Dropout2d] * 2
+    space = CompressionSpace(graph, ops=("shrink",))
+    assert len(space.solution.free) == 2  # both convs' widths are free, as with nn.ReLU
+    student = space.sample(seed=0)
+    widths = [l.out_shape[0] for l in student.graph.layers if l.type == "conv"]
+    assert widths != [32, 64] and all(w <= c for w, c in zip(widths, [32, 64]))
+    x = torch.randn(2, 3, 16, 16)
+    assert student.build(model).eval()(x).shape == (2, 10)
+    assert torch.allclose(space.reference.build(model).eval()(x), model(x), atol=1e-6)

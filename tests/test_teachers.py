@@ -45,6 +45,22 @@ def test_checkpoint_mismatch_names_the_problem(tmp_path):
         teachers.create("resnet18", checkpoint=tmp_path / "missing.pt")
 
 
+def test_a_checkpoint_without_batchnorm_counters_loads_as_torch_loads_it(tmp_path):
+    """Old files (torchvision's own resnet18) have no num_batches_tracked buffers; torch's strict load
+    accepts them, nascomp refused them as missing keys."""
+    torch.manual_seed(0)
+    model = teachers.create("resnet18", num_classes=10, width=0.125)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(state) < len(model.state_dict())
+    torch.save(state, tmp_path / "old.pt")
+    again = teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / "old.pt")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in state.items())
+    del state["bn1.weight"]  # a tensor that is really missing is still refused
+    torch.save(state, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match=r"missing keys \['bn1.weight'\]"):
+        teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / "missing.pt")
+
+
 def test_unknown_teacher_is_explained():
     with pytest.raises(ValueError, match="neither a registered name"):
         teachers.create("resnet19")

@@ -211,6 +211,33 @@ def test_a_torchvision_teacher_by_name_from_the_config_and_the_local_pretrained_
 
 
 
+def test_a_pretrained_file_of_another_width_is_not_used(tmp_path):
+    """mobilenet_v2 width_mult=0.5 with the full-width file in the hub cache: once 4 of its 262 tensors
+    (those whose shapes happen to fit) were loaded, silently. A file whose tensors other than the head
+    have other shapes is not used, with a warning saying how many."""
+    from nascomp import teachers
+
+    (tmp_path / "checkpoints").mkdir()
+    file = tmp_path / "checkpoints" / torchvision.models.MobileNet_V2_Weights.DEFAULT.url.rsplit("/", 1)[1]
+    full = {k: torch.randn(v.shape) if v.is_floating_point() else v
+            for k, v in torchvision.models.mobilenet_v2().state_dict().items()}
+    torch.save(full, file)  # random values: features.18.1 (BN of 1280 channels at either width) is not all ones
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        torch.manual_seed(0)
+        with pytest.warns(UserWarning, match=r"mobilenet_v2: the pretrained file .* does not fit this model: 256 of "
+                                             r"its tensors have another shape .*it is not used"):
+            half = teachers.create("mobilenet_v2", num_classes=10, library="torchvision", width_mult=0.5)
+    finally:
+        torch.hub.set_dir(old)
+    torch.manual_seed(0)
+    fresh = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
+    own, ref = half.state_dict(), fresh.state_dict()
+    assert own["features.18.1.weight"].shape == full["features.18.1.weight"].shape  # it would fit
+    assert all(torch.equal(own[k], ref[k]) for k in own)  # random init throughout (features.18.1 too)
+
+
 def test_a_torchvision_densenet_pretrained_file_with_the_old_key_names_loads_whole(tmp_path):
     """torchvision's DenseNet files name a dense layer's tensors 'norm.1', 'conv.2', ... and torchvision
     renames them on load; the cache is loaded with the same renaming (once 4 of 120 conv weights loaded,
