@@ -400,8 +400,15 @@ def check_input(model: nn.Module, images: torch.Tensor, num_classes: int, name: 
                          f"(does its constructor take num_classes?)")
 
 
+CHECKPOINT_WRAPPERS = ("state_dict", "model_state_dict", "model")  # keys a checkpoint may keep its weights under
+CHECKPOINT_PREFIXES = ("module.", "_orig_mod.", "model.")  # DataParallel / DDP, torch.compile, a LightningModule's `model`
+
+
 def load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str = "teacher") -> nn.Module:
-    """Load a state_dict checkpoint into ``model`` (``weights_only=True``), with a clear error."""
+    """Load a state_dict checkpoint into ``model`` (``weights_only=True``), with a clear error. The
+    weights may sit under one of ``CHECKPOINT_WRAPPERS`` (``{"model": ..., "optimizer": ...}``), and
+    their names may carry one of ``CHECKPOINT_PREFIXES`` on every key (a model saved from
+    ``nn.DataParallel``, DDP or ``torch.compile``) that the model's own names lack: it is removed."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{name} checkpoint {str(path)!r} does not exist")
@@ -409,11 +416,16 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str = "teach
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickled module, ...
         raise ValueError(f"{name} checkpoint {str(path)!r} cannot be read as a weights-only state_dict: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for wrapper in CHECKPOINT_WRAPPERS:  # a training script's dict holding the weights under one key
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict):
         raise ValueError(f"{name} checkpoint {str(path)!r} holds a {type(state).__name__}, not a state_dict")
     own = model.state_dict()
+    while state and (prefix := next((p for p in CHECKPOINT_PREFIXES if all(isinstance(k, str) and k.startswith(p) for k in state)
+                                     and not any(k.startswith(p) for k in own)), None)):
+        state = {k[len(prefix):]: v for k, v in state.items()}  # DataParallel / DDP, torch.compile, a wrapping module
     # BatchNorm's num_batches_tracked counters are absent from old files (torchvision's own): torch's strict
     # load fills them in, so they are not missing
     missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))

@@ -61,6 +61,30 @@ def test_a_checkpoint_without_batchnorm_counters_loads_as_torch_loads_it(tmp_pat
         teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / "missing.pt")
 
 
+def test_checkpoints_saved_by_training_scripts_load(tmp_path):
+    """Weights under "model" / "model_state_dict" / "state_dict" next to an optimizer's state, with every
+    name prefixed by nn.DataParallel ("module."), torch.compile ("_orig_mod.") or both, load as the plain
+    state_dict does; a prefix on only some names is still refused, naming them."""
+    torch.manual_seed(0)
+    model = teachers.create("resnet18", num_classes=10, width=0.125)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    plain = {k: v.clone() for k, v in model.state_dict().items()}
+    wrapped = torch.nn.DataParallel(torch.compile(model))
+    assert all(k.startswith("module._orig_mod.") for k in wrapped.state_dict())
+    for i, ckpt in enumerate([{"model": wrapped.state_dict(), "optimizer": opt.state_dict(), "epoch": 3},
+                              {"model_state_dict": torch.nn.DataParallel(model).state_dict()},
+                              {"state_dict": torch.compile(model).state_dict()}]):
+        torch.save(ckpt, tmp_path / f"{i}.pt")
+        again = teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / f"{i}.pt")
+        assert again.state_dict().keys() == plain.keys() and all(torch.equal(again.state_dict()[k], v) for k, v in plain.items())
+    partly = {("module." + k if k.startswith("bn1") else k): v for k, v in plain.items()}
+    torch.save(partly, tmp_path / "partly.pt")
+    with pytest.raises(ValueError, match=r"missing keys \['bn1.bias'"):
+        teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / "partly.pt")
+
+
 def test_unknown_teacher_is_explained():
     with pytest.raises(ValueError, match="neither a registered name"):
         teachers.create("resnet19")
