@@ -25,6 +25,7 @@ kills rank 0 and every rank it started.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -85,8 +86,29 @@ def fit_in_worker(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg,
     return training.Result(**saved)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> bool:
+    """On Linux, have the kernel SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``):
+    the worker runs in its own session, so a main job killed by SIGKILL (no ``finally`` runs) would
+    otherwise leave rank 0, and the ranks it started, training on. Rank 0's parent is the main job,
+    ranks 1..N-1's is rank 0, so the whole chain goes. Returns whether it was set (False elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Every rank: load the spec, fit and test on this rank; rank 0 writes the result file."""
+    """Every rank: load the spec, fit and test on this rank; rank 0 writes the result file and, every
+    rank having loaded the spec by then, removes the spec (the model and the dataset)."""
+    die_with_parent()
     (path,) = sys.argv[1:] if argv is None else argv
     spec = torch.load(path, map_location="cpu", weights_only=False)  # written a moment ago by fit_in_worker
     cfg = OmegaConf.create(spec["cfg"])
@@ -94,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = training.make_trainer(cfg)
     result = training.fit_here(trainer, spec["model"], spec["dataset"], cfg, spec["teacher"])
     if trainer.global_rank == 0:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         torch.save({**vars(result), "processes": trainer.world_size}, spec["out"])
 
 

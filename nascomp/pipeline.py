@@ -38,7 +38,7 @@ from nascomp.report import history_rows, plot, plot_pareto, table, write_history
 from nascomp.reward import Objective, RewardRow
 from nascomp.schema import KERNEL_METHODS
 from nascomp.search import Record, SearchResult, run_search
-from nascomp.store import RunStore, StoreError, digest, hold_run, tensor_digest
+from nascomp.store import RunStore, StoreError, config_diff, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.transfer import SourceKernels
 from nascomp.training import PROXY_PLACEMENT, full_train, load_or_train_teacher, make_trainer, resolve_device
@@ -99,7 +99,7 @@ def load_teacher(cfg: DictConfig) -> tuple[data.Dataset, torch.nn.Module, float]
         raise StartupError(f"teacher.checkpoint {str(checkpoint)!r} does not exist")
     log.info("teacher %s: %s", cfg.teacher.name, f"loading {checkpoint}" if checkpoint.is_file() else f"training, then saving to {checkpoint}")
     teacher, teacher_acc = load_or_train_teacher(cfg.teacher.name, dataset, checkpoint, recipe(cfg, "teacher_training"),
-                                                 cfg.teacher.width, **cfg.teacher.kwargs)
+                                                 cfg.teacher.width, cached=not cfg.teacher.checkpoint, **cfg.teacher.kwargs)
     return dataset, teacher, teacher_acc
 
 
@@ -373,6 +373,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     setup = Setup.build(cfg, run_dir)
     teacher_acc, graph, store = setup.teacher_accuracy, setup.graph, setup.store
     problem = setup.pareto_problem() if cfg.search.mode == "pareto" else None
+    warn_new_run(setup, run_id, run_dir)
     evaluator = setup.open_run(run_id, cfg.store.resume)
     tracker = make_tracker(cfg.logger, run_dir, setup.config)
     try:
@@ -431,6 +432,25 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     print(table([{"name": "teacher", **teacher_row}, {"name": "best student", **best}]))
     print(f"outputs in {run_dir}")
     return summary
+
+
+def warn_new_run(setup: Setup, run_id: str, run_dir: Path) -> None:
+    """A run directory rerun with another config: its own store (``store.path`` unset) already holds a run,
+    and this config's run id is not that one. A new run starts in the same store (the evaluations are
+    shared) and its outputs replace the earlier run's in the directory; a WARNING says so, with the keys
+    that differ from the run registered last. (A shared ``store.path`` holds many runs by design: no warning.)"""
+    if setup.cfg.store.path or setup.store.status(run_id) is not None:
+        return
+    earlier = setup.store.latest_run(exclude=run_id)
+    if earlier is None:
+        return
+    other, config, status = earlier
+    diff = config_diff(config, stored_config(setup.config), ignore=RESULT_FREE)
+    log.warning("%s already holds run %s (%s) with another config (%s%s): starting a new run %s in the same store "
+                "(stored evaluations are reused); its history.csv, summary.json, report.md and plots replace that "
+                "run's in %s. Rerun with the earlier config to resume that run, or give each config its own "
+                "hydra.run.dir", setup.store.path, other, status, "; ".join(diff[:8]) or "no key differs",
+                f"; {len(diff) - 8} more" if len(diff) > 8 else "", run_id, run_dir)
 
 
 class StepLog:

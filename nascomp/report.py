@@ -20,6 +20,7 @@ from typing import Sequence
 
 import matplotlib
 
+from nascomp.files import atomic_write, write_text
 from nascomp.reward import RewardRow
 
 matplotlib.use("Agg")
@@ -44,10 +45,14 @@ def history_rows(history: Sequence, teacher_params: int) -> list[dict]:
 
 
 def write_history(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    """``history.csv``, through a temporary file (``nascomp.files``): a kill leaves the old file or the new one."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -155,9 +160,11 @@ def finalists_line(pareto: dict) -> str:
 
 
 def _save(fig, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".")))
+    finally:
+        plt.close(fig)
     return path.name
 
 
@@ -208,12 +215,9 @@ def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
     for title, name in (("Reward along the search", "f_vs_index"), ("Histogram of f(x)", "f_histogram"),
                         ("Accuracy against parameters", "accuracy_vs_params")):
         text += [f"## {title}", "", f"![{title}]({plots[name]})", ""]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(text))
-    return path
+    return write_text(out_dir / "report.md", "\n".join(text))
 
 
 def write_summary(summary: dict, out_dir: Path) -> Path:
-    path = out_dir / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, default=str))
-    return path
+    """``summary.json``, through a temporary file (``nascomp.files``); a failed write is an ``OutputError``."""
+    return write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))

@@ -4,8 +4,8 @@
     python -m nascomp.run teacher=resnet18 dataset=cifar10 search.K=8
     python -m nascomp.run -m experiment=table4          # a paper table: a multirun over its sweep
 
-Exit status: 0 done; 2 a bad configuration or input, a search in which every student failed, or a
-run store that failed mid-run (one line on stderr says what to change); 130 / 143 interrupted by SIGINT / SIGTERM, with one line
+Exit status: 0 done; 2 a bad configuration or input, a search in which every student failed, a
+run store that failed mid-run, or an output that could not be written (disk full; one line on stderr says what to change); 130 / 143 interrupted by SIGINT / SIGTERM, with one line
 on stderr giving the command that resumes the run from its store.
 """
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main(cfg: DictConfig) -> float:
     on_signals(run_dir)
     try:
         from nascomp import threads
+        from nascomp.files import OutputError
         from nascomp.pipeline import StartupError, run  # after validation: a bad config fails before heavy imports
         from nascomp.search import SearchFailed
         from nascomp.store import StoreError
@@ -92,6 +93,10 @@ def main(cfg: DictConfig) -> float:
         except StoreError as exc:  # the store failed mid-run (disk full, I/O error, locked too long): it names itself
             log.error("run store: %s", exc)
             print(f"error: {exc}; {resume_hint(run_dir)} once the store is usable again", file=sys.stderr)
+            sys.exit(2)
+        except OutputError as exc:  # an output (summary.json, history.csv, report, teacher) could not be written: it names itself
+            log.error("output: %s", exc)
+            print(f"error: {exc}; {resume_hint(run_dir)} once there is room", file=sys.stderr)
             sys.exit(2)
     except Interrupted as exc:
         log.error("interrupted by %s", exc)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -75,6 +76,23 @@ CREATE TABLE IF NOT EXISTS latency (key TEXT, device TEXT, batch_size INTEGER, m
 ADDED_COLUMNS = (("evaluations", "flops", "INTEGER"), ("evaluations", "latency_ms", "REAL"), ("evaluations", "memory_mb", "REAL"),
                  ("kernels", "data", "BLOB"))
 EVALUATION_COLUMNS = ("f", "accuracy", "num_params", "seconds", "error", "flops", "latency_ms", "memory_mb")  # = Evaluation's fields
+
+
+@functools.cache
+def schema_columns() -> dict[str, tuple[str, ...]]:
+    """Each table of ``SCHEMA`` and its columns, in order."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: tuple(r[1] for r in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+    finally:
+        db.close()
+
+
+def _quote(name: str) -> str:
+    """An SQL identifier, quoted (a foreign file's table names are not ours)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def digest(obj: Any) -> str:
@@ -123,6 +141,7 @@ class RunStore:
                                  f"Nothing was changed. Salvage what is readable with `sqlite3 {self.path} .recover "
                                  f"| sqlite3 recovered.sqlite` and point store.path at recovered.sqlite, or move "
                                  f"{self.path.name} away to start afresh")
+            self._refuse_foreign()  # before the first write: a file of another program is left byte for byte
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
@@ -138,6 +157,31 @@ class RunStore:
 
     def _refuse_unwritable(self) -> None:
         refuse_unwritable(self.path)
+
+    def _refuse_foreign(self) -> None:
+        """Refuse, before writing anything, an SQLite file that is not a run store: one holding tables
+        but none of the store's, or one of the store's tables without the store's columns (a store
+        written by an older version lacks only ``ADDED_COLUMNS``, which ``_add_columns`` adds)."""
+        tables = [r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                 "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        if not tables:
+            return
+        expected = schema_columns()
+        added = {(t, c) for t, c, _ in ADDED_COLUMNS}
+        foreign = []
+        for table in tables:
+            if table in expected:
+                have = {r[1] for r in self.db.execute(f"PRAGMA table_info({_quote(table)})")}
+                missing = [c for c in expected[table] if c not in have and (table, c) not in added]
+                if missing:
+                    foreign.append(f"table {table!r} has columns ({', '.join(sorted(have))}), not the store's "
+                                   f"({', '.join(expected[table])})")
+        if not foreign and not set(tables) & set(expected):
+            foreign.append(f"its tables ({', '.join(map(repr, tables))}) are none of the store's")
+        if foreign:
+            self.db.close()
+            raise StoreError(f"{self.path} is an SQLite file but not a nascomp run store: {'; '.join(foreign)}. "
+                             f"Nothing was changed; point store.path (or hydra.run.dir) at another file")
 
     def _add_columns(self) -> None:
         """Bring a store written by an older version up to ``SCHEMA`` (``ADDED_COLUMNS``); its rows keep
@@ -239,6 +283,17 @@ class RunStore:
             with self._tx():
                 self.db.execute("UPDATE runs SET status = 'running', updated = ? WHERE run = ?", (time.time(), run))
         return True
+
+    def latest_run(self, exclude: str) -> tuple[str, dict, str] | None:
+        """The run other than ``exclude`` registered last in this store: (run id, its config, its status);
+        None when there is none, or its config cannot be read."""
+        with self._guard("runs", f"the latest run other than {exclude!r}"):
+            row = self.db.execute("SELECT run, config, status FROM runs WHERE run != ? ORDER BY created DESC, rowid DESC "
+                                  "LIMIT 1", (exclude,)).fetchone()
+        if row is None:
+            return None
+        config = self._decode("runs", f"run {row[0]!r}", f"run = '{row[0]}'", json.loads, row[1], missing_ok="not compared")
+        return None if config is None else (row[0], config, row[2])
 
     def finish_run(self, run: str, status: str = "finished") -> None:
         with self._guard("runs", f"run {run!r}"), self._tx():
@@ -512,6 +567,11 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
+
+
+def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``'key.path: old -> new'`` for every leaf where two configs differ, their top-level keys in ``ignore`` aside."""
+    return _diff({k: v for k, v in old.items() if k not in ignore}, {k: v for k, v in new.items() if k not in ignore})
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from torch import nn
 from nascomp import teachers
 from nascomp.config import group
 from nascomp.data import Dataset
+from nascomp.files import atomic_write, write_text
 from nascomp.student_module import StudentModule
 
 
@@ -182,7 +184,10 @@ def fit_and_test(model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | N
 
 
 def fit_here(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | None = None) -> Result:
-    """:func:`fit_and_test` with ``trainer`` in this process; under DDP every rank of the worker runs it."""
+    """:func:`fit_and_test` with ``trainer`` in this process; under DDP every rank of the worker runs it.
+    Every random draw of the training (dropout) follows the recipe's ``seed``, not what ran before in the
+    process (a run resumed during final training trains its finalists as an uninterrupted one did), and
+    the caller's random state is left as it was."""
     module = StudentModule(model, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
     if cfg.get("compile"):
         module.students[0].compile()
@@ -190,7 +195,8 @@ def fit_here(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg, teache
     resident = None if trainer.world_size == 1 else False  # DDP: DataLoaders, Lightning adds the distributed sampler
     loader = lambda split, shuffle=False: dataset.loader(split, cfg.batch_size, shuffle=shuffle, seed=cfg.seed,
                                                          device=device, resident=resident)
-    with signals_kept():
+    with signals_kept(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(cfg.seed)
         trainer.fit(module, loader("train", shuffle=True), loader("val"))
         trainer.test(module, loader("test"), verbose=False)
     return Result(module.best_accuracy[0], module.best_epoch[0], _cpu(module.best_state[0]), module.test_accuracy[0])
@@ -227,23 +233,37 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy, "epoch": result.epoch}
     path = Path(checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": result.state_dict, **info}, path)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    # through a temporary file (nascomp.files): a kill or a full disk never leaves a truncated checkpoint
+    # in the cache, which every later run would load; serialised in memory first, so that a failed write
+    # is an OSError (OutputError naming the file), not torch's RuntimeError
+    buffer = io.BytesIO()
+    torch.save({"state_dict": result.state_dict, **info}, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return model.cpu(), result
 
 
 def load_or_train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None, width: float = 1.0,
-                          **kwargs) -> tuple[nn.Module, float]:
+                          cached: bool = False, **kwargs) -> tuple[nn.Module, float]:
     """The teacher for a search and its validation accuracy A(teacher): loaded from ``checkpoint``
     when the file exists (strictly: a mismatch names the offending keys), else trained and saved
-    there first. A checkpoint without a stored accuracy is measured on the validation split."""
+    there first. A checkpoint without a stored accuracy is measured on the validation split.
+    ``cached``: ``checkpoint`` is nascomp's teacher cache, not the user's file, so a file that cannot
+    be loaded is named as a cache file to delete (the next run trains the teacher again)."""
     path = Path(checkpoint)
     if not path.is_file():
         model, result = train_teacher(name, dataset, path, cfg, width, **kwargs)
         return model.eval(), result.val_accuracy
-    model = teachers.create(name, num_classes=dataset.num_classes, width=width, checkpoint=path,
-                            in_channels=dataset.in_channels, **kwargs)
-    stored = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model = teachers.create(name, num_classes=dataset.num_classes, width=width, checkpoint=path,
+                                in_channels=dataset.in_channels, **kwargs)
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not cached:
+            raise
+        raise ValueError(f"the cached teacher {str(path)!r} cannot be loaded ({exc}); it is a cache file "
+                         f"(teacher_dir), not an input: delete it (rm {str(path)!r}) and rerun to train the "
+                         f"teacher again") from exc
     if isinstance(stored, dict) and isinstance(stored.get("val_accuracy"), float):
         return model.eval(), stored["val_accuracy"]
     return model.eval(), accuracy(model, dataset, "val", cfg)

@@ -99,3 +99,32 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert not t.failed  # the guard swallowed nothing
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.parametrize("name", ["summary.json", "history.csv", "report.md", "f_vs_index.png"])
+def test_an_output_is_written_whole_or_a_failed_write_names_it(tmp_path, name):
+    """Every output goes through a temporary file beside it (a kill leaves the old file or the new one, never
+    part of one); a disk that is full (the temporary file is /dev/full here: a real ENOSPC) is an OutputError
+    naming the output, the old file left as it was and nothing temporary left."""
+    import os
+
+    from nascomp.files import OutputError
+    from nascomp.report import write_summary
+
+    rows = history_rows([_record(i, 0.5 + i / 10, 1000 * (i + 1), 0.9) for i in range(4)], 10000)
+    write = {"summary.json": lambda: write_summary({"best": {"f": 1.0}}, tmp_path),
+             "history.csv": lambda: write_history(rows, tmp_path / "history.csv"),
+             "report.md": lambda: write_report(
+                 {"name": "t", "teacher": {"accuracy": 0.95, "num_params": 1000, "ratio": 0.0, "times": 1.0, "f": 0.0},
+                  "best": {"accuracy": 0.9, "num_params": 100, "ratio": 0.9, "times": 10.0, "f": 0.9}, "finalists": [],
+                  "evaluations": 4, "steps": 2, "search": {"method": "ours", "K": 2}, "seconds": {"search": 3, "final": 1}},
+                 {"f_vs_index": "a.png", "f_histogram": "b.png", "accuracy_vs_params": "c.png"}, tmp_path),
+             "f_vs_index.png": lambda: plot(rows, {"accuracy": 0.9, "num_params": 10000}, tmp_path)}[name]
+    (tmp_path / name).write_text("old")
+    full = tmp_path / f".{name}.{os.getpid()}.tmp"
+    full.symlink_to("/dev/full")
+    with pytest.raises(OutputError, match=rf"^cannot write '{tmp_path / name}': No space left on device \(errno 28\)$"):
+        write()
+    assert (tmp_path / name).read_text() == "old" and not full.exists() and not full.is_symlink()
+    write()
+    assert (tmp_path / name).stat().st_size > 3 and not list(tmp_path.glob(".*.tmp"))

@@ -366,3 +366,43 @@ def test_bad_inputs_fail_before_any_work(tmp_path, monkeypatch):
         with pytest.raises(StartupError, match=re.escape(message)):
             run(validate(compose(TINY + overrides)), tmp_path / "run")
     assert not (tmp_path / "run" / "store.sqlite").exists() and not (tmp_path / "teachers").exists()  # nothing was started
+
+
+def test_an_unreadable_cached_teacher_exits_2_naming_the_cache_file(tmp_path, monkeypatch):
+    """A cached teacher left truncated (a kill while an older nascomp wrote it) made every rerun exit 2 with
+    the advice for a user's checkpoint; the message now names it as a cache file to delete."""
+    from nascomp.pipeline import StartupError, run, teacher_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    cfg = validate(compose(TINY))
+    cached = teacher_checkpoint(cfg)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(StartupError, match=rf"^the cached teacher '{re.escape(str(cached))}' cannot be loaded .*; it is "
+                                           rf"a cache file \(teacher_dir\), not an input: delete it"):
+        run(cfg, tmp_path / "run")
+
+
+def test_a_full_disk_while_writing_outputs_exits_2_with_one_line(tmp_path):
+    """ENOSPC writing summary.json was a traceback and exit 1; it is one line naming the file and the reason, and
+    exit 2 (the run resumes from its store). The main job runs with the pipeline replaced by the write alone,
+    whose temporary file is /dev/full: a real ENOSPC through the real writer and the real CLI boundary."""
+    script = ("import os, runpy, sys\n"
+              "import nascomp.pipeline as pipeline\n"
+              "from nascomp.report import write_summary\n"
+              "def run(cfg, run_dir):\n"
+              "    (run_dir / f'.summary.json.{os.getpid()}.tmp').symlink_to('/dev/full')\n"
+              "    write_summary({'best': {'f': 1.0}}, run_dir)\n"
+              "pipeline.run = run\n"
+              "sys.argv = ['nascomp.run', *sys.argv[1:]]\n"
+              "runpy.run_module('nascomp.run', run_name='__main__')\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, *TINY, f"hydra.run.dir={out}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: cannot write '{out / 'summary.json'}': No space left on device (errno 28); "
+                                f"the run resumes from its store in {out}"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (out / "summary.json").exists() and not list(out.glob(".*.tmp"))

@@ -46,3 +46,36 @@ def test_each_finalist_starts_from_its_own_proxy_weights(tmp_path, monkeypatch):
     inherited = first.arch.build(setup.teacher, inherit=narrow.inherit).state_dict()
     assert not all(torch.equal(narrow_start[k], inherited[k]) for k in own)
     assert wide_start  # the wide run's finalist had its weights in the store
+
+
+def test_a_run_directory_rerun_with_another_config_warns_of_the_new_run(tmp_path, caplog):
+    """The README promised that a store holding another config says which keys differ; a changed config has
+    another run id, so the directory's store silently gained a second run whose outputs replaced the first's.
+    Now a WARNING names the keys that differ from the run registered last and the new run id."""
+    import logging
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from nascomp.pipeline import run_id_of, stored_config, warn_new_run
+    from nascomp.store import RunStore
+
+    first = OmegaConf.to_container(validate(compose(TINY)), resolve=True)
+    second = OmegaConf.to_container(validate(compose(TINY + ["search.T=2"])), resolve=True)
+    store = RunStore(tmp_path / "store.sqlite")
+    store.open_run(run_id_of(first), stored_config(first))  # as Setup.open_run records it
+    store.finish_run(run_id_of(first))
+    setup = lambda config, path=None: SimpleNamespace(cfg=OmegaConf.create({"store": {"path": path}}), store=store, config=config)
+    with caplog.at_level(logging.WARNING, logger="nascomp"):
+        warn_new_run(setup(first), run_id_of(first), tmp_path)  # the same config resumes: nothing to say
+        warn_new_run(setup(second, str(tmp_path / "store.sqlite")), run_id_of(second), tmp_path)  # a shared store.path
+        assert caplog.records == []
+        warn_new_run(setup(second), run_id_of(second), tmp_path)
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        f"{tmp_path / 'store.sqlite'} already holds run {run_id_of(first)} (finished) with another config "
+        f"(search.T: 1 -> 2): starting a new run {run_id_of(second)} in the same store (stored evaluations are "
+        f"reused); its history.csv, summary.json, report.md and plots replace that run's in {tmp_path}. Rerun with "
+        f"the earlier config to resume that run, or give each config its own hydra.run.dir")
+    store.close()

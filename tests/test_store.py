@@ -410,3 +410,31 @@ def test_two_identical_commands_and_an_unwritable_store_through_the_cli(tmp_path
         assert line.startswith("error: cannot write the run store") and f"the directory {tmp_path / 'ro'} is not writable" in line
     finally:
         first.kill(), first.wait()
+
+
+@pytest.mark.parametrize("tables, named", [
+    (["CREATE TABLE evaluations (id INTEGER PRIMARY KEY, name TEXT)"],
+     r"table 'evaluations' has columns \(id, name\), not the store's \(context, key, f, "),
+    (["CREATE TABLE notes (id INTEGER, body TEXT)", "CREATE TABLE tags (note INTEGER, tag TEXT)"],
+     r"its tables \('notes', 'tags'\) are none of the store's"),
+])
+def test_an_sqlite_file_of_another_program_is_refused_unchanged(tmp_path, tables, named):
+    """Once a foreign file gained WAL mode, the store's tables and columns, and failed only at the first
+    evaluation with advice about the disk; now it is refused when opened, byte for byte as it was."""
+    import hashlib
+
+    path = tmp_path / "store.sqlite"
+    db = sqlite3.connect(path)
+    for sql in tables:
+        db.execute(sql)
+    db.execute(f"INSERT INTO {tables[0].split()[2]} VALUES (1, 'x')")
+    db.commit()
+    db.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(path))} is an SQLite file but not a nascomp run store: {named}.*"
+                                         r"Nothing was changed; point store.path"):
+        RunStore(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.sqlite"]  # no -wal / -shm beside it
+    RunStore(tmp_path / "new.sqlite").close()  # a new file, and a store, still open
+    RunStore(tmp_path / "new.sqlite").close()

@@ -180,3 +180,100 @@ def test_a_teacher_depends_on_its_recipe_seed_only(tmp_path, digits):
                                    config.group("training", "teacher", [q.removeprefix("training.") for q in QUICK] + ["epochs=1", "seed=1"]),
                                    width=0.25)[0].state_dict()
     assert not torch.equal(other["stem.0.weight"], first["stem.0.weight"])  # the recipe's seed does choose them
+
+
+def test_full_training_of_a_dropout_student_follows_the_recipe_seed_only(digits):
+    """A run resumed during final training trains its finalist in a process whose random state differs
+    from the uninterrupted run's: the dropout masks follow the recipe's seed, so the result is the same."""
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                                  torch.nn.Linear(32, 10))
+    initial = {k: v.clone() for k, v in student.state_dict().items()}
+    cfg = config.group("training", "full", ["epochs=2", "optimizer.lr=0.05", "scheduler.milestones=[1]", "batch_size=64",
+                                               "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"])
+    results = []
+    for caller_seed in (1, 2):
+        student.load_state_dict(initial)
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        results.append(training.full_train(student, digits, cfg))
+        assert torch.equal(torch.get_rng_state(), before)  # the caller's random state is left alone
+    first, second = results
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+    assert (first.val_accuracy, first.test_accuracy) == (second.val_accuracy, second.test_accuracy)
+    assert first.val_accuracy > 0.2
+
+
+def test_an_unreadable_cached_teacher_is_named_as_a_cache_file_to_delete(tmp_path, digits, checkpoint):
+    """A cached teacher that cannot be loaded (a kill while an older nascomp wrote it) is no input of the user's:
+    the error names the file as a cache file and how to remove it; a given checkpoint keeps its own message."""
+    broken = tmp_path / "small_resnet-digits-w0.5-0123456789ab.pt"
+    broken.write_bytes(open(checkpoint[0], "rb").read()[:1000])  # a truncated checkpoint
+    with pytest.raises(ValueError, match=rf"^the cached teacher '{broken}' cannot be loaded \(.*\); it is a cache file "
+                                         rf"\(teacher_dir\), not an input: delete it \(rm '{broken}'\) and rerun"):
+        training.load_or_train_teacher("small_resnet", digits, broken, EVAL, width=0.5, cached=True)
+    with pytest.raises(ValueError, match=r"cannot be read as a weights-only state_dict") as given:
+        training.load_or_train_teacher("small_resnet", digits, broken, EVAL, width=0.5)
+    assert "cache file" not in str(given.value)
+
+
+def test_a_teacher_checkpoint_is_written_whole_or_not_at_all(tmp_path, digits, monkeypatch):
+    """The disk fills up half-way through writing the checkpoint: no truncated file is left in the cache
+    (every later run would load it), nothing temporary is left, and the error names the file."""
+    import errno
+    import pathlib
+
+    from nascomp.files import OutputError
+
+    real = pathlib.Path.write_bytes
+
+    def half_then_full(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_full)
+    cfg = config.group("training", "teacher", [q.removeprefix("training.") for q in QUICK] + ["epochs=1"])
+    path = tmp_path / "teacher.pt"
+    with pytest.raises(OutputError, match=rf"^cannot write '{path}': No space left on device \(errno 28\)$"):
+        training.train_teacher("small_resnet", digits, path, cfg, width=0.25)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    training.train_teacher("small_resnet", digits, path, cfg, width=0.25)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.json", "teacher.pt"]
+    assert torch.load(path, weights_only=True)["state_dict"].keys()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_a_ddp_worker_dies_with_the_main_job_killed_by_sigkill(tmp_path):
+    """The worker runs in its own session (an interrupt of the main job is handled by killing its group), so a
+    main job killed by SIGKILL left it training on, an orphan; now the kernel kills it with its parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "worker.pid"
+    worker = ("import os, sys, time\nfrom nascomp.ddp_worker import die_with_parent\nassert die_with_parent()\n"
+              f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    main_job = ("import subprocess, sys, time\n"
+                f"subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True)\ntime.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", main_job])
+    try:
+        deadline = time.time() + 60
+        while not (pidfile.exists() and pidfile.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)  # alive while its parent is
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the worker {pid} outlived the main job killed by SIGKILL")

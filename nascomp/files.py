@@ -1,0 +1,42 @@
+"""Writing run outputs (``summary.json``, ``history.csv``, ``report.md``, a teacher checkpoint and its
+JSON) so that a kill never leaves a truncated file and a failed write (disk full, I/O error) names itself.
+
+:func:`atomic_write` writes to a temporary file in the destination's folder, then renames it over the
+destination (``os.replace``, atomic on POSIX): a reader, or a rerun, sees the old file or the new one,
+never part of one. An ``OSError`` on the way is an :class:`OutputError` naming the file and the reason;
+the main job turns it into one line on stderr and exit status 2 (``nascomp.run``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable
+
+
+class OutputError(RuntimeError):
+    """A run output could not be written (disk full, I/O error, no permission); it names the file."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``. On any
+    failure the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise OutputError(f"cannot write {str(path)!r}: {reason}"
+                              f"{f' (errno {exc.errno})' if exc.errno else ''}") from exc
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``Path.write_text`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
