@@ -36,6 +36,7 @@ from nascomp.pareto import REFERENCE, ParetoProblem, Scale
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, plot_pareto, table, write_history, write_report, write_summary
 from nascomp.reward import Objective, RewardRow
+from nascomp.run import check_interrupted
 from nascomp.schema import KERNEL_METHODS
 from nascomp.search import Record, SearchResult, run_search
 from nascomp.store import RunStore, StoreError, config_diff, digest, hold_run, tensor_digest
@@ -425,6 +426,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         write_report(summary, plots, run_dir)
         tracker.log_summary(summary)
         tracker.log_students({"best": run_dir / "best_student"} if (run_dir / "best_student").is_dir() else {})
+        check_interrupted()  # a signal whose first raise a finaliser swallowed: the run is not finished
         store.finish_run(run_id)
     finally:
         tracker.finish()
@@ -465,6 +467,7 @@ class StepLog:
         self.task = progress.add_task("search", total=total_steps) if progress else None
 
     def __call__(self, step: int, records: list[Record]) -> None:
+        check_interrupted()  # the step is recorded; a signal a finaliser swallowed stops here
         ok = [r.f for r in records if not r.failed]
         self.count += len(records)
         self.best = max([self.best, *ok])

@@ -48,15 +48,29 @@ def on_signals(run_dir: str) -> None:
     handler with this one while it fits, then puts this one back); a second signal exits at once."""
 
     def handler(signum, frame):
-        if handler.received:
+        global _received
+        if _received is not None:
             print(f"error: {signal.Signals(signum).name} again: stopped; {resume_hint(run_dir)}", file=sys.stderr, flush=True)
             os._exit(128 + signum)
-        handler.received = True
+        _received = signum
         raise Interrupted(signum)
 
-    handler.received = False
+    global _received
+    _received = None
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
+
+
+_received: int | None = None  # the signal on_signals' handler took, if any
+
+
+def check_interrupted() -> None:
+    """Raise :class:`Interrupted` again for a signal already taken. Its first raise is lost when the signal
+    lands while a finaliser (``__del__``, run by the garbage collector) runs: Python prints "Exception
+    ignored" and goes on. The main job calls this at safe points (after each search step, before the run
+    is marked finished, after ``run`` returns), so such a signal still stops the run with 130 / 143."""
+    if _received is not None:
+        raise Interrupted(_received)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://nascomp.conf", config_name="config")
@@ -82,6 +96,7 @@ def main(cfg: DictConfig) -> float:
         warnings.filterwarnings("ignore", message=r".*(LeafSpec|modules? in eval mode|does not have many workers).*")
         try:
             summary = run(cfg, Path(run_dir))
+            check_interrupted()
         except StartupError as exc:
             log.error("cannot start: %s", exc)
             print(f"error: {exc}", file=sys.stderr)

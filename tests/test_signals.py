@@ -89,3 +89,33 @@ def test_sigint_after_a_recorded_step_exits_130_and_resume_keeps_the_step(workdi
     resumed = _resume(workdir, args)
     assert "resuming run" in resumed.stdout and f"{done} evaluations stored" in resumed.stdout
     assert f"search done: 4 evaluations, {done} from the store's cache" in resumed.stdout
+
+
+def test_a_signal_swallowed_by_a_finaliser_is_raised_again_at_the_next_safe_point():
+    """A SIGTERM that lands while a finaliser (``__del__``) runs loses its exception there ("Exception
+    ignored"); ``check_interrupted``, called after each search step, before the run is marked finished and
+    after ``run`` returns, raises it again, so the run still ends with 143."""
+    import gc
+
+    from nascomp.run import Interrupted, check_interrupted, on_signals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs here, inside __del__
+
+    try:
+        on_signals("run")
+        check_interrupted()  # nothing taken yet: no-op
+        Finalised()
+        gc.collect()  # the Interrupted raised in __del__ was printed and ignored
+        with pytest.raises(Interrupted) as exc:
+            check_interrupted()
+        assert exc.value.signum == signal.SIGTERM
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        import nascomp.run
+        nascomp.run._received = None
