@@ -72,7 +72,7 @@ def fit_in_worker(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg,
         worker = subprocess.Popen([sys.executable, "-m", __name__, str(spec)], env=env, start_new_session=True)
         try:
             code = worker.wait()
-        finally:  # interrupted (nascomp.run.Interrupted) or failed: no rank outlives it or waits in a collective
+        finally:  # interrupted (nascomp.signals.Interrupted) or failed: no rank outlives it or waits in a collective
             if worker.returncode != 0:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(worker.pid, signal.SIGKILL)

@@ -36,9 +36,9 @@ from nascomp.pareto import REFERENCE, ParetoProblem, Scale
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, plot_pareto, table, write_history, write_report, write_summary
 from nascomp.reward import Objective, RewardRow
-from nascomp.run import check_interrupted
 from nascomp.schema import KERNEL_METHODS
 from nascomp.search import Record, SearchResult, run_search
+from nascomp.signals import check_interrupted
 from nascomp.store import RunStore, StoreError, config_diff, digest, hold_run, tensor_digest
 from nascomp.tracking import Tracker, make_tracker
 from nascomp.transfer import SourceKernels

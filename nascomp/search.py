@@ -16,7 +16,6 @@ method sees the same first K random architectures for a given seed, the same eva
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -169,20 +168,22 @@ class KernelProposer:
 
         start = time.perf_counter()
         best = [r.arch for r in sorted(ok, key=lambda r: -r.f)]
-        # reward_ei: a ratio or reward (on the [0, 1] scale) past the warp's bound, where its inverse runs to infinity
-        cap = (max(ratio) if self.split is not None else float(f.max())) + 1.0
+        cap = max(ratio) + 1.0 if self.split is not None else None  # reward_ei's bound on the ratio (acquire: on f)
         proposals = self.acquire(module, f, mask, best, exclude, rng, cap=cap)
         self.seconds["acquisition"] += time.perf_counter() - start
         return proposals
 
     def acquire(self, module: EmbeddingKernelModule, y: torch.Tensor, mask: torch.Tensor, best: list[Architecture],
-                exclude: set[str], rng: np.random.Generator, cap: float = math.inf) -> list[tuple[Architecture, int]]:
+                exclude: set[str], rng: np.random.Generator, cap: float | None = None) -> list[tuple[Architecture, int]]:
         """Each of ``module``'s K conditioned kernels proposes its EI maximiser (``search.acquisition``),
         with its index. ``y`` (N,) and ``mask`` (K, N): the data they were conditioned on (f* of EI is
         the best in each kernel's subset, ``best_f: subset``, or in all of it); ``best``: the parents of
         the evolution maximiser, best first; ``exclude`` grows by the proposals."""
         k = mask.shape[0]
         best_f = torch.where(mask, y, -torch.inf).amax(-1) if self.scfg.best_f == "subset" else y.max().expand(k)
+        # reward_ei counts a reward past a bounded warp's reach (where its inverse runs to infinity) as ``cap``:
+        # by default one unit (rewards on the [0, 1] scale) above the best of ``y``
+        cap = float(y.max()) + 1.0 if cap is None else cap
 
         # EI in f's own units through each kernel's warp inverse (target=accuracy always: f = g r is a product
         # of the ratio r the kernels model; target=f with ei_units=reward), else in the kernels' target units.

@@ -444,5 +444,7 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str = "teach
             f"{name} checkpoint {str(path)!r} does not match the {name} architecture "
             f"(wrong teacher, width or number of classes?): " + "; ".join(parts)
         )
-    model.load_state_dict(state)
+    # the counters an old file lacks keep the model's own values (torch fills them in only for a file whose
+    # metadata says it predates them; a state_dict with some deleted still says it has them)
+    model.load_state_dict({**{k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in state}, **state})
     return model

@@ -154,8 +154,7 @@ def proxy_train(students: nn.Module | Sequence[nn.Module], teacher: nn.Module, d
     is left as it was."""
     cfg = cfg if cfg is not None else group("training", "proxy")
     module = StudentModule(students, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
-    with _quiet(), signals_kept(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-        torch.manual_seed(cfg.seed)
+    with _quiet(), signals_kept(), seeded(cfg.seed):
         trainer = make_trainer(cfg, **PROXY_PLACEMENT)
         device = trainer.strategy.root_device
         train = dataset.loader("train", cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
@@ -184,10 +183,7 @@ def fit_and_test(model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | N
 
 
 def fit_here(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg, teacher: nn.Module | None = None) -> Result:
-    """:func:`fit_and_test` with ``trainer`` in this process; under DDP every rank of the worker runs it.
-    Every random draw of the training (dropout) follows the recipe's ``seed``, not what ran before in the
-    process (a run resumed during final training trains its finalists as an uninterrupted one did), and
-    the caller's random state is left as it was."""
+    """:func:`fit_and_test` with ``trainer`` in this process; under DDP every rank of the worker runs it."""
     module = StudentModule(model, cfg, dataset.num_classes, teacher=teacher, augment=dataset.augment)
     if cfg.get("compile"):
         module.students[0].compile()
@@ -195,8 +191,7 @@ def fit_here(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg, teache
     resident = None if trainer.world_size == 1 else False  # DDP: DataLoaders, Lightning adds the distributed sampler
     loader = lambda split, shuffle=False: dataset.loader(split, cfg.batch_size, shuffle=shuffle, seed=cfg.seed,
                                                          device=device, resident=resident)
-    with signals_kept(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-        torch.manual_seed(cfg.seed)
+    with signals_kept():
         trainer.fit(module, loader("train", shuffle=True), loader("val"))
         trainer.test(module, loader("test"), verbose=False)
     return Result(module.best_accuracy[0], module.best_epoch[0], _cpu(module.best_state[0]), module.test_accuracy[0])
@@ -204,8 +199,21 @@ def fit_here(trainer: L.Trainer, model: nn.Module, dataset: Dataset, cfg, teache
 
 def full_train(student: nn.Module, dataset: Dataset, cfg=None) -> Result:
     """Cross-entropy training of ``student`` from its current (proxy) weights with recipe ``cfg``
-    (default ``conf/training/full.yaml``; ``trainer.devices: N`` trains on N GPUs with DDP)."""
-    return fit_and_test(student, dataset, cfg if cfg is not None else group("training", "full"))
+    (default ``conf/training/full.yaml``; ``trainer.devices: N`` trains on N GPUs with DDP). Every random
+    draw of the training (dropout) follows the recipe's ``seed`` (:func:`seeded`), not what ran before in
+    the process: a run resumed during final training trains its finalists as an uninterrupted one did."""
+    cfg = cfg if cfg is not None else group("training", "full")
+    with seeded(cfg.seed):
+        return fit_and_test(student, dataset, cfg)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Torch's random state seeded with ``seed`` inside, on the CPU and every CUDA device, and the
+    caller's state restored after (``torch.random.fork_rng``)."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        yield
 
 
 def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None, width: float = 1.0,
@@ -217,9 +225,7 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
     The initial weights and every random draw of the training come from the recipe's ``seed``: one
     cache key (:func:`nascomp.pipeline.teacher_key`) is one teacher, whatever ran before in the process."""
     cfg = cfg if cfg is not None else group("training", "teacher")
-    # the caller's random state is left as it was, on the CPU and every CUDA device (manual_seed reseeds all)
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-        torch.manual_seed(cfg.seed)  # the initial weights follow the recipe's seed, not whatever ran before
+    with seeded(cfg.seed):  # the initial weights follow the recipe's seed, not whatever ran before
         model = teachers.create(name, num_classes=dataset.num_classes, width=width, in_channels=dataset.in_channels, **kwargs)
         result = fit_and_test(model, dataset, cfg)
     chance = 1.0 / dataset.num_classes
@@ -238,7 +244,7 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
     # is an OSError (OutputError naming the file), not torch's RuntimeError
     buffer = io.BytesIO()
     torch.save({"state_dict": result.state_dict, **info}, buffer)
-    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
     write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return model.cpu(), result
 

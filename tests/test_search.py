@@ -393,6 +393,23 @@ def test_ei_units_reward_is_expected_improvement_of_f_through_the_warp():
     assert abs(float(warp.lam[0]) - 2.5) < 0.1 and int(target.argmax()) == 1 and int(reward.argmax()) == 0
 
 
+def test_ei_units_reward_is_finite_past_a_bounded_warp_without_a_given_cap():
+    """A warp with λ < 0 is bounded: targets past its bound map back to f = inf. ``acquire`` without a cap
+    (kernel.transfer_mode=zero_shot calls it so) bounds f one unit above the best of its data, so EI stays
+    finite and ranks the candidates (with cap=inf it was NaN for all: inf - inf)."""
+    import numpy as np
+    import torch
+
+    from nascomp.kernel import TargetTransform
+
+    space = NB201Space("cifar10")
+    warp = TargetTransform(torch.tensor([0.5], dtype=torch.float64), torch.tensor([0.1], dtype=torch.float64), lam=np.array([-1.0]),
+                           mean2=torch.tensor([0.0], dtype=torch.float64), std2=torch.tensor([0.3], dtype=torch.float64))
+    assert torch.isinf(warp.inverse(torch.tensor([4.0], dtype=torch.float64), 0)).all()  # past the bound
+    scores = _split_scores(space, [1.0, 2.5], [1.0, 1.0], warp, None, 0.55, cap=None, overrides=["search.acquisition.ei_units=reward"])
+    assert torch.isfinite(scores).all() and int(scores.argmax()) == 1
+
+
 def test_target_accuracy_needs_a_known_cost(space):
     from nascomp.evaluator import Evaluator
     from nascomp.search import make_proposer

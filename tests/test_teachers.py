@@ -55,6 +55,12 @@ def test_a_checkpoint_without_batchnorm_counters_loads_as_torch_loads_it(tmp_pat
     torch.save(state, tmp_path / "old.pt")
     again = teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / "old.pt")
     assert all(torch.equal(again.state_dict()[k], v) for k, v in state.items())
+    current = model.state_dict()  # the counters deleted from a state_dict whose metadata says it has them
+    for k in [k for k in current if k.endswith("num_batches_tracked")]:
+        del current[k]
+    torch.save(current, tmp_path / "deleted.pt")
+    again = teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / "deleted.pt")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in state.items())
     del state["bn1.weight"]  # a tensor that is really missing is still refused
     torch.save(state, tmp_path / "missing.pt")
     with pytest.raises(ValueError, match=r"missing keys \['bn1.weight'\]"):

@@ -120,7 +120,7 @@ def test_a_teacher_at_chance_is_never_cached(tmp_path):
 
 
 class _Signal(BaseException):
-    """Stands for nascomp.run.Interrupted: a BaseException raised by a signal handler."""
+    """Stands for nascomp.signals.Interrupted: a BaseException raised by a signal handler."""
 
 
 def test_a_signal_inside_a_trainer_call_comes_out_as_itself_even_when_teardown_fails():
