@@ -275,8 +275,7 @@ class RunStore:
                                  "overwritten: resume it (store.resume=true) or choose another run directory")
             if row[0] != text:
                 stored = self._decode("runs", row_name, f"run = '{run}'", json.loads, row[0])
-                diff = _diff({k: v for k, v in stored.items() if k not in ignore},
-                             {k: v for k, v in config.items() if k not in ignore})
+                diff = config_diff(stored, config, ignore)
                 if diff:
                     raise StoreError(f"{self.path} holds run {run!r} with a different config ({'; '.join(diff[:5])}); "
                                      "run with the same config to resume it, or choose another name / run directory")
