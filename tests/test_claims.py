@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NB201 = ROOT / "benchmarks" / "results" / "nb201_search_efficiency.csv"
 CLAIMS_CSV = NB201.parent / "nb201_claims.csv"
+TUNING_20_39 = NB201.parent / "nb201_tuning_20_39.csv"  # ours, rea and a rule's arm on tuning seeds 20-39
 
 
 def aggregate(*args, check: bool = False) -> subprocess.CompletedProcess:
@@ -42,10 +43,11 @@ def seed_scores(rows: list[dict], method: str) -> dict[str, list[float]]:
 CELLS = [(d, o) for d in ("cifar10", "cifar100", "imagenet") for o in ("accuracy", "compression")]
 
 
-def tuning_comparisons(arm: str) -> dict[str, int]:
-    """A tuning rule's count: on NAS-Bench-201 tuning seeds 0-19, the 12 comparisons (six cells, 100 and 160
-    evaluations) of ``arm``'s mean regret with ``ours``'; equal to 3 decimals in points or 4 in f is a tie."""
-    rows = [r for r in nb201_rows() if r["seed_set"] == "tuning"]
+def tuning_comparisons(arm: str, rows: list[dict] | None = None) -> dict[str, int]:
+    """A tuning rule's count: on NAS-Bench-201 tuning seeds 0-19 (or ``rows``: 20 tuning seeds per method and
+    cell), the 12 comparisons (six cells, 100 and 160 evaluations) of ``arm``'s mean regret with ``ours``';
+    equal to 3 decimals in points or 4 in f is a tie."""
+    rows = [r for r in (nb201_rows() if rows is None else rows) if r["seed_set"] == "tuning"]
     score = {"win": 0, "loss": 0, "tie": 0}
     for budget in ("100", "160"):
         at = [r for r in rows if r["budget"] == budget]
@@ -58,10 +60,10 @@ def tuning_comparisons(arm: str) -> dict[str, int]:
     return score
 
 
-def tail_counts(arm: str) -> dict[str, dict[tuple[str, str], int]]:
-    """A tuning rule's tail: per cell, how many of NAS-Bench-201 tuning seeds 0-19 end above REA's median
-    regret at 160, for ``arm`` and for ``ours`` (20 seeds each in every cell)."""
-    rows = [r for r in nb201_rows() if r["seed_set"] == "tuning" and r["budget"] == "160"]
+def tail_counts(arm: str, rows: list[dict] | None = None) -> dict[str, dict[tuple[str, str], int]]:
+    """A tuning rule's tail: per cell, how many of NAS-Bench-201 tuning seeds 0-19 (or ``rows``' 20) end above
+    REA's median regret at 160, for ``arm`` and for ``ours`` (20 seeds each in every cell)."""
+    rows = [r for r in (nb201_rows() if rows is None else rows) if r["seed_set"] == "tuning" and r["budget"] == "160"]
     tail = {arm: {}, "ours": {}}
     for dataset, objective in CELLS:
         median = float(np.median(cell_regret(rows, "rea", dataset, objective)))
@@ -370,6 +372,20 @@ def test_known_cost_rule_with_ei_on_f_keeps_target_f():
     assert sum(tail[arm].values()) == 19 and sum(tail["ours"].values()) == 7
     assert tail[arm]["imagenet", "compression"] == 17
     assert tuning_comparisons(arm) == {"win": 6, "loss": 5, "tie": 1}
+
+
+def test_ei_units_rule_on_tuning_seeds_20_39_keeps_target_units():
+    """The rule for ``search.acquisition.ei_units=reward`` (README "EI in the reward's units"), on tuning seeds
+    20-39, which no method had run: (a) fails, 7 seed-cells above REA's median at 160 against ours' 5 (5 on
+    CIFAR-10 compression); (b) passes, 5 wins, 5 losses, 2 ties; so ``ei_units`` stays ``target``."""
+    rows = list(csv.DictReader(TUNING_20_39.open()))
+    assert {r["seed_set"] for r in rows} == {"tuning"} and {int(r["seed"]) for r in rows} == set(range(20, 40))
+    arm = "ours[search.acquisition.ei_units=reward]"
+    tail = tail_counts(arm, rows)
+    assert sum(tail[arm].values()) == 7 and sum(tail["ours"].values()) == 5
+    assert tail[arm]["cifar10", "compression"] == 5 and tail["ours"]["imagenet", "compression"] == 2
+    assert tuning_comparisons(arm, rows) == {"win": 5, "loss": 5, "tie": 2}
+    assert compose_default_acquisition().ei_units == "target"
 
 
 # The paper method's Table 6 and 8 arms, and the NAS-Bench-201 accuracy cells each ran on (20 held-out seeds each).
