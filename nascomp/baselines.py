@@ -291,6 +291,12 @@ class SMACProposer:
             self.smac = HPO(scenario, None, model=model, initial_design=HPO.get_initial_design(scenario, n_configs=0),
                             config_selector=HPO.get_config_selector(scenario, retrain_after=K), overwrite=True,
                             logging_level=False)
+        # SMAC's local search takes its start points as list(set(configurations)): their order follows Python's
+        # string hashes (PYTHONHASHSEED), and with it the proposals. Sorted by their vectors instead, the same
+        # seed proposes the same in every process (a resumed run replays the search).
+        local = self.smac._acquisition_maximizer._local_search
+        initial = local._get_initial_points
+        local._get_initial_points = lambda *a, **kw: sorted(initial(*a, **kw), key=lambda c: tuple(np.nan_to_num(c.get_array(), nan=-1.0)))
         self.told: set[str] = set()
         self.known: dict[str, float | None] = {}
         self.pending: dict[str, list] = {}  # asked TrialInfos, not yet told, by architecture

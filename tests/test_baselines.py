@@ -276,3 +276,29 @@ def test_the_baselines_search_the_compression_space(method):
     keys = [r.arch.key for r in result.history]
     assert len(keys) == 12 and len(set(keys)) == 12 and space.reference.key not in keys
     assert all(0 < r.f < 1 for r in result.history)
+
+
+def test_smac_proposes_the_same_whatever_pythons_string_hashing():
+    """SMAC's local search starts from list(set(configurations)), whose order follows PYTHONHASHSEED; sorted
+    by nascomp, one seed's proposals are the same in processes with different string hashing (a resumed
+    run replays the search)."""
+    import os
+    import subprocess
+
+    pytest.importorskip("smac", reason="SMAC3 is not installed: pip install 'nascomp[peer]'")
+    script = """
+import numpy as np
+from nascomp.nb201 import NB201Space
+from nascomp.baselines import SMACProposer
+from nascomp.search import Record
+space = NB201Space("cifar10")
+rng = np.random.default_rng(0)
+first = [space.sample(rng) for _ in range(6)]
+history = [Record(a, space.accuracy[a.code] / 100, space.accuracy[a.code] / 100, 0, 0, None, 1.0, None, None, None, None) for a in first]
+proposer = SMACProposer(space, 4, 20, seed=3)
+print(" ".join(a.key for a, _ in proposer.propose(history, 4, {a.key for a in first}, np.random.default_rng(1))))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.split() for h in (0, 1, 2)]
+    assert len(runs[0]) == 4 and runs[0] == runs[1] == runs[2]
+
