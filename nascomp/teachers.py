@@ -25,6 +25,7 @@ teacher that cannot take the dataset fails at startup with what it expects and w
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import re
@@ -412,8 +413,9 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str = "teach
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{name} checkpoint {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # timm's train.py keeps its argparse.Namespace of arguments beside the weights: plain data, allowed
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickled module, ...
         raise ValueError(f"{name} checkpoint {str(path)!r} cannot be read as a weights-only state_dict: {exc}") from exc
     for wrapper in CHECKPOINT_WRAPPERS:  # a training script's dict holding the weights under one key

@@ -68,8 +68,8 @@ def test_a_checkpoint_without_batchnorm_counters_loads_as_torch_loads_it(tmp_pat
 
 
 def test_checkpoints_saved_by_training_scripts_load(tmp_path):
-    """Weights under "model" / "model_state_dict" / "state_dict" next to an optimizer's state, with every
-    name prefixed by nn.DataParallel ("module."), torch.compile ("_orig_mod.") or both, load as the plain
+    """Weights under "model" / "model_state_dict" / "state_dict" next to an optimizer's state (and timm
+    train.py's argparse.Namespace of arguments), with every name prefixed by nn.DataParallel ("module."), torch.compile ("_orig_mod.") or both, load as the plain
     state_dict does; a prefix on only some names is still refused, naming them."""
     torch.manual_seed(0)
     model = teachers.create("resnet18", num_classes=10, width=0.125)
@@ -85,6 +85,12 @@ def test_checkpoints_saved_by_training_scripts_load(tmp_path):
         torch.save(ckpt, tmp_path / f"{i}.pt")
         again = teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / f"{i}.pt")
         assert again.state_dict().keys() == plain.keys() and all(torch.equal(again.state_dict()[k], v) for k, v in plain.items())
+    import argparse  # timm's train.py: the weights beside its arguments (an argparse.Namespace), epoch and metric
+
+    torch.save({"epoch": 3, "arch": "resnet18", "state_dict": plain, "optimizer": opt.state_dict(),
+                "args": argparse.Namespace(lr=0.1, model="resnet18"), "metric": 71.5}, tmp_path / "timm.pt")
+    again = teachers.create("resnet18", num_classes=10, width=0.125, checkpoint=tmp_path / "timm.pt")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in plain.items())
     partly = {("module." + k if k.startswith("bn1") else k): v for k, v in plain.items()}
     torch.save(partly, tmp_path / "partly.pt")
     with pytest.raises(ValueError, match=r"missing keys \['bn1.bias'"):
