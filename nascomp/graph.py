@@ -301,7 +301,7 @@ _MODULE_TYPES: dict[type, str] = {
     nn.Tanh: "tanh", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
     nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
-    nn.Dropout: "dropout", nn.Dropout1d: "dropout", nn.Dropout2d: "dropout", nn.Dropout3d: "dropout",
+    nn.Dropout: "dropout", **{cls: "dropout" for cls in (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)},
     nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
     torchvision.ops.StochasticDepth: "droppath", nn.Upsample: "upsample",
 }
@@ -331,13 +331,18 @@ _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid"
             "mean": "mean", "mul": "gate", "__mul__": "gate"}
 
 
+CHANNEL_DROPOUT = {nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}  # dropout of whole channels: the layer's ``channels``
+
+
 def _pair(v) -> tuple[int, int]:
-    # a size read from a tensor at run time (F.avg_pool2d(x, x.size(3))) is a node, not a constant: GraphError
-    # (the call becomes an opaque layer)
-    if not all(isinstance(i, numbers.Real) or i is None for i in (v if isinstance(v, (tuple, list)) else (v,))) \
-            or v is None:
+    """A size argument as a pair (a tuple's entries may be None: adaptive pooling keeps that side). A size
+    read from a tensor at run time (``F.avg_pool2d(x, x.size(3))``) is a node, not a constant: GraphError
+    (the call becomes an opaque layer)."""
+    if not isinstance(v, (tuple, list)):
+        return (_number(v),) * 2
+    if not all(i is None or isinstance(i, numbers.Real) for i in v):
         raise GraphError(f"a size computed at run time ({v}), not a constant")
-    return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+    return tuple(v)
 
 
 def _number(v, cast=int):
@@ -746,7 +751,7 @@ def _channels_last(graph: fx.Graph, modules: dict) -> tuple[set[fx.Node], set[fx
                 kind = _MODULE_TYPES.get(type(mod)) if mod is not None else _FUNCTIONS.get(n.target) if n.op == "call_function" \
                     else _METHODS.get(n.target)
                 ok = (kind in ACTIVATIONS or kind in ("dropout", "identity")) and not isinstance(
-                    mod, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))  # channels-last, it would drop others
+                    mod, tuple(CHANNEL_DROPOUT))  # channels-last, it would drop others
             ok = ok and len([a for a in n.all_input_nodes if a.op != "get_attr"]) == 1
             inside.add(n)
             todo.extend(n.users)
@@ -911,7 +916,7 @@ def _module_attrs(kind: str, mod: nn.Module, target: str) -> dict:
     if kind == "flatten" and (mod.start_dim != 1 or mod.end_dim != -1):
         raise GraphError(f"flatten {target!r}: only Flatten(1, -1) is supported")
     if kind == "dropout":  # Dropout1d/2d/3d drop whole channels in training: the student's dropout does too
-        channels = {nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}.get(type(mod))
+        channels = CHANNEL_DROPOUT.get(type(mod))
         return {"p": mod.p, **({"channels": channels} if channels else {})}
     if kind == "shuffle":
         return {"groups": mod.groups}
@@ -1050,7 +1055,7 @@ def make_layer(layer: Layer) -> nn.Module:
     if t == "shuffle":
         return nn.ChannelShuffle(a["groups"])
     if t == "dropout":
-        return {1: nn.Dropout1d, 2: nn.Dropout2d, 3: nn.Dropout3d}.get(a.get("channels"), nn.Dropout)(a["p"])
+        return {n: cls for cls, n in CHANNEL_DROPOUT.items()}.get(a.get("channels"), nn.Dropout)(a["p"])
     if t == "flatten":
         return nn.Flatten(1)
     if t == "leaky_relu":
