@@ -30,7 +30,10 @@ class Evaluation:
     ``error`` set and ``failed`` true; its f and accuracy are 0 (the floor of Eq. 6, so tables and
     plots stay finite), and no proposer reads them as a reward. ``flops``, ``latency_ms`` and
     ``memory_mb`` are the other costs (``nascomp.cost``), known for failed students too; None where
-    the evaluator has none (NAS-Bench-201's table)."""
+    the evaluator has none (NAS-Bench-201's table). ``transient`` marks a failure the environment
+    caused (out of memory, a timeout, a Ray worker, node or object lost:
+    ``nascomp.proxy_evaluator.transient_failure``), not the architecture: the run store keeps it for the
+    run that met it only, and other runs sharing the store evaluate that architecture again."""
 
     f: float
     accuracy: float
@@ -40,14 +43,15 @@ class Evaluation:
     flops: int | None = None
     latency_ms: float | None = None
     memory_mb: float | None = None
+    transient: bool = False
 
     @property
     def failed(self) -> bool:
         return self.error is not None
 
     @classmethod
-    def failure(cls, num_params: int, seconds: float, error: str, **costs) -> "Evaluation":
-        return cls(0.0, 0.0, num_params, seconds, error, **costs)
+    def failure(cls, num_params: int, seconds: float, error: str, transient: bool = False, **costs) -> "Evaluation":
+        return cls(0.0, 0.0, num_params, seconds, error, transient=transient, **costs)
 
 
 class Evaluator(ABC):
@@ -92,8 +96,10 @@ class Evaluator(ABC):
 class StoredEvaluator(Evaluator):
     """``inner`` behind the run store's cache: architectures already evaluated in this ``context``
     (by this run or any run sharing the store) come from the store; the rest, each distinct key once,
-    are marked in flight, evaluated, then recorded in one transaction. A row stored before the store
-    kept costs gets them from ``inner.costs``."""
+    are marked in flight, evaluated, then recorded in one transaction. A transient failure
+    (``Evaluation.transient``) is recorded for this run only: this run's resume replays it, whatever
+    another run recorded for that key since, and other runs evaluate the key again. A row stored
+    before the store kept costs gets them from ``inner.costs``."""
 
     def __init__(self, inner: Evaluator, store: "RunStore", run: str, context: str):
         self.inner, self.store, self.run, self.context = inner, store, run, context
@@ -108,7 +114,7 @@ class StoredEvaluator(Evaluator):
         return self.inner.reward_scale
 
     def evaluate(self, archs: Sequence[Architecture], step: int = 0) -> list[Evaluation]:
-        cached = self.store.cached(self.context, [a.key for a in archs])
+        cached = self.store.cached(self.context, [a.key for a in archs], run=self.run)
         todo = list({a.key: a for a in archs if a.key not in cached}.values())
         self.hits += len(archs) - len(todo)
         if todo:

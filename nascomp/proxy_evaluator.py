@@ -4,12 +4,14 @@ reward (``nascomp.reward.Objective``: Eq. 6 by default). Every student's costs a
 
 The K candidates of a step train as one cohort sharing the teacher's forward pass (``cohort=True``)
 or one by one. A student whose training fails (non-finite loss, out of memory) is a failed
-``Evaluation`` (``Evaluation.failure``: the error kept, f = 0 read by no proposer), and the others of
+``Evaluation`` (``Evaluation.failure``: the error kept, f = 0 read by no proposer; an out of memory
+or another failure of the environment is a transient one, ``transient_failure``), and the others of
 its step are kept.
 """
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -96,12 +98,14 @@ class ProxyEvaluator(Evaluator):
 
     def score(self, result: Result | Exception, costs: "Costs", seconds: float) -> Evaluation:
         """One training result as an Evaluation: f = objective.reward, or a failure (an exception, a
-        diverged loss); every cost rides along."""
+        diverged loss), transient when the environment caused it (``transient_failure``); every cost
+        rides along."""
         extra = {k: v for k, v in costs.as_dict().items() if k != "num_params"}
         if isinstance(result, Exception) or result.diverged or not math.isfinite(result.val_accuracy):
             error = (f"{type(result).__name__}: {result}" if isinstance(result, Exception)
                      else "training loss diverged (non-finite)")
-            return Evaluation.failure(costs.num_params, seconds, error, **extra)
+            transient = isinstance(result, Exception) and transient_failure(result)
+            return Evaluation.failure(costs.num_params, seconds, error, transient=transient, **extra)
         f = self.objective.reward(result.val_accuracy, costs)
         return Evaluation(f, result.val_accuracy, costs.num_params, seconds, None, **extra)
 
@@ -131,3 +135,34 @@ class ProxyEvaluator(Evaluator):
 def out_of_memory(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the host allocator's failure (a RuntimeError on the CPU)."""
     return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
+# Ray's exceptions that the environment raises, not the task's code (each looked up by name, as Ray
+# versions differ): a dead worker, node, raylet or actor, a lost object (ObjectLostError and its
+# subclasses: OwnerDiedError, ObjectFetchTimedOutError, ...), a task Ray killed for memory or
+# cancelled, a full object store or disk, an RPC or other system failure.
+RAY_TRANSIENT = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "RayActorError", "ObjectLostError",
+                 "OutOfMemoryError", "OutOfDiskError", "ObjectStoreFullError", "TaskCancelledError", "RaySystemError",
+                 "RpcError")
+
+
+def transient_failure(exc: BaseException) -> bool:
+    """Whether a failed evaluation's exception came from the environment, not from the architecture,
+    so that evaluating it again elsewhere or later may succeed: out of memory (``out_of_memory``), a
+    timeout (``TimeoutError``: ``RayEvaluator``'s ``evaluator.timeout_s``, Ray's ``GetTimeoutError``), or
+    one of Ray's system errors (``RAY_TRANSIENT``). A ``RayTaskError`` (the task's own code raised) is
+    judged by the exception it wraps: transient for an out of memory inside the task, deterministic
+    for an ordinary error. A diverged loss is no exception and never transient. The run store keeps a
+    transient failure for the run that met it only (``RunStore.record``).
+
+    Ray is never imported here: an exception of Ray's can only exist once Ray's module is loaded."""
+    ray_exceptions = sys.modules.get("ray.exceptions")
+    if ray_exceptions is not None and isinstance(exc, ray_exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return isinstance(cause, BaseException) and cause is not exc and transient_failure(cause)
+    if out_of_memory(exc) or isinstance(exc, TimeoutError):
+        return True
+    if ray_exceptions is None:
+        return False
+    kinds = tuple(k for k in (getattr(ray_exceptions, n, None) for n in RAY_TRANSIENT) if isinstance(k, type))
+    return isinstance(exc, kinds)

@@ -7,11 +7,18 @@ Tables
                  latency_ms, memory_mb; columns added to older files when opened, NULL in their old
                  rows): the cache. ``context`` hashes the teacher's weights, the dataset, the
                  proxy-training recipe and a non-default objective, so an architecture evaluated under
-                 the same conditions is never trained again, in this run or another run sharing the file
+                 the same conditions is never trained again, in this run or another run sharing the file.
+                 Transient failures (``Evaluation.transient``) are not in it; the failures older
+                 versions stored here, transient or not, stay and are shared as before
+    failures     (run, context, key) -> the columns of ``evaluations``: a run's transient failures (out
+                 of memory, a timeout, a Ray worker, node or object lost), kept for that run only, so
+                 its replay meets them where it did while other runs sharing the file evaluate those
+                 architectures again (added to older files when opened)
     history      (run, index) -> step, kernel, key: the order in which a run evaluated (the column
                  ``kernel`` holds ``Record.proposer``, the index of the proposing kernel; its SQL
                  name is kept so that older store files stay readable)
-    inflight     (run, key): evaluations started and not finished (redone on resume)
+    inflight     (run, key): evaluations started and not finished (redone on resume; a transient
+                 failure is finished, in ``failures``)
     weights      (context, key) -> proxy-trained state_dict of the current top students
     finals       (context, key) -> fully trained result and state_dict
     kernels      (run, step) -> the kernels' state_dict of that step and the data their GPs were
@@ -65,6 +72,9 @@ CREATE TABLE IF NOT EXISTS evaluations (context TEXT, key TEXT, f REAL, accuracy
     PRIMARY KEY (context, key));
 CREATE TABLE IF NOT EXISTS history (run TEXT, idx INTEGER, step INTEGER, kernel INTEGER, key TEXT, PRIMARY KEY (run, idx));
 CREATE TABLE IF NOT EXISTS inflight (run TEXT, key TEXT, step INTEGER, started REAL, PRIMARY KEY (run, key));
+CREATE TABLE IF NOT EXISTS failures (run TEXT, context TEXT, key TEXT, f REAL, accuracy REAL, num_params INTEGER,
+    seconds REAL, error TEXT, arch TEXT, created REAL, flops INTEGER, latency_ms REAL, memory_mb REAL,
+    PRIMARY KEY (run, context, key));
 CREATE TABLE IF NOT EXISTS weights (context TEXT, key TEXT, f REAL, state BLOB, PRIMARY KEY (context, key));
 CREATE TABLE IF NOT EXISTS finals (context TEXT, key TEXT, result TEXT, state BLOB, PRIMARY KEY (context, key));
 CREATE TABLE IF NOT EXISTS kernels (run TEXT, step INTEGER, state BLOB, PRIMARY KEY (run, step));
@@ -75,7 +85,8 @@ CREATE TABLE IF NOT EXISTS latency (key TEXT, device TEXT, batch_size INTEGER, m
 # columns added after the first store files were written: (table, column, SQL type), added when missing
 ADDED_COLUMNS = (("evaluations", "flops", "INTEGER"), ("evaluations", "latency_ms", "REAL"), ("evaluations", "memory_mb", "REAL"),
                  ("kernels", "data", "BLOB"))
-EVALUATION_COLUMNS = ("f", "accuracy", "num_params", "seconds", "error", "flops", "latency_ms", "memory_mb")  # = Evaluation's fields
+# = Evaluation's fields but ``transient``, which is told by the table a row is in (failures: true)
+EVALUATION_COLUMNS = ("f", "accuracy", "num_params", "seconds", "error", "flops", "latency_ms", "memory_mb")
 
 
 @functools.cache
@@ -306,10 +317,19 @@ class RunStore:
         return row[0] if row else None
 
     # ----------------------------------------------------------------- evaluations (the cache)
-    def cached(self, context: str, keys: Iterable[str]) -> dict[str, dict]:
-        keys = list(keys)
+    def cached(self, context: str, keys: Iterable[str], run: str | None = None) -> dict[str, dict]:
+        """key -> stored result (``EVALUATION_COLUMNS``) of those ``keys`` evaluated in ``context``. With
+        ``run``, that run's own transient failures (table ``failures``, ``"transient": True``) come first,
+        so its replay meets them whatever another run sharing the store recorded for the key since."""
         out = {}
         for k in keys:
+            if run is not None:
+                with self._guard("failures", f"run {run!r}, context {context!r}, key {k!r}"):
+                    row = self.db.execute(f"SELECT {', '.join(EVALUATION_COLUMNS)} FROM failures WHERE run = ? AND "
+                                          "context = ? AND key = ?", (run, context, k)).fetchone()
+                if row:
+                    out[k] = {**dict(zip(EVALUATION_COLUMNS, row)), "transient": True}
+                    continue
             with self._guard("evaluations", f"context {context!r}, key {k!r}"):
                 row = self.db.execute(f"SELECT {', '.join(EVALUATION_COLUMNS)} FROM evaluations WHERE context = ? AND key = ?",
                                       (context, k)).fetchone()
@@ -333,12 +353,20 @@ class RunStore:
             return [r[0] for r in self.db.execute("SELECT key FROM inflight WHERE run = ? ORDER BY started", (run,))]
 
     def record(self, run: str, context: str, results: list[tuple[str, dict, dict]]) -> None:
-        """Store finished evaluations (key, result, arch description) and clear them from inflight."""
+        """Store finished evaluations (key, result, arch description) and clear them from inflight: in the
+        shared cache (``evaluations``), or, a transient failure (``result["transient"]``), in this run's
+        ``failures``."""
+        columns = ", ".join(EVALUATION_COLUMNS)
+        values = ", ?" * len(EVALUATION_COLUMNS)
         with self._guard("evaluations", f"run {run!r}, context {context!r}, {len(results)} results"), self._tx():
             for key, r, arch in results:
-                self.db.execute(f"INSERT OR REPLACE INTO evaluations (context, key, arch, created, {', '.join(EVALUATION_COLUMNS)}) "
-                                f"VALUES (?, ?, ?, ?{', ?' * len(EVALUATION_COLUMNS)})",
-                                (context, key, json.dumps(arch), time.time(), *(r.get(c) for c in EVALUATION_COLUMNS)))
+                row = (context, key, json.dumps(arch), time.time(), *(r.get(c) for c in EVALUATION_COLUMNS))
+                if r.get("transient"):
+                    self.db.execute(f"INSERT OR REPLACE INTO failures (run, context, key, arch, created, {columns}) "
+                                    f"VALUES (?, ?, ?, ?, ?{values})", (run, *row))
+                else:
+                    self.db.execute(f"INSERT OR REPLACE INTO evaluations (context, key, arch, created, {columns}) "
+                                    f"VALUES (?, ?, ?, ?{values})", row)
                 self.db.execute("DELETE FROM inflight WHERE run = ? AND key = ?", (run, key))
 
     def count(self, context: str) -> int:

@@ -48,7 +48,7 @@ def test_nan_candidate_fails_alone(setup):
     good, other = space.sample(rng), space.sample(rng)
     evaluator = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True)
     bad, fine = evaluator.evaluate([Diverging(other), good])
-    assert bad.f == 0.0 and bad.error == "training loss diverged (non-finite)"
+    assert bad.f == 0.0 and bad.error == "training loss diverged (non-finite)" and not bad.transient  # shared
     assert fine.error is None and fine.f > 0
     (alone,) = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True).evaluate([good])
     assert fine.f == alone.f  # the NaN student did not leak into its cohort-mate
@@ -61,6 +61,7 @@ def test_out_of_memory_candidate_fails_alone(setup):
     evaluator = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True)
     bad, fine = evaluator.evaluate([Oversized(other), good])  # the cohort fails, then each is retried alone
     assert bad.f == 0.0 and bad.error.startswith("RuntimeError") and "can't allocate memory" in bad.error
+    assert bad.transient and not fine.transient  # kept for this run only by the run store
     assert fine.error is None and fine.f > 0
     (alone,) = ProxyEvaluator(teacher, 0.95, dataset, proxy, "first", cohort=True).evaluate([good])
     assert fine.f == alone.f

@@ -1,5 +1,5 @@
 """Ray evaluation on CPU with 2 local workers: the same results as local evaluation, a dead worker's
-student re-run, and a failing task recorded as failed."""
+student re-run, a failing task recorded as failed (transient for an out of memory or a timeout)."""
 import os
 import sys
 from pathlib import Path
@@ -76,6 +76,29 @@ def test_dead_worker_is_requeued_and_failures_are_recorded(setup, tmp_path):
     assert (tmp_path / "marker").exists() and result.error is None and result.f > 0
     (failed,) = make(setup, task=always_fails).evaluate([arch])
     assert failed.f == 0.0 and "loss is nan" in failed.error
+    assert not failed.transient and not result.transient  # the task's own error (a RayTaskError) is shared
+
+
+def runs_out_of_memory(payload, arch):
+    import torch
+
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 TiB")
+
+
+def sleeps(payload, arch):
+    import time
+
+    time.sleep(60)
+
+
+@pytest.mark.slow
+def test_out_of_memory_and_timeouts_in_ray_are_transient_failures(setup):
+    _, _, _, _, space, _ = setup
+    arch = space.sample(seed=2)
+    (oom,) = make(setup, task=runs_out_of_memory).evaluate([arch])  # a RayTaskError wrapping the OOM
+    assert oom.f == 0.0 and "CUDA out of memory" in oom.error and oom.transient
+    (late,) = make(setup, task=sleeps, timeout_s=1).evaluate([arch])
+    assert late.error == "TimeoutError: no result within evaluator.timeout_s=1" and late.transient
 
 
 def test_more_gpus_than_the_cluster_has_is_an_error(setup):

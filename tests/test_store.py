@@ -122,6 +122,141 @@ def test_duplicate_keys_in_one_batch(tmp_path, space):
     assert store.inflight("run") == []
 
 
+
+# --------------------------------------------------------------------------- transient failures
+class FailingOnce(Evaluator):
+    """Fails the keys in ``fail`` with the exception ``error``, scored as ``ProxyEvaluator.score`` scores
+    one (the error's text kept, transient as ``transient_failure`` says); every other key succeeds."""
+
+    def __init__(self, fail=(), error=None):
+        self.fail, self.error, self.calls = set(fail), error, []
+
+    def evaluate(self, archs, step=0):
+        from nascomp.proxy_evaluator import transient_failure
+
+        self.calls.append([a.key for a in archs])
+        return [Evaluation.failure(a.num_params, 0.1, f"{type(self.error).__name__}: {self.error}",
+                                   transient=transient_failure(self.error)) if a.key in self.fail
+                else Evaluation(1.0 / (1 + a.num_params), 0.5, a.num_params, 0.1) for a in archs]
+
+
+def _failures(store):
+    return [tuple(r) for r in store.db.execute("SELECT run, context, key FROM failures ORDER BY run, key")]
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 TiB"),
+                                   TimeoutError("no result within evaluator.timeout_s=600")], ids=["oom", "timeout"])
+def test_a_transient_failure_is_kept_for_its_run_and_evaluated_again_by_others(tmp_path, space, error):
+    rng = np.random.default_rng(2)
+    x, y = space.sample(rng), space.sample(rng)
+    path = tmp_path / "shared.sqlite"
+    store_a = RunStore(path)
+    first = StoredEvaluator(FailingOnce({x.key}, error), store_a, "run-a", "ctx").evaluate([x, y], step=0)
+    assert first[0].failed and first[0].transient and first[0].error.startswith(type(error).__name__)
+    assert not first[1].failed and not first[1].transient
+    assert store_a.count("ctx") == 1 and _failures(store_a) == [("run-a", "ctx", x.key)]  # only y is shared
+    assert store_a.inflight("run-a") == []  # the failure is finished, not in flight
+
+    # (a) run B sharing the store evaluates x again, gets the success, and the shared cache keeps it
+    store_b = RunStore(path)
+    inner_b = FailingOnce()
+    seen_b = StoredEvaluator(inner_b, store_b, "run-b", "ctx").evaluate([x, y], step=0)
+    assert inner_b.calls == [[x.key]]  # y from the cache, x trained again
+    assert seen_b == [Evaluation(1.0 / (1 + x.num_params), 0.5, x.num_params, 0.1), first[1]]
+    assert store_b.cached("ctx", [x.key]) == {x.key: {"f": 1.0 / (1 + x.num_params), "accuracy": 0.5,
+                                                      "num_params": x.num_params, "seconds": 0.1, "error": None,
+                                                      "flops": None, "latency_ms": None, "memory_mb": None}}
+    assert store_b.count("ctx") == 2 and store_b.inflight("run-b") == []
+
+    # (b) run A resumed replays its own failure, not B's success, and trains nothing
+    store_a.close()
+    replay_inner = FailingOnce()
+    replay = StoredEvaluator(replay_inner, RunStore(path), "run-a", "ctx")
+    assert replay.evaluate([x, y], step=0) == first
+    assert replay_inner.calls == [] and replay.hits == 2
+    assert _failures(store_b) == [("run-a", "ctx", x.key)]  # kept for run A's later resumes
+
+
+@pytest.mark.parametrize("error", [ValueError("student forward: shapes (4, 8) and (4, 6) differ"), None],
+                         ids=["raises", "diverged"])
+def test_a_deterministic_failure_is_shared_with_every_run(tmp_path, space, error):
+    x = space.sample(seed=3)
+    path = tmp_path / "shared.sqlite"
+    if error is None:  # a diverged loss is no exception: ProxyEvaluator.score's failure
+        class Diverging(FailingOnce):
+            def evaluate(self, archs, step=0):
+                self.calls.append([a.key for a in archs])
+                return [Evaluation.failure(a.num_params, 0.1, "training loss diverged (non-finite)") for a in archs]
+        inner_a = Diverging({x.key})
+    else:
+        inner_a = FailingOnce({x.key}, error)
+    (failed,) = StoredEvaluator(inner_a, RunStore(path), "run-a", "ctx").evaluate([x])
+    assert failed.failed and not failed.transient
+    store_b = RunStore(path)
+    inner_b = FailingOnce()
+    assert StoredEvaluator(inner_b, store_b, "run-b", "ctx").evaluate([x]) == [failed]
+    assert inner_b.calls == [] and _failures(store_b) == [] and store_b.count("ctx") == 1
+
+
+@pytest.mark.parametrize("error, transient", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 TiB"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 17592186044416 bytes"), True),  # the host allocator's, as tests/test_faults.py meets it
+    (TimeoutError("no result within evaluator.timeout_s=600"), True),
+    (ValueError("student forward: shapes (4, 8) and (4, 6) differ"), False),
+    (FloatingPointError("loss is nan"), False),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 6x10)"), False),
+], ids=["cuda-oom", "host-oom", "timeout", "value", "nan", "shapes"])
+def test_transient_failure_tells_the_environment_from_the_architecture(error, transient):
+    from nascomp.proxy_evaluator import transient_failure
+
+    assert transient_failure(error) is transient
+
+
+def test_transient_failure_on_rays_exceptions():
+    exceptions = pytest.importorskip("ray.exceptions")
+    from nascomp.proxy_evaluator import transient_failure
+
+    lost = "a" * 56
+    transient = [exceptions.WorkerCrashedError(), exceptions.NodeDiedError("node 10.0.0.2 died"),
+                 exceptions.LocalRayletDiedError(), exceptions.ObjectLostError(lost, None, ""),
+                 exceptions.OwnerDiedError(lost, None, ""),  # a subclass of ObjectLostError
+                 exceptions.OutOfMemoryError("Task was killed due to the node running low on memory"),
+                 exceptions.TaskCancelledError(), exceptions.RaySystemError("raylet connection lost"),
+                 exceptions.ActorDiedError(), exceptions.GetTimeoutError("ray.get timed out"),
+                 exceptions.RayTaskError("proxy_task", "Traceback ...", torch.OutOfMemoryError("CUDA out of memory"))
+                 .as_instanceof_cause()]
+    deterministic = [exceptions.RayTaskError("proxy_task", "Traceback ...", ValueError("bad student")).as_instanceof_cause(),
+                     exceptions.RayTaskError("proxy_task", "Traceback ...", FloatingPointError("loss is nan")),
+                     exceptions.RuntimeEnvSetupError("pip install failed")]
+    assert [transient_failure(e) for e in transient] == [True] * len(transient)
+    assert [transient_failure(e) for e in deterministic] == [False] * len(deterministic)
+
+
+def test_a_store_without_the_failures_table_gains_it_and_keeps_its_failures_shared(tmp_path, space):
+    """A store written before transient failures were kept apart opens with a ``failures`` table; the
+    failures it holds, an out of memory among them, stay shared (another run does not train them)."""
+    from nascomp.store import SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    old, new = space.sample(seed=4), space.sample(seed=5)
+    db = sqlite3.connect(path)
+    db.executescript(";".join(t for t in SCHEMA.split(";") if "failures" not in t))
+    db.execute("INSERT INTO evaluations (context, key, f, accuracy, num_params, seconds, error, arch, created) "
+               "VALUES ('ctx', ?, 0, 0, ?, 2.0, 'OutOfMemoryError: CUDA out of memory', '{}', 0)", (old.key, old.num_params))
+    db.commit()
+    db.close()
+    store = RunStore(path)
+    assert [r[1] for r in store.db.execute("PRAGMA table_info(failures)")][:3] == ["run", "context", "key"]
+    inner = FailingOnce({new.key}, torch.OutOfMemoryError("CUDA out of memory"))
+    stored_old, stored_new = StoredEvaluator(inner, store, "run-b", "ctx").evaluate([old, new])
+    assert inner.calls == [[new.key]]  # the old failure is read from the shared cache
+    assert stored_old.failed and not stored_old.transient and stored_old.error == "OutOfMemoryError: CUDA out of memory"
+    assert stored_new.transient and _failures(store) == [("run-b", "ctx", new.key)]
+    store.close()
+    RunStore(path).close()  # opening it again adds nothing twice
+
+
 def test_open_run_refuses_a_different_config(tmp_path):
     store = RunStore(tmp_path / "s.sqlite")
     assert store.open_run("r", {"search": {"K": 8}}) is False
