@@ -37,6 +37,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def make_folder(path: str | Path) -> Path:
+    """Create the folder that will hold ``path`` (and its parents); a folder that cannot be made (a file
+    in the way, no permission) is an :class:`OutputError` naming ``path`` and the folder."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OutputError(f"cannot write {str(path)!r}: cannot make its folder {str(folder)!r}: {reason}"
+                          f"{f' (errno {exc.errno})' if exc.errno else ''}") from exc
+    return folder
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """``Path.write_text`` through :func:`atomic_write`."""
     return atomic_write(path, lambda tmp: tmp.write_text(text))

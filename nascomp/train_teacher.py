@@ -10,6 +10,8 @@ a search's ``teacher.checkpoint`` points at.
 The nodes are checked as ``python -m nascomp.run`` checks them (``nascomp.schema.validate``, with
 ``training`` as the run's ``teacher_training``), and one batch of the data goes through the teacher
 (``nascomp.pipeline.check_teacher``) before training: a bad input ends with one ``error:`` line and exit 2.
+The folder of ``--out`` is made before training too; a checkpoint that cannot be written (disk full, a
+folder that cannot be made) is an ``OutputError`` naming the file: one ``error:`` line and exit 2.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nascomp import config, data, threads, training
+from nascomp.files import OutputError, make_folder
 from nascomp.schema import ConfigError, validate
 
 with warnings.catch_warnings():  # linear_operator (under BoTorch, which the pipeline imports) calls torch.jit.script
@@ -53,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> training.Result:
     threads.apply(args.threads if args.threads == "auto" else int(args.threads))
     dataset = data.load(run_cfg.dataset)
     check_teacher(run_cfg, dataset)  # the teacher takes this data (channels, size, classes): before training
+    make_folder(args.out)  # a folder that cannot be made fails now, not after the training
     _, result = training.train_teacher(args.teacher, dataset, args.out, run_cfg.teacher_training, args.width)
     print(json.dumps({"checkpoint": args.out, "val_accuracy": result.val_accuracy,
                       "test_accuracy": result.test_accuracy, "epoch": result.epoch}))
@@ -82,4 +86,7 @@ if __name__ == "__main__":
         main()
     except (FileNotFoundError, ValueError, StartupError) as exc:  # the message says what was wrong and what to do
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OutputError as exc:  # the checkpoint (or its folder) could not be written: it names itself
+        print(f"error: {exc}; the teacher was not saved: make room or choose another --out, then rerun", file=sys.stderr)
         sys.exit(2)

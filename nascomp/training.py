@@ -37,7 +37,7 @@ from torch import nn
 from nascomp import teachers
 from nascomp.config import group
 from nascomp.data import Dataset
-from nascomp.files import atomic_write, write_text
+from nascomp.files import atomic_write, make_folder, write_text
 from nascomp.student_module import StudentModule
 
 
@@ -238,7 +238,7 @@ def train_teacher(name: str, dataset: Dataset, checkpoint: str | Path, cfg=None,
     info = {"teacher": name, "width": width, "num_classes": dataset.num_classes, "dataset": dataset.name,
             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy, "epoch": result.epoch}
     path = Path(checkpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path)
     # through a temporary file (nascomp.files): a kill or a full disk never leaves a truncated checkpoint
     # in the cache, which every later run would load; serialised in memory first, so that a failed write
     # is an OSError (OutputError naming the file), not torch's RuntimeError

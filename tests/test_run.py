@@ -283,6 +283,42 @@ def test_train_teacher_cli_refuses_bad_input_with_exit_2_and_one_line(tmp_path, 
     assert not (tmp_path / "t.pt").exists() and proc.stdout == ""
 
 
+TEACHER_QUICK = ["--teacher", "small_resnet", "--dataset", "digits", "--width", "0.25", "training.epochs=3",
+                 "training.optimizer.lr=0.05", "training.scheduler.milestones=[2]", "training.batch_size=64",
+                 "training.trainer.enable_progress_bar=false", "training.trainer.accelerator=cpu"]
+
+
+@pytest.mark.parametrize("case", ["disk full", "folder blocked"])
+def test_train_teacher_cli_exits_2_with_one_line_when_the_checkpoint_cannot_be_written(tmp_path, case):
+    """An OutputError (the checkpoint or its folder could not be written) was a traceback and exit 1; it is one
+    line naming the file and the reason, and exit 2, as in the main job. "disk full": the checkpoint's temporary
+    file is /dev/full (a real ENOSPC through the real writer, after a real training); "folder blocked": a file
+    stands where --out's folder should be (refused before training, and as root too, unlike chmod)."""
+    out = tmp_path / "teachers" / "t.pt"
+    quick = TEACHER_QUICK
+    if case == "disk full":
+        out.parent.mkdir()
+        tmp = "(pathlib.Path(sys.argv[-1]).parent / f'.t.pt.{os.getpid()}.tmp').symlink_to('/dev/full')\n"
+        expected = f"error: cannot write '{out}': No space left on device (errno 28); the teacher was not saved: "
+    else:
+        out.parent.write_text("a file, not a folder")
+        tmp = ""
+        quick = [*quick, "training.epochs=1000"]  # minutes of training: refused before it, or the timeout fails the test
+        expected = (f"error: cannot write '{out}': cannot make its folder '{out.parent}': File exists (errno 17); "
+                    "the teacher was not saved: ")
+    script = ("import os, pathlib, runpy, sys\n" + tmp +
+              "sys.argv = ['nascomp.train_teacher', *sys.argv[1:]]\n"
+              "runpy.run_module('nascomp.train_teacher', run_name='__main__')\n")
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, *quick, "--out", str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(expected), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and sum(line.startswith("error:") for line in lines) == 1
+    assert proc.stdout == "" and not out.exists() and not list(tmp_path.rglob("*.tmp"))
+
+
 def _leaves(node, prefix=""):
     for key, value in node.items():
         if isinstance(value, dict) and value:
