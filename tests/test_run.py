@@ -257,6 +257,35 @@ def test_a_corrupt_image_in_the_folder_exits_2_naming_it(tmp_path):
 
 
 
+def test_a_run_directory_rerun_with_another_config_warns_and_keeps_the_first_run(tmp_path):
+    """The README: rerunning a directory with a changed config starts a new run in its store, and a WARNING
+    names the keys that differ. Through the real CLI twice in one directory: the second run warns, naming
+    the one key changed, and the first run's records (status, history) are still in the store as they were."""
+    from nascomp.store import RunStore
+
+    args = TINY + ["final.enabled=false", "hydra.run.dir=out"]
+    first = cli(args, tmp_path)
+    assert "already holds run" not in first.stdout + first.stderr
+    store = RunStore(tmp_path / "out" / "store.sqlite")
+    ((run_id, status),) = store.runs()
+    history = store.history(run_id)
+    store.close()
+    assert status == "finished" and len(history) == 4  # K (T + 1)
+    second = cli(args + ["search.acquisition.samples=30"], tmp_path)
+    (warning,) = [line for line in (second.stdout + second.stderr).splitlines() if "already holds run" in line]
+    assert "[WARNING]" in warning
+    assert f"already holds run {run_id} (finished) with another config (search.acquisition.samples: 20 -> 30): " \
+           "starting a new run " in warning
+    store = RunStore(tmp_path / "out" / "store.sqlite")
+    runs, first_history = dict(store.runs()), store.history(run_id)
+    (new_id,) = set(runs) - {run_id}
+    new_history = store.history(new_id)
+    store.close()
+    assert len(runs) == 2 and runs[run_id] == "finished" and first_history == history
+    assert runs[new_id] == "finished" and f"starting a new run {new_id} " in warning and len(new_history) == 4
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "history.csv")))) == 4  # the new run's, replacing the first's
+
+
 @pytest.mark.parametrize("args, message", [
     (["--teacher", "small_resnet", "--dataset", "imagefolder"],  # once omegaconf's MissingMandatoryValue
      "error: bad configuration: dataset.root: no value given (???); dataset=imagefolder needs dataset.root="),
