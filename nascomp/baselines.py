@@ -122,7 +122,10 @@ class TPEProposer:
                     self.pending[arch.key] = trial
                     break
             else:
-                arch = random_candidates(self.space, 1, exclude, rng)[0]
+                fallback = random_candidates(self.space, 1, exclude, rng)
+                if not fallback:  # nothing unevaluated left in the space: fewer than k (nascomp.search stops)
+                    break
+                arch = fallback[0]
             exclude.add(arch.key)
             out.append((arch, None))
         self.seconds["acquisition"] += time.perf_counter() - start
@@ -186,7 +189,10 @@ class REAProposer:
                 if child.key not in exclude:
                     break
             else:
-                child = random_candidates(self.space, 1, exclude, rng)[0]
+                fallback = random_candidates(self.space, 1, exclude, rng)
+                if not fallback:  # nothing unevaluated left in the space: fewer than k (nascomp.search stops)
+                    break
+                child = fallback[0]
             exclude.add(child.key)
             out.append((child, None))
         return out
@@ -332,7 +338,10 @@ class SMACProposer:
                     chosen = arch
                     break
             if chosen is None:
-                chosen = random_candidates(self.space, 1, exclude, rng)[0]
+                fallback = random_candidates(self.space, 1, exclude, rng)
+                if not fallback:  # nothing unevaluated left in the space: fewer than k (nascomp.search stops)
+                    break
+                chosen = fallback[0]
             exclude.add(chosen.key)
             out.append((chosen, None))
         self.seconds["acquisition"] += time.perf_counter() - start

@@ -253,13 +253,15 @@ class Search:
         D = self.evaluate([(a, None) for a in first], step=0)  # the same K random ones for every method
         step, failed_steps = 0, self.check_failures(D, D, 0, 0)
         while len(D) < self.budget:
-            step += 1
             known |= {r.arch.key for r in D}
             if self.before_step is not None:
-                self.before_step(step, rng.bit_generator.state)
+                self.before_step(step + 1, rng.bit_generator.state)
             batch = self.proposer.propose(D, min(self.K, self.budget - len(D)), set(known), rng)  # train K kernels, propose K
-            if not batch:
-                break  # the space is exhausted
+            if not batch:  # the space is exhausted: no step without an evaluation is counted
+                log.warning("the proposer found no unevaluated architecture left in the space: the search stops after "
+                            "step %d with %d of its budget of %d evaluations", step, len(D), self.budget)
+                break
+            step += 1
             new = self.evaluate(batch, step)  # evaluate K, update D
             D += new
             failed_steps = self.check_failures(D, new, failed_steps, step)

@@ -1,6 +1,7 @@
 """Algorithm 1 and the baselines: one complete loop on NAS-Bench-201 per method, reproducibility."""
 import math
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -420,3 +421,60 @@ def test_target_accuracy_needs_a_known_cost(space):
 
     with pytest.raises(ValueError, match="search.target=accuracy needs an objective whose cost is known"):
         make_proposer(space, Measured(), config(["search.target=accuracy"]), seed=0)
+
+
+class FiveCells(NB201Space):
+    """The 5 cells of NAS-Bench-201 whose edges 1..5 are 3x3 convs (edge 0 varies): a space that a
+    budget of 12 exhausts."""
+
+    REST = [3] * 5
+
+    def sample(self, rng):
+        from nascomp.nb201 import OPS
+
+        return self.cell([int(rng.integers(len(OPS)))] + self.REST)
+
+    def mutate(self, arch, rng):
+        from nascomp.nb201 import OPS
+
+        return self.cell([(arch.ops[0] + 1 + int(rng.integers(len(OPS) - 1))) % len(OPS)] + self.REST)
+
+    def neighbours(self, arch, rng=None, n=None):
+        return [self.cell([o] + self.REST) for o in range(5) if o != arch.ops[0]]
+
+    def flat_dims(self):
+        from nascomp.nb201 import OPS
+        from nascomp.search_space import FlatDim
+
+        return [FlatDim("Op0", "choice", choices=OPS)]
+
+    def to_flat(self, arch):
+        return np.asarray(arch.ops[:1], dtype=float)
+
+    def from_flat(self, values):
+        from nascomp.nb201 import OPS
+
+        v = values["Op0"]
+        return self.cell([OPS.index(v) if isinstance(v, str) else int(v)] + self.REST)
+
+
+@pytest.mark.parametrize("method", [method_param(m) for m in ("ours", "random", "tpe", "rea", "local", "smac")])
+def test_an_exhausted_space_stops_the_search_and_counts_only_steps_that_evaluated(method, caplog):
+    """A budget of 12 (K = 2) over a space of 5 cells: the search evaluates all 5 in steps 0, 1, 2 and stops
+    with a warning. It counted a 4th, empty step (summary.json's ``steps`` is ``result.steps + 1``: 4 for 3),
+    and TPE, REA and SMAC raised IndexError once their proposals fell back to a random cell and none was left."""
+    import logging
+
+    space = FiveCells("cifar10")
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy")
+    steps = []
+    with caplog.at_level(logging.WARNING, logger="nascomp"):
+        result = run_search(space, evaluator, config(METHODS[method] + ["search.K=2", "search.T=5"]), seed=0,
+                            after_step=lambda step, records: steps.append((step, len(records))))
+    keys = [r.arch.key for r in result.history]
+    assert len(keys) == len(set(keys)) == 5 and evaluator.calls == 5  # every cell once, nothing twice
+    assert [r.step for r in result.history] == [0, 0, 1, 1, 2] and steps == [(0, 2), (1, 2), (2, 1)]
+    assert result.steps == 2
+    assert [r.getMessage() for r in caplog.records if "stops" in r.getMessage()] == [
+        "the proposer found no unevaluated architecture left in the space: the search stops after step 2 with 5 of "
+        "its budget of 12 evaluations"]
