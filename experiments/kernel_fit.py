@@ -1,0 +1,146 @@
+"""How well do the kernels of a NAS-Bench-201 search predict the cells they have not seen? A fit diagnosis.
+
+For each cell (dataset, objective) and seed, the benchmark's ``ours`` (``kernel=nb201``) searches to
+``--budget`` evaluations. Each variant of the kernel (a list of overrides; ``base`` is ours unchanged)
+is then fitted on exactly that data, with the same random subsets (``KernelProposer.fit`` with a
+generator seeded by the seed), and predicts every cell not evaluated. Per variant:
+
+- ``spearman``: the Spearman correlation of each kernel's posterior mean with the table's f over the
+  unevaluated cells, averaged over the K kernels;
+- ``recall``: the share of the ``--top`` best unevaluated cells (by the table) that are among the
+  ``--within`` best by the kernels' mean prediction (the posterior means averaged over the kernels).
+
+The search is run once per seed; only the fits differ, so the variants are compared on the same data.
+Fitting changes nothing in the search. Rows go to ``--out`` (JSON lines, resumable); the table printed
+is the mean over the seeds that have every variant.
+
+    python experiments/kernel_fit.py --dataset cifar10,cifar100,imagenet --objective accuracy,compression \\
+        --seeds 0-5 --budget 80 --variants "base,kernel.sigma2=0.5,kernel.sigma2=1.0,kernel.sigma2=2.0,kernel.embedding=flat"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmark's method table and config composer
+
+
+def search_state(dataset: str, objective: str, seed: int, budget: int):
+    """(space, evaluator, result): the benchmark's ``ours`` searched to ``budget`` evaluations."""
+    from benchmarks.search_efficiency import compose, nb201_space, parse_methods
+    from nascomp.nb201 import TableEvaluator
+    from nascomp.search import run_search
+
+    space = nb201_space(dataset)
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, objective)
+    cfg = compose(dict(parse_methods("ours", "nb201"))["ours"])
+    cfg.search.T = -(-budget // cfg.search.K) - 1
+    return space, evaluator, run_search(space, evaluator, cfg, seed, budget=budget)
+
+
+def overrides(variant: str) -> list[str]:
+    """``base`` -> []; ``"kernel.sigma2=1.0+kernel.noise=0.01"`` -> its overrides."""
+    return [] if variant == "base" else variant.split("+")
+
+
+def fit_scores(space, evaluator, result, variant: str, seed: int, top: int = 50, within: int = 500,
+               chunk: int = 4000) -> dict:
+    """Fit ``variant``'s kernels on ``result``'s successful evaluations (and the reference, where f knows
+    it), as the search's last step would, and score the unevaluated cells (module docstring)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from benchmarks.search_efficiency import compose, parse_methods
+    from nascomp.search import make_proposer
+
+    cfg = compose(dict(parse_methods("ours", "nb201"))["ours"] + overrides(variant))
+    proposer = make_proposer(space, evaluator, cfg, seed)
+    ok = [r for r in result.history if not r.failed]
+    archs, f = [r.arch for r in ok], [r.f for r in ok]
+    if evaluator.reference_f is not None:
+        archs, f = [space.reference] + archs, [evaluator.reference_f] + f
+    y = torch.tensor(f, dtype=torch.float64) * evaluator.reward_scale
+    module, _, _ = proposer.fit(archs, y, cfg.search.K, np.random.default_rng(seed), result.history)
+    seen = {a.key for a in archs}
+    cells = [c for c in space.all() if c.key not in seen]
+    truth = np.array([evaluator.f(c.code) for c in cells])
+    k = module.num_kernels
+    with torch.no_grad():
+        mean = torch.cat([module.posterior(torch.stack([proposer.featurize(cells[i: i + chunk])] * k))[0]
+                          for i in range(0, len(cells), chunk)], 1).numpy()  # (K, cells)
+    rho = statistics.fmean(float(spearmanr(mean[j], truth).statistic) for j in range(k))
+    best = set(np.argsort(-truth, kind="stable")[:top].tolist())
+    predicted = set(np.argsort(-mean.mean(0), kind="stable")[:within].tolist())
+    return {"spearman": rho, "recall": len(best & predicted) / top, "unevaluated": len(cells)}
+
+
+def seeds_of(spec: str) -> list[int]:
+    """``"0-5"`` -> 0..5; ``"1,4,7"`` -> those."""
+    if "-" in spec:
+        lo, hi = spec.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in spec.split(",")]
+
+
+def table(rows: list[dict], variants: list[str]) -> str:
+    """Markdown: per cell, the seeds with every variant and each variant's mean Spearman and recall."""
+    cells = list(dict.fromkeys((r["dataset"], r["objective"]) for r in rows))
+    out = [f"| cell | seeds | Spearman: {' / '.join(variants)} | recall: the same |", "|---|---|---|---|"]
+    for cell in cells:
+        got = {(r["seed"], r["variant"]): r for r in rows if (r["dataset"], r["objective"]) == cell}
+        seeds = sorted({s for s, _ in got if all((s, v) in got for v in variants)})
+        if not seeds:
+            continue
+        means = [[statistics.fmean(got[(s, v)][m] for s in seeds) for v in variants] for m in ("spearman", "recall")]
+        out.append(f"| {cell[0]} {cell[1]} | {len(seeds)} ({seeds[0]}–{seeds[-1]}) | "
+                   + " | ".join(" / ".join(f"{x:.2f}" for x in m) for m in means) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="cifar10", help="comma-separated: cifar10, cifar100, imagenet")
+    p.add_argument("--objective", default="compression", help="comma-separated: accuracy, compression")
+    p.add_argument("--seeds", default="0-5", help="a range 0-5 or a list 0,3,7 (tuning seeds: < 1000)")
+    p.add_argument("--budget", type=int, default=80)
+    p.add_argument("--variants", default="base,kernel.sigma2=1.0",
+                   help="comma-separated; 'base' is ours; join several overrides of one variant with '+'")
+    p.add_argument("--top", type=int, default=50)
+    p.add_argument("--within", type=int, default=500)
+    p.add_argument("--out", default="kernel_fit.jsonl", help="JSON lines, one per (cell, seed, variant); resumed")
+    a = p.parse_args()
+    import logging
+
+    import torch
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.set_num_threads(1)
+    variants = a.variants.split(",")
+    out = Path(a.out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["dataset"], r["objective"], r["seed"], r["variant"]) for r in rows}
+    for dataset in a.dataset.split(","):
+        for objective in a.objective.split(","):
+            for seed in seeds_of(a.seeds):
+                todo = [v for v in variants if (dataset, objective, seed, v) not in done]
+                if not todo:
+                    continue
+                space, evaluator, result = search_state(dataset, objective, seed, a.budget)
+                for v in todo:
+                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "variant": v,
+                           **fit_scores(space, evaluator, result, v, seed, a.top, a.within),
+                           "incumbent_regret": evaluator.optimum - result.best_after(a.budget)}
+                    rows.append(row)
+                    with out.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+    print(table([r for r in rows if r["budget"] == a.budget], variants))
+
+
+if __name__ == "__main__":
+    main()
