@@ -106,8 +106,16 @@ def distinct(draw: Callable[[], Architecture], n: int, exclude: set[str]) -> lis
 
 
 def random_candidates(space: Space, n: int, exclude: set[str], rng: np.random.Generator) -> list[Architecture]:
-    """Up to n distinct random architectures not in ``exclude``."""
-    return distinct(lambda: space.sample(rng), n, exclude)
+    """Up to n distinct random architectures not in ``exclude``. In a space that lists its members
+    (``all()``, as NAS-Bench-201's) the draws that missed are made up from the members left, so fewer
+    than n come back only when fewer than n are left."""
+    out = distinct(lambda: space.sample(rng), n, exclude)
+    listed = getattr(space, "all", None)
+    if len(out) < n and callable(listed):
+        taken = set(exclude) | {a.key for a in out}
+        left = [a for a in listed() if a.key not in taken]
+        out += [left[i] for i in rng.choice(len(left), min(n - len(out), len(left)), replace=False)]
+    return out
 
 
 def mutants(space: Space, parents: Sequence[Architecture], n: int, exclude: set[str], rng: np.random.Generator) -> list[Architecture]:

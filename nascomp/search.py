@@ -258,8 +258,9 @@ class Search:
                 self.before_step(step + 1, rng.bit_generator.state)
             batch = self.proposer.propose(D, min(self.K, self.budget - len(D)), set(known), rng)  # train K kernels, propose K
             if not batch:  # the space is exhausted: no step without an evaluation is counted
-                log.warning("the proposer found no unevaluated architecture left in the space: the search stops after "
-                            "step %d with %d of its budget of %d evaluations", step, len(D), self.budget)
+                log.warning("the proposer found no unevaluated architecture to propose (the space is exhausted, or its random "
+                            "draws found none left): the search stops after step %d with %d of its budget of %d evaluations",
+                            step, len(D), self.budget)
                 break
             step += 1
             new = self.evaluate(batch, step)  # evaluate K, update D

@@ -442,6 +442,9 @@ class FiveCells(NB201Space):
     def neighbours(self, arch, rng=None, n=None):
         return [self.cell([o] + self.REST) for o in range(5) if o != arch.ops[0]]
 
+    def all(self):
+        return [self.cell([o] + self.REST) for o in range(5)]
+
     def flat_dims(self):
         from nascomp.nb201 import OPS
         from nascomp.search_space import FlatDim
@@ -476,5 +479,27 @@ def test_an_exhausted_space_stops_the_search_and_counts_only_steps_that_evaluate
     assert [r.step for r in result.history] == [0, 0, 1, 1, 2] and steps == [(0, 2), (1, 2), (2, 1)]
     assert result.steps == 2
     assert [r.getMessage() for r in caplog.records if "stops" in r.getMessage()] == [
-        "the proposer found no unevaluated architecture left in the space: the search stops after step 2 with 5 of "
-        "its budget of 12 evaluations"]
+        "the proposer found no unevaluated architecture to propose (the space is exhausted, or its random draws found "
+        "none left): the search stops after step 2 with 5 of its budget of 12 evaluations"]
+
+
+class OneDraw(FiveCells):
+    """FiveCells whose random draws always give the same cell: only its list of members reaches the rest."""
+
+    def sample(self, rng):
+        return self.cell([0] + self.REST)
+
+
+def test_random_draws_that_miss_are_made_up_from_the_members_a_space_lists():
+    """Random candidates in a space that lists its members (``all()``): when the draws keep hitting evaluated
+    cells, the cells left are drawn from the list, so a search stops only once every cell is evaluated
+    (it stopped after one cell, saying the space was exhausted)."""
+    from nascomp.acquisition import random_candidates
+
+    space = OneDraw("cifar10")
+    got = random_candidates(space, 3, {space.cell([0] + space.REST).key}, np.random.default_rng(0))
+    assert len({a.key for a in got}) == 3 and all(a.ops[0] != 0 and list(a.ops[1:]) == space.REST for a in got)
+    assert random_candidates(space, 3, {a.key for a in space.all()}, np.random.default_rng(0)) == []
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy")
+    result = run_search(space, evaluator, config(METHODS["random"] + ["search.K=1", "search.T=9"]), seed=0)
+    assert sorted(r.arch.key for r in result.history) == sorted(a.key for a in space.all()) and result.steps == 4
