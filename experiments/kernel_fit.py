@@ -11,8 +11,9 @@ generator seeded by the seed), and predicts every cell not evaluated. Per varian
   ``--within`` best by the kernels' mean prediction (the posterior means averaged over the kernels).
 
 The search is run once per seed; only the fits differ, so the variants are compared on the same data.
-Fitting changes nothing in the search. Rows go to ``--out`` (JSON lines, resumable); the table printed
-is the mean over the seeds that have every variant.
+Fitting changes nothing in the search. Rows go to ``--out`` (JSON lines, resumed: a row counts as done
+for the same cell, seed, variant, budget, ``--top`` and ``--within``); the table printed is the mean over
+the seeds that have every variant.
 
     python experiments/kernel_fit.py --dataset cifar10,cifar100,imagenet --objective accuracy,compression \\
         --seeds 0-5 --budget 80 --variants "base,kernel.sigma2=0.5,kernel.sigma2=1.0,kernel.sigma2=2.0,kernel.embedding=flat"
@@ -123,6 +124,8 @@ def main() -> None:
     variants = a.variants.split(",")
     out = Path(a.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    setting = (a.budget, a.top, a.within)  # rows of another budget or recall measure are kept, not counted here
+    rows = [r for r in rows if (r["budget"], r.get("top", 50), r.get("within", 500)) == setting]
     done = {(r["dataset"], r["objective"], r["seed"], r["variant"]) for r in rows}
     for dataset in a.dataset.split(","):
         for objective in a.objective.split(","):
@@ -132,14 +135,15 @@ def main() -> None:
                     continue
                 space, evaluator, result = search_state(dataset, objective, seed, a.budget)
                 for v in todo:
-                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "variant": v,
+                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
+                           "within": a.within, "variant": v,
                            **fit_scores(space, evaluator, result, v, seed, a.top, a.within),
                            "incumbent_regret": evaluator.optimum - result.best_after(a.budget)}
                     rows.append(row)
                     with out.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
-    print(table([r for r in rows if r["budget"] == a.budget], variants))
+    print(table(rows, variants))
 
 
 if __name__ == "__main__":
