@@ -388,6 +388,23 @@ def test_ei_units_rule_on_tuning_seeds_20_39_keeps_target_units():
     assert compose_default_acquisition().ei_units == "target"
 
 
+def test_sigma2_rule_on_tuning_seeds_20_39_keeps_sigma2():
+    """The σ² rule (README "The σ² rule"), on tuning seeds 20-39: (a) fails, 18 seed-cells above REA's median at
+    160 against ours' 5 (11 on ImageNet16 compression); (b) passes, 5 wins, 5 losses, 2 ties; so ``kernel=nb201``
+    keeps σ² = 0.25."""
+    rows = list(csv.DictReader(TUNING_20_39.open()))
+    arm = "ours[kernel.sigma2=1.0]"
+    assert {r["seed_set"] for r in rows if r["method"] == arm} == {"tuning"}
+    assert {int(r["seed"]) for r in rows if r["method"] == arm} == set(range(20, 40))
+    tail = tail_counts(arm, rows)
+    assert sum(tail[arm].values()) == 18 and sum(tail["ours"].values()) == 5
+    assert tail[arm]["imagenet", "compression"] == 11 and tail[arm]["cifar100", "compression"] == 4
+    assert tuning_comparisons(arm, rows) == {"win": 5, "loss": 5, "tie": 2}
+    from nascomp.config import group
+
+    assert group("kernel", "nb201").sigma2 == 0.25
+
+
 # The paper method's Table 6 and 8 arms, and the NAS-Bench-201 accuracy cells each ran on (20 held-out seeds each).
 PAPER_ARMS_RUN = {"cifar10": ("evolution", "marginal", "euclidean"), "cifar100": ("evolution", "marginal", "euclidean")}
 
