@@ -33,3 +33,20 @@ def test_seeds_variants_and_table():
             for s, v, sp, rc in [(0, "base", 0.1, 0.5), (1, "base", 0.3, 0.7), (0, "w", 0.5, 0.9), (1, "w", 0.7, 0.9),
                                  (2, "base", 0.9, 0.9)]]  # seed 2 lacks "w": left out
     assert kernel_fit.table(rows, ["base", "w"]).splitlines()[-1] == "| cifar10 accuracy | 2 (0–1) | 0.20 / 0.60 | 0.60 / 0.90 |"
+
+
+def test_readme_table_is_the_committed_rows():
+    """The README's kernel-fit table (σ² variants and the flat kernel, tuning seeds 0-5, 80 evaluations) is
+    ``table`` of ``benchmarks/results/nb201_kernel_fit.jsonl``, number for number."""
+    import json
+
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "results" / "nb201_kernel_fit.jsonl").read_text().splitlines()]
+    assert {r["seed"] for r in rows} == set(range(6)) and {r["budget"] for r in rows} == {80}
+    variants = ["base", "kernel.sigma2=0.5", "kernel.sigma2=1.0", "kernel.sigma2=2.0", "kernel.embedding=flat"]
+    lines = kernel_fit.table(rows, variants).splitlines()[2:]
+    readme = (ROOT / "README.md").read_text().replace("−", "-")
+    assert len(lines) == 6
+    for line in lines:
+        cell, seeds, spearman, recall = line.strip("| ").split(" | ")
+        assert seeds == "6 (0–5)"
+        assert f"| {cell} | {spearman} | {recall} |" in readme
