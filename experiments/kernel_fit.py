@@ -49,12 +49,11 @@ def overrides(variant: str) -> list[str]:
     return [] if variant == "base" else variant.split("+")
 
 
-def fit_scores(space, evaluator, result, variant: str, seed: int, top: int = 50, within: int = 500,
-               chunk: int = 4000) -> dict:
-    """Fit ``variant``'s kernels on ``result``'s successful evaluations (and the reference, where f knows
-    it), as the search's last step would, and score the unevaluated cells (module docstring)."""
+def fit(space, evaluator, result, variant: str, seed: int):
+    """``variant``'s K kernels fitted on ``result``'s successful evaluations (and the reference, where f knows
+    it) as the search's last step would fit them, with the subsets drawn from a generator seeded by ``seed``:
+    (proposer, kernels, the architectures, their subsets (K, N), the rewards y)."""
     import torch
-    from scipy.stats import spearmanr
 
     from benchmarks.search_efficiency import compose, parse_methods
     from nascomp.search import make_proposer
@@ -66,7 +65,17 @@ def fit_scores(space, evaluator, result, variant: str, seed: int, top: int = 50,
     if evaluator.reference_f is not None:
         archs, f = [space.reference] + archs, [evaluator.reference_f] + f
     y = torch.tensor(f, dtype=torch.float64) * evaluator.reward_scale
-    module, _, _ = proposer.fit(archs, y, cfg.search.K, np.random.default_rng(seed), result.history)
+    module, mask, y = proposer.fit(archs, y, cfg.search.K, np.random.default_rng(seed), result.history)
+    return proposer, module, archs, mask, y
+
+
+def fit_scores(space, evaluator, result, variant: str, seed: int, top: int = 50, within: int = 500,
+               chunk: int = 4000) -> dict:
+    """Fit ``variant``'s kernels (``fit``) and score the unevaluated cells (module docstring)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    proposer, module, archs, _, _ = fit(space, evaluator, result, variant, seed)
     seen = {a.key for a in archs}
     cells = [c for c in space.all() if c.key not in seen]
     truth = np.array([evaluator.f(c.code) for c in cells])
@@ -78,6 +87,29 @@ def fit_scores(space, evaluator, result, variant: str, seed: int, top: int = 50,
     best = set(np.argsort(-truth, kind="stable")[:top].tolist())
     predicted = set(np.argsort(-mean.mean(0), kind="stable")[:within].tolist())
     return {"spearman": rho, "recall": len(best & predicted) / top, "unevaluated": len(cells)}
+
+
+def loo_losses(space, evaluator, result, seed: int, grid: list[float]) -> dict:
+    """The kernels' own training objective (Eq. 5, the leave-one-out posterior loss on each kernel's subset)
+    of ours' kernels (``fit`` of ``base``), re-evaluated with σ² (relative) set to each value
+    of ``grid`` and nothing else changed: ``loss`` the mean over the K kernels per value, ``chosen`` how many
+    of the K kernels have their lowest loss at each value (what a per-kernel choice of σ² by Eq. 5 would take)."""
+    import torch
+
+    from nascomp.kernel import pack
+
+    proposer, module, archs, mask, y = fit(space, evaluator, result, "base", seed)
+    data = pack(proposer.featurize(archs), y, mask)
+    trained = module.cfg.sigma2
+    losses = []
+    with torch.no_grad():
+        for s2 in grid:
+            module.cfg.sigma2 = s2
+            losses.append(module.losses(*data).numpy())
+    module.cfg.sigma2 = trained
+    losses = np.stack(losses)  # (grid, K)
+    best = np.argmin(losses, 0)
+    return {"grid": list(grid), "loss": losses.mean(1).tolist(), "chosen": [int((best == i).sum()) for i in range(len(grid))]}
 
 
 def seeds_of(spec: str) -> list[int]:
@@ -103,6 +135,20 @@ def table(rows: list[dict], variants: list[str]) -> str:
     return "\n".join(out)
 
 
+def loo_table(rows: list[dict]) -> str:
+    """Markdown: per cell, the mean Eq. 5 loss at each σ² of the grid and the kernels choosing each (summed)."""
+    if not rows:
+        return ""
+    grid = rows[0]["grid"]
+    out = [f"| cell | seeds | Eq. 5 loss at σ² {' / '.join(f'{g:g}' for g in grid)} | kernels choosing each |", "|---|---|---|---|"]
+    for cell in sorted({(r["dataset"], r["objective"]) for r in rows}):
+        got = [r for r in rows if (r["dataset"], r["objective"]) == cell]
+        loss = [statistics.fmean(r["loss"][i] for r in got) for i in range(len(grid))]
+        chosen = [sum(r["chosen"][i] for r in got) for i in range(len(grid))]
+        out.append(f"| {cell[0]} {cell[1]} | {len(got)} | {' / '.join(f'{x:.3f}' for x in loss)} | {' / '.join(map(str, chosen))} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="cifar10", help="comma-separated: cifar10, cifar100, imagenet")
@@ -114,6 +160,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=50)
     p.add_argument("--within", type=int, default=500)
     p.add_argument("--out", default="kernel_fit.jsonl", help="JSON lines, one per (cell, seed, variant); resumed")
+    p.add_argument("--loo-grid", default="", help="e.g. 0.25,0.5,1,2: also ours' Eq. 5 loss at each σ² (variant 'loo')")
     a = p.parse_args()
     import logging
 
@@ -122,6 +169,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     torch.set_num_threads(1)
     variants = a.variants.split(",")
+    grid = [float(g) for g in a.loo_grid.split(",")] if a.loo_grid else []
     out = Path(a.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     setting = (a.budget, a.top, a.within)  # rows of another budget or recall measure are kept, not counted here
@@ -131,9 +179,17 @@ def main() -> None:
         for objective in a.objective.split(","):
             for seed in seeds_of(a.seeds):
                 todo = [v for v in variants if (dataset, objective, seed, v) not in done]
-                if not todo:
+                loo = bool(grid) and (dataset, objective, seed, "loo") not in done
+                if not todo and not loo:
                     continue
                 space, evaluator, result = search_state(dataset, objective, seed, a.budget)
+                if loo:
+                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
+                           "within": a.within, "variant": "loo", **loo_losses(space, evaluator, result, seed, grid)}
+                    rows.append(row)
+                    with out.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
                 for v in todo:
                     row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
                            "within": a.within, "variant": v,
@@ -144,6 +200,8 @@ def main() -> None:
                         fh.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
     print(table(rows, variants))
+    if grid:
+        print(loo_table([r for r in rows if r["variant"] == "loo" and r["grid"] == grid]))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ def test_fit_scores_cover_every_unevaluated_cell_and_tell_variants_apart():
     wide = kernel_fit.fit_scores(space, evaluator, result, "kernel.sigma2=1.0", seed=3)
     assert wide["unevaluated"] == base["unevaluated"] and wide["spearman"] != base["spearman"]
     assert wide["recall"] in {i / 50 for i in range(51)}
+    loo = kernel_fit.loo_losses(space, evaluator, result, 3, [0.25, 1.0])
+    assert loo["grid"] == [0.25, 1.0] and sum(loo["chosen"]) == 8 and all(x > -10 for x in loo["loss"])
+    assert loo["loss"][0] != loo["loss"][1]
 
 
 def test_seeds_variants_and_table():
@@ -50,3 +53,15 @@ def test_readme_table_is_the_committed_rows():
         cell, seeds, spearman, recall = line.strip("| ").split(" | ")
         assert seeds == "6 (0–5)"
         assert f"| {cell} | {spearman} | {recall} |" in readme
+    loo = kernel_fit.loo_table([r for r in rows if r["variant"] == "loo"]).splitlines()[2:]
+    assert len(loo) == 6
+    for line in loo:
+        cell, seeds, loss, chosen = line.strip("| ").split(" | ")
+        assert seeds == "6" and sum(map(int, chosen.split(" / "))) == 48
+        assert f"| {cell} | {loss} | {chosen} |" in readme
+
+
+def test_loo_table_sums_the_kernels_choices():
+    rows = [{"dataset": "cifar10", "objective": "compression", "variant": "loo", "grid": [0.25, 1.0], "loss": l, "chosen": c}
+            for l, c in (([0.5, 0.7], [6, 2]), ([0.7, 0.5], [3, 5]))]
+    assert kernel_fit.loo_table(rows).splitlines()[-1] == "| cifar10 compression | 2 | 0.600 / 0.600 | 9 / 7 |"
