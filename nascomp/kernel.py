@@ -221,6 +221,7 @@ class EmbeddingKernelModule(L.LightningModule):
         if cfg.sigma2_mode not in SIGMA2_MODES:
             raise ValueError(f"kernel.sigma2_mode must be one of {', '.join(SIGMA2_MODES)}, got {cfg.sigma2_mode!r}")
         self.log_sigma_scale = nn.Parameter(torch.zeros(num_kernels, 1, 1), requires_grad=bool(cfg.learn_sigma))
+        self.sigma2_chosen: Tensor | None = None  # (K, 1, 1): each kernel's σ² of ``sigma2_grid`` (``condition``)
         if cfg.objective == "euclidean":
             width = 2 * cfg.hidden if cfg.embedding == "lstm" else input_size
             self.head_w = nn.Parameter(torch.zeros(num_kernels, width, 1))
@@ -230,7 +231,10 @@ class EmbeddingKernelModule(L.LightningModule):
     # ---- GP algebra (float64) -------------------------------------------------------------
     def sigma2(self, z: Tensor, mask: Tensor) -> Tensor:
         """σ² per kernel, (K, 1, 1), from embeddings z (K, N, E) of the kernel's data."""
-        s2 = torch.full((z.shape[0], 1, 1), float(self.cfg.sigma2), dtype=z.dtype, device=z.device)
+        if self.sigma2_chosen is not None:
+            s2 = self.sigma2_chosen.to(dtype=z.dtype, device=z.device)
+        else:
+            s2 = torch.full((z.shape[0], 1, 1), float(self.cfg.sigma2), dtype=z.dtype, device=z.device)
         if self.cfg.sigma2_mode == "relative":
             d2 = sq_dist(z, z).detach()
             pair = mask.unsqueeze(-1) & mask.unsqueeze(-2) & ~torch.eye(z.shape[1], dtype=torch.bool, device=z.device)
@@ -256,16 +260,20 @@ class EmbeddingKernelModule(L.LightningModule):
 
     def target_losses(self, x: Tensor, yk: Tensor, mask: Tensor) -> Tensor:
         """``losses`` on targets already transformed (``targets``)."""
-        z = self.embed(x).double()  # (K, N, E)
+        return self.embedding_losses(self.embed(x).double(), yk, mask)
+
+    def embedding_losses(self, z: Tensor, yk: Tensor, mask: Tensor, objective: str | None = None) -> Tensor:
+        """``target_losses`` from the embeddings z (K, N, E); ``objective`` in place of ``kernel.objective``."""
+        objective = objective or self.cfg.objective
         n = mask.sum(-1).double()
-        if self.cfg.objective == "euclidean":
+        if objective == "euclidean":
             if self.cfg.embedding == "lstm" and self.cfg.pool != "mean":  # one head weight per feature, shared by the layers
                 z = z.unflatten(-1, (-1, 2 * self.cfg.hidden)).sum(-2)
             pred = (z @ self.head_w.double()).squeeze(-1) + self.head_b.double()  # (K, N)
             return (mask * (pred - yk) ** 2).sum(-1) / n
         chol = torch.linalg.cholesky(self.gram(z, mask, self.sigma2(z, mask)))  # (K, N, N)
         alpha = torch.cholesky_solve(yk.unsqueeze(-1), chol).squeeze(-1)  # (K, N)
-        if self.cfg.objective == "marginal":
+        if objective == "marginal":
             logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
             return (0.5 * (yk * alpha).sum(-1) + 0.5 * logdet) / n + 0.5 * LOG_2PI
         kinv_diag = torch.diagonal(torch.cholesky_inverse(chol), dim1=-2, dim2=-1)  # (K, N)
@@ -286,6 +294,7 @@ class EmbeddingKernelModule(L.LightningModule):
     def fit(self, x: Tensor, y: Tensor, mask: Tensor) -> "EmbeddingKernelModule":
         """Train (unless nothing is learnable) and condition the GPs: x (N, ...), y (N,), mask (K, N)."""
         x, y, mask = pack(x, y, mask)
+        self.sigma2_chosen = None  # training uses kernel.sigma2; ``condition`` chooses from sigma2_grid after it
         if any(p.requires_grad for p in self.parameters()) and self.cfg.max_steps > 0:
             loader = torch.utils.data.DataLoader([(x, self.targets(y.double(), mask)[0], mask)], batch_size=None)
             trainer = L.Trainer(
@@ -305,6 +314,15 @@ class EmbeddingKernelModule(L.LightningModule):
         self.eval()
         z = self.embed(x).double()
         yk, self.transform = self.targets(y.double(), mask)
+        self.sigma2_chosen = None
+        grid = self.cfg.get("sigma2_grid")
+        if grid:  # each kernel takes the σ² of the grid with the lowest Eq. 5 loss on its own subset
+            losses = []
+            for value in grid:
+                self.sigma2_chosen = torch.full((z.shape[0], 1, 1), float(value), dtype=z.dtype)
+                losses.append(self.embedding_losses(z, yk, mask, objective="posterior"))
+            best = torch.stack(losses).argmin(0)  # (K,)
+            self.sigma2_chosen = torch.tensor([float(v) for v in grid], dtype=z.dtype)[best].view(-1, 1, 1)
         self.s2 = self.sigma2(z, mask)
         self.chol = torch.linalg.cholesky(self.gram(z, mask, self.s2))
         self.alpha = torch.cholesky_solve(yk.unsqueeze(-1), self.chol).squeeze(-1)

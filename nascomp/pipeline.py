@@ -144,7 +144,8 @@ def describe_opaque(opaque: dict) -> str:
             + ", ".join(f"{name} x{n}" for name, n in opaque["constructs"].items()))
 
 
-LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target"}
+LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target",
+                 ("kernel", "sigma2_grid"): None}
 """Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config."""
 
 

@@ -174,6 +174,7 @@ class KernelSchema:
     numeric: str = _choice(*NUMERIC)
     sigma2: float = _range(0.0, None, low_ok=False)
     sigma2_mode: str = _choice(*SIGMA2_MODES)
+    sigma2_grid: Optional[list] = None  # positive numbers (validate)
     learn_sigma: bool = MISSING
     noise: float = _range(0.0, None, low_ok=False)
     standardize: bool = MISSING
@@ -321,6 +322,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     budget = typed.search.budget if typed.search.budget is not None else typed.search.K * (typed.search.T + 1)
     if typed.search.budget is not None and typed.search.budget < 1:
         raise ConfigError(f"search.budget: {typed.search.budget} is out of range (must be >= 1)")
+    grid = typed.kernel.sigma2_grid
+    if grid is not None and (not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in grid)):
+        raise ConfigError(f"kernel.sigma2_grid must be null or a non-empty list of positive numbers, got {list(grid)}")
     if typed.kernel.transfer_from and typed.search.method not in KERNEL_METHODS:
         raise ConfigError(f"kernel.transfer_from is set but search.method={typed.search.method} trains no kernels; "
                           f"kernel transfer needs search.method={' or '.join(KERNEL_METHODS)}")

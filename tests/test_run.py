@@ -156,6 +156,25 @@ def test_late_keys_at_their_default_keep_run_ids():
         assert stored_config(reward)["search"]["acquisition"]["ei_units"] == "reward"
 
 
+def test_sigma2_grid_is_checked_and_its_default_keeps_run_ids():
+    """``kernel.sigma2_grid`` came after runs were stored: at null (σ² fixed, as those runs) it is left out of the
+    stored config; a grid is another run; an empty grid or a non-positive value is a ConfigError."""
+    import copy
+
+    from nascomp.pipeline import run_id_of, stored_config
+
+    config = OmegaConf.to_container(validate(compose(TINY)), resolve=True)
+    assert config["kernel"]["sigma2_grid"] is None
+    before = copy.deepcopy(config)
+    del before["kernel"]["sigma2_grid"]
+    assert stored_config(config) == stored_config(before) and run_id_of(config) == run_id_of(before)
+    grid = OmegaConf.to_container(validate(compose(TINY + ["kernel.sigma2_grid=[0.25,0.5,1.0]"])), resolve=True)
+    assert run_id_of(grid) != run_id_of(config) and stored_config(grid)["kernel"]["sigma2_grid"] == [0.25, 0.5, 1.0]
+    for bad in ("[]", "[0.5,0]", "[-1]", "[a]"):
+        with pytest.raises(ConfigError, match=re.escape("kernel.sigma2_grid must be null or a non-empty list of positive numbers")):
+            validate(compose(TINY + [f"kernel.sigma2_grid={bad}"]))
+
+
 @pytest.mark.slow
 def test_two_job_multirun(workdir):
     cli(["-m", *TINY, "search.method=random,rea", "final.enabled=false", "experiment_group=mr"], workdir)
