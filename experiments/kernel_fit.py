@@ -99,15 +99,10 @@ def loo_losses(space, evaluator, result, seed: int, grid: list[float]) -> dict:
     from nascomp.kernel import pack
 
     proposer, module, archs, mask, y = fit(space, evaluator, result, "base", seed)
-    data = pack(proposer.featurize(archs), y, mask)
-    trained = module.cfg.sigma2
-    losses = []
+    x, y, mask = pack(proposer.featurize(archs), y, mask)
     with torch.no_grad():
-        for s2 in grid:
-            module.cfg.sigma2 = s2
-            losses.append(module.losses(*data).numpy())
-    module.cfg.sigma2 = trained
-    losses = np.stack(losses)  # (grid, K)
+        z = module.embed(x).double()
+        losses = module.sigma2_losses(z, module.targets(y.double(), mask)[0], mask, grid).numpy()  # (grid, K)
     best = np.argmin(losses, 0)
     return {"grid": list(grid), "loss": losses.mean(1).tolist(), "chosen": [int((best == i).sum()) for i in range(len(grid))]}
 

@@ -57,6 +57,12 @@ from omegaconf import DictConfig
 from nascomp.acquisition import random_candidates
 from nascomp.search_space import Architecture, Space
 
+
+def random_one(space: Space, exclude: set[str], rng: np.random.Generator) -> Architecture | None:
+    """A proposer's fallback: one random architecture not in ``exclude``, or None when none is left (the
+    proposer then returns fewer than k, and ``nascomp.search`` stops once it returns none)."""
+    return next(iter(random_candidates(space, 1, exclude, rng)), None)
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 MAX_TRIES = 100  # asks / mutations per proposal before falling back to a random architecture
 
@@ -122,10 +128,8 @@ class TPEProposer:
                     self.pending[arch.key] = trial
                     break
             else:
-                fallback = random_candidates(self.space, 1, exclude, rng)
-                if not fallback:  # nothing unevaluated left in the space: fewer than k (nascomp.search stops)
+                if (arch := random_one(self.space, exclude, rng)) is None:
                     break
-                arch = fallback[0]
             exclude.add(arch.key)
             out.append((arch, None))
         self.seconds["acquisition"] += time.perf_counter() - start
@@ -189,10 +193,8 @@ class REAProposer:
                 if child.key not in exclude:
                     break
             else:
-                fallback = random_candidates(self.space, 1, exclude, rng)
-                if not fallback:  # nothing unevaluated left in the space: fewer than k (nascomp.search stops)
+                if (child := random_one(self.space, exclude, rng)) is None:
                     break
-                child = fallback[0]
             exclude.add(child.key)
             out.append((child, None))
         return out
@@ -337,11 +339,8 @@ class SMACProposer:
                     self.pending[arch.key] = [info]
                     chosen = arch
                     break
-            if chosen is None:
-                fallback = random_candidates(self.space, 1, exclude, rng)
-                if not fallback:  # nothing unevaluated left in the space: fewer than k (nascomp.search stops)
-                    break
-                chosen = fallback[0]
+            if chosen is None and (chosen := random_one(self.space, exclude, rng)) is None:
+                break
             exclude.add(chosen.key)
             out.append((chosen, None))
         self.seconds["acquisition"] += time.perf_counter() - start

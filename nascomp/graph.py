@@ -295,13 +295,16 @@ class ArchGraph:
 
 
 # --------------------------------------------------------------------------- tracing
+CHANNEL_DROPOUT = {nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}  # dropout of whole channels: the layer's ``channels``
+DROPOUT_OF_CHANNELS = {n: cls for cls, n in CHANNEL_DROPOUT.items()}  # ``channels`` -> the class (make_layer)
+
 _MODULE_TYPES: dict[type, str] = {
     nn.Conv2d: "conv", nn.Linear: "linear", nn.BatchNorm2d: "batchnorm", nn.BatchNorm1d: "batchnorm",
     nn.ReLU: "relu", nn.ReLU6: "relu6", nn.GELU: "gelu", nn.SiLU: "silu", nn.Sigmoid: "sigmoid",
     nn.Tanh: "tanh", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
     nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.Flatten: "flatten", nn.Identity: "identity",
-    nn.Dropout: "dropout", **{cls: "dropout" for cls in (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)},
+    nn.Dropout: "dropout", **dict.fromkeys(CHANNEL_DROPOUT, "dropout"),
     nn.ChannelShuffle: "shuffle", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
     torchvision.ops.StochasticDepth: "droppath", nn.Upsample: "upsample",
 }
@@ -329,9 +332,6 @@ _SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "iden
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
             "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
             "mean": "mean", "mul": "gate", "__mul__": "gate"}
-
-
-CHANNEL_DROPOUT = {nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}  # dropout of whole channels: the layer's ``channels``
 
 
 def _pair(v) -> tuple[int, int]:
@@ -1055,7 +1055,7 @@ def make_layer(layer: Layer) -> nn.Module:
     if t == "shuffle":
         return nn.ChannelShuffle(a["groups"])
     if t == "dropout":
-        return {n: cls for cls, n in CHANNEL_DROPOUT.items()}.get(a.get("channels"), nn.Dropout)(a["p"])
+        return DROPOUT_OF_CHANNELS.get(a.get("channels"), nn.Dropout)(a["p"])
     if t == "flatten":
         return nn.Flatten(1)
     if t == "leaky_relu":

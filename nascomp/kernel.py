@@ -282,6 +282,16 @@ class EmbeddingKernelModule(L.LightningModule):
         nll = 0.5 * torch.log(loo_var) + 0.5 * loo_resid**2 / loo_var + 0.5 * LOG_2PI
         return (mask * nll).sum(-1) / n
 
+    def sigma2_losses(self, z: Tensor, yk: Tensor, mask: Tensor, grid) -> Tensor:
+        """Eq. 5 (leave-one-out) loss of each kernel with its σ² set to each value of ``grid`` (in
+        ``sigma2_mode``'s units), everything else as it is: (len(grid), K). ``sigma2_chosen`` is None after."""
+        losses = []
+        for value in grid:
+            self.sigma2_chosen = torch.full((z.shape[0], 1, 1), float(value), dtype=z.dtype)
+            losses.append(self.embedding_losses(z, yk, mask, objective="posterior"))
+        self.sigma2_chosen = None
+        return torch.stack(losses)
+
     # ---- Lightning ------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         losses = self.target_losses(*batch)  # (x, transformed targets, mask)
@@ -317,11 +327,7 @@ class EmbeddingKernelModule(L.LightningModule):
         self.sigma2_chosen = None
         grid = self.cfg.get("sigma2_grid")
         if grid:  # each kernel takes the σ² of the grid with the lowest Eq. 5 loss on its own subset
-            losses = []
-            for value in grid:
-                self.sigma2_chosen = torch.full((z.shape[0], 1, 1), float(value), dtype=z.dtype)
-                losses.append(self.embedding_losses(z, yk, mask, objective="posterior"))
-            best = torch.stack(losses).argmin(0)  # (K,)
+            best = self.sigma2_losses(z, yk, mask, grid).argmin(0)  # (K,)
             self.sigma2_chosen = torch.tensor([float(v) for v in grid], dtype=z.dtype)[best].view(-1, 1, 1)
         self.s2 = self.sigma2(z, mask)
         self.chol = torch.linalg.cholesky(self.gram(z, mask, self.s2))
