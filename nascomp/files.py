@@ -30,24 +30,35 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise OutputError(f"cannot write {str(path)!r}: {reason}"
-                              f"{f' (errno {exc.errno})' if exc.errno else ''}") from exc
+            raise OutputError(f"cannot write {str(path)!r}: {_reason(exc)}") from exc
         raise
     return path
 
 
 def make_folder(path: str | Path) -> Path:
-    """Create the folder that will hold ``path`` (and its parents); a folder that cannot be made (a file
-    in the way, no permission) is an :class:`OutputError` naming ``path`` and the folder."""
+    """Create the folder that will hold ``path`` (and its parents) and check that a file can be written
+    in it: a folder that cannot be made (a file in the way, no permission) or that exists but takes no
+    file (no permission, a read-only file system) is an :class:`OutputError` naming ``path`` and the
+    folder. The check writes and removes an empty temporary file, so it holds for root as well, which
+    permission bits alone (``os.access``) do not."""
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise OutputError(f"cannot write {str(path)!r}: cannot make its folder {str(folder)!r}: {reason}"
-                          f"{f' (errno {exc.errno})' if exc.errno else ''}") from exc
+        raise OutputError(f"cannot write {str(path)!r}: cannot make its folder {str(folder)!r}: {_reason(exc)}") from exc
+    probe = folder / f".{Path(path).name}.{os.getpid()}.probe"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(path)!r}: its folder {str(folder)!r} takes no file: {_reason(exc)}") from exc
     return folder
+
+
+def _reason(exc: OSError) -> str:
+    """An ``OSError`` as the tail of an :class:`OutputError`: the reason, then the errno where there is one."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}{f' (errno {exc.errno})' if exc.errno else ''}"
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -336,15 +336,21 @@ TEACHER_QUICK = ["--teacher", "small_resnet", "--dataset", "digits", "--width", 
                  "training.trainer.enable_progress_bar=false", "training.trainer.accelerator=cpu"]
 
 
-@pytest.mark.parametrize("case", ["disk full", "folder blocked"])
+@pytest.mark.parametrize("case", ["disk full", "folder blocked", "folder takes no file"])
 def test_train_teacher_cli_exits_2_with_one_line_when_the_checkpoint_cannot_be_written(tmp_path, case):
     """An OutputError (the checkpoint or its folder could not be written) was a traceback and exit 1; it is one
     line naming the file and the reason, and exit 2, as in the main job. "disk full": the checkpoint's temporary
     file is /dev/full (a real ENOSPC through the real writer, after a real training); "folder blocked": a file
-    stands where --out's folder should be (refused before training, and as root too, unlike chmod)."""
+    stands where --out's folder should be (refused before training, and as root too, unlike chmod); "folder takes
+    no file": --out's folder exists but refuses new files (/sys, which refuses root too; refused before training)."""
     out = tmp_path / "teachers" / "t.pt"
     quick = TEACHER_QUICK
-    if case == "disk full":
+    if case == "folder takes no file":
+        out = Path("/sys") / "t.pt"
+        tmp = ""
+        quick = [*quick, "training.epochs=1000"]
+        expected = "error: cannot write '/sys/t.pt': its folder '/sys' takes no file: Permission denied (errno 13); "
+    elif case == "disk full":
         out.parent.mkdir()
         tmp = "(pathlib.Path(sys.argv[-1]).parent / f'.t.pt.{os.getpid()}.tmp').symlink_to('/dev/full')\n"
         expected = f"error: cannot write '{out}': No space left on device (errno 28); the teacher was not saved: "
