@@ -268,7 +268,7 @@ class Setup:
             raise StartupError(str(exc)) from exc
         if resumed:
             log.info("resuming run %s from %s: %d evaluations stored, %d were in flight", run_id, self.store.path,
-                     self.store.count(self.context), len(self.store.inflight(run_id)))
+                     self.store.count(self.context, run=run_id), len(self.store.inflight(run_id)))
         return StoredEvaluator(self.proxy, self.store, run_id, self.context)
 
 

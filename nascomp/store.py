@@ -369,9 +369,15 @@ class RunStore:
                                     f"VALUES (?, ?, ?, ?{values})", row)
                 self.db.execute("DELETE FROM inflight WHERE run = ? AND key = ?", (run, key))
 
-    def count(self, context: str) -> int:
+    def count(self, context: str, run: str | None = None) -> int:
+        """How many architectures have a stored evaluation in ``context``: the shared ones, and with ``run``
+        also that run's own transient failures (``failures``), each key once, as :meth:`cached` reads them."""
         with self._guard("evaluations", f"context {context!r}"):
-            return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE context = ?", (context,)).fetchone()[0]
+            if run is None:
+                return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE context = ?", (context,)).fetchone()[0]
+            return self.db.execute("SELECT COUNT(*) FROM (SELECT key FROM evaluations WHERE context = ? UNION "
+                                   "SELECT key FROM failures WHERE context = ? AND run = ?)",
+                                   (context, context, run)).fetchone()[0]
 
     # ----------------------------------------------------------------- history
     def append_history(self, run: str, rows: list[tuple[int, int, int | None, str]]) -> None:

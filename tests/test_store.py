@@ -155,6 +155,7 @@ def test_a_transient_failure_is_kept_for_its_run_and_evaluated_again_by_others(t
     assert first[0].failed and first[0].transient and first[0].error.startswith(type(error).__name__)
     assert not first[1].failed and not first[1].transient
     assert store_a.count("ctx") == 1 and _failures(store_a) == [("run-a", "ctx", x.key)]  # only y is shared
+    assert store_a.count("ctx", run="run-a") == 2 and store_a.count("ctx", run="run-b") == 1  # A's resume reads x too
     assert store_a.inflight("run-a") == []  # the failure is finished, not in flight
 
     # (a) run B sharing the store evaluates x again, gets the success, and the shared cache keeps it
@@ -167,6 +168,7 @@ def test_a_transient_failure_is_kept_for_its_run_and_evaluated_again_by_others(t
                                                       "num_params": x.num_params, "seconds": 0.1, "error": None,
                                                       "flops": None, "latency_ms": None, "memory_mb": None}}
     assert store_b.count("ctx") == 2 and store_b.inflight("run-b") == []
+    assert store_b.count("ctx", run="run-a") == 2  # x once, though both tables hold it
 
     # (b) run A resumed replays its own failure, not B's success, and trains nothing
     store_a.close()
