@@ -310,7 +310,7 @@ _MODULE_TYPES: dict[type, str] = {
 }
 _FUNCTIONS: dict[Any, str] = {
     operator.add: "add", torch.add: "add", operator.iadd: "add",
-    torch.cat: "concat", torch.concat: "concat", torch.flatten: "flatten",
+    torch.cat: "concat", torch.concat: "concat", torch.flatten: "flatten", torch.squeeze: "flatten",
     F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.gelu: "gelu", F.silu: "silu",
     torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", F.tanh: "tanh",
     F.hardswish: "hardswish", F.leaky_relu: "leaky_relu",
@@ -330,7 +330,7 @@ _ENCODED_AS = {"opaque": "identity", "hardsigmoid": "sigmoid", "mish": "silu", "
                "channel_norm": "batchnorm", "slice": "identity", "upsample": "identity"}
 _SAME_SHAPE = frozenset(ACTIVATIONS + ("batchnorm", "dropout", "droppath", "identity", "add", "scale", "channel_norm"))  # validate() need not run them
 _METHODS = {"add": "add", "__add__": "add", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
-            "flatten": "flatten", "view": "flatten", "reshape": "flatten", "contiguous": "alias",
+            "flatten": "flatten", "view": "flatten", "reshape": "flatten", "squeeze": "flatten", "contiguous": "alias",
             "mean": "mean", "mul": "gate", "__mul__": "gate"}
 
 
@@ -354,9 +354,9 @@ def _number(v, cast=int):
 
 def _supported() -> str:
     mods = sorted({t.__name__ for t in _MODULE_TYPES})
-    return (f"supported modules: {', '.join(mods)}; functions: +, torch.cat(dim=1), torch.flatten(x, 1), "
+    return (f"supported modules: {', '.join(mods)}; functions: +, torch.cat(dim=1), torch.flatten(x, 1), torch.squeeze to (N, C), "
             "F.relu and other activations, F.max/avg/adaptive pooling, channel_shuffle; "
-            "methods: x.view/reshape/flatten to (N, -1), x.add, x.relu")
+            "methods: x.view/reshape/flatten/squeeze to (N, -1), x.add, x.relu")
 
 
 class _LeafOnFailure(fx.Tracer):
@@ -942,8 +942,8 @@ def _function_attrs(kind: str, node: fx.Node) -> dict:
         if _arg(node, 1, "dim", 0) not in (1, -3):
             raise GraphError(f"node {node.name!r}: torch.cat is supported along the channel dimension (dim=1) only")
         return {}
-    if kind == "flatten":
-        if _arg(node, 1, "start_dim", 0) != 1 or _arg(node, 2, "end_dim", -1) != -1:
+    if kind == "flatten":  # torch.squeeze(x) / (x, dims): a flatten when it gives (N, C), checked on the shapes
+        if node.target is not torch.squeeze and (_arg(node, 1, "start_dim", 0) != 1 or _arg(node, 2, "end_dim", -1) != -1):
             raise GraphError(f"node {node.name!r}: only torch.flatten(x, 1) is supported")
         return {}
     if kind == "add":

@@ -80,6 +80,38 @@ def test_functional_calls_and_view_are_traced():
     assert torch.equal(net(x), model(x))
 
 
+class _SqueezeHead(nn.Module):
+    """A head that squeezes the pooled (N, C, 1, 1) to (N, C) instead of flattening it."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.conv, self.pool, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv(x)))
+        x = {"x.squeeze()": lambda: x.squeeze(), "torch.squeeze(x)": lambda: torch.squeeze(x),
+             "torch.squeeze(x, (2, 3))": lambda: torch.squeeze(x, (2, 3)),
+             "x.squeeze(-1).squeeze(-1)": lambda: x.squeeze(-1).squeeze(-1)}[self.how]()
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("how", ["x.squeeze()", "torch.squeeze(x)", "torch.squeeze(x, (2, 3))", "x.squeeze(-1).squeeze(-1)"])
+def test_a_squeeze_to_n_c_is_a_flatten(how):
+    """A squeeze that gives (N, C) is a flatten, so the head is understood and the conv's channels stay free; two
+    squeezes in a row are an opaque (N, C, 1) step (0 parameters) and a flatten. The rebuilt reference computes the
+    teacher's function either way."""
+    model = _SqueezeHead(how).eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    chained = how.count("squeeze") == 2
+    assert [l.type for l in graph.layers] == ["conv", "relu", "adaptive_avgpool", *(["opaque"] if chained else []),
+                                             "flatten", "linear"]
+    assert graph.opaque == {"params": 0, "share": 0.0, "constructs": {".squeeze()": 1} if chained else {}}
+    net = CompressionSpace(graph).reference.build(model, bn_stats="copy").eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(net(x), model(x))
+
+
 class _Gated(nn.Module):
     def __init__(self):
         super().__init__()
