@@ -146,19 +146,25 @@ def describe_opaque(opaque: dict) -> str:
 
 LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target",
                  ("kernel", "sigma2_grid"): None}
-"""Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config."""
+"""Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config
+(with the ``objective`` node at ``conf/objective/params.yaml``: :func:`late_defaults`)."""
+
+
+@functools.cache
+def late_defaults() -> dict[tuple[str, ...], object]:
+    """``LATE_DEFAULTS`` and the whole ``objective`` node at its default (the paper's Eq. 6, ``objective=params``)."""
+    return {("objective",): OmegaConf.to_container(group("objective", "params"), resolve=True), **LATE_DEFAULTS}
 
 
 def stored_config(config: dict) -> dict:
-    """``config`` less what later versions added at the value that behaves as before: its ``objective``
-    node when that is ``conf/objective/params.yaml`` unchanged (the paper's Eq. 6), and each of
-    ``LATE_DEFAULTS`` at its value. Runs and stores made before those keys existed keep their run ids,
-    contexts and recorded configs, so they resume and share evaluations as before."""
-    default = OmegaConf.to_container(group("objective", "params"), resolve=True)
-    out = copy.deepcopy({k: v for k, v in config.items() if not (k == "objective" and v == default)})
-    for *path, key in LATE_DEFAULTS:
+    """``config`` less what later versions added, where it holds the value that behaves as before
+    (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``).
+    Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
+    so they resume and share evaluations as before."""
+    out = copy.deepcopy(config)
+    for (*path, key), default in late_defaults().items():
         node = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, path, out)
-        if isinstance(node, dict) and key in node and node[key] == LATE_DEFAULTS[(*path, key)]:
+        if isinstance(node, dict) and key in node and node[key] == default:
             del node[key]
     return out
 
