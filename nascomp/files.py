@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -39,19 +40,20 @@ def make_folder(path: str | Path) -> Path:
     """Create the folder that will hold ``path`` (and its parents) and check that a file can be written
     in it: a folder that cannot be made (a file in the way, no permission) or that exists but takes no
     file (no permission, a read-only file system) is an :class:`OutputError` naming ``path`` and the
-    folder. The check writes and removes an empty temporary file, so it holds for root as well, which
-    permission bits alone (``os.access``) do not."""
+    folder. The check creates and removes an empty temporary file of a unique name (``tempfile.mkstemp``),
+    so it holds for root as well, which permission bits alone (``os.access``) do not."""
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot write {str(path)!r}: cannot make its folder {str(folder)!r}: {_reason(exc)}") from exc
-    probe = folder / f".{Path(path).name}.{os.getpid()}.probe"
     try:
-        probe.touch()
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{Path(path).name}.", suffix=".probe")
     except OSError as exc:
         raise OutputError(f"cannot write {str(path)!r}: its folder {str(folder)!r} takes no file: {_reason(exc)}") from exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
     return folder
 
 

@@ -349,7 +349,7 @@ def test_train_teacher_cli_exits_2_with_one_line_when_the_checkpoint_cannot_be_w
         out = Path("/sys") / "t.pt"
         tmp = ""
         quick = [*quick, "training.epochs=1000"]
-        expected = "error: cannot write '/sys/t.pt': its folder '/sys' takes no file: Permission denied (errno 13); "
+        expected = "error: cannot write '/sys/t.pt': its folder '/sys' takes no file: "  # errno 13, or 30 where /sys is read-only
     elif case == "disk full":
         out.parent.mkdir()
         tmp = "(pathlib.Path(sys.argv[-1]).parent / f'.t.pt.{os.getpid()}.tmp').symlink_to('/dev/full')\n"
@@ -370,7 +370,7 @@ def test_train_teacher_cli_exits_2_with_one_line_when_the_checkpoint_cannot_be_w
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(expected), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and sum(line.startswith("error:") for line in lines) == 1
-    assert proc.stdout == "" and not out.exists() and not list(tmp_path.rglob("*.tmp"))
+    assert proc.stdout == "" and not out.exists() and not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.probe"))
 
 
 def _leaves(node, prefix=""):
