@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NB201 = ROOT / "benchmarks" / "results" / "nb201_search_efficiency.csv"
 CLAIMS_CSV = NB201.parent / "nb201_claims.csv"
 TUNING_20_39 = NB201.parent / "nb201_tuning_20_39.csv"  # ours, rea and a rule's arm on tuning seeds 20-39
+TUNING_40_59 = NB201.parent / "nb201_tuning_40_59.csv"  # ours, rea and the σ² grid rule's arm on tuning seeds 40-59
+HELD_OUT_SIGMA2_GRID = NB201.parent / "nb201_heldout_sigma2_grid.csv"  # that arm on held-out seeds 1000-1019
+SIGMA2_GRID = "ours[kernel.sigma2_grid=[0.25,0.5,1.0]]"
 
 
 def aggregate(*args, check: bool = False) -> subprocess.CompletedProcess:
@@ -403,6 +406,21 @@ def test_sigma2_rule_on_tuning_seeds_20_39_keeps_sigma2():
     from nascomp.config import group
 
     assert group("kernel", "nb201").sigma2 == 0.25
+
+
+def test_sigma2_grid_rule_on_tuning_seeds_40_59_passes_on_nb201():
+    """The σ² grid rule (README "The σ² grid rule, run"), on tuning seeds 40-59 that no method had run: (a) passes,
+    5 seed-cells above REA's median at 160 against ours' 8; (b) passes, 10 wins, 1 loss (ImageNet16 compression at
+    160), 1 tie (CIFAR-100 accuracy at 160, both 0.000)."""
+    rows = list(csv.DictReader(TUNING_40_59.open()))
+    assert {r["seed_set"] for r in rows} == {"tuning"}
+    assert {m: {int(r["seed"]) for r in rows if r["method"] == m} for m in (SIGMA2_GRID, "ours", "rea")} == \
+        dict.fromkeys((SIGMA2_GRID, "ours", "rea"), set(range(40, 60)))
+    assert len(rows) == 3 * 6 * 20 * 3  # three methods, six cells, 20 seeds, three budgets
+    tail = tail_counts(SIGMA2_GRID, rows)
+    assert sum(tail[SIGMA2_GRID].values()) == 5 and sum(tail["ours"].values()) == 8
+    assert tail[SIGMA2_GRID]["cifar10", "compression"] == 3 and tail["ours"]["cifar10", "accuracy"] == 2
+    assert tuning_comparisons(SIGMA2_GRID, rows) == {"win": 10, "loss": 1, "tie": 1}
 
 
 # The paper method's Table 6 and 8 arms, and the NAS-Bench-201 accuracy cells each ran on (20 held-out seeds each).
