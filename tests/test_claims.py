@@ -423,6 +423,52 @@ def test_sigma2_grid_rule_on_tuning_seeds_40_59_passes_on_nb201():
     assert tuning_comparisons(SIGMA2_GRID, rows) == {"win": 10, "loss": 1, "tie": 1}
 
 
+def test_sigma2_grid_on_held_out_seeds():
+    """The σ² grid option on held-out seeds 1000-1019 (README "Held-out seeds 1000–1019 (the option's first run"):
+    at 160 below random, REA, local search and SMAC3 in 6/6 cells, below TPE in 5/6 (not CIFAR-100 compression) and
+    below ours in 4/6; at 100 below every method in 6/6; its worst seed is above REA's median in the three
+    compression cells at 160."""
+    grid = list(csv.DictReader(HELD_OUT_SIGMA2_GRID.open()))
+    assert {r["seed_set"] for r in grid} == {"held-out"} and {r["method"] for r in grid} == {SIGMA2_GRID}
+    assert {int(r["seed"]) for r in grid} == set(range(1000, 1020)) and len(grid) == 6 * 20 * 3
+    rows = grid + [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "held-out"]
+    others = ("ours", "random", "rea", "tpe", "local", "smac")
+    below = {b: {m: [] for m in others} for b in ("100", "160")}
+    tail_fails = []
+    for budget in below:
+        at = [r for r in rows if r["budget"] == budget]
+        for dataset, objective in CELLS:
+            mine = cell_regret(at, SIGMA2_GRID, dataset, objective)
+            assert len(mine) == 20
+            for m in others:
+                theirs = cell_regret(at, m, dataset, objective)
+                assert len(theirs) == 20
+                if np.mean(mine) < np.mean(theirs):
+                    below[budget][m].append((dataset, objective))
+            if budget == "160" and max(mine) > np.median(cell_regret(at, "rea", dataset, objective)):
+                tail_fails.append((dataset, objective))
+    assert all(len(cells) == 6 for cells in below["100"].values())
+    assert {m: len(c) for m, c in below["160"].items()} == {"ours": 4, "random": 6, "rea": 6, "tpe": 5, "local": 6, "smac": 6}
+    assert ("cifar100", "compression") not in below["160"]["tpe"]
+    assert tail_fails == [("cifar10", "compression"), ("cifar100", "compression"), ("imagenet", "compression")]
+
+
+def test_sigma2_grid_rule_c_on_real_students():
+    """Part (c) of the σ² grid rule: real-student tuning seeds 0-9 against the teacher ``…-9d1e1d14``, the option's
+    paired mean best f minus ours is no lower than minus one paired s.e. at 80 (-0.0129 against -0.0130) and 160
+    (-0.0157 against -0.0244)."""
+    rows = [r for r in csv.DictReader(COMPRESSION.open()) if r["space"].endswith("-9d1e1d14")]
+    expected = {"80": (-0.0129, 0.0130), "160": (-0.0157, 0.0244)}
+    for budget, (mean, se) in expected.items():
+        best = {m: {int(r["seed"]): float(r["best"]) for r in rows if r["method"] == m and r["budget"] == budget
+                    and r["seed_set"] == "tuning"} for m in (SIGMA2_GRID, "ours")}
+        assert set(best[SIGMA2_GRID]) == set(best["ours"]) == set(range(10))
+        diff = np.array([best[SIGMA2_GRID][s] - best["ours"][s] for s in range(10)])
+        paired_se = diff.std(ddof=1) / np.sqrt(10)
+        assert (round(float(diff.mean()), 4), round(float(paired_se), 4)) == (mean, se)
+        assert diff.mean() >= -paired_se
+
+
 # The paper method's Table 6 and 8 arms, and the NAS-Bench-201 accuracy cells each ran on (20 held-out seeds each).
 PAPER_ARMS_RUN = {"cifar10": ("evolution", "marginal", "euclidean"), "cifar100": ("evolution", "marginal", "euclidean")}
 
@@ -748,18 +794,20 @@ def test_fronts_counts_only_the_cells_both_methods_ran():
 
 
 def test_claims_score_each_compression_space_apart():
-    """Real-student tuning rows at 160 hold two teachers' space labels; ``ours`` ran on both, K = 4 and 16 on
-    ``-1b5ef680`` only, the marginal likelihood on ``-tcf78a769`` only. ``claims`` prints one table per label,
-    each arm's mean ± s.e. from that label's rows alone (never a seed's mean over the two teachers), and
-    "Compared on" names the label."""
+    """Real-student tuning rows at 160 hold three teachers' space labels; ``ours`` ran on each, K = 4 and 16 on
+    ``-1b5ef680`` only, the marginal likelihood on ``-tcf78a769`` only, the σ² grid on ``-9d1e1d14`` only. ``claims``
+    prints one table per label, each arm's mean ± s.e. from that label's rows alone (never a seed's mean over two
+    teachers), and "Compared on" names the label."""
     out = aggregate("claims", COMPRESSION, "--space", "compression", "--seed-set", "tuning", "--budget", "160", "--cells", "own",
                     check=True).stdout
     rows = [r for r in csv.DictReader(COMPRESSION.open()) if r["seed_set"] == "tuning" and r["budget"] == "160"]
     sections = out.split("\n\nspace ")
     old, new = "compression:small_resnet-w0.5-p1-K8-tcf78a769", "compression:small_resnet-w0.5-p1-K8-tcf78a769-1b5ef680"
-    assert len(sections) == 2 and sections[0].startswith(f"space {old};") and sections[1].startswith(f"{new};")
+    third = "compression:small_resnet-w0.5-p1-K8-tcf78a769-9d1e1d14"
+    assert len(sections) == 3 and sections[0].startswith(f"space {old};") and sections[1].startswith(f"{new};")
+    assert sections[2].startswith(f"{third};")
     stat = lambda v: f"{np.mean(v):.4f} ± {np.std(v, ddof=1) / np.sqrt(len(v)):.4f} (n={len(v)})"
-    for section, space in zip(sections, (old, new)):
+    for section, space in zip(sections, (old, new, third)):
         best = lambda m: [float(r["best"]) for r in rows if r["method"] == m and r["space"] == space]
         ours = lambda arm: next(x for x in section.splitlines() if f"| {arm} |" in x).split(" | ")[4]
         for arm, method in (("K=8", "ours"), ("evolution", "ours"), ("posterior", "ours"), ("K=4", "ours[search.K=4]"),
