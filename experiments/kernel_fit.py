@@ -178,22 +178,19 @@ def main() -> None:
                 if not todo and not loo:
                     continue
                 space, evaluator, result = search_state(dataset, objective, seed, a.budget)
+                def record(variant: str, scores: dict) -> None:  # one row, kept and appended to --out
+                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
+                           "within": a.within, "variant": variant, **scores}
+                    rows.append(row)
+                    with out.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+
                 if loo:
-                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
-                           "within": a.within, "variant": "loo", **loo_losses(space, evaluator, result, seed, grid)}
-                    rows.append(row)
-                    with out.open("a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-                    print(json.dumps(row), flush=True)
+                    record("loo", loo_losses(space, evaluator, result, seed, grid))
                 for v in todo:
-                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
-                           "within": a.within, "variant": v,
-                           **fit_scores(space, evaluator, result, v, seed, a.top, a.within),
-                           "incumbent_regret": evaluator.optimum - result.best_after(a.budget)}
-                    rows.append(row)
-                    with out.open("a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-                    print(json.dumps(row), flush=True)
+                    record(v, {**fit_scores(space, evaluator, result, v, seed, a.top, a.within),
+                               "incumbent_regret": evaluator.optimum - result.best_after(a.budget)})
     print(table(rows, variants))
     if grid:
         print(loo_table([r for r in rows if r["variant"] == "loo" and r["grid"] == grid]))

@@ -372,9 +372,7 @@ class RunStore:
     def count(self, context: str, run: str | None = None) -> int:
         """How many architectures have a stored evaluation in ``context``: the shared ones, and with ``run``
         also that run's own transient failures (``failures``), each key once, as :meth:`cached` reads them."""
-        with self._guard("evaluations", f"context {context!r}"):
-            if run is None:
-                return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE context = ?", (context,)).fetchone()[0]
+        with self._guard("evaluations", f"context {context!r}"):  # run None: ``run = NULL`` matches no failure
             return self.db.execute("SELECT COUNT(*) FROM (SELECT key FROM evaluations WHERE context = ? UNION "
                                    "SELECT key FROM failures WHERE context = ? AND run = ?)",
                                    (context, context, run)).fetchone()[0]
