@@ -221,7 +221,6 @@ class EmbeddingKernelModule(L.LightningModule):
         if cfg.sigma2_mode not in SIGMA2_MODES:
             raise ValueError(f"kernel.sigma2_mode must be one of {', '.join(SIGMA2_MODES)}, got {cfg.sigma2_mode!r}")
         self.log_sigma_scale = nn.Parameter(torch.zeros(num_kernels, 1, 1), requires_grad=bool(cfg.learn_sigma))
-        self.sigma2_chosen: Tensor | None = None  # (K, 1, 1): each kernel's σ² of ``sigma2_grid`` (``condition``)
         if cfg.objective == "euclidean":
             width = 2 * cfg.hidden if cfg.embedding == "lstm" else input_size
             self.head_w = nn.Parameter(torch.zeros(num_kernels, width, 1))
@@ -229,10 +228,11 @@ class EmbeddingKernelModule(L.LightningModule):
         self.step_losses: Tensor | None = None
 
     # ---- GP algebra (float64) -------------------------------------------------------------
-    def sigma2(self, z: Tensor, mask: Tensor) -> Tensor:
-        """σ² per kernel, (K, 1, 1), from embeddings z (K, N, E) of the kernel's data."""
-        if self.sigma2_chosen is not None:
-            s2 = self.sigma2_chosen.to(dtype=z.dtype, device=z.device)
+    def sigma2(self, z: Tensor, mask: Tensor, base: Tensor | None = None) -> Tensor:
+        """σ² per kernel, (K, 1, 1), from embeddings z (K, N, E) of the kernel's data; ``base`` (K, 1, 1), in
+        ``sigma2_mode``'s units, in place of ``kernel.sigma2`` (a value of ``sigma2_grid``)."""
+        if base is not None:
+            s2 = base.to(dtype=z.dtype, device=z.device)
         else:
             s2 = torch.full((z.shape[0], 1, 1), float(self.cfg.sigma2), dtype=z.dtype, device=z.device)
         if self.cfg.sigma2_mode == "relative":
@@ -262,8 +262,10 @@ class EmbeddingKernelModule(L.LightningModule):
         """``losses`` on targets already transformed (``targets``)."""
         return self.embedding_losses(self.embed(x).double(), yk, mask)
 
-    def embedding_losses(self, z: Tensor, yk: Tensor, mask: Tensor, objective: str | None = None) -> Tensor:
-        """``target_losses`` from the embeddings z (K, N, E); ``objective`` in place of ``kernel.objective``."""
+    def embedding_losses(self, z: Tensor, yk: Tensor, mask: Tensor, objective: str | None = None,
+                         base: Tensor | None = None) -> Tensor:
+        """``target_losses`` from the embeddings z (K, N, E); ``objective`` in place of ``kernel.objective``,
+        ``base`` in place of ``kernel.sigma2`` (``sigma2``)."""
         objective = objective or self.cfg.objective
         n = mask.sum(-1).double()
         if objective == "euclidean":
@@ -271,7 +273,7 @@ class EmbeddingKernelModule(L.LightningModule):
                 z = z.unflatten(-1, (-1, 2 * self.cfg.hidden)).sum(-2)
             pred = (z @ self.head_w.double()).squeeze(-1) + self.head_b.double()  # (K, N)
             return (mask * (pred - yk) ** 2).sum(-1) / n
-        chol = torch.linalg.cholesky(self.gram(z, mask, self.sigma2(z, mask)))  # (K, N, N)
+        chol = torch.linalg.cholesky(self.gram(z, mask, self.sigma2(z, mask, base)))  # (K, N, N)
         alpha = torch.cholesky_solve(yk.unsqueeze(-1), chol).squeeze(-1)  # (K, N)
         if objective == "marginal":
             logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
@@ -284,13 +286,10 @@ class EmbeddingKernelModule(L.LightningModule):
 
     def sigma2_losses(self, z: Tensor, yk: Tensor, mask: Tensor, grid) -> Tensor:
         """Eq. 5 (leave-one-out) loss of each kernel with its σ² set to each value of ``grid`` (in
-        ``sigma2_mode``'s units), everything else as it is: (len(grid), K). ``sigma2_chosen`` is None after."""
-        losses = []
-        for value in grid:
-            self.sigma2_chosen = torch.full((z.shape[0], 1, 1), float(value), dtype=z.dtype)
-            losses.append(self.embedding_losses(z, yk, mask, objective="posterior"))
-        self.sigma2_chosen = None
-        return torch.stack(losses)
+        ``sigma2_mode``'s units), everything else as it is: (len(grid), K)."""
+        return torch.stack([self.embedding_losses(z, yk, mask, objective="posterior",
+                                                  base=torch.full((z.shape[0], 1, 1), float(value), dtype=z.dtype))
+                            for value in grid])
 
     # ---- Lightning ------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -304,7 +303,6 @@ class EmbeddingKernelModule(L.LightningModule):
     def fit(self, x: Tensor, y: Tensor, mask: Tensor) -> "EmbeddingKernelModule":
         """Train (unless nothing is learnable) and condition the GPs: x (N, ...), y (N,), mask (K, N)."""
         x, y, mask = pack(x, y, mask)
-        self.sigma2_chosen = None  # training uses kernel.sigma2; ``condition`` chooses from sigma2_grid after it
         if any(p.requires_grad for p in self.parameters()) and self.cfg.max_steps > 0:
             loader = torch.utils.data.DataLoader([(x, self.targets(y.double(), mask)[0], mask)], batch_size=None)
             trainer = L.Trainer(
@@ -324,12 +322,11 @@ class EmbeddingKernelModule(L.LightningModule):
         self.eval()
         z = self.embed(x).double()
         yk, self.transform = self.targets(y.double(), mask)
-        self.sigma2_chosen = None
-        grid = self.cfg.get("sigma2_grid")
+        grid, base = self.cfg.get("sigma2_grid"), None  # training used kernel.sigma2 (base None)
         if grid:  # each kernel takes the σ² of the grid with the lowest Eq. 5 loss on its own subset
             best = self.sigma2_losses(z, yk, mask, grid).argmin(0)  # (K,)
-            self.sigma2_chosen = torch.tensor([float(v) for v in grid], dtype=z.dtype)[best].view(-1, 1, 1)
-        self.s2 = self.sigma2(z, mask)
+            base = torch.tensor([float(v) for v in grid], dtype=z.dtype)[best].view(-1, 1, 1)
+        self.s2 = self.sigma2(z, mask, base)
         self.chol = torch.linalg.cholesky(self.gram(z, mask, self.s2))
         self.alpha = torch.cholesky_solve(yk.unsqueeze(-1), self.chol).squeeze(-1)
         self.z, self.mask = z, mask
