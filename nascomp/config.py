@@ -4,6 +4,7 @@ source of truth for every number. ``group("space", "default")`` loads one group 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -54,3 +55,24 @@ def split_top(text: str) -> list[str]:
     if depth:
         raise ValueError(f"unbalanced brackets in {text!r}")
     return [p.strip() for p in parts + [text[start:]] if p.strip()]
+
+
+def split_label(label: str) -> tuple[str, list[str], str]:
+    """A result label ``name[override,...] suffix`` -> (name, overrides, suffix): ``"ours[search.K=1,space.ops=[a,b]]
+    zero_shot from x"`` -> ("ours", ["search.K=1", "space.ops=[a,b]"], " zero_shot from x"); no brackets: no
+    overrides, the suffix from the first space or parenthesis."""
+    name = re.match(r"[^\[\s(]*", label).group()
+    rest = label[len(name):]
+    if not rest.startswith("["):
+        return name, [], rest
+    depth = 0
+    for i, ch in enumerate(rest):
+        depth += (ch == "[") - (ch == "]")
+        if depth == 0:
+            return name, split_top(rest[1:i]), rest[i + 1:]
+    raise ValueError(f"unbalanced brackets in {label!r}")
+
+
+def join_label(name: str, overrides: Sequence[str], suffix: str = "") -> str:
+    """The inverse of :func:`split_label`."""
+    return name + (f"[{','.join(overrides)}]" if overrides else "") + suffix
