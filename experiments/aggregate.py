@@ -2,9 +2,12 @@
 
     python experiments/aggregate.py multirun/table4             # every run under a folder
     python experiments/aggregate.py multirun/table1 --csv t1.csv
-    python experiments/aggregate.py claims benchmarks/results/*.csv --seed-set held-out   # the paper's claims measured
+    python experiments/aggregate.py claims benchmarks/results/*.csv --seed-set held-out \
+        --ours-overrides kernel.sigma2_grid=null                                         # the paper's claims measured
     python experiments/aggregate.py cells benchmarks/results/nb201_search_efficiency.csv \
-        --methods ours,random,rea,tpe,local,smac --budget 160                            # regret per cell and method
+        benchmarks/results/nb201_heldout_sigma2_grid.csv --methods ours,random,rea,tpe,local,smac --budget 160   # per cell
+    python experiments/aggregate.py relabel results/*.csv \
+        --adopt "kernel.sigma2_grid=[0.25,0.5,1.0]" --was null    # once, after a default changed (done for benchmarks/results)
 
 Runs are grouped by what differs between their configs other than the seed (e.g. search.K for
 Table 4); each group prints accuracy, #params, ratio, times and f(x) of the final student.
@@ -18,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from nascomp.config import split_top
+from nascomp.config import join_label, split_label, split_top
 
 # The paper's numbers (ICLR 2019), f(x) of the final student, keyed by what a group varies.
 PAPER = {
@@ -132,11 +135,99 @@ def claim_score(row: dict) -> float:
 
 
 def with_overrides(label: str, overrides: str) -> str:
-    """``ours`` -> ``ours[<overrides>]``, ``ours[X]`` -> ``ours[<overrides>,X]`` (X applied after them)."""
+    """``ours`` -> ``ours[<overrides>]``, ``ours[X] suffix`` -> ``ours[<overrides>,X] suffix`` (X applied after them)."""
     if not overrides:
         return label
-    name, _, rest = label.partition("[")
-    return f"{name}[{overrides}{',' + rest if rest else ']'}"
+    name, rest, suffix = split_label(label)
+    return join_label(name, split_top(overrides) + rest, suffix)
+
+
+def _sets_itself(group_option: str, key: str) -> bool:
+    """Whether ``conf/<group>/<option>.yaml`` itself (not through its defaults list) sets ``key``'s rest:
+    ``kernel=paper`` sets ``kernel.sigma2_grid``, ``kernel=nb201`` inherits it."""
+    from omegaconf import OmegaConf
+
+    from nascomp.config import config_dir
+
+    group, _, option = group_option.partition("=")
+    path = config_dir() / group / f"{option}.yaml"
+    node = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
+    for part in key.split(".")[1:]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def adopt(label: str, setting: str, was: str, method: str = "ours") -> str:
+    """A result label after ``setting`` (``key=value``) became ``method``'s default where ``key`` was ``was``:
+    a row that ran ``setting`` loses it (``ours[k=v]`` -> ``ours``), a row that left ``key`` at its
+    default gains ``key=was`` first (``ours`` -> ``ours[k=was]``, ``ours[X] suffix`` -> ``ours[k=was,X] suffix``),
+    so that every label still names the overrides that reproduce it. Labels of other methods, that set
+    ``key`` to another value, or that choose a file of ``key``'s config group which sets ``key`` itself
+    (``kernel=paper`` sets its own ``kernel.sigma2_grid``; ``kernel=nb201`` inherits it) are unchanged."""
+    key = setting.partition("=")[0]
+    name, overrides, suffix = split_label(label)
+    if name != method:
+        return label
+    group = key.split(".")[0]
+    if any(o.partition("=")[0] == group and _sets_itself(o, key) for o in overrides):
+        return label
+    mine = [o for o in overrides if o.partition("=")[0] == key]
+    if mine:
+        if mine != [setting]:
+            return label
+        overrides = [o for o in overrides if o != setting]
+    else:
+        overrides = [f"{key}={was}"] + overrides
+    return join_label(method, overrides, suffix)
+
+
+LABEL_COLUMNS = ("method", "against")  # the result CSVs' columns that hold method labels
+
+
+def relabel(paths: list[Path], setting: str, was: str, method: str = "ours") -> dict[str, str]:
+    """Rewrite the label columns (``LABEL_COLUMNS``) of result CSVs by :func:`adopt`; returns the labels changed,
+    old -> new. Rows, their order, every other cell and the line endings stay as they were. All files are
+    read and checked first (a header with ``method``, no ragged row, no unbalanced brackets, no label that
+    already names ``key=was``: a second pass would turn the adopted rows, now plain ``ours``, into the old
+    setting's); only then are the changed ones replaced, each through a temporary file. ValueError names
+    the first problem, and then no file is touched."""
+    import io
+    import os
+
+    key = setting.partition("=")[0]
+    changed: dict[str, str] = {}
+    out: dict[Path, str] = {}
+    for path in paths:
+        raw = path.read_bytes().decode()
+        table = list(csv.reader(io.StringIO(raw, newline="")))
+        if not table or "method" not in table[0]:
+            raise ValueError(f"{path}: no header with a method column")
+        header, rows = table[0], table[1:]
+        columns = [header.index(c) for c in LABEL_COLUMNS if c in header]
+        for n, row in enumerate(rows, start=2):
+            if len(row) != len(header):
+                raise ValueError(f"{path}: row {n} has {len(row)} cells, the header {len(header)}")
+            for c in columns:
+                name, overrides, _ = split_label(row[c])
+                if name == method and f"{key}={was}" in overrides:
+                    raise ValueError(f"{path}: row {n}'s label {row[c]!r} already names {key}={was}: "
+                                     f"relabelled before? (a second pass would mislabel the adopted rows)")
+                new = adopt(row[c], setting, was, method)
+                if new != row[c]:
+                    changed[row[c]] = new
+                    row[c] = new
+        text = io.StringIO(newline="")
+        crlf = raw.partition("\n")[0].endswith("\r")  # the csv module's default, as the benchmarks write
+        csv.writer(text, lineterminator="\r\n" if crlf else "\n").writerows([header] + rows)
+        if text.getvalue() != raw:
+            out[path] = text.getvalue()
+    for path, text in out.items():
+        tmp = path.with_name(path.name + ".relabel")
+        tmp.write_bytes(text.encode())
+        os.replace(tmp, path)
+    return changed
 
 
 def claims(rows: list[dict], seed_set: str, space: str = "nb201", budget: int = 160, ours_overrides: str = "",
@@ -379,6 +470,29 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--ours-overrides {a.ours_overrides}: no {a.seed_set} {a.space} rows of {ours} in "
                     f"{', '.join(map(str, a.csvs))} (a method label names its overrides exactly, in the order they were run)")
         print(claims(rows, a.seed_set, a.space, a.budget, a.ours_overrides, shared=a.cells == "shared"))
+        return 0
+    if argv and argv[0] == "relabel":
+        p = argparse.ArgumentParser(description="after a default changed: rewrite result labels so that each still names the "
+                                    "overrides that reproduce it (function adopt)")
+        p.add_argument("relabel")
+        p.add_argument("csvs", nargs="+", type=Path)
+        p.add_argument("--adopt", required=True, help="the new default, key=value as an override (e.g. kernel.sigma2_grid=[0.25,0.5,1.0])")
+        p.add_argument("--was", required=True, help="the key's value before (e.g. null)")
+        p.add_argument("--method", default="ours")
+        a = p.parse_args(argv)
+        if "=" not in a.adopt or not a.adopt.partition("=")[0]:
+            p.error(f"--adopt {a.adopt}: expected key=value")
+        missing = [str(f) for f in a.csvs if not f.is_file()]
+        if missing:
+            p.error(f"not a file: {', '.join(missing)}")
+        if a.adopt.partition("=")[2] == a.was:
+            p.error(f"--adopt {a.adopt} --was {a.was}: the value did not change")
+        try:
+            changed = relabel(a.csvs, a.adopt, a.was, a.method)
+        except ValueError as exc:
+            p.error(str(exc))
+        for old, new in sorted(changed.items()):
+            print(f"{old} -> {new}")
         return 0
     if argv and argv[0] == "fronts":
         p = _cell_parser("fronts", "hypervolume per cell and method, from Pareto-mode CSVs (--mode pareto)", "ours,random,nsga2,motpe")
