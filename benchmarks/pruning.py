@@ -1,6 +1,6 @@
 """Pruning against search at equal parameters: "why not just prune the teacher?"
 
-Measured against the earlier kernel (``--against "ours[kernel.pool=both,kernel.numeric=log]"``; 3
+Measured against the earlier kernel (``--against "ours[kernel.sigma2_grid=null,kernel.pool=both,kernel.numeric=log]"``; 3
 search seeds, 0-2, of the tuning seeds; a shared 2-core CPU, one torch thread): the
 ``experiment=cpu`` setting of ``search_efficiency.py --space compression`` (digits, small_resnet at
 width 0.5: 42,938 parameters, validation accuracy 0.977; 1 proxy epoch; K = 8; budget 160; full
@@ -10,8 +10,8 @@ with every importance (by 0.13 with l1, 0.31 with l2, 0.33 with BN scale); after
 training the difference is within noise (l2 -0.010 ± 0.013, BN scale -0.001 ± 0.006) or in
 pruning's favour (l1 +0.031 ± 0.010, higher on 3 of 3 seeds). Ours' proxy f is the best of 160
 noisy proxy scores, the pruned teacher's is one draw, so the proxy column flatters ours; the full
-columns are the fair comparison. On held-out seeds 1000-1009 against the current defaults (``--against
-ours``) l1 pruning stays ahead after full training (+0.016 ± 0.004, 8 of 10). README, "Pruning at equal
+columns are the fair comparison. On held-out seeds 1000-1009 against the defaults before the σ² grid (``--against
+"ours[kernel.sigma2_grid=null]"``) l1 pruning stays ahead after full training (+0.016 ± 0.004, 8 of 10). README, "Pruning at equal
 parameters".
 
 For each search seed, ours' best student after ``--budget`` proxy evaluations sets the target: the

@@ -59,7 +59,8 @@ the CSV; the table's "gap" column is the gap to the best f found by any method a
 (at any budget), recomputed from the whole CSV each time it is printed.
 
 Measured 2026-12-04 on the shared 2-core CPU (held-out seeds 1000-1019; benchmarks/results/nb201_pareto.csv;
-``experiments/aggregate.py fronts`` prints the table): at 160 evaluations ours (``pareto_parents=spread``) has the
+``experiments/aggregate.py fronts`` prints the table), σ² fixed (rows ``ours[kernel.sigma2_grid=null]``, ours
+before the σ² grid became the default; the grid's own rows are ``ours``): at 160 evaluations ours (``pareto_parents=spread``) has the
 highest mean hypervolume in 5 of 6 cells (cifar100/params: MOTPE, by 0.00004), and by 80 it reaches random's
 160-evaluation mean in 4 of 6 (every latency cell and imagenet/params); the previous default (``accuracy``
 parents, 2026-12-01) did the same, with its miss on cifar10/params.
@@ -78,7 +79,7 @@ budget and K; at K it is also every method's first step, so the zero-shot row's 
         --dataset cifar100,imagenet --objective accuracy,compression --methods ours --seeds 10 \
         --seed-offset 1000 --budgets 50,100,160 --csv benchmarks/results/nb201_transfer.csv
 
-Same columns as the single-objective CSV (``dataset`` is the target). Measured 2026-12-01
+Same columns as the single-objective CSV (``dataset`` is the target). Measured 2026-12-01, σ² fixed
 (benchmarks/results/nb201_transfer.csv, held-out seeds 1000-1005): the 8 zero-shot proposals beat 8
 random architectures in all 4 cells and random search's 160 evaluations in 3 of 4 (README, Table 3).
 
@@ -108,7 +109,7 @@ others' (a seed with no feasible student counts accuracy 0). ``--full`` also tra
 (``final.top_k`` of the feasible ones, as the main job: ``pipeline.final_training``) and adds the columns
 finalists, finalists_feasible, full_accuracy and test_accuracy (the best feasible finalist's), in a CSV of
 its own. Measured (benchmarks/results/compression_constraint.csv, ``flops=0.5x``, K 4, held-out seeds 1000-1019,
-the seeded teacher): ours' best feasible proxy accuracy is at least random's on 16/20 seeds at 32 evaluations,
+the seeded teacher, σ² fixed): ours' best feasible proxy accuracy is at least random's on 16/20 seeds at 32 evaluations,
 +0.113 ± 0.035 (s.e.); every reported student meets the cap. Fully trained: README.
 
 ``--space compression --mode pareto`` is the real-student Pareto benchmark: the same shared teacher,
@@ -451,7 +452,7 @@ class CompressionBench:
         """A method's config for one search seed and budget, resolved, and its run id in the store
         (the history of the run is stored under it: ``benchmarks/pruning.py`` reads its best student);
         ``tag`` joins the run id (a zero-shot run: where its kernels came from)."""
-        from nascomp.pipeline import RESULT_FREE
+        from nascomp.pipeline import RESULT_FREE, stored_config
         from nascomp.store import digest
         from omegaconf import OmegaConf
 
@@ -462,7 +463,7 @@ class CompressionBench:
         # teacher trained again to other weights) are other runs, never one history read against the other
         run_id = digest({"benchmark": "search_efficiency", "search_seed": seed, "budget": budget, **(tag or {}),
                          "context": self.setup_of(overrides).context,
-                         **{k: v for k, v in config.items() if k not in RESULT_FREE}})
+                         **{k: v for k, v in stored_config(config).items() if k not in RESULT_FREE}})  # as the main job's run ids
         return cfg, config, run_id
 
     def search(self, overrides: list[str], seed: int, budget: int, tag: dict | None = None, **options):

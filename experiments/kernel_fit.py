@@ -1,7 +1,8 @@
 """How well do the kernels of a NAS-Bench-201 search predict the cells they have not seen? A fit diagnosis.
 
-For each cell (dataset, objective) and seed, the benchmark's ``ours`` (``kernel=nb201``) searches to
-``--budget`` evaluations. Each variant of the kernel (a list of overrides; ``base`` is ours unchanged)
+For each cell (dataset, objective) and seed, the benchmark's ``--method`` (default ``ours``, with
+``kernel=nb201``; e.g. ``"ours[kernel.sigma2_grid=null]"``, σ² fixed, as the committed rows) searches to
+``--budget`` evaluations. Each variant of the kernel (a list of overrides; ``base`` is the method unchanged)
 is then fitted on exactly that data, with the same random subsets (``KernelProposer.fit`` with a
 generator seeded by the seed), and predicts every cell not evaluated. Per variant:
 
@@ -12,11 +13,11 @@ generator seeded by the seed), and predicts every cell not evaluated. Per varian
 
 The search is run once per seed; only the fits differ, so the variants are compared on the same data.
 Fitting changes nothing in the search. Rows go to ``--out`` (JSON lines, resumed: a row counts as done
-for the same cell, seed, variant, budget, ``--top`` and ``--within``); the table printed is the mean over
+for the same method, cell, seed, variant, budget, ``--top`` and ``--within``); the table printed is the mean over
 the seeds that have every variant.
 
-    python experiments/kernel_fit.py --dataset cifar10,cifar100,imagenet --objective accuracy,compression \\
-        --seeds 0-5 --budget 80 --variants "base,kernel.sigma2=0.5,kernel.sigma2=1.0,kernel.sigma2=2.0,kernel.embedding=flat"
+    python experiments/kernel_fit.py --method "ours[kernel.sigma2_grid=null]" --dataset cifar10,cifar100,imagenet \\
+        --objective accuracy,compression --seeds 0-5 --budget 80 --variants "base,kernel.sigma2=0.5,kernel.sigma2=1.0,kernel.sigma2=2.0,kernel.embedding=flat"
 """
 from __future__ import annotations
 
@@ -31,15 +32,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmark's method table and config composer
 
 
-def search_state(dataset: str, objective: str, seed: int, budget: int):
-    """(space, evaluator, result): the benchmark's ``ours`` searched to ``budget`` evaluations."""
+def search_state(dataset: str, objective: str, seed: int, budget: int, method: str = "ours"):
+    """(space, evaluator, result): the benchmark's ``method`` (a kernel method's label) searched to ``budget`` evaluations."""
     from benchmarks.search_efficiency import compose, nb201_space, parse_methods
     from nascomp.nb201 import TableEvaluator
     from nascomp.search import run_search
 
     space = nb201_space(dataset)
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, objective)
-    cfg = compose(dict(parse_methods("ours", "nb201"))["ours"])
+    cfg = compose(dict(parse_methods(method, "nb201"))[method])
     cfg.search.T = -(-budget // cfg.search.K) - 1
     return space, evaluator, run_search(space, evaluator, cfg, seed, budget=budget)
 
@@ -49,7 +50,7 @@ def overrides(variant: str) -> list[str]:
     return [] if variant == "base" else variant.split("+")
 
 
-def fit(space, evaluator, result, variant: str, seed: int):
+def fit(space, evaluator, result, variant: str, seed: int, method: str = "ours"):
     """``variant``'s K kernels fitted on ``result``'s successful evaluations (and the reference, where f knows
     it) as the search's last step would fit them, with the subsets drawn from a generator seeded by ``seed``:
     (proposer, kernels, the architectures, their subsets (K, N), the rewards y)."""
@@ -58,7 +59,7 @@ def fit(space, evaluator, result, variant: str, seed: int):
     from benchmarks.search_efficiency import compose, parse_methods
     from nascomp.search import make_proposer
 
-    cfg = compose(dict(parse_methods("ours", "nb201"))["ours"] + overrides(variant))
+    cfg = compose(dict(parse_methods(method, "nb201"))[method] + overrides(variant))
     proposer = make_proposer(space, evaluator, cfg, seed)
     ok = [r for r in result.history if not r.failed]
     archs, f = [r.arch for r in ok], [r.f for r in ok]
@@ -70,12 +71,12 @@ def fit(space, evaluator, result, variant: str, seed: int):
 
 
 def fit_scores(space, evaluator, result, variant: str, seed: int, top: int = 50, within: int = 500,
-               chunk: int = 4000) -> dict:
+               chunk: int = 4000, method: str = "ours") -> dict:
     """Fit ``variant``'s kernels (``fit``) and score the unevaluated cells (module docstring)."""
     import torch
     from scipy.stats import spearmanr
 
-    proposer, module, archs, _, _ = fit(space, evaluator, result, variant, seed)
+    proposer, module, archs, _, _ = fit(space, evaluator, result, variant, seed, method)
     seen = {a.key for a in archs}
     cells = [c for c in space.all() if c.key not in seen]
     truth = np.array([evaluator.f(c.code) for c in cells])
@@ -89,7 +90,7 @@ def fit_scores(space, evaluator, result, variant: str, seed: int, top: int = 50,
     return {"spearman": rho, "recall": len(best & predicted) / top, "unevaluated": len(cells)}
 
 
-def loo_losses(space, evaluator, result, seed: int, grid: list[float]) -> dict:
+def loo_losses(space, evaluator, result, seed: int, grid: list[float], method: str = "ours") -> dict:
     """The kernels' own training objective (Eq. 5, the leave-one-out posterior loss on each kernel's subset)
     of ours' kernels (``fit`` of ``base``), re-evaluated with σ² (relative) set to each value
     of ``grid`` and nothing else changed: ``loss`` the mean over the K kernels per value, ``chosen`` how many
@@ -98,7 +99,7 @@ def loo_losses(space, evaluator, result, seed: int, grid: list[float]) -> dict:
 
     from nascomp.kernel import pack
 
-    proposer, module, archs, mask, y = fit(space, evaluator, result, "base", seed)
+    proposer, module, archs, mask, y = fit(space, evaluator, result, "base", seed, method)
     x, y, mask = pack(proposer.featurize(archs), y, mask)
     with torch.no_grad():
         z = module.embed(x).double()
@@ -150,6 +151,8 @@ def main() -> None:
     p.add_argument("--objective", default="compression", help="comma-separated: accuracy, compression")
     p.add_argument("--seeds", default="0-5", help="a range 0-5 or a list 0,3,7 (tuning seeds: < 1000)")
     p.add_argument("--budget", type=int, default=80)
+    p.add_argument("--method", default="ours", help="the benchmark's kernel method that searches and whose kernels the variants change, "
+                   "e.g. \"ours[kernel.sigma2_grid=null]\" (the committed rows)")
     p.add_argument("--variants", default="base,kernel.sigma2=1.0",
                    help="comma-separated; 'base' is ours; join several overrides of one variant with '+'")
     p.add_argument("--top", type=int, default=50)
@@ -167,8 +170,8 @@ def main() -> None:
     grid = [float(g) for g in a.loo_grid.split(",")] if a.loo_grid else []
     out = Path(a.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    setting = (a.budget, a.top, a.within)  # rows of another budget or recall measure are kept, not counted here
-    rows = [r for r in rows if (r["budget"], r.get("top", 50), r.get("within", 500)) == setting]
+    setting = (a.method, a.budget, a.top, a.within)  # rows of another method, budget or recall measure are kept, not counted here
+    rows = [r for r in rows if (r.get("method"), r["budget"], r.get("top", 50), r.get("within", 500)) == setting]
     done = {(r["dataset"], r["objective"], r["seed"], r["variant"]) for r in rows}
     for dataset in a.dataset.split(","):
         for objective in a.objective.split(","):
@@ -177,9 +180,9 @@ def main() -> None:
                 loo = bool(grid) and (dataset, objective, seed, "loo") not in done
                 if not todo and not loo:
                     continue
-                space, evaluator, result = search_state(dataset, objective, seed, a.budget)
+                space, evaluator, result = search_state(dataset, objective, seed, a.budget, a.method)
                 def record(variant: str, scores: dict) -> None:  # one row, kept and appended to --out
-                    row = {"dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
+                    row = {"method": a.method, "dataset": dataset, "objective": objective, "seed": seed, "budget": a.budget, "top": a.top,
                            "within": a.within, "variant": variant, **scores}
                     rows.append(row)
                     with out.open("a") as fh:
@@ -187,9 +190,9 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
 
                 if loo:
-                    record("loo", loo_losses(space, evaluator, result, seed, grid))
+                    record("loo", loo_losses(space, evaluator, result, seed, grid, a.method))
                 for v in todo:
-                    record(v, {**fit_scores(space, evaluator, result, v, seed, a.top, a.within),
+                    record(v, {**fit_scores(space, evaluator, result, v, seed, a.top, a.within, method=a.method),
                                "incumbent_regret": evaluator.optimum - result.best_after(a.budget)})
     print(table(rows, variants))
     if grid:

@@ -1,7 +1,7 @@
 """The learnable kernel of paper 3.1: K embedding networks and their GPs, trained as one batch.
 
 Embedding h(x; θ) (``embedding: lstm``): a Bi-LSTM over the layer encodings of x, its layer
-outputs averaged (``pool: mean``, the paper), kept in order (``concat``) or both (the default),
+outputs averaged (``pool: mean``, the paper and the default), kept in order (``concat``) or both (``kernel=nb201``),
 and L2-normalised (see ``LSTMEmbedding``). ``embedding: flat``: no network, h(x) = the L2-normalised flat view of
 x (one-hot choices, 0/1 flags, floats scaled to [0, 1]); the baseline the learned embedding must beat.
 
@@ -12,7 +12,9 @@ Kernel and GP (zero mean, noise β), per kernel k on its own subset S_k of the d
 
 σ² is ``sigma2`` itself (``sigma2_mode: absolute``) or ``sigma2`` times the median pairwise
 squared embedding distance on the kernel's data (``relative``); ``learn_sigma`` multiplies it
-by a learned factor. y is standardised on each kernel's data unless ``standardize: false``, then
+by a learned factor. ``sigma2_grid`` (the default [0.25, 0.5, 1.0]; null: off): after training on ``sigma2``,
+``condition`` gives each kernel the value of the grid (in ``sigma2_mode``'s units) with the lowest Eq. 5
+leave-one-out loss on its own subset (``sigma2_losses``). y is standardised on each kernel's data unless ``standardize: false``, then
 (``warp: power``, the default) Yeo-Johnson-transformed and standardised again (``TargetTransform``).
 
 The K subsets are batched exactly by masking: a point outside S_k gets an identity row and column

@@ -158,7 +158,8 @@ def late_defaults() -> dict[tuple[str, ...], object]:
 
 def stored_config(config: dict) -> dict:
     """``config`` less what later versions added, where it holds the value that behaves as before
-    (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``).
+    (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``;
+    ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
     out = copy.deepcopy(config)
@@ -166,6 +167,9 @@ def stored_config(config: dict) -> dict:
         node = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, path, out)
         if isinstance(node, dict) and key in node and node[key] == default:
             del node[key]
+    search, kernel = out.get("search"), out.get("kernel")
+    if isinstance(search, dict) and isinstance(kernel, dict) and search.get("method") != "ours":
+        kernel.pop("sigma2_grid", None)  # read by ours alone (paper: search.paper.kernel's file): whatever its default, no other run's id moves
     return out
 
 

@@ -188,21 +188,22 @@ def test_constraint_table_pairs_the_seeds():
 
 
 CONSTRAINT_SPACE = "compression:small_resnet-w0.5-p1-K4-tcf78a769-9d1e1d14"  # the seeded digits teacher's rows
-WITHIN = "ours[search.acquisition.within_caps=true]"
-BEFORE = "ours[search.acquisition.within_caps=false]"
+OURS = "ours[kernel.sigma2_grid=null]"  # σ² fixed: ours when the constraint rows ran (the σ² grid became the default later)
+WITHIN = "ours[kernel.sigma2_grid=null,search.acquisition.within_caps=true]"
+BEFORE = "ours[kernel.sigma2_grid=null,search.acquisition.within_caps=false]"
 MEMORY_CAP = "memory_mb<=0.04537391662597656"  # memory=0.25x: a quarter of the teacher's computed peak memory
 
 
 @pytest.mark.parametrize("name, constraint, seed_set, methods, full", [
     ("compression_constraint.csv", "flops<=561824", "tuning", [WITHIN, BEFORE, "random"], False),
-    ("compression_constraint.csv", "flops<=561824", "held-out", ["ours", BEFORE, "random"], False),
-    ("compression_constraint_full.csv", "flops<=561824", "held-out", ["ours", BEFORE, "random"], True),
+    ("compression_constraint.csv", "flops<=561824", "held-out", [OURS, BEFORE, "random"], False),
+    ("compression_constraint_full.csv", "flops<=561824", "held-out", [OURS, BEFORE, "random"], True),
     ("compression_constraint.csv", "latency_ms<=0.2", "tuning", [WITHIN, BEFORE, "random"], False),
-    ("compression_constraint.csv", "latency_ms<=0.2", "held-out", ["ours", BEFORE, "random"], False),
-    ("compression_constraint_full.csv", "latency_ms<=0.2", "held-out", ["ours", BEFORE, "random"], True),
+    ("compression_constraint.csv", "latency_ms<=0.2", "held-out", [OURS, BEFORE, "random"], False),
+    ("compression_constraint_full.csv", "latency_ms<=0.2", "held-out", [OURS, BEFORE, "random"], True),
     ("compression_constraint_full.csv", "latency_ms<=0.2", "tuning", [WITHIN, BEFORE, "random"], True),
-    ("compression_constraint.csv", MEMORY_CAP, "held-out", ["ours", BEFORE, "random"], False),
-    ("compression_constraint_full.csv", MEMORY_CAP, "held-out", ["ours", BEFORE, "random"], True),
+    ("compression_constraint.csv", MEMORY_CAP, "held-out", [OURS, BEFORE, "random"], False),
+    ("compression_constraint_full.csv", MEMORY_CAP, "held-out", [OURS, BEFORE, "random"], True),
 ])
 def test_readme_constraint_tables_are_the_benchmarks_output(name, constraint, seed_set, methods, full):
     """The README's constraint-form tables (the within-caps rules' tuning seeds, the held-out seeds, fully
@@ -236,7 +237,7 @@ def test_readme_finalist_tables_are_the_benchmarks_output(constraint, top_k):
     results = SCRIPT.parents[1] / "benchmarks" / "results"
     every = [r for r in csv.DictReader((results / "compression_constraint_finalists.csv").open())
              if r["space"] == CONSTRAINT_SPACE and r["constraint"] == constraint]
-    methods = [f"ours[final.top_k={top_k}]", f"random[final.top_k={top_k}]"]
+    methods = [f"ours[kernel.sigma2_grid=null,final.top_k={top_k}]", f"random[final.top_k={top_k}]"]
     rows = [r for r in every if r["method"] in methods]
     assert len(rows) == 2 * 10 * 4 and {r["seed_set"] for r in rows} == {"held-out"}
     assert (SCRIPT.parents[1] / "README.md").read_text().count(se.constraint_table(rows, [8, 16, 24, 32], methods, full=True)) == 1
@@ -248,7 +249,7 @@ def test_readme_finalist_tables_are_the_benchmarks_output(constraint, top_k):
         other = {base(r): r for r in every if r["method"] not in methods}
     else:  # the one-finalist rows
         other = {base(r): r for r in csv.DictReader((results / "compression_constraint_full.csv").open())
-                 if r["space"] == CONSTRAINT_SPACE and r["constraint"] == constraint and r["method"] in ("ours", "random")}
+                 if r["space"] == CONSTRAINT_SPACE and r["constraint"] == constraint and r["method"] in (OURS, "random")}
     for r in rows:  # every row has its match (a KeyError otherwise)
         assert all(r[c] == other[base(r)][c] for c in ("best", "accuracy", "feasible"))
 

@@ -14,7 +14,9 @@ CLAIMS_CSV = NB201.parent / "nb201_claims.csv"
 TUNING_20_39 = NB201.parent / "nb201_tuning_20_39.csv"  # ours, rea and a rule's arm on tuning seeds 20-39
 TUNING_40_59 = NB201.parent / "nb201_tuning_40_59.csv"  # ours, rea and the σ² grid rule's arm on tuning seeds 40-59
 HELD_OUT_SIGMA2_GRID = NB201.parent / "nb201_heldout_sigma2_grid.csv"  # that arm on held-out seeds 1000-1019
-SIGMA2_GRID = "ours[kernel.sigma2_grid=[0.25,0.5,1.0]]"
+SIGMA2_GRID = "ours"  # the σ² grid, the default since the rule passed (its rows ran as ours[kernel.sigma2_grid=[0.25,0.5,1.0]])
+NULL = "kernel.sigma2_grid=null"  # ours' arms of the claims tables (aggregate.py claims --ours-overrides)
+OURS = f"ours[{NULL}]"  # σ² fixed at 0.25: ours before the σ² grid became the default
 
 
 def aggregate(*args, check: bool = False) -> subprocess.CompletedProcess:
@@ -55,7 +57,7 @@ def tuning_comparisons(arm: str, rows: list[dict] | None = None) -> dict[str, in
     for budget in ("100", "160"):
         at = [r for r in rows if r["budget"] == budget]
         for dataset, objective in CELLS:
-            new, old = cell_regret(at, arm, dataset, objective), cell_regret(at, "ours", dataset, objective)
+            new, old = cell_regret(at, arm, dataset, objective), cell_regret(at, OURS, dataset, objective)
             assert len(new) == len(old) == 20
             digits = 3 if objective == "accuracy" else 4
             a, b = round(float(np.mean(new)), digits), round(float(np.mean(old)), digits)
@@ -67,7 +69,7 @@ def tail_counts(arm: str, rows: list[dict] | None = None) -> dict[str, dict[tupl
     """A tuning rule's tail: per cell, how many of NAS-Bench-201 tuning seeds 0-19 (or ``rows``' 20) end above
     REA's median regret at 160, for ``arm`` and for ``ours`` (20 seeds each in every cell)."""
     rows = [r for r in (nb201_rows() if rows is None else rows) if r["seed_set"] == "tuning" and r["budget"] == "160"]
-    tail = {arm: {}, "ours": {}}
+    tail = {arm: {}, OURS: {}}
     for dataset, objective in CELLS:
         median = float(np.median(cell_regret(rows, "rea", dataset, objective)))
         for method in tail:
@@ -78,9 +80,9 @@ def tail_counts(arm: str, rows: list[dict] | None = None) -> dict[str, dict[tupl
 
 
 def test_claims_table_from_committed_csv():
-    out = aggregate("claims", str(NB201), "--seed-set", "tuning", check=True).stdout
+    out = aggregate("claims", str(NB201), "--seed-set", "tuning", "--ours-overrides", NULL, check=True).stdout
     rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "tuning" and r["budget"] == "160"]
-    v = np.array([np.mean(x) for x in seed_scores(rows, "ours").values()])  # averaged over the cells of each seed
+    v = np.array([np.mean(x) for x in seed_scores(rows, OURS).values()])  # averaged over the cells of each seed
     ours = f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f} (n={len(v)})"
     k8 = next(line for line in out.splitlines() if "| K=8 |" in line)
     assert k8 == f"|  | K=8 | 0.9240 | not run | {ours} | not run / not run |"
@@ -93,11 +95,11 @@ def test_cells_table_from_committed_csv():
     """``aggregate.py cells``: regret per cell and method at a budget, each number the mean ± s.e. of the
     CSV's rows computed here directly; the best method of a cell in bold; the win count."""
     out = aggregate("cells", str(NB201), "--seed-set", "tuning",
-                    "--methods", "ours,random,tpe", "--budget", "100", check=True).stdout
+                    "--methods", f"{OURS},random,tpe", "--budget", "100", check=True).stdout
     rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "tuning" and r["budget"] == "100"]
     line = next(x for x in out.splitlines() if x.startswith("| imagenet compression |"))
     expected = []
-    for method in ("ours", "random", "tpe"):
+    for method in (OURS, "random", "tpe"):
         v = np.array([float(r["regret"]) for r in rows if r["method"] == method and r["dataset"] == "imagenet"
                       and r["objective"] == "compression"])
         assert len(v) == 20
@@ -108,30 +110,30 @@ def test_cells_table_from_committed_csv():
         assert cell.strip("*") == f"{mean:.4f} ± {se:.4f}"
     best = min(range(3), key=lambda i: expected[i][0])
     assert cells[2 + best].startswith("**") and sum(c.startswith("**") for c in cells) == 1
-    assert "ours strictly better than: random in 6/6 cells" in out
+    assert f"{OURS} strictly better than: random in 6/6 cells" in out
 
 
 def test_cells_tail_counts_cells_where_the_worst_seed_is_within_the_reference_median():
     """``cells --tail rea``: per cell, ours' worst held-out seed at 160 against REA's median seed, both computed
     here from the committed rows; the count and every failing cell with its two figures. A --tail that is not
     one of the other methods exits 2."""
-    run = lambda *extra: aggregate("cells", str(NB201), "--methods", "ours,rea", "--budget", "160", *extra)
+    run = lambda *extra: aggregate("cells", str(NB201), "--methods", f"{OURS},rea", "--budget", "160", *extra)
     out = run("--tail", "rea")
     assert out.returncode == 0, out.stderr
     rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
     held, failed = 0, []
-    cells = sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == "ours"})
+    cells = sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == OURS})
     for dataset, objective in cells:
         regret = lambda m: cell_regret(rows, m, dataset, objective)
-        worst, median = max(regret("ours")), float(np.median(regret("rea")))
-        assert len(regret("ours")) == len(regret("rea")) == 20
+        worst, median = max(regret(OURS)), float(np.median(regret("rea")))
+        assert len(regret(OURS)) == len(regret("rea")) == 20
         if worst <= median:
             held += 1
         else:
             failed.append(f"{dataset} {objective}: {worst:.4g} against {median:.4g}")
     assert len(cells) == 6 and failed  # the committed held-out rows miss the target somewhere
     line = out.stdout.splitlines()[-1]
-    assert line == f"worst seed of ours no worse than the median seed of rea in {held}/6 cells (not in {'; '.join(failed)})"
+    assert line == f"worst seed of {OURS} no worse than the median seed of rea in {held}/6 cells (not in {'; '.join(failed)})"
     bad = run("--tail", "tpe")
     assert bad.returncode == 2 and bad.stdout == "" and "--tail tpe: not one of the other --methods (rea)" in bad.stderr
 
@@ -142,7 +144,7 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
     cells and on the seeds every Table 4 arm ran, as each arm is (a seed's score: its mean over the cells).
     Without ``--cells own`` both columns are on the two accuracy cells, where the paper method's Table 4 arms ran."""
     def claims(*csvs: Path, cells: str = "own") -> str:
-        return aggregate("claims", *csvs,
+        return aggregate("claims", *csvs, "--ours-overrides", NULL,
                          "--seed-set", "held-out", "--budget", "100", "--cells", cells, check=True).stdout
     table4 = next(x for x in claims(NB201, CLAIMS_CSV).splitlines() if x.startswith("- Table 4: "))
     assert table4.endswith("; ours on " + ", ".join(f"{d} {o}" for d, o in CELLS) + " (20 seeds)")
@@ -152,7 +154,7 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
                       "ours on cifar10 accuracy, cifar100 accuracy (20 seeds)")
     def keep(r: dict) -> bool:  # K=1 on the two accuracy cells, and on ImageNet16 compression for three seeds only
         cell = (r["dataset"], r["objective"])
-        return (r["method"] != "ours[search.K=1]" or cell in (("cifar10", "accuracy"), ("cifar100", "accuracy"))
+        return (r["method"] != "ours[kernel.sigma2_grid=null,search.K=1]" or cell in (("cifar10", "accuracy"), ("cifar100", "accuracy"))
                 or cell == ("imagenet", "compression") and r["seed"] in ("1000", "1001", "1002"))
 
     with CLAIMS_CSV.open() as f:
@@ -165,10 +167,10 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
         writer.writerows(kept)
     out = claims(NB201, cut)
     rows = [r for p in (NB201, cut) for r in csv.DictReader(p.open()) if r["seed_set"] == "held-out" and r["budget"] == "100"]
-    arms = ["ours", "ours[search.K=1]", "ours[search.K=2]", "ours[search.K=4]", "ours[search.K=16]"]
+    arms = [OURS, "ours[kernel.sigma2_grid=null,search.K=1]", "ours[kernel.sigma2_grid=null,search.K=2]", "ours[kernel.sigma2_grid=null,search.K=4]", "ours[kernel.sigma2_grid=null,search.K=16]"]
     units = set.intersection(*({(r["dataset"], r["objective"], r["seed"]) for r in rows if r["method"] == a} for a in arms))
     assert {u[:2] for u in units} == {("cifar10", "accuracy"), ("cifar100", "accuracy"), ("imagenet", "compression")}
-    per_seed = seed_scores([r for r in rows if (r["dataset"], r["objective"], r["seed"]) in units], "ours")
+    per_seed = seed_scores([r for r in rows if (r["dataset"], r["objective"], r["seed"]) in units], OURS)
     assert sorted(len(v) for v in per_seed.values()) == [2] * 17 + [3] * 3  # three cells on three seeds, two on the rest
     k8 = np.array([np.mean(v) for v in per_seed.values()])
     line = next(x for x in out.splitlines() if "| K=8 |" in x)
@@ -178,12 +180,12 @@ def test_claims_compare_arms_on_the_same_cells_and_seeds(tmp_path):
 def test_claims_dataset_and_objective_filters_score_one_cell():
     """``--dataset cifar100 --objective accuracy``: the claims of that cell alone, each arm's mean computed here
     from the CSV rows of that cell; a dataset with no rows exits 2 and names it."""
-    run = lambda *extra: aggregate("claims", str(NB201), str(CLAIMS_CSV), "--seed-set", "held-out", "--budget", "50", *extra)
+    run = lambda *extra: aggregate("claims", str(NB201), str(CLAIMS_CSV), "--seed-set", "held-out", "--budget", "50", "--ours-overrides", NULL, *extra)
     out = run("--dataset", "cifar100", "--objective", "accuracy")
     assert out.returncode == 0, out.stderr
     rows = [r for r in nb201_rows()
             if r["seed_set"] == "held-out" and r["budget"] == "50" and r["dataset"] == "cifar100" and r["objective"] == "accuracy"]
-    arms = ["ours", "ours[kernel.objective=marginal]", "ours[kernel.objective=euclidean]"]  # Table 8
+    arms = [OURS, "ours[kernel.sigma2_grid=null,kernel.objective=marginal]", "ours[kernel.sigma2_grid=null,kernel.objective=euclidean]"]  # Table 8
     seeds = set.intersection(*({r["seed"] for r in rows if r["method"] == a} for a in arms))
     assert len(seeds) == 20
     for arm, name in zip(arms, ("posterior", "marginal", "euclidean")):
@@ -203,16 +205,16 @@ def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
     import tempfile
 
     rows = [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "held-out" and r["dataset"] == "cifar10"
-            and r["objective"] == "accuracy" and r["method"] in ("ours", "tpe") and r["budget"] == "160"]
-    cut = [r for r in rows if r["method"] == "ours" or r["seed"] in ("1000", "1001")]
+            and r["objective"] == "accuracy" and r["method"] in (OURS, "tpe") and r["budget"] == "160"]
+    cut = [r for r in rows if r["method"] == OURS or r["seed"] in ("1000", "1001")]
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
         w = csv.DictWriter(fh, fieldnames=list(cut[0]))
         w.writeheader()
         w.writerows(cut)
-    out = aggregate("cells", fh.name, "--methods", "ours,tpe", "--common", check=True).stdout
+    out = aggregate("cells", fh.name, "--methods", f"{OURS},tpe", "--common", check=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("| cifar10 accuracy |")).strip("| ").split(" | ")
     assert line[1] == "2"  # seeds
-    for cell, method in zip(line[2:], ("ours", "tpe")):
+    for cell, method in zip(line[2:], (OURS, "tpe")):
         v = np.array([float(r["regret"]) for r in cut if r["method"] == method and r["seed"] in ("1000", "1001")])
         assert cell.strip("*") == f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(2):.3f}"
     means = [float(c.strip("*").split(" ± ")[0]) for c in line[2:]]
@@ -220,11 +222,11 @@ def test_cells_common_seeds_compare_a_method_on_the_seeds_it_ran():
 
 
 def test_cells_takes_methods_whose_overrides_hold_commas():
-    """Tables 5 and 7 on real students: ``--methods "ours[kernel.pool=both,...,space.ops=[remove,shrink]],tpe[...]"`` is two
+    """Tables 5 and 7 on real students: ``--methods "ours[kernel.sigma2_grid=null,kernel.pool=both,...,space.ops=[remove,shrink]],tpe[...]"`` is two
     methods (split at the commas outside brackets, as the benchmark splits ``--methods``), each column
     the mean ± s.e. of the best f computed from the committed CSV."""
     path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
-    methods = ["ours[kernel.pool=both,kernel.numeric=log,space.ops=[remove,shrink]]", "tpe[space.ops=[remove,shrink]]"]
+    methods = ["ours[kernel.sigma2_grid=null,kernel.pool=both,kernel.numeric=log,space.ops=[remove,shrink]]", "tpe[space.ops=[remove,shrink]]"]
     out = aggregate("cells", str(path), "--methods", ",".join(methods), "--budget", "160", check=True).stdout
     assert "| cell | seeds | " + " | ".join(methods) + " |" in out
     rows = [r for r in csv.DictReader(path.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
@@ -236,8 +238,8 @@ def test_cells_takes_methods_whose_overrides_hold_commas():
         for cell, method in zip(cells[2:], methods):
             v = np.array([float(r["best"]) for r in rows if r["method"] == method and r["space"] == space and r["dataset"] == dataset])
             assert cell.strip("*") == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}" and len(v) >= 3
-    bad = aggregate("cells", str(path), "--methods", "ours[a")
-    assert bad.returncode == 2 and "--methods: unbalanced brackets in 'ours[a'" in bad.stderr
+    bad = aggregate("cells", str(path), "--methods", "ours[kernel.sigma2_grid=null,a")
+    assert bad.returncode == 2 and "--methods: unbalanced brackets in 'ours[kernel.sigma2_grid=null,a'" in bad.stderr
 
 
 def test_claims_ours_overrides_pick_the_rows_of_earlier_defaults():
@@ -247,10 +249,10 @@ def test_claims_ours_overrides_pick_the_rows_of_earlier_defaults():
     path = ROOT / "benchmarks" / "results" / "compression_search_efficiency.csv"
     run = lambda *extra: aggregate("claims", str(path), "--space", "compression", "--seed-set", "held-out", "--budget", "160",
                                    *extra, check=True).stdout
-    old = "kernel.pool=both,kernel.numeric=log"
+    old = f"{NULL},kernel.pool=both,kernel.numeric=log"
     rows = [r for r in csv.DictReader(path.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
     for out, label in ((run("--ours-overrides", old), f"ours[{old},search.acquisition.maximizer=random]"),
-                       (run(), "ours[search.acquisition.maximizer=random]")):
+                       (run("--ours-overrides", NULL), "ours[kernel.sigma2_grid=null,search.acquisition.maximizer=random]")):
         (space,) = {r["space"] for r in rows if r["method"] == label}
         table = out.split(f"space {space};")[1].split("\n\nspace ")[0]
         line = next(x for x in table.splitlines() if "| random sampling |" in x)
@@ -272,23 +274,23 @@ def test_cells_default_kernel_against_nb201_kernel_on_held_out_seeds():
     CSVs prints each cell's mean regret at 160 as computed here, on 20 held-out seeds per cell, and counts
     the cells where ``ours`` (kernel=nb201) is strictly below the default kernel (4 of 6: the default kernel
     is ahead on CIFAR-10 compression and CIFAR-100 accuracy only)."""
-    arm = "ours[kernel.pool=mean,kernel.numeric=raw]"
-    out = aggregate("cells", str(NB201), str(CLAIMS_CSV), "--methods", f"ours,{arm}", "--budget", "160", "--seed-set", "held-out",
+    arm = "ours[kernel.sigma2_grid=null,kernel.pool=mean,kernel.numeric=raw]"
+    out = aggregate("cells", str(NB201), str(CLAIMS_CSV), "--methods", f"{OURS},{arm}", "--budget", "160", "--seed-set", "held-out",
                     check=True).stdout
     rows = [r for r in nb201_rows() if r["seed_set"] == "held-out" and r["budget"] == "160"]
     ahead = []
     for dataset, objective in sorted({(r["dataset"], r["objective"]) for r in rows if r["method"] == arm}):
         mean = {}
-        for m in ("ours", arm):
+        for m in (OURS, arm):
             regret = cell_regret(rows, m, dataset, objective)
             assert len(regret) == 20
             mean[m] = float(np.mean(regret))
             digits = 3 if objective == "accuracy" else 4
             assert f"{mean[m]:.{digits}f} ± " in next(line for line in out.splitlines() if line.startswith(f"| {dataset} {objective} |"))
-        if mean[arm] < mean["ours"]:
+        if mean[arm] < mean[OURS]:
             ahead.append(f"{dataset} {objective}")
     assert ahead == ["cifar10 compression", "cifar100 accuracy"]
-    assert f"ours strictly better than: {arm} in 4/6 cells" in out
+    assert f"{OURS} strictly better than: {arm} in 4/6 cells" in out
 
 
 def test_k4_rule_on_tuning_seeds_keeps_k8():
@@ -297,14 +299,14 @@ def test_k4_rule_on_tuning_seeds_keeps_k8():
     in f a tie) it wins more of the 12 comparisons of mean regret with K = 8 (``ours``) than it loses, and
     on real-student tuning seeds 0-9 its paired mean best f minus K = 8's is >= 0 at 80 and 160. Both fail:
     3 wins, 7 losses, 2 ties; paired differences -0.0367 at 80 and -0.0108 at 160."""
-    arm = "ours[search.K=4]"
+    arm = "ours[kernel.sigma2_grid=null,search.K=4]"
     assert tuning_comparisons(arm) == {"win": 3, "loss": 7, "tie": 2}
     real = [r for r in csv.DictReader((NB201.parent / "compression_search_efficiency.csv").open())
             if r["seed_set"] == "tuning" and r["space"].endswith("-tcf78a769-1b5ef680")]
     for budget, expected in (("80", -0.0367), ("160", -0.0108)):
-        best = {m: {r["seed"]: float(r["best"]) for r in real if r["method"] == m and r["budget"] == budget} for m in (arm, "ours")}
-        assert sorted(best[arm]) == sorted(best["ours"]) == [str(s) for s in range(10)]
-        diff = np.mean([best[arm][s] - best["ours"][s] for s in best[arm]])
+        best = {m: {r["seed"]: float(r["best"]) for r in real if r["method"] == m and r["budget"] == budget} for m in (arm, OURS)}
+        assert sorted(best[arm]) == sorted(best[OURS]) == [str(s) for s in range(10)]
+        diff = np.mean([best[arm][s] - best[OURS][s] for s in best[arm]])
         assert round(float(diff), 4) == expected
 
 
@@ -314,8 +316,8 @@ def test_table4_k1_k2_on_six_held_out_cells():
     the 20 seeds: -0.0016 ± 0.0006 and -0.0007 ± 0.0002 at 160, as K = 8's is -0.0011 ± 0.0005."""
     rows = [r for r in nb201_rows()
             if r["seed_set"] == "held-out" and r["budget"] == "160" and r["space"] == "nb201"]
-    for method, expected in (("ours[search.K=1]", "-0.0016 ± 0.0006"), ("ours[search.K=2]", "-0.0007 ± 0.0002"),
-                             ("ours", "-0.0011 ± 0.0005")):
+    for method, expected in (("ours[kernel.sigma2_grid=null,search.K=1]", "-0.0016 ± 0.0006"), ("ours[kernel.sigma2_grid=null,search.K=2]", "-0.0007 ± 0.0002"),
+                             (OURS, "-0.0011 ± 0.0005")):
         per_seed = seed_scores(rows, method)
         assert len(per_seed) == 20 and all(len(v) == 6 for v in per_seed.values())
         v = np.array([np.mean(x) for x in per_seed.values()])
@@ -328,10 +330,10 @@ def test_tail_rule_on_tuning_seeds_keeps_best_f_subset():
     than ours' 7 of 120, and wins at least as many of the 12 mean-regret comparisons as it loses (and is no
     measurable loss on real students, not run once the first two failed). Both fail: 7 seed-cells against
     7, and 3 wins, 7 losses, 2 ties. Yet its worst seed is within REA's median in 4 of 6 cells (ours 2)."""
-    arm = "ours[search.best_f=global]"
+    arm = "ours[kernel.sigma2_grid=null,search.best_f=global]"
     tail = tail_counts(arm)
-    assert {m: sum(t.values()) for m, t in tail.items()} == {arm: 7, "ours": 7}
-    assert {m: sum(n == 0 for n in t.values()) for m, t in tail.items()} == {arm: 4, "ours": 2}  # worst seed within
+    assert {m: sum(t.values()) for m, t in tail.items()} == {arm: 7, OURS: 7}
+    assert {m: sum(n == 0 for n in t.values()) for m, t in tail.items()} == {arm: 4, OURS: 2}  # worst seed within
     assert tuning_comparisons(arm) == {"win": 3, "loss": 7, "tie": 2}
 
 
@@ -340,9 +342,9 @@ def test_local_kernel_rule_on_tuning_seeds_keeps_local_kernels_0():
     default only if, on NAS-Bench-201 tuning seeds 0-19, it leaves fewer seed-cells above REA's median
     regret at 160 than ours' 7 of 120 and wins at least as many of the 12 mean-regret comparisons as it
     loses. Both fail: 12 seed-cells (9 on CIFAR-10 compression), and 4 wins, 7 losses, 1 tie."""
-    arm = "ours[search.acquisition.local_kernels=2]"
+    arm = "ours[kernel.sigma2_grid=null,search.acquisition.local_kernels=2]"
     tail = tail_counts(arm)
-    assert sum(tail[arm].values()) == 12 and sum(tail["ours"].values()) == 7
+    assert sum(tail[arm].values()) == 12 and sum(tail[OURS].values()) == 7
     assert tail[arm]["cifar10", "compression"] == 9 and tail[arm]["imagenet", "accuracy"] == 0
     assert tuning_comparisons(arm) == {"win": 4, "loss": 7, "tie": 1}
 
@@ -354,15 +356,15 @@ def test_known_cost_rule_on_tuning_seeds_keeps_target_f():
     fail: 20 seed-cells (16 on ImageNet16 compression), and 2 wins, 3 losses, 7 ties. On the accuracy
     cells (g = 1) it is ours, seed for seed. These rows are of the implementation whose EI left out the
     factor g (retired 2026-12-05; the label says so)."""
-    arm = "ours[search.target=accuracy](EI without g; retired)"
+    arm = "ours[kernel.sigma2_grid=null,search.target=accuracy](EI without g; retired)"
     rows = [r for r in nb201_rows() if r["seed_set"] == "tuning"]
     tail = tail_counts(arm)
-    assert sum(tail[arm].values()) == 20 and sum(tail["ours"].values()) == 7
+    assert sum(tail[arm].values()) == 20 and sum(tail[OURS].values()) == 7
     assert tail[arm]["imagenet", "compression"] == 16 and tail[arm]["cifar10", "compression"] == 1
     assert tuning_comparisons(arm) == {"win": 2, "loss": 3, "tie": 7}
     for dataset in ("cifar10", "cifar100", "imagenet"):
         mine = {(r["seed"], r["budget"]): r["regret"] for r in rows if r["method"] == arm and r["dataset"] == dataset and r["objective"] == "accuracy"}
-        ours = {(r["seed"], r["budget"]): r["regret"] for r in rows if r["method"] == "ours" and r["dataset"] == dataset and r["objective"] == "accuracy"}
+        ours = {(r["seed"], r["budget"]): r["regret"] for r in rows if r["method"] == OURS and r["dataset"] == dataset and r["objective"] == "accuracy"}
         assert len(mine) == 60 and all(float(mine[k]) == pytest.approx(float(ours[k]), abs=1e-9) for k in mine)
 
 
@@ -370,9 +372,9 @@ def test_known_cost_rule_with_ei_on_f_keeps_target_f():
     """The known-cost rule run again after the EI of ``search.target=accuracy`` was fixed to EI on f: (a)
     fails, 19 seed-cells above REA's median against ours' 7 (17 on ImageNet16 compression); (b) passes,
     6 wins, 5 losses, 1 tie; so ``target`` stays ``f``."""
-    arm = "ours[search.target=accuracy]"
+    arm = "ours[kernel.sigma2_grid=null,search.target=accuracy]"
     tail = tail_counts(arm)
-    assert sum(tail[arm].values()) == 19 and sum(tail["ours"].values()) == 7
+    assert sum(tail[arm].values()) == 19 and sum(tail[OURS].values()) == 7
     assert tail[arm]["imagenet", "compression"] == 17
     assert tuning_comparisons(arm) == {"win": 6, "loss": 5, "tie": 1}
 
@@ -383,10 +385,10 @@ def test_ei_units_rule_on_tuning_seeds_20_39_keeps_target_units():
     CIFAR-10 compression); (b) passes, 5 wins, 5 losses, 2 ties; so ``ei_units`` stays ``target``."""
     rows = list(csv.DictReader(TUNING_20_39.open()))
     assert {r["seed_set"] for r in rows} == {"tuning"} and {int(r["seed"]) for r in rows} == set(range(20, 40))
-    arm = "ours[search.acquisition.ei_units=reward]"
+    arm = "ours[kernel.sigma2_grid=null,search.acquisition.ei_units=reward]"
     tail = tail_counts(arm, rows)
-    assert sum(tail[arm].values()) == 7 and sum(tail["ours"].values()) == 5
-    assert tail[arm]["cifar10", "compression"] == 5 and tail["ours"]["imagenet", "compression"] == 2
+    assert sum(tail[arm].values()) == 7 and sum(tail[OURS].values()) == 5
+    assert tail[arm]["cifar10", "compression"] == 5 and tail[OURS]["imagenet", "compression"] == 2
     assert tuning_comparisons(arm, rows) == {"win": 5, "loss": 5, "tie": 2}
     assert compose_default_acquisition().ei_units == "target"
 
@@ -396,11 +398,11 @@ def test_sigma2_rule_on_tuning_seeds_20_39_keeps_sigma2():
     160 against ours' 5 (11 on ImageNet16 compression); (b) passes, 5 wins, 5 losses, 2 ties; so ``kernel=nb201``
     keeps σ² = 0.25."""
     rows = list(csv.DictReader(TUNING_20_39.open()))
-    arm = "ours[kernel.sigma2=1.0]"
+    arm = "ours[kernel.sigma2_grid=null,kernel.sigma2=1.0]"
     assert {r["seed_set"] for r in rows if r["method"] == arm} == {"tuning"}
     assert {int(r["seed"]) for r in rows if r["method"] == arm} == set(range(20, 40))
     tail = tail_counts(arm, rows)
-    assert sum(tail[arm].values()) == 18 and sum(tail["ours"].values()) == 5
+    assert sum(tail[arm].values()) == 18 and sum(tail[OURS].values()) == 5
     assert tail[arm]["imagenet", "compression"] == 11 and tail[arm]["cifar100", "compression"] == 4
     assert tuning_comparisons(arm, rows) == {"win": 5, "loss": 5, "tie": 2}
     from nascomp.config import group
@@ -414,12 +416,12 @@ def test_sigma2_grid_rule_on_tuning_seeds_40_59_passes_on_nb201():
     160), 1 tie (CIFAR-100 accuracy at 160, both 0.000)."""
     rows = list(csv.DictReader(TUNING_40_59.open()))
     assert {r["seed_set"] for r in rows} == {"tuning"}
-    assert {m: {int(r["seed"]) for r in rows if r["method"] == m} for m in (SIGMA2_GRID, "ours", "rea")} == \
-        dict.fromkeys((SIGMA2_GRID, "ours", "rea"), set(range(40, 60)))
+    assert {m: {int(r["seed"]) for r in rows if r["method"] == m} for m in (SIGMA2_GRID, OURS, "rea")} == \
+        dict.fromkeys((SIGMA2_GRID, OURS, "rea"), set(range(40, 60)))
     assert len(rows) == 3 * 6 * 20 * 3  # three methods, six cells, 20 seeds, three budgets
     tail = tail_counts(SIGMA2_GRID, rows)
-    assert sum(tail[SIGMA2_GRID].values()) == 5 and sum(tail["ours"].values()) == 8
-    assert tail[SIGMA2_GRID]["cifar10", "compression"] == 3 and tail["ours"]["cifar10", "accuracy"] == 2
+    assert sum(tail[SIGMA2_GRID].values()) == 5 and sum(tail[OURS].values()) == 8
+    assert tail[SIGMA2_GRID]["cifar10", "compression"] == 3 and tail[OURS]["cifar10", "accuracy"] == 2
     assert tuning_comparisons(SIGMA2_GRID, rows) == {"win": 10, "loss": 1, "tie": 1}
 
 
@@ -432,7 +434,7 @@ def test_sigma2_grid_on_held_out_seeds():
     assert {r["seed_set"] for r in grid} == {"held-out"} and {r["method"] for r in grid} == {SIGMA2_GRID}
     assert {int(r["seed"]) for r in grid} == set(range(1000, 1020)) and len(grid) == 6 * 20 * 3
     rows = grid + [r for r in csv.DictReader(NB201.open()) if r["seed_set"] == "held-out"]
-    others = ("ours", "random", "rea", "tpe", "local", "smac")
+    others = (OURS, "random", "rea", "tpe", "local", "smac")
     below = {b: {m: [] for m in others} for b in ("100", "160")}
     tail_fails = []
     for budget in below:
@@ -448,7 +450,7 @@ def test_sigma2_grid_on_held_out_seeds():
             if budget == "160" and max(mine) > np.median(cell_regret(at, "rea", dataset, objective)):
                 tail_fails.append((dataset, objective))
     assert all(len(cells) == 6 for cells in below["100"].values())
-    assert {m: len(c) for m, c in below["160"].items()} == {"ours": 4, "random": 6, "rea": 6, "tpe": 5, "local": 6, "smac": 6}
+    assert {m: len(c) for m, c in below["160"].items()} == {OURS: 4, "random": 6, "rea": 6, "tpe": 5, "local": 6, "smac": 6}
     assert ("cifar100", "compression") not in below["160"]["tpe"]
     assert tail_fails == [("cifar10", "compression"), ("cifar100", "compression"), ("imagenet", "compression")]
 
@@ -461,9 +463,9 @@ def test_sigma2_grid_rule_c_on_real_students():
     expected = {"80": (-0.0129, 0.0130), "160": (-0.0157, 0.0244)}
     for budget, (mean, se) in expected.items():
         best = {m: {int(r["seed"]): float(r["best"]) for r in rows if r["method"] == m and r["budget"] == budget
-                    and r["seed_set"] == "tuning"} for m in (SIGMA2_GRID, "ours")}
-        assert set(best[SIGMA2_GRID]) == set(best["ours"]) == set(range(10))
-        diff = np.array([best[SIGMA2_GRID][s] - best["ours"][s] for s in range(10)])
+                    and r["seed_set"] == "tuning"} for m in (SIGMA2_GRID, OURS)}
+        assert set(best[SIGMA2_GRID]) == set(best[OURS]) == set(range(10))
+        diff = np.array([best[SIGMA2_GRID][s] - best[OURS][s] for s in range(10)])
         paired_se = diff.std(ddof=1) / np.sqrt(10)
         assert (round(float(diff.mean()), 4), round(float(paired_se), 4)) == (mean, se)
         assert diff.mean() >= -paired_se
@@ -508,7 +510,7 @@ def test_paper_methods_maximiser_and_kernel_objective_arms_on_accuracy_cells(bud
 
 def claims_output(*args: str) -> list[str]:
     """``aggregate.py claims`` on the two committed NAS-Bench-201 CSVs, held-out seeds: its table lines."""
-    out = aggregate("claims", str(NB201), str(CLAIMS_CSV), "--seed-set", "held-out", *args, check=True).stdout
+    out = aggregate("claims", str(NB201), str(CLAIMS_CSV), "--seed-set", "held-out", "--ours-overrides", NULL, *args, check=True).stdout
     return [line for line in out.splitlines() if line.startswith("|")]
 
 
@@ -526,7 +528,7 @@ def test_readme_cifar10_claims_tables_are_the_commands_output(budget):
     """The README's CIFAR-10 accuracy claims tables are what its command prints from the committed CSVs
     (a new arm's rows change them: the test catches a table left stale)."""
     text = (ROOT / "README.md").read_text()
-    assert "--seed-set held-out --budget 50 --dataset cifar10 --objective accuracy   # and 100, 160" in text
+    assert "--seed-set held-out --budget 50 --dataset cifar10 --objective accuracy --ours-overrides kernel.sigma2_grid=null   # and 100, 160" in text
     assert readme_table_after(f"At {budget} evaluations (`--budget {budget}`):") == claims_output(
         "--budget", budget, "--dataset", "cifar10", "--objective", "accuracy")
 
@@ -613,14 +615,14 @@ def test_readme_cifar100_claims_tables_are_the_commands_output():
 
 
 PARETO = NB201.parent / "nb201_pareto.csv"
-ACCURACY_PARENTS = "ours[search.acquisition.pareto_parents=accuracy]"  # ours' Pareto parents before spread
+ACCURACY_PARENTS = "ours[kernel.sigma2_grid=null,search.acquisition.pareto_parents=accuracy]"  # ours' Pareto parents before spread
 
 
 def test_fronts_table_from_committed_csv():
     """``aggregate.py fronts``: hypervolume per cell and method at a budget, each number the mean ± s.e. of
     the CSV's rows computed here directly; the paired seed counts; the cells where ours at 80 reaches
     random's mean at 160; and the README's NAS-Bench-201 Pareto tables are its output."""
-    methods = ["ours", ACCURACY_PARENTS, "random", "nsga2", "motpe"]
+    methods = [OURS, ACCURACY_PARENTS, "random", "nsga2", "motpe"]
     out = aggregate("fronts", str(PARETO), "--methods", ",".join(methods), "--reach", "random", check=True).stdout
     rows = [r for r in csv.DictReader(PARETO.open()) if r["seed_set"] == "held-out" and r["dataset"] == "imagenet"
             and r["cost"] == "params"]
@@ -635,15 +637,15 @@ def test_fronts_table_from_committed_csv():
         means.append(v.mean())
         assert cell.strip("*") == f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}"
     assert cells[2 + int(np.argmax(means))].startswith("**")
-    above = sum(hv[("ours", s, 160)] > hv[("random", s, 160)] for s in seeds)
+    above = sum(hv[(OURS, s, 160)] > hv[("random", s, 160)] for s in seeds)
     assert f"imagenet params: {ACCURACY_PARENTS} " in out and f"random {above}/20" in out
-    early = np.mean([hv[("ours", s, 80)] for s in seeds]) >= np.mean([hv[("random", s, 160)] for s in seeds])
+    early = np.mean([hv[(OURS, s, 80)] for s in seeds]) >= np.mean([hv[("random", s, 160)] for s in seeds])
     assert ("imagenet params: " in out.split("reaches random at 160")[-1]) == (not early)
     readme = (ROOT / "README.md").read_text()
     for x in out.splitlines()[2:]:
         assert x in readme
     for budget in ("80", "160"):  # the tuning seeds that chose spread (README: the rule read 80 and 160)
-        tuning = aggregate("fronts", str(PARETO), "--methods", f"ours,{ACCURACY_PARENTS}", "--seed-set", "tuning",
+        tuning = aggregate("fronts", str(PARETO), "--methods", f"{OURS},{ACCURACY_PARENTS}", "--seed-set", "tuning",
                            "--budget", budget, check=True).stdout
         assert "| cifar10 latency | 10 |" in tuning
         for x in tuning.splitlines()[2:]:
@@ -661,12 +663,12 @@ def pareto_rule(arm: str) -> tuple[int, dict[str, float]]:
     seeds = [str(s) for s in range(10)]
     wins, paired = 0, {}
     for budget in ("50", "80", "160"):
-        diffs = [np.array([hv[(arm, d, c, s, budget)] - hv[("ours", d, c, s, budget)] for s in seeds]) for d, c in cells]
+        diffs = [np.array([hv[(arm, d, c, s, budget)] - hv[(OURS, d, c, s, budget)] for s in seeds]) for d, c in cells]
         paired[budget] = round(float(np.mean([x.mean() for x in diffs])), 4)
         wins += sum(x.mean() > 0 for x in diffs) if budget != "50" else 0
     readme = (ROOT / "README.md").read_text()
     for budget in ("80", "160"):
-        out = aggregate("fronts", str(PARETO), "--methods", f"ours,{arm}", "--seed-set", "tuning", "--budget", budget, check=True).stdout
+        out = aggregate("fronts", str(PARETO), "--methods", f"{OURS},{arm}", "--seed-set", "tuning", "--budget", budget, check=True).stdout
         for x in out.splitlines()[2:]:
             assert x in readme
     return wins, paired
@@ -676,7 +678,7 @@ def test_pareto_batch_rule_on_tuning_seeds_keeps_the_believer():
     """The rule for ``search.acquisition.pareto_batch=independent`` (README "Choosing the batch"):
     higher mean hypervolume in 5 of the 12 comparisons (the rule asks 8), paired mean over the cells
     -0.0028, +0.0001, -0.0003 at 50, 80, 160 (it asks >= 0): it fails and the default stays ``believer``."""
-    assert pareto_rule("ours[search.acquisition.pareto_batch=independent]") == (5, {"50": -0.0028, "80": 0.0001, "160": -0.0003})
+    assert pareto_rule("ours[kernel.sigma2_grid=null,search.acquisition.pareto_batch=independent]") == (5, {"50": -0.0028, "80": 0.0001, "160": -0.0003})
     assert "−0.0028, +0.0001 and −0.0003 at 50, 80 and 160" in (ROOT / "README.md").read_text()
     assert compose_default_acquisition().pareto_batch == "believer"
 
@@ -685,7 +687,7 @@ def test_pareto_units_rule_on_tuning_seeds_keeps_target_units():
     """The rule for ``search.acquisition.pareto_units=accuracy`` (README "Choosing EHVI's units"):
     higher mean hypervolume in 5 of the 12 comparisons (the rule asks 8), paired mean over the cells
     -0.0022, -0.0007, -0.0002 at 50, 80, 160 (it asks >= 0): it fails and the default stays ``target``."""
-    assert pareto_rule("ours[search.acquisition.pareto_units=accuracy]") == (5, {"50": -0.0022, "80": -0.0007, "160": -0.0002})
+    assert pareto_rule("ours[kernel.sigma2_grid=null,search.acquisition.pareto_units=accuracy]") == (5, {"50": -0.0022, "80": -0.0007, "160": -0.0002})
     assert "−0.0022, −0.0007 and −0.0002 at 50, 80 and 160" in (ROOT / "README.md").read_text()
     assert compose_default_acquisition().pareto_units == "target"
 
@@ -698,7 +700,7 @@ def compose_default_acquisition():
 
 
 def test_fronts_reach_must_be_another_method():
-    bad = aggregate("fronts", str(PARETO), "--methods", "ours,random", "--reach", "nsga2")
+    bad = aggregate("fronts", str(PARETO), "--methods", f"{OURS},random", "--reach", "nsga2")
     assert bad.returncode == 2 and "--reach nsga2: not one of the other --methods (random)" in bad.stderr
 
 
@@ -707,7 +709,7 @@ def test_fronts_compression_tables_in_readme():
     fronts`` of the committed rows, and its paired row against the previous defaults matches the rows of
     the two space labels (one teacher: the newer label names its weights), seed by seed."""
     path = PARETO.parent / "compression_pareto.csv"
-    methods = ["ours", ACCURACY_PARENTS, "ours[kernel.pool=both,kernel.numeric=log,search.acquisition.pareto_parents=accuracy]",
+    methods = [OURS, ACCURACY_PARENTS, "ours[kernel.sigma2_grid=null,kernel.pool=both,kernel.numeric=log,search.acquisition.pareto_parents=accuracy]",
                "random", "nsga2", "motpe"]
     readme = (ROOT / "README.md").read_text()
     for budget in ("160", "40"):
@@ -719,7 +721,7 @@ def test_fronts_compression_tables_in_readme():
           if r["cost"] == "params"}
     seeds = [str(s) for s in range(1000, 1010)]
     for budget in ("40", "80", "160"):
-        d = np.array([hv[(old + "-9d1e1d14", "ours", s, budget)] - hv[(old, ACCURACY_PARENTS, s, budget)] for s in seeds])
+        d = np.array([hv[(old + "-9d1e1d14", OURS, s, budget)] - hv[(old, ACCURACY_PARENTS, s, budget)] for s in seeds])
         row = next(x for x in readme.splitlines() if x.startswith("| the previous defaults |"))
         assert f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(10):.3f}" in row
         assert f"{(d > 0).sum()}/10)" in row
@@ -735,14 +737,14 @@ def test_compression_latency_paired_table_in_readme():
           if r["space"] == label and r["cost"] == "latency"}
     readme = (ROOT / "README.md").read_text().splitlines()
     names = {"the previous defaults": ACCURACY_PARENTS,
-             "the earlier kernel": "ours[kernel.pool=both,kernel.numeric=log,search.acquisition.pareto_parents=accuracy]",
+             "the earlier kernel": "ours[kernel.sigma2_grid=null,kernel.pool=both,kernel.numeric=log,search.acquisition.pareto_parents=accuracy]",
              "NSGA-II": "nsga2", "random search": "random", "MOTPE": "motpe"}
     seeds = [str(s) for s in range(1000, 1010)]
     for name, method in names.items():
         row = next(x for x in readme if x.startswith(f"| {name} (latency) |"))
         cells = [c.strip() for c in row.strip("|").split("|")[1:]]
         for cell, budget in zip(cells, ("40", "80", "160"), strict=True):
-            d = np.array([hv[("ours", s, budget)] - hv[(method, s, budget)] for s in seeds])  # every seed ran every method
+            d = np.array([hv[(OURS, s, budget)] - hv[(method, s, budget)] for s in seeds])  # every seed ran every method
             mean = f"{d.mean():+.3f}".replace("-", "−")
             assert cell.startswith(f"{mean} ± {d.std(ddof=1) / np.sqrt(10):.3f} (") and cell.endswith(f"{(d > 0).sum()}/10)"), (name, budget, cell)
 
@@ -754,19 +756,19 @@ def test_cells_counts_only_the_cells_both_methods_ran():
     """Held-out real students at 160: ``ours`` has no rows in the earlier teacher's cell (label without ``-t``),
     random search and REA have rows in both. The win and tail counts are over the one cell both ran (ours'
     mean above random's and REA's there; its worst seed 0.7157 below REA's median 0.72), not over the 2 shown."""
-    out = aggregate("cells", COMPRESSION, "--methods", "ours,random,rea", "--tail", "rea", check=True).stdout
+    out = aggregate("cells", COMPRESSION, "--methods", f"{OURS},random,rea", "--tail", "rea", check=True).stdout
     rows = [r for r in csv.DictReader(COMPRESSION.open()) if r["seed_set"] == "held-out" and r["budget"] == "160"]
     best = lambda m, space: [float(r["best"]) for r in rows if r["method"] == m and r["space"] == space]
-    spaces = sorted({r["space"] for r in rows if r["method"] in ("ours", "random", "rea")})
-    assert len(spaces) == 2 and [bool(best("ours", s)) for s in spaces] == [False, True]
+    spaces = sorted({r["space"] for r in rows if r["method"] in (OURS, "random", "rea")})
+    assert len(spaces) == 2 and [bool(best(OURS, s)) for s in spaces] == [False, True]
     assert sum(x.startswith("| compression:") for x in out.splitlines()) == 2
     ran = spaces[1]
-    wins = {m: int(np.mean(best("ours", ran)) > np.mean(best(m, ran))) for m in ("random", "rea")}
+    wins = {m: int(np.mean(best(OURS, ran)) > np.mean(best(m, ran))) for m in ("random", "rea")}
     assert wins == {"random": 1, "rea": 1}
-    assert f"ours strictly better than: random in {wins['random']}/1 cells, rea in {wins['rea']}/1 cells" in out
-    worst, median = min(best("ours", ran)), float(np.median(best("rea", ran)))
+    assert f"{OURS} strictly better than: random in {wins['random']}/1 cells, rea in {wins['rea']}/1 cells" in out
+    worst, median = min(best(OURS, ran)), float(np.median(best("rea", ran)))
     assert worst < median
-    assert out.splitlines()[-1] == (f"worst seed of ours no worse than the median seed of rea in 0/1 cells "
+    assert out.splitlines()[-1] == (f"worst seed of {OURS} no worse than the median seed of rea in 0/1 cells "
                                     f"(not in {ran} digits: {worst:.4g} against {median:.4g})")
 
 
@@ -774,20 +776,20 @@ def test_fronts_counts_only_the_cells_both_methods_ran():
     """Real-student Pareto rows at 160, four cells: NSGA-II ran three, ours two (one of them without NSGA-II),
     random search three. Each count is over the cells the two methods both ran, each figure computed here."""
     path = NB201.parent / "compression_pareto.csv"
-    out = aggregate("fronts", path, "--methods", "nsga2,ours,random", "--reach", "random", "--early", "80", check=True).stdout
+    out = aggregate("fronts", path, "--methods", f"nsga2,{OURS},random", "--reach", "random", "--early", "80", check=True).stdout
     hv: dict[tuple, dict[str, list[float]]] = {}
     for r in csv.DictReader(path.open()):
-        if r["seed_set"] == "held-out" and r["method"] in ("nsga2", "ours", "random"):
+        if r["seed_set"] == "held-out" and r["method"] in ("nsga2", OURS, "random"):
             hv.setdefault((r["space"], r["cost"]), {}).setdefault(f"{r['method']}@{r['budget']}", []).append(float(r["hypervolume"]))
     shown = [c for c, by in hv.items() if any(k.endswith("@160") for k in by)]
     assert len(shown) == 4 and sum(x.startswith("| compression:") for x in out.splitlines()) == 4
     mean = lambda by, key: float(np.mean(by[key]))
     counts = {}
-    for m in ("ours", "random"):
+    for m in (OURS, "random"):
         both = [by for by in hv.values() if "nsga2@160" in by and f"{m}@160" in by]
         counts[m] = (sum(mean(by, "nsga2@160") > mean(by, f"{m}@160") for by in both), len(both))
-    assert counts == {"ours": (0, 1), "random": (3, 3)}
-    assert "nsga2 higher than: ours in 0/1 cells, random in 3/3 cells" in out
+    assert counts == {OURS: (0, 1), "random": (3, 3)}
+    assert f"nsga2 higher than: {OURS} in 0/1 cells, random in 3/3 cells" in out
     reach = [by for by in hv.values() if "nsga2@80" in by and "random@160" in by]
     reached = sum(mean(by, "nsga2@80") >= mean(by, "random@160") for by in reach)
     assert (reached, len(reach)) == (1, 3) and f"nsga2 at 80 reaches random at 160 in {reached}/{len(reach)} cells (not in " in out
@@ -798,7 +800,7 @@ def test_claims_score_each_compression_space_apart():
     ``-1b5ef680`` only, the marginal likelihood on ``-tcf78a769`` only, the σ² grid on ``-9d1e1d14`` only. ``claims``
     prints one table per label, each arm's mean ± s.e. from that label's rows alone (never a seed's mean over two
     teachers), and "Compared on" names the label."""
-    out = aggregate("claims", COMPRESSION, "--space", "compression", "--seed-set", "tuning", "--budget", "160", "--cells", "own",
+    out = aggregate("claims", COMPRESSION, "--space", "compression", "--seed-set", "tuning", "--budget", "160", "--cells", "own", "--ours-overrides", NULL,
                     check=True).stdout
     rows = [r for r in csv.DictReader(COMPRESSION.open()) if r["seed_set"] == "tuning" and r["budget"] == "160"]
     sections = out.split("\n\nspace ")
@@ -810,9 +812,75 @@ def test_claims_score_each_compression_space_apart():
     for section, space in zip(sections, (old, new, third)):
         best = lambda m: [float(r["best"]) for r in rows if r["method"] == m and r["space"] == space]
         ours = lambda arm: next(x for x in section.splitlines() if f"| {arm} |" in x).split(" | ")[4]
-        for arm, method in (("K=8", "ours"), ("evolution", "ours"), ("posterior", "ours"), ("K=4", "ours[search.K=4]"),
-                            ("marginal", "ours[kernel.objective=marginal]")):
+        for arm, method in (("K=8", OURS), ("evolution", OURS), ("posterior", OURS), ("K=4", "ours[kernel.sigma2_grid=null,search.K=4]"),
+                            ("marginal", "ours[kernel.sigma2_grid=null,kernel.objective=marginal]")):
             assert ours(arm) == (stat(best(method)) if best(method) else "not run"), (space, arm)
         assert f"- Table 6: paper on nothing; ours on {space} digits (10 seeds)" in section
-    assert stat([float(r["best"]) for r in rows if r["method"] == "ours" and r["space"] == old]) != \
-        stat([float(r["best"]) for r in rows if r["method"] == "ours" and r["space"] == new])
+    assert stat([float(r["best"]) for r in rows if r["method"] == OURS and r["space"] == old]) != \
+        stat([float(r["best"]) for r in rows if r["method"] == OURS and r["space"] == new])
+
+
+def test_relabel_after_the_sigma2_grid_became_the_default(tmp_path):
+    """``aggregate.py relabel --adopt kernel.sigma2_grid=[0.25,0.5,1.0] --was null`` is how the committed rows were
+    relabelled: on the tuning rows 40-59 as they were before (ours with σ² fixed as ``ours``, the option with its
+    override) it writes the committed file byte for byte; ``adopt`` keeps other methods, explicit values and
+    labels that pick a kernel file setting the key itself (``kernel=paper``, not ``kernel=nb201``, which inherits
+    it); a second pass, a ragged row, a bad --adopt or a missing file exits 2 and leaves every file as it was."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from aggregate import adopt
+
+    setting = "kernel.sigma2_grid=[0.25,0.5,1.0]"
+    cases = {"ours": OURS, "ours[search.K=1]": f"ours[{NULL},search.K=1]", f"ours[{setting}]": "ours",
+             f"ours[search.K=4,{setting}]": "ours[search.K=4]", "ours zero_shot from cifar10": f"{OURS} zero_shot from cifar10",
+             "ours[space.ops=[remove,shrink]] search from x": f"ours[{NULL},space.ops=[remove,shrink]] search from x",
+             "ours[search.target=accuracy](EI without g; retired)": f"ours[{NULL},search.target=accuracy](EI without g; retired)",
+             "ours[kernel.sigma2_grid=[0.5]]": "ours[kernel.sigma2_grid=[0.5]]", "ours[kernel=paper,kernel.sigma2=0.1]": "ours[kernel=paper,kernel.sigma2=0.1]",
+             "ours[kernel=nb201]": f"ours[{NULL},kernel=nb201]", "paper": "paper", "tpe[space.ops=[remove]]": "tpe[space.ops=[remove]]",
+             "prune[l1]": "prune[l1]", "oursx": "oursx"}
+    assert {old: adopt(old, setting, "null") for old in cases} == cases
+    committed = TUNING_40_59.read_bytes()
+    option = f'"ours[{setting}]",'.encode()
+    before = committed.replace(b"\r\nours,", b"\r\nOPTION,").replace(f"\r\n{OURS},".encode(), b"\r\nours,").replace(b"\r\nOPTION,", b"\r\n" + option)
+    path, other = tmp_path / "rows.csv", tmp_path / "other.csv"
+    path.write_bytes(before)
+    rows = list(csv.DictReader(path.open()))
+    assert {r["method"] for r in rows} == {"ours", "rea", f"ours[{setting}]"} and len(rows) == 1080
+    assert sum(r["method"] == "ours" for r in rows) == 360
+    out = aggregate("relabel", str(path), "--adopt", setting, "--was", "null", check=True).stdout
+    assert out.splitlines() == [f"ours -> {OURS}", f"ours[{setting}] -> ours"]
+    assert path.read_bytes() == committed
+    ragged = before + b"ours,nb201\r\n"
+    for files, args, message in (([path], ["--adopt", "kernel.sigma2_grid", "--was", "null"], "expected key=value"),
+                                 ([other, path], ["--adopt", setting, "--was", "null"], "already names kernel.sigma2_grid=null"),
+                                 ([other, tmp_path / "none.csv"], ["--adopt", setting, "--was", "null"], "not a file"),
+                                 ([other], ["--adopt", setting, "--was", "[0.25,0.5,1.0]"], "did not change")):
+        other.write_bytes(before)
+        res = aggregate("relabel", *map(str, files), *args)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert other.read_bytes() == before and path.read_bytes() == committed
+    other.write_bytes(before)
+    path.write_bytes(ragged)
+    res = aggregate("relabel", str(other), str(path), "--adopt", setting, "--was", "null")
+    assert res.returncode == 2 and "row 1082 has 2 cells, the header 11" in res.stderr
+    assert other.read_bytes() == before and path.read_bytes() == ragged
+
+
+def test_readme_labels_of_sigma2_fixed_rows_name_committed_rows():
+    """Every label the README gives as ``ours[kernel.sigma2_grid=null...]`` (rows run before the σ² grid became the
+    default, in commands, tables and text) is the label of committed rows: a CSV's method or against column, or
+    a kernel-fit row's method. The placeholders ``...`` and ``X`` aside."""
+    import json
+
+    results = ROOT / "benchmarks" / "results"
+    labels = {r[c] for path in results.glob("*.csv") for r in csv.DictReader(path.open()) for c in ("method", "against") if r.get(c)}
+    labels |= {json.loads(line)["method"] for line in (results / "nb201_kernel_fit.jsonl").read_text().splitlines()}
+    text, found, i = (ROOT / "README.md").read_text(), set(), 0
+    while (j := text.find(f"ours[{NULL}", i)) >= 0:
+        depth, k = 0, j + len("ours")
+        while (depth := depth + (text[k] == "[") - (text[k] == "]")) > 0:
+            k += 1
+        found.add(text[j: k + 1])
+        i = k + 1
+    named = {label for label in found if "..." not in label and not label.endswith(",X]")}
+    assert len(named) >= 30 and OURS in named and f"ours[{NULL},search.K=1]" in named
+    assert sorted(named - labels) == []

@@ -20,7 +20,7 @@ def kernel_cfg(**over):
 
 
 def flat_module(num_kernels, dim, **over):
-    cfg = kernel_cfg(**{"embedding": "flat", "sigma2_mode": "absolute", "sigma2": 0.3, **over})
+    cfg = kernel_cfg(**{"embedding": "flat", "sigma2_mode": "absolute", "sigma2": 0.3, "sigma2_grid": None, **over})  # as kernel=flat
     return EmbeddingKernelModule(cfg, num_kernels, dim)
 
 

@@ -45,6 +45,7 @@ def test_readme_table_is_the_committed_rows():
 
     rows = [json.loads(line) for line in (ROOT / "benchmarks" / "results" / "nb201_kernel_fit.jsonl").read_text().splitlines()]
     assert {r["seed"] for r in rows} == set(range(6)) and {r["budget"] for r in rows} == {80}
+    assert {r["method"] for r in rows} == {"ours[kernel.sigma2_grid=null]"}  # σ² fixed: ours when these ran
     variants = ["base", "kernel.sigma2=0.5", "kernel.sigma2=1.0", "kernel.sigma2=2.0", "kernel.embedding=flat"]
     lines = kernel_fit.table(rows, variants).splitlines()[2:]
     readme = (ROOT / "README.md").read_text().replace("−", "-")

@@ -158,18 +158,28 @@ def test_late_keys_at_their_default_keep_run_ids():
 
 def test_sigma2_grid_is_checked_and_its_default_keeps_run_ids():
     """``kernel.sigma2_grid`` came after runs were stored: at null (σ² fixed, as those runs) it is left out of the
-    stored config; a grid is another run; an empty grid or a non-positive value is a ConfigError."""
+    stored config, so those runs keep their ids under ``kernel.sigma2_grid=null``; the default since the σ² grid
+    rule passed is the grid [0.25, 0.5, 1.0] (``kernel=nb201`` inherits it, ``kernel=paper`` and ``kernel=flat``
+    pin null), another run id; an empty grid or a non-positive value is a ConfigError."""
     import copy
 
     from nascomp.pipeline import run_id_of, stored_config
 
-    config = OmegaConf.to_container(validate(compose(TINY)), resolve=True)
+    config = OmegaConf.to_container(validate(compose(TINY + ["kernel.sigma2_grid=null"])), resolve=True)
     assert config["kernel"]["sigma2_grid"] is None
     before = copy.deepcopy(config)
     del before["kernel"]["sigma2_grid"]
     assert stored_config(config) == stored_config(before) and run_id_of(config) == run_id_of(before)
-    grid = OmegaConf.to_container(validate(compose(TINY + ["kernel.sigma2_grid=[0.25,0.5,1.0]"])), resolve=True)
+    grid = OmegaConf.to_container(validate(compose(TINY)), resolve=True)
     assert run_id_of(grid) != run_id_of(config) and stored_config(grid)["kernel"]["sigma2_grid"] == [0.25, 0.5, 1.0]
+    kernels = {option: OmegaConf.to_container(validate(compose(TINY + [f"kernel={option}"])), resolve=True)["kernel"]["sigma2_grid"]
+               for option in ("default", "nb201", "paper", "flat")}
+    assert kernels == {"default": [0.25, 0.5, 1.0], "nb201": [0.25, 0.5, 1.0], "paper": None, "flat": None}
+    for method in ("random", "paper"):  # methods that do not read kernel.sigma2_grid keep the ids they had before it
+        other = OmegaConf.to_container(validate(compose(TINY + [f"search.method={method}"])), resolve=True)
+        old = copy.deepcopy(other)
+        del old["kernel"]["sigma2_grid"]
+        assert run_id_of(other) == run_id_of(old) and "sigma2_grid" not in stored_config(other)["kernel"]
     for bad in ("[]", "[0.5,0]", "[-1]", "[a]"):
         with pytest.raises(ConfigError, match=re.escape("kernel.sigma2_grid must be null or a non-empty list of positive numbers")):
             validate(compose(TINY + [f"kernel.sigma2_grid={bad}"]))
