@@ -63,7 +63,9 @@ Measured 2026-12-04 on the shared 2-core CPU (held-out seeds 1000-1019; benchmar
 before the σ² grid became the default; the grid's own rows are ``ours``): at 160 evaluations ours (``pareto_parents=spread``) has the
 highest mean hypervolume in 5 of 6 cells (cifar100/params: MOTPE, by 0.00004), and by 80 it reaches random's
 160-evaluation mean in 4 of 6 (every latency cell and imagenet/params); the previous default (``accuracy``
-parents, 2026-12-01) did the same, with its miss on cifar10/params.
+parents, 2026-12-01) did the same, with its miss on cifar10/params. With the σ² grid, the default since
+2026-12-05 (rows ``ours``): highest in 5 of 6 (cifar10/params: MOTPE and σ² fixed, by 0.0003) and reaching
+random's 160 by 80 in 5 of 6 (not cifar10/params).
 
 ``--mode transfer`` (NAS-Bench-201) is paper Table 3 by the paper's protocol (4.3): per seed and
 objective, a method with kernels (``ours``, ``paper``, with overrides) searches ``--source`` for the
