@@ -78,7 +78,7 @@ step, never trains them; ``<method> search from <source>``, every budget) and ``
 budget and K; at K it is also every method's first step, so the zero-shot row's counterpart), e.g.
 
     python benchmarks/search_efficiency.py --space nb201 --mode transfer --source cifar10 \
-        --dataset cifar100,imagenet --objective accuracy,compression --methods ours --seeds 10 \
+        --dataset cifar100,imagenet --objective accuracy,compression --methods "ours[kernel.sigma2_grid=null]" --seeds 10 \
         --seed-offset 1000 --budgets 50,100,160 --csv benchmarks/results/nb201_transfer.csv
 
 Same columns as the single-objective CSV (``dataset`` is the target). Measured 2026-12-01, σ² fixed

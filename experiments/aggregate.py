@@ -189,10 +189,13 @@ LABEL_COLUMNS = ("method", "against")  # the result CSVs' columns that hold meth
 def relabel(paths: list[Path], setting: str, was: str, method: str = "ours") -> dict[str, str]:
     """Rewrite the label columns (``LABEL_COLUMNS``) of result CSVs by :func:`adopt`; returns the labels changed,
     old -> new. Rows, their order, every other cell and the line endings stay as they were. All files are
-    read and checked first (a header with ``method``, no ragged row, no unbalanced brackets, no label that
-    already names ``key=was``: a second pass would turn the adopted rows, now plain ``ours``, into the old
-    setting's); only then are the changed ones replaced, each through a temporary file. ValueError names
-    the first problem, and then no file is touched."""
+    read and checked first (readable CSV, a header with ``method``, no ragged row, no unbalanced brackets, no
+    label that already names ``key=was``: a second pass would turn the adopted rows, now plain ``ours``, into
+    the old setting's); only then are the files whose labels changed replaced, each through a temporary file.
+    ValueError names the first problem, and then no file is touched. Run it once per adoption, on files
+    written before it: the second-pass check cannot tell a file holding only rows run after the adoption
+    (plain ``ours``, the new default) from one holding only rows run before, so such a file would be
+    mislabelled, and a file with rows run explicitly as ``key=was`` is refused."""
     import io
     import os
 
@@ -200,28 +203,34 @@ def relabel(paths: list[Path], setting: str, was: str, method: str = "ours") -> 
     changed: dict[str, str] = {}
     out: dict[Path, str] = {}
     for path in paths:
-        raw = path.read_bytes().decode()
-        table = list(csv.reader(io.StringIO(raw, newline="")))
+        try:
+            raw = path.read_bytes().decode()
+            table = list(csv.reader(io.StringIO(raw, newline="")))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(f"{path}: not a readable CSV ({exc})") from None
         if not table or "method" not in table[0]:
             raise ValueError(f"{path}: no header with a method column")
         header, rows = table[0], table[1:]
         columns = [header.index(c) for c in LABEL_COLUMNS if c in header]
+        touched = False
         for n, row in enumerate(rows, start=2):
             if len(row) != len(header):
                 raise ValueError(f"{path}: row {n} has {len(row)} cells, the header {len(header)}")
             for c in columns:
-                name, overrides, _ = split_label(row[c])
+                try:
+                    name, overrides, _ = split_label(row[c])
+                    new = adopt(row[c], setting, was, method)
+                except ValueError as exc:
+                    raise ValueError(f"{path}: row {n}: {exc}") from None
                 if name == method and f"{key}={was}" in overrides:
                     raise ValueError(f"{path}: row {n}'s label {row[c]!r} already names {key}={was}: "
                                      f"relabelled before? (a second pass would mislabel the adopted rows)")
-                new = adopt(row[c], setting, was, method)
                 if new != row[c]:
-                    changed[row[c]] = new
-                    row[c] = new
-        text = io.StringIO(newline="")
-        crlf = raw.partition("\n")[0].endswith("\r")  # the csv module's default, as the benchmarks write
-        csv.writer(text, lineterminator="\r\n" if crlf else "\n").writerows([header] + rows)
-        if text.getvalue() != raw:
+                    changed[row[c]], row[c], touched = new, new, True
+        if touched:
+            text = io.StringIO(newline="")
+            crlf = raw.partition("\n")[0].endswith("\r")  # the csv module's default, as the benchmarks write
+            csv.writer(text, lineterminator="\r\n" if crlf else "\n").writerows([header] + rows)
             out[path] = text.getvalue()
     for path, text in out.items():
         tmp = path.with_name(path.name + ".relabel")
@@ -465,7 +474,10 @@ def main(argv: list[str] | None = None) -> int:
                     p.error(f"--{column} {wanted}: no {a.seed_set} {a.space} rows with {column} {', '.join(sorted(missing))} in "
                             f"{', '.join(map(str, a.csvs))}")
                 rows = [r for r in rows if r[column] in keep]
-        ours = with_overrides("ours", a.ours_overrides)
+        try:
+            ours = with_overrides("ours", a.ours_overrides)
+        except ValueError as exc:
+            p.error(f"--ours-overrides {a.ours_overrides}: {exc}")
         if a.ours_overrides and not any(r["method"] == ours for r in scoped(rows)):
             p.error(f"--ours-overrides {a.ours_overrides}: no {a.seed_set} {a.space} rows of {ours} in "
                     f"{', '.join(map(str, a.csvs))} (a method label names its overrides exactly, in the order they were run)")

@@ -3,7 +3,8 @@
 For each cell (dataset, objective) and seed, the benchmark's ``--method`` (default ``ours``, with
 ``kernel=nb201``; e.g. ``"ours[kernel.sigma2_grid=null]"``, σ² fixed, as the committed rows) searches to
 ``--budget`` evaluations. Each variant of the kernel (a list of overrides; ``base`` is the method unchanged)
-is then fitted on exactly that data, with the same random subsets (``KernelProposer.fit`` with a
+(with the σ² grid default, a ``kernel.sigma2=...`` variant sets only the σ² of training: the GP then takes
+a value of the grid) is then fitted on exactly that data, with the same random subsets (``KernelProposer.fit`` with a
 generator seeded by the seed), and predicts every cell not evaluated. Per variant:
 
 - ``spearman``: the Spearman correlation of each kernel's posterior mean with the table's f over the
@@ -154,7 +155,7 @@ def main() -> None:
     p.add_argument("--method", default="ours", help="the benchmark's kernel method that searches and whose kernels the variants change, "
                    "e.g. \"ours[kernel.sigma2_grid=null]\" (the committed rows)")
     p.add_argument("--variants", default="base,kernel.sigma2=1.0",
-                   help="comma-separated; 'base' is ours; join several overrides of one variant with '+'")
+                   help="comma-separated; 'base' is --method unchanged; join several overrides of one variant with '+'")
     p.add_argument("--top", type=int, default=50)
     p.add_argument("--within", type=int, default=500)
     p.add_argument("--out", default="kernel_fit.jsonl", help="JSON lines, one per (cell, seed, variant); resumed")

@@ -865,6 +865,19 @@ def test_relabel_after_the_sigma2_grid_became_the_default(tmp_path):
     res = aggregate("relabel", str(other), str(path), "--adopt", setting, "--was", "null")
     assert res.returncode == 2 and "row 1082 has 2 cells, the header 11" in res.stderr
     assert other.read_bytes() == before and path.read_bytes() == ragged
+    path.write_bytes(before + b"\"ours[a\",nb201,cifar10,accuracy,40,tuning,50,1,1,0,0\r\n")
+    res = aggregate("relabel", str(other), str(path), "--adopt", setting, "--was", "null")
+    assert res.returncode == 2 and f"{path}: row 1082: unbalanced brackets in 'ours[a'" in res.stderr
+    assert other.read_bytes() == before
+    lf = tmp_path / "lf.csv"  # no label to change: the file is not rewritten, whatever its quoting
+    lf.write_bytes(b'method,seed\n"random",1')
+    assert aggregate("relabel", str(lf), "--adopt", setting, "--was", "null", check=True).stdout == ""
+    assert lf.read_bytes() == b'method,seed\n"random",1'
+    lf.write_bytes(b"method,seed\nours,1\nrea,2\n")
+    aggregate("relabel", str(lf), "--adopt", setting, "--was", "null", check=True)
+    assert lf.read_bytes() == f"method,seed\n{OURS},1\nrea,2\n".encode()  # line endings kept
+    bad = aggregate("claims", str(TUNING_40_59), "--ours-overrides", "kernel.x=[a")
+    assert bad.returncode == 2 and "--ours-overrides kernel.x=[a: unbalanced brackets" in bad.stderr
 
 
 def test_readme_labels_of_sigma2_fixed_rows_name_committed_rows():

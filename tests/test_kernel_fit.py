@@ -13,17 +13,18 @@ spec.loader.exec_module(kernel_fit)
 
 @pytest.mark.slow  # four NAS-Bench-201 fits over all 15,625 cells: ~40 s
 def test_fit_scores_cover_every_unevaluated_cell_and_tell_variants_apart():
-    space, evaluator, result = kernel_fit.search_state("cifar10", "compression", seed=3, budget=16)
+    fixed = "ours[kernel.sigma2_grid=null]"  # σ² fixed: kernel.sigma2 is then the GP's σ² too
+    space, evaluator, result = kernel_fit.search_state("cifar10", "compression", seed=3, budget=16, method=fixed)
     assert len(result.history) == 16
     seen = {r.arch.key for r in result.history} | {space.reference.key}
     # every cell counts as "within": the best 10 are always recalled
-    base = kernel_fit.fit_scores(space, evaluator, result, "base", seed=3, top=10, within=15625)
+    base = kernel_fit.fit_scores(space, evaluator, result, "base", seed=3, top=10, within=15625, method=fixed)
     assert base["unevaluated"] == 15625 - len(seen) and base["recall"] == 1.0
     assert -1 <= base["spearman"] <= 1
-    wide = kernel_fit.fit_scores(space, evaluator, result, "kernel.sigma2=1.0", seed=3)
+    wide = kernel_fit.fit_scores(space, evaluator, result, "kernel.sigma2=1.0", seed=3, method=fixed)
     assert wide["unevaluated"] == base["unevaluated"] and wide["spearman"] != base["spearman"]
     assert wide["recall"] in {i / 50 for i in range(51)}
-    loo = kernel_fit.loo_losses(space, evaluator, result, 3, [0.25, 1.0])
+    loo = kernel_fit.loo_losses(space, evaluator, result, 3, [0.25, 1.0], method=fixed)
     assert loo["grid"] == [0.25, 1.0] and sum(loo["chosen"]) == 8 and all(x > -10 for x in loo["loss"])
     assert loo["loss"][0] != loo["loss"][1]
 
