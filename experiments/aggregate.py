@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import statistics
 import sys
@@ -142,6 +143,7 @@ def with_overrides(label: str, overrides: str) -> str:
     return join_label(name, split_top(overrides) + rest, suffix)
 
 
+@functools.cache  # relabel asks it once per row: each group file is read once
 def _sets_itself(group_option: str, key: str) -> bool:
     """Whether ``conf/<group>/<option>.yaml`` itself (not through its defaults list) sets ``key``'s rest:
     ``kernel=paper`` sets ``kernel.sigma2_grid``, ``kernel=nb201`` inherits it."""
