@@ -143,7 +143,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nascomp.config import split_top
+from nascomp.config import split_label, split_top
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASE_METHODS = {
@@ -181,14 +181,16 @@ def parse_methods(spec: str, space: str) -> list[tuple[str, list[str]]]:
     except ValueError as exc:
         raise SystemExit(f"--methods: {exc}") from None
     for label in labels:
-        m = re.fullmatch(r"([^\[\]]+)(?:\[(.*)\])?", label)
-        if m is None:
+        try:
+            name, extra, suffix = split_label(label)
+        except ValueError:
+            suffix = "?"
+        if suffix:
             raise SystemExit(f"method {label!r}: expected name or name[override,...]")
-        name, extra = m.group(1), m.group(2)
         if name not in BASE_METHODS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(BASE_METHODS)}, optionally with [overrides]")
         base = NB201_OURS if (space == "nb201" and name == "ours") else BASE_METHODS[name]
-        out.append((label, base + (split_top(extra) if extra else [])))
+        out.append((label, base + extra))
     return out
 
 
