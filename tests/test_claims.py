@@ -929,10 +929,10 @@ def test_every_baseline_on_this_machines_teacher():
     """Random search, REA, local search, TPE and SMAC3 on held-out seeds 1000-1009 and this machine's teacher
     (``-213ed5c4``, README "Every baseline on this machine's teacher"): the new default's mean best f is above
     every baseline's at 40, 80 and 160; paired against REA +0.0496 ± 0.0349 at 160 (7 of 10 seeds ahead); the
-    README's table holds each mean ± s.e."""
+    README's table holds each mean ± s.e. and its paired rows (REA, local search, random) each figure."""
     space = "compression:small_resnet-w0.5-p1-K8-tcf78a769-213ed5c4"
-    rows = [r for r in csv.DictReader(COMPRESSION.open()) if r["space"] == space]
     baselines = ["random", "rea", "local", "tpe", "smac"]
+    rows = [r for r in csv.DictReader(COMPRESSION.open()) if r["space"] == space and r["method"] in ("ours", OURS, *baselines)]
     assert {r["method"] for r in rows} == {"ours", OURS, *baselines} and len(rows) == 7 * 10 * 3
     assert {r["seed_set"] for r in rows} == {"held-out"}
     readme = (ROOT / "README.md").read_text()
@@ -946,6 +946,10 @@ def test_every_baseline_on_this_machines_teacher():
         for m, b in best.items():
             v = np.array(list(b.values()))
             assert f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(10):.4f}" in table.split("\n\n")[0]
+        for m, name in (("rea", "REA"), ("local", "local search"), ("random", "random")):  # the README's paired rows
+            d = np.array([best["ours"][s] - best[m][s] for s in range(1000, 1010)])
+            row = next(x for x in table.splitlines() if x.startswith(f"| paired, ours minus {name}"))
+            assert f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(10):.4f} ({(d > 0).sum()}/10)" in row
     d = np.array([best["ours"][s] - best["rea"][s] for s in range(1000, 1010)])  # budget 160
     assert (round(d.mean(), 4), round(d.std(ddof=1) / np.sqrt(10), 4), int((d > 0).sum())) == (0.0496, 0.0349, 7)
 
@@ -956,8 +960,9 @@ def test_compression_pareto_with_the_sigma2_grid_on_this_machines_teacher():
     is above random search's, NSGA-II's and MOTPE's at 40, 80 and 160, and at 80 above random's at 160; σ² fixed's
     is higher at 160 (paired -0.0154 ± 0.0125); the README holds ``fronts``' output and each paired figure."""
     path = PARETO.parent / "compression_pareto.csv"
-    rows = [r for r in csv.DictReader(path.open()) if r["space"] == "compression:small_resnet-w0.5-p1-K8-tcf78a769-213ed5c4"]
     methods = ["ours", OURS, "random", "nsga2", "motpe"]
+    rows = [r for r in csv.DictReader(path.open())
+            if r["space"] == "compression:small_resnet-w0.5-p1-K8-tcf78a769-213ed5c4" and r["cost"] == "params" and r["method"] in methods]
     assert {r["method"] for r in rows} == set(methods) and {r["cost"] for r in rows} == {"params"} and len(rows) == 5 * 10 * 3
     hv = lambda m, b: {int(r["seed"]): float(r["hypervolume"]) for r in rows if r["method"] == m and r["budget"] == b}
     for b in ("40", "80", "160"):
