@@ -277,6 +277,41 @@ def test_readme_finalist_tables_of_the_sigma2_grid(constraint, short):
     assert below == short
 
 
+def test_readme_pruning_tables_of_this_machines_teacher():
+    """Pruning at equal parameters against the σ² grid default and σ² fixed on this machine's teacher (``-213ed5c4``,
+    seeds 1000-1009, README "The σ² grid default against pruning"): the README holds ``pruning.table`` of each
+    reference's rows; each reference's f is its search-efficiency best at 160, seed by seed, and its full f is one
+    figure per seed over the three importance runs; l1 pruning minus the grid, full f, +0.0057 (7 of 10 seeds)."""
+    import importlib.util
+
+    results = SCRIPT.parents[1] / "benchmarks" / "results"
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("pruning_bench", SCRIPT.parent / "pruning.py")
+        pruning = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(pruning)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    space = "compression:small_resnet-w0.5-p1-K8-tcf78a769-213ed5c4"
+    rows = [r for r in csv.DictReader((results / "pruning.csv").open()) if r["space"] == space]
+    best = {(r["method"], int(r["seed"])): float(r["best"]) for r in csv.DictReader((results / "compression_search_efficiency.csv").open())
+            if r["space"] == space and r["budget"] == "160"}
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    for against in ("ours", "ours[kernel.sigma2_grid=null]"):
+        mine = [r for r in rows if r["against"] == against]
+        assert len(mine) == 60 and {r["method"] for r in mine} == {against, "prune[l1]", "prune[l2]", "prune[bn_scale]"}
+        assert readme.count(pruning.table(mine, [against, "prune[l1]", "prune[l2]", "prune[bn_scale]"])) == 1
+        figures = {}
+        for r in mine:
+            if r["method"] == against:
+                figures.setdefault(int(r["seed"]), set()).add((r["f"], r["full_f"]))
+        assert sorted(figures) == list(range(1000, 1010)) and all(len(v) == 1 for v in figures.values())
+        assert all(float(next(iter(v))[0]) == best[(against, s)] for s, v in figures.items())
+    full = {(r["method"], int(r["seed"])): float(r["full_f"]) for r in rows if r["against"] == "ours"}
+    d = [full[("prune[l1]", s)] - full[("ours", s)] for s in range(1000, 1010)]
+    assert (round(sum(d) / 10, 4), sum(x > 0 for x in d)) == (0.0057, 7)
+
+
 @pytest.mark.parametrize("spec, message", [
     ("flop=0.3x", "--constraint 'flop=0.3x': expected <cost>=<cap>"),
     ("flops=0.3y", "--constraint 'flops=0.3y': expected <cost>=<cap>"),
