@@ -62,7 +62,7 @@ def test_benchmark_method_parser():
     assert parsed == [("tpe[space.ops=[remove,shrink]]", ["search.method=tpe", "space.ops=[remove,shrink]"]),
                       ("ours[search.K=4,space.ops=[remove]]", ["search.K=4", "space.ops=[remove]"]),
                       ("random", ["search.method=random"])]
-    for bad in ("ours[search.K=1", "ours]", "nsga3"):
+    for bad in ("ours[search.K=1", "ours]", "nsga3", "ours[a][b]", "[search.K=1]", "ours x", "ours[search.K=1]x"):
         with pytest.raises(SystemExit):
             module.parse_methods(bad, "compression")
     # on NAS-Bench-201, ours runs the kernel its tuning seeds chose (kernel=nb201: pool both, log attributes)
