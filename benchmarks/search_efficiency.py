@@ -180,11 +180,8 @@ def parse_methods(spec: str, space: str) -> list[tuple[str, list[str]]]:
         labels = split_top(spec)
     except ValueError as exc:
         raise SystemExit(f"--methods: {exc}") from None
-    for label in labels:
-        try:
-            name, extra, suffix = split_label(label)
-        except ValueError:
-            suffix = "?"
+    for label in labels:  # each balanced, as split_top checked
+        name, extra, suffix = split_label(label)
         if suffix:
             raise SystemExit(f"method {label!r}: expected name or name[override,...]")
         if name not in BASE_METHODS:

@@ -2,6 +2,7 @@
 one shared store (an architecture is trained once across methods), the CSV and the table."""
 import argparse
 import csv
+import importlib
 import json
 import os
 import re
@@ -164,13 +165,13 @@ def test_result_csv_keys_jobs_by_field_and_budget(tmp_path):
     assert len(plain.rows()) == 4 and path.read_text().count("method,space") == 1
 
 
-def _bench_module():
+def _bench_module(name: str = "search_efficiency"):
+    """A script of ``benchmarks/`` as a module (``pruning`` imports ``search_efficiency`` from there)."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
-        import search_efficiency
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    return search_efficiency
 
 
 def test_constraint_table_pairs_the_seeds():
@@ -282,16 +283,8 @@ def test_readme_pruning_tables_of_this_machines_teacher():
     seeds 1000-1009, README "The σ² grid default against pruning"): the README holds ``pruning.table`` of each
     reference's rows; each reference's f is its search-efficiency best at 160, seed by seed, and its full f is one
     figure per seed over the three importance runs; l1 pruning minus the grid, full f, +0.0057 (7 of 10 seeds)."""
-    import importlib.util
-
+    pruning = _bench_module("pruning")
     results = SCRIPT.parents[1] / "benchmarks" / "results"
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("pruning_bench", SCRIPT.parent / "pruning.py")
-        pruning = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(pruning)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
     space = "compression:small_resnet-w0.5-p1-K8-tcf78a769-213ed5c4"
     rows = [r for r in csv.DictReader((results / "pruning.csv").open()) if r["space"] == space]
     best = {(r["method"], int(r["seed"])): float(r["best"]) for r in csv.DictReader((results / "compression_search_efficiency.csv").open())
