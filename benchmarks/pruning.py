@@ -14,7 +14,11 @@ columns are the fair comparison. On held-out seeds 1000-1009 against the default
 "ours[kernel.sigma2_grid=null]"``) l1 pruning stays ahead after full training (+0.016 ± 0.004, 8 of 10). README, "Pruning at equal
 parameters".
 
-For each search seed, ours' best student after ``--budget`` proxy evaluations sets the target: the
+For each search seed, ours' answer after ``--budget`` proxy evaluations sets the target (its best
+student by proxy f; with ``--full``, the main job's answer: the reference method's ``final.top_k``
+best by proxy f, each fully trained, the best of them by full f; the ``experiment=cpu`` setting has
+``final.top_k: 1``, the main job 4, so ``--against "ours[final.top_k=4]"`` compares pruning with what
+the main job hands back, reading the search of ``ours``: ``final.*`` does not change the search). The
 teacher is channel-pruned with Torch-Pruning (``nascomp.pruning``, ``--importance``, global ranking)
 to at most that student's parameter count, then distilled by the same proxy training (the proxy
 evaluator's ``evaluate_modules``: the same recipe, Trainer, epochs, loss and data as every searched
@@ -43,7 +47,9 @@ label, e.g. ``ours``, or ``prune[l2]``; ``against`` is the reference's label on 
 pruning target is that method's best), appended as seeds finish; rows already in it (same ``against``)
 are not redone.
 The table (mean ± sd per method, the paired difference prune - ours as mean ± s.e., and how many
-seeds prune wins) is printed from the CSV's rows against this ``--against``.
+seeds prune wins) is printed from the CSV's rows against this ``--against``; once two or more
+importances have run with ``--full``, a ``prune[best]`` row too: per seed the importance whose pruned
+teacher has the highest full f (``best_pruned``), pruning at its best with one full training per importance.
 """
 from __future__ import annotations
 
@@ -62,9 +68,16 @@ COLUMNS = ["method", "against", "space", "dataset", "seed", "seed_set", "budget"
            "full_f", "full_accuracy", "test_accuracy"]
 
 
-def reference_best(bench: CompressionBench, label: str, overrides: list[str], seed: int, budget: int):
-    """The best record (by proxy f) among the first ``budget`` evaluations of the reference method's run
-    for ``seed``, read from the store (the run is searched first when the store does not hold it)."""
+def search_overrides(overrides: list[str]) -> list[str]:
+    """A method's overrides less ``final.*``: those choose which of the search's students are fully
+    trained, not the search, so ``ours[final.top_k=4]`` reads (or runs) the search of ``ours``."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("final.")]
+
+
+def reference_finalists(bench: CompressionBench, label: str, overrides: list[str], seed: int, budget: int, k: int) -> list:
+    """The best ``k`` records (by proxy f, ties in evaluation order) among the first ``budget`` evaluations
+    of the reference method's run for ``seed``, read from the store (the run is searched first when the
+    store does not hold it); ``overrides`` without ``final.*`` (``search_overrides``)."""
     from nascomp.search import Record
 
     setup = bench.setup_of(overrides)
@@ -77,13 +90,16 @@ def reference_best(bench: CompressionBench, label: str, overrides: list[str], se
     ok = [(k, found[k]) for k in dict.fromkeys(keys) if k in found and found[k]["error"] is None]
     if not ok:
         raise SystemExit(f"{label} seed {seed}: no successful evaluation in run {run_id} of {setup.store.path}")
-    key, row = max(ok, key=lambda kv: kv[1]["f"])
-    arch = setup.space.from_dict(setup.store.arch(setup.context, key))
-    return Record(arch, row["f"], row["accuracy"], row["num_params"], step=-1, proposer=None, seconds=row["seconds"])
+    return [Record(setup.space.from_dict(setup.store.arch(setup.context, key)), row["f"], row["accuracy"], row["num_params"],
+                   step=-1, proposer=None, seconds=row["seconds"])
+            for key, row in sorted(ok, key=lambda kv: -kv[1]["f"])[:k]]
 
 
 def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], seed: int) -> list[dict]:
-    """ours' best and the teacher pruned to its parameter count, proxy-trained (and with --full fully trained)."""
+    """Ours' answer and the teacher pruned to its parameter count, proxy-trained (and with --full fully
+    trained). Without --full ours' answer is its best student by proxy f; with --full it is the main
+    job's: the method's ``final.top_k`` best by proxy f fully trained (``pipeline.final_training``), the
+    best of them by full f (validation), so ``--against "ours[final.top_k=4]"`` is the main job's default."""
     from nascomp.pipeline import final_training, recipe
     from nascomp.pruning import PruningError, prune
     from nascomp.reward import RewardRow
@@ -91,7 +107,13 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
 
     s = bench.setup_of(overrides)  # the reference method's evaluator scores the pruned teacher too
     teacher_acc, teacher_params = s.teacher_accuracy, s.graph.num_params
-    best = reference_best(bench, label, overrides, seed, args.budget)
+    top_k = compression_config(args, overrides).final.top_k if args.full else 1
+    finalists = reference_finalists(bench, label, search_overrides(overrides), seed, args.budget, top_k)
+    best, ours_full = finalists[0], None
+    if args.full:
+        trained = final_training(s, finalists, Path(args.store).parent / "pruning" / f"{label}-seed{seed}")
+        ours_full = max(trained, key=lambda row: row["f"])  # the answer, as final_training exports it
+        best = next(r for r in finalists if r.arch.key == ours_full["key"])
     try:
         pruned = prune(s.teacher, s.dataset.train.images[:2], best.num_params, args.importance, args.steps)
     except PruningError as exc:
@@ -106,13 +128,24 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
         rows.append(dict(method=method, **common, f=row.f, accuracy=acc, num_params=n, ratio=row.ratio,
                          full_f="", full_accuracy="", test_accuracy=""))
     if args.full:
-        (ours_full,) = final_training(s, [best], Path(args.store).parent / "pruning" / f"{label}-seed{seed}")
         res = full_train(pruned, s.dataset, recipe(s.cfg, "full"))
         pruned_full = {"accuracy": res.val_accuracy, "test_accuracy": res.test_accuracy,
                        "f": RewardRow.of(res.val_accuracy, evaluation.num_params, teacher_acc, teacher_params).f}
         for row, full in zip(rows, (ours_full, pruned_full)):
             row.update(full_f=full["f"], full_accuracy=full["accuracy"], test_accuracy=full["test_accuracy"])
     return rows
+
+
+def best_pruned(rows: list[dict], importances: list[str]) -> list[dict]:
+    """Pruning at its best: per seed where every one of ``importances`` (two or more ``prune[...]``
+    methods) has fully trained rows, the one with the highest full f (validation, as the main job picks
+    its answer among its finalists), as rows of method ``prune[best]``."""
+    if len(importances) < 2:
+        return []
+    by = {(r["method"], r["seed"]): r for r in rows if r["full_f"] not in ("", None)}
+    seeds = sorted({s for _, s in by}, key=int)
+    return [dict(max((by[(m, s)] for m in importances), key=lambda r: float(r["full_f"])), method="prune[best]")
+            for s in seeds if all((m, s) in by for m in importances)]
 
 
 def table(rows: list[dict], methods: list[str]) -> str:
@@ -195,7 +228,8 @@ def main() -> None:
     for r in rows:  # a seed redone with --full replaces its proxy-only rows
         latest[(r["method"], r["seed"])] = r
     pruned = sorted({m for m, _ in latest if m.startswith("prune[")} - {methods[1]})  # other importances run before
-    print(table(list(latest.values()), methods + pruned))
+    best = best_pruned(list(latest.values()), [methods[1]] + pruned)
+    print(table(list(latest.values()) + best, methods + pruned + (["prune[best]"] if best else [])))
 
 
 if __name__ == "__main__":

@@ -305,6 +305,31 @@ def test_readme_pruning_tables_of_this_machines_teacher():
     assert (round(sum(d) / 10, 4), sum(x > 0 for x in d)) == (0.0057, 7)
 
 
+def test_readme_pruning_against_the_main_jobs_answer():
+    """``--against "ours[final.top_k=4]"`` (README "The main job's answer against pruning"): the README holds its
+    table with ``prune[best]``; the answer is one of the 4 best by proxy f of ours' stored search, so its proxy f is
+    at most the proxy-best's and its full f at least the proxy-best's full training (one of the four, the same
+    figure), and it differs from the proxy-best on 9 of 10 seeds; l1 pruning minus the answer, full f, +0.0087 (8 of 10)."""
+    pruning = _bench_module("pruning")
+    space = "compression:small_resnet-w0.5-p1-K8-tcf78a769-213ed5c4"
+    rows = [r for r in csv.DictReader((SCRIPT.parents[1] / "benchmarks" / "results" / "pruning.csv").open()) if r["space"] == space]
+    against, imps = "ours[final.top_k=4]", ["prune[l1]", "prune[l2]", "prune[bn_scale]"]
+    mine = [r for r in rows if r["against"] == against]
+    assert len(mine) == 60 and all(r["seed_set"] == "held-out" for r in mine)
+    best = pruning.best_pruned(mine, imps)
+    assert [int(r["seed"]) for r in best] == list(range(1000, 1010))
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    assert readme.count(pruning.table(mine + best, [against] + imps + ["prune[best]"])) == 1
+    answer = {int(r["seed"]): r for r in mine if r["method"] == against}
+    top1 = {int(r["seed"]): r for r in rows if r["against"] == "ours" and r["method"] == "ours"}
+    assert all(float(answer[s]["f"]) <= float(top1[s]["f"]) and float(answer[s]["full_f"]) >= float(top1[s]["full_f"]) for s in answer)
+    assert sum(answer[s]["num_params"] != top1[s]["num_params"] for s in answer) == 9
+    full = {(r["method"], int(r["seed"])): float(r["full_f"]) for r in mine}
+    for m, want in (("prune[l1]", (0.0087, 8)), ("prune[best]", (0.0103, 8))):
+        d = [(max(full[(i, s)] for i in imps) if m == "prune[best]" else full[(m, s)]) - full[(against, s)] for s in range(1000, 1010)]
+        assert (round(sum(d) / 10, 4), sum(x > 0 for x in d)) == want
+
+
 @pytest.mark.parametrize("spec, message", [
     ("flop=0.3x", "--constraint 'flop=0.3x': expected <cost>=<cap>"),
     ("flops=0.3y", "--constraint 'flops=0.3y': expected <cost>=<cap>"),

@@ -128,6 +128,27 @@ def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path)
     assert by == [("ours", "ours"), ("prune[l2]", "ours"), ("ours[kernel.pool=both]", "ours[kernel.pool=both]"),
                   ("prune[l2]", "ours[kernel.pool=both]")]
     assert "| ours[kernel.pool=both] | 1 |" in other.stdout and "| ours | 1 |" not in other.stdout
+    # the main job's answer: final.top_k finalists of ours' own search fully trained, the best by full f
+    top2 = tmp_path / "top2.csv"
+    answer = run("pruning.py", "--seeds", "1", "--budget", "4", "--full", "--against", "ours[final.top_k=2]", "--csv", str(top2))
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert "searching it" not in answer.stdout  # final.* does not change the search: ours' stored run is read
+    a = {r["method"]: r for r in csv.DictReader(top2.open())}
+    assert sorted(a) == ["ours[final.top_k=2]", "prune[l2]"] and a["prune[l2]"]["against"] == "ours[final.top_k=2]"
+    # the proxy-best student is one of the two finalists, and its full training is the store's: the answer's
+    # full f is at least its, and where the answer is another student, that one is second by proxy f
+    ans, top1 = a["ours[final.top_k=2]"], rows["ours"]
+    assert float(ans["full_f"]) >= float(top1["full_f"])
+    assert ans["num_params"] == top1["num_params"] or float(ans["f"]) <= float(top1["f"])
+    assert int(a["prune[l2]"]["num_params"]) <= int(ans["num_params"])
+    both = run("pruning.py", "--seeds", "1", "--budget", "4", "--full", "--importance", "l1",
+               "--against", "ours[final.top_k=2]", "--csv", str(top2))
+    assert both.returncode == 0, both.stderr[-3000:]
+    pr = {r["method"]: r for r in csv.DictReader(top2.open()) if r["method"].startswith("prune[")}
+    assert sorted(pr) == ["prune[l1]", "prune[l2]"]
+    best = max(pr.values(), key=lambda r: float(r["full_f"]))  # pruning at its best: the importance with the higher full f
+    line, = [ln for ln in both.stdout.splitlines() if ln.startswith("| prune[best] | 1 |")]
+    assert f"{float(best['full_f']):.4f} ± 0.0000" in line and f"{int(best['num_params'])} ± 0" in line
     bad = tmp_path / "bad.csv"
     bad.write_text("method,seed\nours,0\n")
     refused = run("pruning.py", "--seeds", "1", "--budget", "4", "--csv", str(bad))
