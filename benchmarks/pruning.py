@@ -74,10 +74,10 @@ def search_overrides(overrides: list[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith("final.")]
 
 
-def reference_finalists(bench: CompressionBench, label: str, overrides: list[str], seed: int, budget: int, k: int) -> list:
-    """The best ``k`` records (by proxy f, ties in evaluation order) among the first ``budget`` evaluations
-    of the reference method's run for ``seed``, read from the store (the run is searched first when the
-    store does not hold it); ``overrides`` without ``final.*`` (``search_overrides``)."""
+def reference_records(bench: CompressionBench, label: str, overrides: list[str], seed: int, budget: int) -> list:
+    """The successful records among the first ``budget`` evaluations of the reference method's run for
+    ``seed``, in evaluation order, read from the store (the run is searched first when the store does not
+    hold it); ``overrides`` without ``final.*`` (``search_overrides``)."""
     from nascomp.search import Record
 
     setup = bench.setup_of(overrides)
@@ -92,23 +92,26 @@ def reference_finalists(bench: CompressionBench, label: str, overrides: list[str
         raise SystemExit(f"{label} seed {seed}: no successful evaluation in run {run_id} of {setup.store.path}")
     return [Record(setup.space.from_dict(setup.store.arch(setup.context, key)), row["f"], row["accuracy"], row["num_params"],
                    step=-1, proposer=None, seconds=row["seconds"])
-            for key, row in sorted(ok, key=lambda kv: -kv[1]["f"])[:k]]
+            for key, row in ok]
 
 
 def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], seed: int) -> list[dict]:
     """Ours' answer and the teacher pruned to its parameter count, proxy-trained (and with --full fully
     trained). Without --full ours' answer is its best student by proxy f; with --full it is the main
-    job's: the method's ``final.top_k`` best by proxy f fully trained (``pipeline.final_training``), the
-    best of them by full f (validation), so ``--against "ours[final.top_k=4]"`` is the main job's default."""
-    from nascomp.pipeline import final_training, recipe
+    job's: the method's finalists (``pipeline.select_finalists``: ``final.top_k``, ``final.select``,
+    ``final.pool``) fully trained (``pipeline.final_training``), the best of them by full f (validation),
+    so ``--against "ours[final.top_k=4]"`` is the main job's default."""
+    from nascomp.pipeline import final_training, recipe, select_finalists
     from nascomp.pruning import PruningError, prune
     from nascomp.reward import RewardRow
     from nascomp.training import full_train
 
     s = bench.setup_of(overrides)  # the reference method's evaluator scores the pruned teacher too
     teacher_acc, teacher_params = s.teacher_accuracy, s.graph.num_params
-    top_k = compression_config(args, overrides).final.top_k if args.full else 1
-    finalists = reference_finalists(bench, label, search_overrides(overrides), seed, args.budget, top_k)
+    records = reference_records(bench, label, search_overrides(overrides), seed, args.budget)
+    final = compression_config(args, overrides).final
+    finalists = (select_finalists(records, s.objective, final.top_k, final.select, final.pool) if args.full
+                 else select_finalists(records, s.objective, 1))
     best, ours_full = finalists[0], None
     if args.full:
         trained = final_training(s, finalists, Path(args.store).parent / "pruning" / f"{label}-seed{seed}")

@@ -500,8 +500,8 @@ class CompressionBench:
         """One method on one seed: a row per budget (``rows``; with caps, ``feasible_best`` joined)."""
         result, cached = self.search(overrides, seed, max(budgets))
         setup = self.setup_of(overrides)
-        top_k = compression_config(self.args, self.overrides + overrides).final.top_k  # the method's own (final is evaluator-free)
-        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}", setup, top_k))
+        final = compression_config(self.args, self.overrides + overrides).final  # the method's own (final is evaluator-free)
+        return [dict(row, **self.feasible_best(result.history[:row["budget"]], f"{label}-seed{seed}-b{row['budget']}", setup, final))
                 for row in self.rows(label, seed, result, budgets, cached)]
 
     def rows(self, label: str, seed: int, result, budgets: list[int], cached: int) -> list[dict]:
@@ -514,10 +514,10 @@ class CompressionBench:
                      cached=cached)
                 for b in budgets]
 
-    def feasible_best(self, history: list, run: str, setup, top_k: int) -> dict:
+    def feasible_best(self, history: list, run: str, setup, final) -> dict:
         """With caps: the best student of ``history`` as the main job picks its finalists
         (``select_finalists``): its proxy accuracy, whether it meets every cap, and the caps. With
-        ``--full``, also the ``top_k`` finalists (the method's ``final.top_k``) fully trained as the main job trains them
+        ``--full``, also the finalists (the method's ``final`` node: ``select_finalists``) fully trained as the main job trains them
         (``pipeline.final_training``: from their own proxy weights, each trained once, kept in the store;
         ``run`` names the folder of the exported best): how many meet every cap, and the best feasible
         finalist's full-training validation and test accuracy (empty when none is feasible). ``setup``: the
@@ -533,7 +533,7 @@ class CompressionBench:
         if best:  # else every evaluation failed
             out.update(accuracy=best[0].accuracy, feasible=feasible(best[0]))
         if self.full:
-            finalists = select_finalists(history, objective, top_k)
+            finalists = select_finalists(history, objective, final.top_k, final.select, final.pool)
             ok = [r for r in finalists if feasible(r)]
             trained = final_training(setup, ok, Path(self.args.store).parent / "constraint" / run) if ok else []
             top = max(trained, key=lambda row: row["accuracy"], default=None)

@@ -145,7 +145,7 @@ def describe_opaque(opaque: dict) -> str:
 
 
 LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target",
-                 ("kernel", "sigma2_grid"): None}
+                 ("kernel", "sigma2_grid"): None, ("final", "select"): "top", ("final", "pool"): 16}
 """Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config
 (with the ``objective`` node at ``conf/objective/params.yaml``: :func:`late_defaults`)."""
 
@@ -230,7 +230,7 @@ class Setup:
                      f", constraint {objective.caps} (penalty p = {objective.penalty:g})" if objective.caps else "",
                      ", ".join(f"{k} {v:.4g}" for k, v in objective.teacher_costs.as_dict().items()))
             proxy = make_evaluator(cfg, config, teacher, teacher_acc, dataset, graph, objective,
-                                   on_weights=lambda key, f, state: store.save_weights(context, key, f, state, cfg.final.top_k))
+                                   on_weights=lambda key, f, state: store.save_weights(context, key, f, state, kept_weights(cfg.final)))
             transfer = transferred_kernels(cfg, space)
         except StartupError:
             raise
@@ -410,7 +410,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         final_start = time.perf_counter()
         # Pareto mode: the finalists spread along the front (nascomp.pareto.spread), else the best by f
         # (with caps: the best that meet them, ``select_finalists``)
-        top = problem.spread(result.history, cfg.final.top_k) if problem is not None else select_finalists(result.history, objective, cfg.final.top_k)
+        top = problem.spread(result.history, cfg.final.top_k) if problem is not None else select_finalists(result.history, objective, cfg.final.top_k, cfg.final.select, cfg.final.pool)
         finalists = final_training(setup, top, run_dir)
         teacher_row = {**RewardRow.scored(teacher_acc, graph.num_params, objective.reference_f, graph.num_params).as_dict(),
                        **objective.teacher_costs.as_dict()}
@@ -520,13 +520,27 @@ def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, grap
                         graph_json=graph.to_json(), space_options=config["space"])
 
 
-def select_finalists(history: Sequence[Record], objective: Objective, k: int) -> list[Record]:
-    """The ``k`` students to train fully: the best by f (failed evaluations left out); with caps (the
-    constraint form) the best by f among those that meet every cap, fewer than ``k`` when fewer meet them
-    (with a warning), so every finalist, and the answer picked among them, meets the caps. Only when no
-    evaluated student meets them are the finalists the ``k`` least over them (``Objective.violation``
-    ascending, then f), with a warning. (A penalised f can rank a student over its cap above one within
-    it, so a list filled up with such students could end in an answer over the cap.)"""
+def kept_weights(final) -> int:
+    """How many proxy-trained weights the store keeps per context: the students ``select_finalists`` may
+    pick (``final.top_k``; ``final.pool`` with ``final.select=front`` and more than one finalist)."""
+    return max(final.top_k, final.pool) if final.select == "front" and final.top_k > 1 else final.top_k
+
+
+def select_finalists(history: Sequence[Record], objective: Objective, k: int, select: str = "top", pool: int = 16) -> list[Record]:
+    """The ``k`` students to train fully (``final.top_k``, ``final.select``, ``final.pool``).
+    ``select="top"`` (the default): the best by f (failed evaluations left out); with caps (the constraint
+    form) the best by f among those that meet every cap, fewer than ``k`` when fewer meet them (with a
+    warning), so every finalist, and the answer picked among them, meets the caps. Only when no evaluated
+    student meets them are the finalists the ``k`` least over them (``Objective.violation`` ascending, then
+    f), with a warning. (A penalised f can rank a student over its cap above one within it, so a list
+    filled up with such students could end in an answer over the cap.)
+    ``select="front"`` (``final.select``'s default): the ``k`` spread along the front of (proxy accuracy,
+    the objective's cost) (``pareto.spread``, as Pareto mode's finalists) among the ``pool`` that
+    ``select="top"`` picks: the proxy's order of the near-best students is a hedge, not a ranking, and the
+    answer is the best by full f (README "The finalist rule"). One finalist (``k`` = 1) hedges nothing:
+    it is the best by f either way."""
+    if select == "front" and k > 1:
+        return pareto_problem(objective).spread(select_finalists(history, objective, pool), k)
     ranked = SearchResult(list(history)).top(len(history))
     if not objective.caps:
         return ranked[:k]
@@ -535,7 +549,7 @@ def select_finalists(history: Sequence[Record], objective: Objective, k: int) ->
     if len(feasible) >= k:
         return feasible[:k]
     if feasible:
-        log.warning("only %d of %d evaluated students meet the caps %s: %d finalists instead of final.top_k=%d",
+        log.warning("only %d of %d evaluated students meet the caps %s: %d finalists instead of %d",
                     len(feasible), len(ranked), objective.caps, len(feasible), k)
         return feasible
     least = sorted(ranked, key=lambda r: (over[id(r)], -r.f))[:k]

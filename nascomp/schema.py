@@ -24,6 +24,7 @@ MAXIMIZERS = ("random", "evolution")
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
 PARETO_BATCHES = ("believer", "independent")  # search.acquisition.pareto_batch (nascomp.pareto.ParetoProposer)
 PARETO_UNITS = ("target", "accuracy")  # search.acquisition.pareto_units (nascomp.pareto.ParetoProposer)
+FINAL_SELECT = ("top", "front")  # final.select (nascomp.pipeline.select_finalists)
 EI_UNITS = ("target", "reward")  # search.acquisition.ei_units (nascomp.search.KernelProposer.acquire)
 METHODS = ("ours", "paper", "random", "tpe", "rea", "local", "smac", "nsga2", "motpe")
 KERNEL_METHODS = ("ours", "paper")  # the methods that train kernels (ours: conf kernel.*; paper: the reference settings)
@@ -224,6 +225,8 @@ class LoggerSchema:
 class FinalSchema:
     top_k: int = _range(1)
     enabled: bool = MISSING
+    select: str = _choice(*FINAL_SELECT)
+    pool: int = _range(1)
 
 
 @dataclass
@@ -351,6 +354,9 @@ def validate(cfg: DictConfig) -> DictConfig:
                               f"{', '.join(unknown)} is measured: use search.target=f")
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
+    if typed.final.select == "front" and typed.final.pool < typed.final.top_k:
+        raise ConfigError(f"final.select=front takes final.top_k ({typed.final.top_k}) finalists from the final.pool "
+                          f"({typed.final.pool}) best students: final.pool must be at least final.top_k")
     return typed
 
 

@@ -69,7 +69,7 @@ def test_too_few_feasible_students_give_fewer_finalists(students, caplog):
     with caplog.at_level(logging.WARNING, logger="nascomp"):
         chosen = select_finalists(history, objective, 4)
     assert [r.arch.key for r in chosen] == [archs[1].key, archs[0].key]  # the 2 within the cap, best f first
-    assert "only 2 of 16 evaluated students meet the caps" in caplog.text and "2 finalists instead of final.top_k=4" in caplog.text
+    assert "only 2 of 16 evaluated students meet the caps" in caplog.text and "2 finalists instead of 4" in caplog.text
 
 
 def test_no_feasible_student_gives_the_least_violating(students, caplog):
@@ -106,8 +106,9 @@ def test_without_caps_the_finalists_are_the_best_by_f(students):
 
 @pytest.mark.slow
 def test_capped_run_trains_feasible_finalists_through_the_cli(tmp_path):
-    """The main job with a FLOPs cap at half the teacher's: its finalists are the best by f among the
-    evaluated students within the cap (history.csv), each fully trained, best within the cap too."""
+    """The main job with a FLOPs cap at half the teacher's and the default finalists (``final.select=front``):
+    its 2 finalists are students within the cap (history.csv) on the (accuracy, params) front of the best 16
+    by f within it (all of them here), each fully trained; the answer is within the cap too."""
     import csv
     import json
     import os
@@ -129,7 +130,13 @@ def test_capped_run_trains_feasible_finalists_through_the_cli(tmp_path):
     within = sorted((r for r in rows if int(r["flops"]) <= cap), key=lambda r: -float(r["f"]))
     assert len(rows) == 8 and len(within) >= 2, "the test needs 2 students within the cap: lower it"
     assert summary["objective"]["constraint"] == {"flops": float(cap)}
-    assert [r["key"] for r in summary["finalists"]] == [r["key"] for r in within[:2]]
+    pool = within[:16]
+    front = {r["key"] for r in pool if not any(
+        float(o["accuracy"]) >= float(r["accuracy"]) and int(o["num_params"]) <= int(r["num_params"])
+        and (float(o["accuracy"]) > float(r["accuracy"]) or int(o["num_params"]) < int(r["num_params"])) for o in pool)}
+    keys = {r["key"] for r in summary["finalists"]}
+    assert len(keys) == 2 and keys <= {r["key"] for r in pool}
+    assert keys <= front if len(front) >= 2 else front <= keys  # spread takes front points first
     assert all(r["fully_trained"] and r["flops"] <= cap for r in summary["finalists"])
     assert summary["best"]["flops"] <= cap
 
@@ -185,3 +192,62 @@ def test_kernels_propose_only_students_within_the_caps(students, within_caps):
         assert not any(over)
     else:
         assert any(over)
+
+
+def _non_dominated(records):
+    """Keys of the records no other record beats: accuracy at least as high at no more parameters, better in one."""
+    return {r.arch.key for r in records
+            if not any(o.accuracy >= r.accuracy and o.num_params <= r.num_params
+                       and (o.accuracy > r.accuracy or o.num_params < r.num_params) for o in records)}
+
+
+def test_front_finalists_are_spread_along_the_pools_front(students):
+    """final.select=front: the finalists are students of the pool (the best `pool` by f) on its (accuracy, params)
+    front; where the front has exactly k points, the finalists are that front."""
+    graph, archs = students
+    objective = _objective(graph)
+    rng = np.random.default_rng(1)
+    history = []
+    for arch in archs:  # accuracy not tied to size: fronts of a few points among near-best f
+        acc = float(rng.uniform(0.5, 0.9))
+        history.append(Record(arch, objective.reward(acc, objective.costs(arch.graph)), acc, arch.num_params, 0, None, 1.0))
+    pool = SearchResult(history).top(8)
+    front = _non_dominated(pool)
+    assert 2 <= len(front) < 8
+    chosen = select_finalists(history, objective, 2, "front", 8)
+    assert len(chosen) == 2 and {r.arch.key for r in chosen} <= front
+    everything = select_finalists(history, objective, len(front), "front", 8)
+    assert {r.arch.key for r in everything} == front
+    # with pool = k it is the top k by f, in another order at most
+    assert {r.arch.key for r in select_finalists(history, objective, 3, "front", 3)} == {r.arch.key for r in pool[:3]}
+
+
+def test_front_finalists_meet_the_caps(students):
+    graph, archs = students
+    cap = archs[7].flops
+    objective = _objective(graph, flops=cap)
+    history = _records(graph, archs, objective)
+    chosen = select_finalists(history, objective, 3, "front", 6)
+    feasible = {r.arch.key for r in select_finalists(history, objective, 6)}
+    assert len(chosen) == 3 and {r.arch.key for r in chosen} <= feasible and all(r.arch.flops <= cap for r in chosen)
+
+
+def test_front_pool_smaller_than_top_k_is_refused():
+    from nascomp.config import compose
+    from nascomp.schema import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"final.select=front takes final.top_k \(4\) finalists from the final.pool \(2\)"):
+        validate(compose(["experiment=quickstart", "final.top_k=4", "final.select=front", "final.pool=2"]))
+    assert validate(compose(["experiment=quickstart", "final.select=front"])).final.pool == 16
+
+
+def test_the_store_keeps_the_weights_front_may_pick():
+    """final.select=front picks among the best final.pool by f: the store keeps that many proxy weights per
+    context; one finalist is the best by f, so one is kept, as with select=top."""
+    from nascomp.config import compose
+    from nascomp.pipeline import kept_weights
+    from nascomp.schema import validate
+
+    final = lambda *o: validate(compose(["experiment=quickstart", *o])).final
+    assert kept_weights(final("final.top_k=4")) == 16 and kept_weights(final("final.top_k=4", "final.pool=8")) == 8
+    assert kept_weights(final("final.top_k=1")) == 1 and kept_weights(final("final.top_k=4", "final.select=top")) == 4
