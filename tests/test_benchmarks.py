@@ -314,8 +314,8 @@ def test_readme_pruning_against_the_main_jobs_answer():
     space = "compression:small_resnet-w0.5-p1-K8-tcf78a769-213ed5c4"
     rows = [r for r in csv.DictReader((SCRIPT.parents[1] / "benchmarks" / "results" / "pruning.csv").open()) if r["space"] == space]
     against, imps = "ours[final.top_k=4]", ["prune[l1]", "prune[l2]", "prune[bn_scale]"]
-    mine = [r for r in rows if r["against"] == against]
-    assert len(mine) == 60 and all(r["seed_set"] == "held-out" for r in mine)
+    mine = [r for r in rows if r["against"] == against and r["seed_set"] == "held-out"]
+    assert len(mine) == 60 and len([r for r in rows if r["against"] == against]) == 80  # and the finalist rule's tuning rows
     best = pruning.best_pruned(mine, imps)
     assert [int(r["seed"]) for r in best] == list(range(1000, 1010))
     readme = (SCRIPT.parents[1] / "README.md").read_text()
@@ -324,6 +324,7 @@ def test_readme_pruning_against_the_main_jobs_answer():
     top1 = {int(r["seed"]): r for r in rows if r["against"] == "ours" and r["method"] == "ours"}
     assert all(float(answer[s]["f"]) <= float(top1[s]["f"]) and float(answer[s]["full_f"]) >= float(top1[s]["full_f"]) for s in answer)
     assert sum(answer[s]["num_params"] != top1[s]["num_params"] for s in answer) == 9
+    assert sum(int(answer[s]["num_params"]) < int(top1[s]["num_params"]) for s in answer) == 9  # each a smaller one
     full = {(r["method"], int(r["seed"])): float(r["full_f"]) for r in mine}
     for m, want in (("prune[l1]", (0.0087, 8)), ("prune[best]", (0.0103, 8))):
         d = [(max(full[(i, s)] for i in imps) if m == "prune[best]" else full[(m, s)]) - full[(against, s)] for s in range(1000, 1010)]
