@@ -537,9 +537,10 @@ def select_finalists(history: Sequence[Record], objective: Objective, k: int, se
     ``select="front"`` (``final.select``'s default): the ``k`` spread along the front of (proxy accuracy,
     the objective's cost) (``pareto.spread``, as Pareto mode's finalists) among the ``pool`` that
     ``select="top"`` picks: the proxy's order of the near-best students is a hedge, not a ranking, and the
-    answer is the best by full f (README "The finalist rule"). One finalist (``k`` = 1) hedges nothing:
-    it is the best by f either way."""
-    if select == "front" and k > 1:
+    answer is the best by full f (README "The finalist rule"). One finalist (``k`` = 1) hedges nothing,
+    and with caps f is the accuracy ratio, with no cost in it to trade against (the rule measured Eq. 6):
+    either way the finalists are the best by f."""
+    if select == "front" and k > 1 and not objective.caps:
         return pareto_problem(objective).spread(select_finalists(history, objective, pool), k)
     ranked = SearchResult(list(history)).top(len(history))
     if not objective.caps:

@@ -104,6 +104,13 @@ def test_main_job_trains_teacher_and_finalists_with_ddp_on_two_processes(tmp_pat
     for r in finalists:
         assert r["fully_trained"] and 0 <= r["accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1, r
     assert summary["best"] == max(finalists, key=lambda r: r["f"])
+    # the default finalists (final.select=front): on the (accuracy, params) front of the pool, here every student
+    rows = [r for r in csv.DictReader(open(run / "history.csv")) if not r["error"]]
+    front = {r["key"] for r in rows if not any(
+        float(o["accuracy"]) >= float(r["accuracy"]) and int(o["num_params"]) <= int(r["num_params"])
+        and (float(o["accuracy"]) > float(r["accuracy"]) or int(o["num_params"]) < int(r["num_params"])) for o in rows)}
+    keys = {r["key"] for r in finalists}
+    assert keys <= front if len(front) >= 2 else front <= keys  # spread takes front points first
     (teacher,) = (tmp_path / "teachers").glob("small_resnet-digits-w0.25-*.json")
     assert json.loads(teacher.read_text())["val_accuracy"] == pytest.approx(summary["teacher"]["accuracy"])
     from nascomp import load_student
