@@ -15,10 +15,12 @@ columns are the fair comparison. On held-out seeds 1000-1009 against the default
 parameters".
 
 For each search seed, ours' answer after ``--budget`` proxy evaluations sets the target (its best
-student by proxy f; with ``--full``, the main job's answer: the reference method's ``final.top_k``
-best by proxy f, each fully trained, the best of them by full f; the ``experiment=cpu`` setting has
-``final.top_k: 1``, the main job 4, so ``--against "ours[final.top_k=4]"`` compares pruning with what
-the main job hands back, reading the search of ``ours``: ``final.*`` does not change the search). The
+student by proxy f; with ``--full``, the main job's answer: the reference method's finalists
+(``pipeline.select_finalists``: ``final.top_k``, ``final.select``, ``final.pool``), each fully trained,
+the best of them by full f; the ``experiment=cpu`` setting has ``final.top_k: 1`` and ``final.select:
+top``, the main job 4 and ``front``, so ``--against "ours[final.top_k=4,final.select=front]"`` compares
+pruning with what the main job hands back and ``"ours[final.top_k=4]"`` with what it handed back before
+the finalist rule, both reading the search of ``ours``: ``final.*`` does not change the search). The
 teacher is channel-pruned with Torch-Pruning (``nascomp.pruning``, ``--importance``, global ranking)
 to at most that student's parameter count, then distilled by the same proxy training (the proxy
 evaluator's ``evaluate_modules``: the same recipe, Trainer, epochs, loss and data as every searched
@@ -91,7 +93,8 @@ def reference_records(bench: CompressionBench, label: str, overrides: list[str],
     if not ok:
         raise SystemExit(f"{label} seed {seed}: no successful evaluation in run {run_id} of {setup.store.path}")
     return [Record(setup.space.from_dict(setup.store.arch(setup.context, key)), row["f"], row["accuracy"], row["num_params"],
-                   step=-1, proposer=None, seconds=row["seconds"])
+                   step=-1, proposer=None, seconds=row["seconds"], flops=row["flops"], latency_ms=row["latency_ms"],
+                   memory_mb=row["memory_mb"])
             for key, row in ok]
 
 
@@ -100,7 +103,7 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
     trained). Without --full ours' answer is its best student by proxy f; with --full it is the main
     job's: the method's finalists (``pipeline.select_finalists``: ``final.top_k``, ``final.select``,
     ``final.pool``) fully trained (``pipeline.final_training``), the best of them by full f (validation),
-    so ``--against "ours[final.top_k=4]"`` is the main job's default."""
+    so ``--against "ours[final.top_k=4,final.select=front]"`` is the main job's default."""
     from nascomp.pipeline import final_training, recipe, select_finalists
     from nascomp.pruning import PruningError, prune
     from nascomp.reward import RewardRow

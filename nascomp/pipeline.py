@@ -1,5 +1,5 @@
 """The main job: teacher (load or train) -> search (Algorithm 1 or a baseline, students scored by
-proxy training) -> full training of the top k -> the final report. With ``search.mode=pareto`` the
+proxy training) -> full training of the finalists (``select_finalists``) -> the final report. With ``search.mode=pareto`` the
 search is for the front of (accuracy, the objective's cost) (``pareto_problem``), the top k are spread
 along the front, and summary.json, the report and two plots carry the front and its hypervolume.
 
@@ -159,7 +159,8 @@ def late_defaults() -> dict[tuple[str, ...], object]:
 def stored_config(config: dict) -> dict:
     """``config`` less what later versions added, where it holds the value that behaves as before
     (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``;
-    ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it).
+    ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it; ``final.select`` and
+    ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
     out = copy.deepcopy(config)
@@ -170,6 +171,10 @@ def stored_config(config: dict) -> dict:
     search, kernel = out.get("search"), out.get("kernel")
     if isinstance(search, dict) and isinstance(kernel, dict) and search.get("method") != "ours":
         kernel.pop("sigma2_grid", None)  # read by ours alone (paper: search.paper.kernel's file): whatever its default, no other run's id moves
+    final, objective = out.get("final"), out.get("objective")
+    caps = isinstance(objective, dict) and any(v is not None for v in (objective.get("constraint") or {}).values())
+    if isinstance(final, dict) and (final.get("top_k") == 1 or caps or (isinstance(search, dict) and search.get("mode") == "pareto")):
+        final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
     return out
 
 
@@ -248,7 +253,7 @@ class Setup:
 
     def proxy_weights(self, arch: Candidate, f: float) -> dict:
         """The proxy-trained weights of ``arch`` (proxy f ``f``): from the store, else proxy-trained
-        again. The store keeps the weights of the best ``final.top_k`` students of a context, and runs
+        again. The store keeps the weights of the best ``kept_weights(final)`` students of a context, and runs
         sharing a store share the context, so another run's better students can push a finalist's
         weights out (or a row can be unreadable); proxy training is seeded, so training it again gives
         the same weights. A finalist never starts from weights other than its own."""
@@ -256,7 +261,7 @@ class Setup:
         if state is not None:
             return state
         log.info("proxy weights of %s are not in the store (kept for the best %d students of every run sharing "
-                 "it): proxy-training it again", arch.key[:12], self.cfg.final.top_k)
+                 "it): proxy-training it again", arch.key[:12], kept_weights(self.cfg.final))
         (result,) = self.proxy.train([arch])
         if isinstance(result, Exception) or result.diverged:
             raise RuntimeError(f"proxy-training finalist {arch.key} again failed ({result!r}), although its "
@@ -536,12 +541,13 @@ def select_finalists(history: Sequence[Record], objective: Objective, k: int, se
     filled up with such students could end in an answer over the cap.)
     ``select="front"`` (``final.select``'s default): the ``k`` spread along the front of (proxy accuracy,
     the objective's cost) (``pareto.spread``, as Pareto mode's finalists) among the ``pool`` that
-    ``select="top"`` picks: the proxy's order of the near-best students is a hedge, not a ranking, and the
+    ``select="top"`` picks (at least ``k``): the proxy's order of the near-best students is a hedge, not a ranking,
+    and it may leave out the best by f (spread's first pick maximises hypervolume, not Eq. 6); the
     answer is the best by full f (README "The finalist rule"). One finalist (``k`` = 1) hedges nothing,
     and with caps f is the accuracy ratio, with no cost in it to trade against (the rule measured Eq. 6):
     either way the finalists are the best by f."""
     if select == "front" and k > 1 and not objective.caps:
-        return pareto_problem(objective).spread(select_finalists(history, objective, pool), k)
+        return pareto_problem(objective).spread(select_finalists(history, objective, max(pool, k)), k)
     ranked = SearchResult(list(history)).top(len(history))
     if not objective.caps:
         return ranked[:k]
@@ -580,8 +586,8 @@ def _search_best(top: Sequence[Record], teacher_params: int) -> dict:
 
 
 def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
-    """Fully train the finalists ``top`` (``select_finalists``: the best ``final.top_k`` by f that meet
-    any caps; in Pareto mode the ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
+    """Fully train the finalists ``top`` (``select_finalists``: ``final.top_k`` of the best by f that meet
+    any caps, by ``final.select``; in Pareto mode the ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
     weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
     finalist twice); export the best by f. Each finalist's row carries its costs (``COSTS``)."""
     cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher

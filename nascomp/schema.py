@@ -354,9 +354,6 @@ def validate(cfg: DictConfig) -> DictConfig:
                               f"{', '.join(unknown)} is measured: use search.target=f")
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
-    if typed.final.select == "front" and typed.final.pool < typed.final.top_k:
-        raise ConfigError(f"final.select=front takes final.top_k ({typed.final.top_k}) finalists from the final.pool "
-                          f"({typed.final.pool}) best students: final.pool must be at least final.top_k")
     return typed
 
 

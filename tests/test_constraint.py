@@ -227,13 +227,18 @@ def test_front_finalists_under_caps_are_the_best_by_f(students):
     assert all(r.arch.flops <= cap for r in chosen)
 
 
-def test_front_pool_smaller_than_top_k_is_refused():
-    from nascomp.config import compose
-    from nascomp.schema import ConfigError, validate
-
-    with pytest.raises(ConfigError, match=r"final.select=front takes final.top_k \(4\) finalists from the final.pool \(2\)"):
-        validate(compose(["experiment=quickstart", "final.top_k=4", "final.select=front", "final.pool=2"]))
-    assert validate(compose(["experiment=quickstart", "final.select=front"])).final.pool == 16
+def test_front_with_one_finalist_or_a_small_pool(students):
+    """One finalist is the best by f; a pool smaller than k is k (its front spread is then the top k by f)."""
+    graph, archs = students
+    objective = _objective(graph)
+    rng = np.random.default_rng(2)
+    history = []
+    for arch in archs:
+        acc = float(rng.uniform(0.5, 0.9))
+        history.append(Record(arch, objective.reward(acc, objective.costs(arch.graph)), acc, arch.num_params, 0, None, 1.0))
+    assert [r.arch.key for r in select_finalists(history, objective, 1, "front", 16)] == [SearchResult(history).top(1)[0].arch.key]
+    assert ({r.arch.key for r in select_finalists(history, objective, 4, "front", 2)}
+            == {r.arch.key for r in SearchResult(history).top(4)})
 
 
 def test_the_store_keeps_the_weights_front_may_pick():
@@ -245,4 +250,5 @@ def test_the_store_keeps_the_weights_front_may_pick():
 
     final = lambda *o: validate(compose(["experiment=quickstart", *o])).final
     assert kept_weights(final("final.top_k=4")) == 16 and kept_weights(final("final.top_k=4", "final.pool=8")) == 8
+    assert kept_weights(final("final.top_k=20")) == 20  # the pool is at least top_k
     assert kept_weights(final("final.top_k=1")) == 1 and kept_weights(final("final.top_k=4", "final.select=top")) == 4

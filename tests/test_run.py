@@ -163,6 +163,28 @@ def test_late_keys_at_their_default_keep_run_ids():
         assert stored_config(reward)["search"]["acquisition"]["ei_units"] == "reward"
 
 
+def test_final_select_moves_run_ids_only_where_it_is_read():
+    """``final.select`` and ``final.pool`` came after runs were stored: at ``top`` (as those runs) they are left out
+    of the stored config, and also where ``select_finalists`` reads neither (one finalist, caps, Pareto mode), so
+    those runs keep their ids under the new default ``front``; with several finalists and no caps ``front`` is
+    another run."""
+    from nascomp.pipeline import run_id_of, stored_config
+
+    def ids(*extra):
+        configs = [OmegaConf.to_container(validate(compose(TINY + list(extra) + sel)), resolve=True)
+                   for sel in ([], ["final.select=top"])]
+        assert configs[0]["final"]["select"] == "front"  # the default reaches the run
+        return [run_id_of(c) for c in configs], stored_config(configs[0])["final"]
+
+    for extra in ([], ["objective.constraint.flops=1000", "final.top_k=2"], ["search.mode=pareto", "final.top_k=2"]):
+        (front, top), final = ids(*extra)
+        assert front == top and "select" not in final and "pool" not in final, extra
+    (front, top), final = ids("final.top_k=2")
+    assert front != top and final["select"] == "front" and "pool" not in final  # pool at its default 16 is left out
+    cpu = OmegaConf.to_container(validate(compose(["experiment=cpu"])), resolve=True)
+    assert "select" not in stored_config(cpu)["final"]  # the benchmarks' preset keeps top: their run ids hold
+
+
 def test_sigma2_grid_is_checked_and_its_default_keeps_run_ids():
     """``kernel.sigma2_grid`` came after runs were stored: at null (σ² fixed, as those runs) it is left out of the
     stored config, so those runs keep their ids under ``kernel.sigma2_grid=null``; the default since the σ² grid
