@@ -329,6 +329,15 @@ def test_readme_pruning_against_the_main_jobs_answer():
     for m, want in (("prune[l1]", (0.0087, 8)), ("prune[best]", (0.0103, 8))):
         d = [(max(full[(i, s)] for i in imps) if m == "prune[best]" else full[(m, s)]) - full[(against, s)] for s in range(1000, 1010)]
         assert (round(sum(d) / 10, 4), sum(x > 0 for x in d)) == want
+    # the same against the main job's default answer since the finalist rule (final.select=front)
+    front = "ours[final.top_k=4,final.select=front]"
+    mine = [r for r in rows if r["against"] == front and r["seed_set"] == "held-out"]
+    assert len(mine) == 60 and {r["method"] for r in mine} == {front, *imps}
+    best = pruning.best_pruned(mine, imps)
+    assert readme.count(pruning.table(mine + best, [front] + imps + ["prune[best]"])) == 1
+    full = {(r["method"], int(r["seed"])): float(r["full_f"]) for r in mine}
+    d = [max(full[(i, s)] for i in imps) - full[(front, s)] for s in range(1000, 1010)]
+    assert (round(sum(d) / 10, 4), sum(x > 0 for x in d)) == (0.0156, 8)
 
 
 @pytest.mark.parametrize("spec, message", [
