@@ -172,8 +172,9 @@ def stored_config(config: dict) -> dict:
     if isinstance(search, dict) and isinstance(kernel, dict) and search.get("method") != "ours":
         kernel.pop("sigma2_grid", None)  # read by ours alone (paper: search.paper.kernel's file): whatever its default, no other run's id moves
     final, objective = out.get("final"), out.get("objective")
-    caps = isinstance(objective, dict) and any(v is not None for v in (objective.get("constraint") or {}).values())
-    if isinstance(final, dict) and (final.get("top_k") == 1 or caps or (isinstance(search, dict) and search.get("mode") == "pareto")):
+    capped = isinstance(objective, dict) and any(v is not None for v in (objective.get("constraint") or {}).values())
+    pareto = isinstance(search, dict) and search.get("mode") == "pareto"
+    if isinstance(final, dict) and not spreads_finalists("front", final.get("top_k", 1), capped, pareto):
         final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
     return out
 
@@ -525,10 +526,16 @@ def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, grap
                         graph_json=graph.to_json(), space_options=config["space"])
 
 
+def spreads_finalists(select: str, k: int, capped: bool, pareto: bool = False) -> bool:
+    """Whether ``final.select`` chooses the finalists (``select_finalists``): ``front`` with more than one
+    finalist, no caps, single mode; everywhere else they are the best by f (Pareto mode: its own spread)."""
+    return select == "front" and k > 1 and not capped and not pareto
+
+
 def kept_weights(final) -> int:
     """How many proxy-trained weights the store keeps per context: the students ``select_finalists`` may
     pick (``final.top_k``; ``final.pool`` with ``final.select=front`` and more than one finalist)."""
-    return max(final.top_k, final.pool) if final.select == "front" and final.top_k > 1 else final.top_k
+    return max(final.top_k, final.pool) if spreads_finalists(final.select, final.top_k, capped=False) else final.top_k
 
 
 def select_finalists(history: Sequence[Record], objective: Objective, k: int, select: str = "top", pool: int = 16) -> list[Record]:
@@ -546,7 +553,7 @@ def select_finalists(history: Sequence[Record], objective: Objective, k: int, se
     answer is the best by full f (README "The finalist rule"). One finalist (``k`` = 1) hedges nothing,
     and with caps f is the accuracy ratio, with no cost in it to trade against (the rule measured Eq. 6):
     either way the finalists are the best by f."""
-    if select == "front" and k > 1 and not objective.caps:
+    if spreads_finalists(select, k, bool(objective.caps)):
         return pareto_problem(objective).spread(select_finalists(history, objective, max(pool, k)), k)
     ranked = SearchResult(list(history)).top(len(history))
     if not objective.caps:

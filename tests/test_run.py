@@ -287,6 +287,8 @@ def test_bad_override_is_refused_by_the_schema(override, message):
     ("search.mode=pareto search.acquisition.local_kernels=2", "error: bad configuration: search.acquisition.local_kernels"),
     ("full.optimizer.lr=-1", "error: bad configuration: full.optimizer: ValueError: Invalid learning rate: -1"),
     ("+teacher.kwargs.foo=1", "teacher.kwargs"),  # the setup: the teacher's constructor refuses it
+    ("final.select=best", "error: bad configuration: final.select: 'best' is not one of top, front"),
+    ("final.pool=0", "error: bad configuration: final.pool: 0 is out of range (must be >= 1)"),
 ])
 def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
     """The one CLI check of the mapping: a bad input ends with exit status 2 and its message."""
