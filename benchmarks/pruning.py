@@ -22,7 +22,8 @@ top``, the main job 4 and ``front``, so ``--against "ours[final.top_k=4,final.se
 pruning with what the main job hands back and ``"ours[final.top_k=4]"`` with what it handed back before
 the finalist rule, both reading the search of ``ours``: ``final.*`` does not change the search). The
 teacher is channel-pruned with Torch-Pruning (``nascomp.pruning``, ``--importance``, global ranking)
-to at most that student's parameter count, then distilled by the same proxy training (the proxy
+to at most that student's parameter count (``pipeline.pruned_student``, which the main job's
+``final.prune`` runs too), then distilled by the same proxy training (the proxy
 evaluator's ``evaluate_modules``: the same recipe, Trainer, epochs, loss and data as every searched
 student) and scored by Eq. 6 with its own count. With ``--full`` both are then fully trained from
 their proxy weights by the same full recipe (ours through ``pipeline.final_training``, the pruned
@@ -104,10 +105,9 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
     job's: the method's finalists (``pipeline.select_finalists``: ``final.top_k``, ``final.select``,
     ``final.pool``) fully trained (``pipeline.final_training``), the best of them by full f (validation),
     so ``--against "ours[final.top_k=4,final.select=front]"`` is the main job's default."""
-    from nascomp.pipeline import final_training, recipe, select_finalists
-    from nascomp.pruning import PruningError, prune
+    from nascomp.pipeline import final_training, pruned_student, select_finalists
+    from nascomp.pruning import PruningError
     from nascomp.reward import RewardRow
-    from nascomp.training import full_train
 
     s = bench.setup_of(overrides)  # the reference method's evaluator scores the pruned teacher too
     teacher_acc, teacher_params = s.teacher_accuracy, s.graph.num_params
@@ -120,13 +120,12 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
         trained = final_training(s, finalists, Path(args.store).parent / "pruning" / f"{label}-seed{seed}")
         ours_full = max(trained, key=lambda row: row["f"])  # the answer, as final_training exports it
         best = next(r for r in finalists if r.arch.key == ours_full["key"])
-    try:
-        pruned = prune(s.teacher, s.dataset.train.images[:2], best.num_params, args.importance, args.steps)
+    try:  # the main job's final.prune does the same (pipeline.pruned_student)
+        _, _, evaluation, pruned_full = pruned_student(s, best.num_params, args.importance, full=args.full)
     except PruningError as exc:
         raise SystemExit(f"seed {seed}: {label}'s best student has {best.num_params} parameters: {exc}") from exc
-    (evaluation, result), = s.proxy.evaluate_modules([pruned])
-    if evaluation.failed:
-        raise SystemExit(f"proxy training of the pruned teacher failed: {evaluation.error}")
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
     common = dict(against=label, space=args.space_label, dataset=args.dataset, seed=seed, seed_set=seed_set(seed), budget=args.budget)
     rows = []
     for method, acc, n in ((label, best.accuracy, best.num_params), (f"prune[{args.importance}]", evaluation.accuracy, evaluation.num_params)):
@@ -134,9 +133,6 @@ def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], se
         rows.append(dict(method=method, **common, f=row.f, accuracy=acc, num_params=n, ratio=row.ratio,
                          full_f="", full_accuracy="", test_accuracy=""))
     if args.full:
-        res = full_train(pruned, s.dataset, recipe(s.cfg, "full"))
-        pruned_full = {"accuracy": res.val_accuracy, "test_accuracy": res.test_accuracy,
-                       "f": RewardRow.of(res.val_accuracy, evaluation.num_params, teacher_acc, teacher_params).f}
         for row, full in zip(rows, (ours_full, pruned_full)):
             row.update(full_f=full["f"], full_accuracy=full["accuracy"], test_accuracy=full["test_accuracy"])
     return rows
@@ -196,7 +192,6 @@ def main() -> None:
     p.add_argument("--seed-offset", type=int, default=0)
     p.add_argument("--budget", type=int, default=160, help="the search's budget (search_efficiency.py's largest)")
     p.add_argument("--importance", default=IMPORTANCES[0], choices=IMPORTANCES, help="channel importance (nascomp.pruning)")
-    p.add_argument("--steps", type=int, default=200, help="iterative pruning steps (the channel ratio rises 1/steps per step)")
     p.add_argument("--full", action="store_true", help="also fully train both students (the full recipe)")
     p.add_argument("--csv", default="pruning.csv")
     c = p.add_argument_group("the search's setting (as search_efficiency.py --space compression)")

@@ -29,7 +29,7 @@ from nascomp.compression_space import Candidate, CompressionSpace
 from nascomp.config import group
 from nascomp.cost import COSTS, Meter, check_device
 from nascomp.ddp_worker import check_strategy
-from nascomp.evaluator import StoredEvaluator
+from nascomp.evaluator import Evaluation, StoredEvaluator
 from nascomp.export import save_student
 from nascomp.graph import ArchGraph, GraphError
 from nascomp.pareto import REFERENCE, ParetoProblem, Scale
@@ -145,7 +145,8 @@ def describe_opaque(opaque: dict) -> str:
 
 
 LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target",
-                 ("kernel", "sigma2_grid"): None, ("final", "select"): "top", ("final", "pool"): 16}
+                 ("kernel", "sigma2_grid"): None, ("final", "select"): "top", ("final", "pool"): 16,
+                 ("final", "prune"): []}
 """Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config
 (with the ``objective`` node at ``conf/objective/params.yaml``: :func:`late_defaults`)."""
 
@@ -421,6 +422,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         teacher_row = {**RewardRow.scored(teacher_acc, graph.num_params, objective.reference_f, graph.num_params).as_dict(),
                        **objective.teacher_costs.as_dict()}
         best = max(finalists, key=lambda r: r["f"]) if finalists else _search_best(select_finalists(result.history, objective, 1), graph.num_params)
+        pruning = pruning_baseline(setup, best, run_dir) if finalists and cfg.final.prune else []
         summary = {
             "name": cfg.name, "experiment_group": cfg.experiment_group, "run_dir": str(run_dir),
             "teacher": {"name": cfg.teacher.name, **teacher_row},
@@ -434,6 +436,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                         "total": time.perf_counter() - started},
             "config": setup.config,
         }
+        if pruning:
+            summary["pruning"] = pruning
         if problem is not None:
             summary["pareto"] = pareto_summary(problem, result.history, top, objective.name)
         write_summary(summary, run_dir)
@@ -448,7 +452,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     finally:
         tracker.finish()
         store.close()
-    print(table([{"name": "teacher", **teacher_row}, {"name": "best student", **best}]))
+    print(table([{"name": "teacher", **teacher_row}, {"name": "best student", **best},
+                 *({"name": f"pruned ({r['importance']})", **r} for r in pruning if "error" not in r)]))
     print(f"outputs in {run_dir}")
     return summary
 
@@ -592,17 +597,22 @@ def _search_best(top: Sequence[Record], teacher_params: int) -> dict:
             **{c: getattr(r, c) for c in COSTS}, "test_accuracy": None, "fully_trained": False}
 
 
+def full_context(setup: Setup) -> str:
+    """The store context of full-training results: the proxy context and the full recipe."""
+    return digest({"proxy": setup.context, "full": OmegaConf.to_container(recipe(setup.cfg, "full"), resolve=True)})
+
+
 def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
     """Fully train the finalists ``top`` (``select_finalists``: ``final.top_k`` of the best by f that meet
     any caps, by ``final.select``; in Pareto mode the ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
     weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
     finalist twice); export the best by f. Each finalist's row carries its costs (``COSTS``)."""
-    cfg, store, context, dataset, teacher = setup.cfg, setup.store, setup.context, setup.dataset, setup.teacher
+    cfg, store, dataset, teacher = setup.cfg, setup.store, setup.dataset, setup.teacher
     teacher_params, objective = setup.graph.num_params, setup.objective
     if not cfg.final.enabled:
         return []
     full_cfg = recipe(cfg, "full")
-    final_context = digest({"proxy": context, "full": OmegaConf.to_container(full_cfg, resolve=True)})
+    final_context = full_context(setup)
     out, modules = [], {}
     for r in top:
         student = r.arch.build(teacher, inherit=cfg.inherit)
@@ -627,4 +637,70 @@ def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[d
         best = max(out, key=lambda row: row["f"])
         arch, student = modules[best["key"]]
         save_student(run_dir / "best_student", arch.graph, student)
+    return out
+
+
+def pruned_student(setup: Setup, target_params: int, importance: str, full: bool = True) -> tuple[Candidate, torch.nn.Module, Evaluation, dict | None]:
+    """"Why not just prune it?": the teacher channel-pruned by Torch-Pruning (``nascomp.pruning.prune``,
+    global ranking by ``importance``) to at most ``target_params`` parameters, as a student of the search
+    space over its own graph (``nascomp.pruning.as_student``: the same function, exported as every
+    student is), proxy-distilled as every searched student is (``ProxyEvaluator.evaluate_modules``: the
+    proxy recipe, its Trainer, epochs, loss and data) and, with ``full``, fully trained from those weights
+    by the full recipe (``training.full_train``), f by the run's objective (its caps too) from the full
+    training's validation accuracy. Returns the candidate, the module (its last weights), the proxy
+    evaluation and the full-training row (None without ``full``). A ``PruningError`` (no such target)
+    and a failed proxy training (``RuntimeError``) propagate."""
+    from nascomp.pruning import as_student, prune
+
+    example = setup.dataset.train.images[:2]
+    candidate, student = as_student(prune(setup.teacher, example, target_params, importance), tuple(example.shape[1:]))
+    (evaluation, _), = setup.proxy.evaluate_modules([student])
+    if evaluation.failed:
+        raise RuntimeError(f"proxy training of the teacher pruned with {importance} importance failed: {evaluation.error}")
+    if not full:
+        return candidate, student, evaluation, None
+    res = full_train(student, setup.dataset, recipe(setup.cfg, "full"))
+    costs = setup.objective.costs(candidate.graph)
+    f = setup.objective.reward(res.val_accuracy, costs)
+    row = {"importance": importance, "key": candidate.key,
+           **RewardRow.scored(res.val_accuracy, candidate.num_params, f, setup.graph.num_params).as_dict(),
+           **costs.as_dict(), "test_accuracy": res.test_accuracy, "proxy_f": evaluation.f,
+           "proxy_accuracy": evaluation.accuracy, "fully_trained": True}
+    return candidate, student, evaluation, row
+
+
+def pruning_baseline(setup: Setup, answer: dict, run_dir: Path) -> list[dict]:
+    """``final.prune``: for each importance, the teacher pruned to the answer's parameter count
+    (``pruned_student``), fully trained, beside the answer: its row (``f_minus_answer``: its full f less
+    the answer's, > 0 where pruning is ahead), kept in the store (a resumed run does not train it twice)
+    and exported to ``run_dir/pruned_<importance>`` (``nascomp.load_student`` reads it as it reads
+    ``best_student``). The answer stays the search's."""
+    from nascomp.pruning import PruningError, as_student, prune
+
+    out, context = [], full_context(setup)
+    example = setup.dataset.train.images[:2]
+    for importance in setup.cfg.final.prune:
+        key = f"prune:{importance}:{answer['num_params']}"
+        stored = setup.store.final(context, key)
+        try:
+            if stored is not None:
+                row, state = stored
+                candidate, student = as_student(prune(setup.teacher, example, answer["num_params"], importance),
+                                                tuple(example.shape[1:]))
+                student.load_state_dict(state)
+                log.info("pruning baseline (%s): from the store", importance)
+            else:
+                log.info("pruning baseline: the teacher pruned with %s importance to the answer's %d parameters",
+                         importance, answer["num_params"])
+                candidate, student, _, row = pruned_student(setup, answer["num_params"], importance)
+                setup.store.save_final(context, key, row, {k: v.detach().cpu() for k, v in student.state_dict().items()})
+        except PruningError as exc:
+            log.warning("pruning baseline (%s): %s", importance, exc)
+            out.append({"importance": importance, "error": str(exc)})
+            continue
+        row = {**row, "f_minus_answer": row["f"] - answer["f"]}
+        candidate.save(run_dir / f"pruned_{importance}", student)
+        log.info("pruning baseline (%s): %d parameters, validation accuracy %.4f, f %.4f (%+.4f against the answer)",
+                 importance, row["num_params"], row["accuracy"], row["f"], row["f_minus_answer"])
+        out.append(row)
     return out

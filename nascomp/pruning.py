@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-IMPORTANCES = ("l2", "l1", "bn_scale")
+from nascomp.schema import PRUNING_IMPORTANCES as IMPORTANCES  # the one list: final.prune is checked against it
 END = 0.7  # the schedule ends at END x sqrt(target / teacher params) of the channels, a little past the target
 
 
@@ -117,6 +117,18 @@ def geometric(pruning_ratio: float, steps: int) -> list[float]:
 
 def _widths(model: nn.Module) -> list[int]:
     return [m.weight.shape[0] for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def as_student(model: nn.Module, input_shape: tuple[int, ...]):
+    """``model`` (a pruned teacher) as a student of the compression space over its own traced graph:
+    the space's reference candidate (nothing removed or shrunk) and its ``GraphNet``, holding ``model``'s
+    weights and BatchNorm statistics, so the same function. It trains, scores, is stored and exported
+    (``Candidate.save``, read back by ``nascomp.load_student``) as every searched student is."""
+    from nascomp.compression_space import CompressionSpace
+    from nascomp.graph import ArchGraph
+
+    candidate = CompressionSpace(ArchGraph.from_module(model, tuple(input_shape))).reference
+    return candidate, candidate.build(model, inherit="first", bn_stats="copy").train()
 
 
 def _copy_of(original: nn.Module, copied: nn.Module, module: nn.Module) -> nn.Module:

@@ -202,6 +202,22 @@ def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
             text.append(f"| `{r['key'][:12]}` | {100 * r['accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | "
                         f"{r['num_params'] / 1e6:.4g}M | {r['f']:.4f} | {_costs(r)} |")
         text.append("")
+    if summary.get("pruning"):
+        best = summary["best"]
+        text += ["## Pruning at equal parameters", "",
+                 "The teacher channel-pruned (Torch-Pruning, global ranking by each importance) to at most the answer's "
+                 "parameters, proxy-distilled and fully trained by the same recipes (`final.prune`).", "",
+                 "| student | val accuracy | test accuracy | #params | f(x) | f(x) - answer's |", "|---|---|---|---|---|---|",
+                 f"| answer `{best['key'][:12]}` | {100 * best['accuracy']:.2f}% | {100 * best['test_accuracy']:.2f}% | "
+                 f"{best['num_params'] / 1e6:.4g}M | {best['f']:.4f} | |"]
+        for r in summary["pruning"]:
+            text.append(f"| pruned ({r['importance']}) | " + (f"not reached: {r['error']} | | | | |" if "error" in r else
+                        f"{100 * r['accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | {r['num_params'] / 1e6:.4g}M | "
+                        f"{r['f']:.4f} | {r['f_minus_answer']:+.4f} |"))
+        ahead = [r["importance"] for r in summary["pruning"] if r.get("f_minus_answer", 0) > 0]
+        text += ["", (f"Pruning ({', '.join(ahead)}) is ahead of the searched answer in f; its weights are in "
+                      f"{', '.join(f'`pruned_{i}/`' for i in ahead)}." if ahead else
+                      "The searched answer is ahead of pruning at every importance tried."), ""]
     if summary.get("pareto"):
         pareto = summary["pareto"]
         ref = pareto["reference_point"]

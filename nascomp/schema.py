@@ -47,6 +47,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 PRECISIONS = ("auto", "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
               "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16")
 INHERIT = ("first", "l1", "none")
+PRUNING_IMPORTANCES = ("l2", "l1", "bn_scale")  # final.prune, benchmarks/pruning.py --importance (nascomp.pruning)
 EVALUATORS = ("local", "ray")
 DEPLOYMENT_OBJECTIVES = ("params", "flops", "latency", "memory")  # conf/objective (nascomp.reward.COST_OF)
 
@@ -227,6 +228,7 @@ class FinalSchema:
     enabled: bool = MISSING
     select: str = _choice(*FINAL_SELECT)
     pool: int = _range(1)
+    prune: Any = MISSING  # a list of PRUNING_IMPORTANCES (validate)
 
 
 @dataclass
@@ -352,6 +354,15 @@ def validate(cfg: DictConfig) -> DictConfig:
         if unknown:
             raise ConfigError(f"search.target=accuracy needs f's cost known before training (num_params or flops); "
                               f"{', '.join(unknown)} is measured: use search.target=f")
+    prune = typed.final.prune
+    prune = list(prune) if OmegaConf.is_list(prune) else prune
+    if not isinstance(prune, list) or any(p not in PRUNING_IMPORTANCES for p in prune) or len(set(prune)) < len(prune):
+        raise ConfigError(f"final.prune must be a list of distinct pruning importances ({', '.join(PRUNING_IMPORTANCES)}), "
+                          f"e.g. final.prune=[l1]; got {prune}")
+    if prune and not typed.final.enabled:
+        raise ConfigError("final.prune compares fully trained students: it needs final.enabled=true")
+    if prune and importlib.util.find_spec("torch_pruning") is None:
+        raise ConfigError("final.prune needs Torch-Pruning, an optional dependency: pip install 'nascomp[prune]'")
     if typed.final.enabled and typed.final.top_k > budget:
         raise ConfigError(f"final.top_k ({typed.final.top_k}) exceeds the search budget ({budget})")
     return typed

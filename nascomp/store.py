@@ -20,7 +20,8 @@ Tables
     inflight     (run, key): evaluations started and not finished (redone on resume; a transient
                  failure is finished, in ``failures``)
     weights      (context, key) -> proxy-trained state_dict of the current top students
-    finals       (context, key) -> fully trained result and state_dict
+    finals       (context, key) -> fully trained result and state_dict (a finalist by its architecture key;
+                 the pruning baseline of ``final.prune`` by ``prune:<importance>:<parameters>``)
     kernels      (run, step) -> the kernels' state_dict of that step and the data their GPs were
                  conditioned on (``data``: features, rewards, subsets; NULL in older files): kernel
                  transfer reads them

@@ -120,6 +120,10 @@ class WandbTracker(Tracker):
         for key in ("accuracy", "num_params", "ratio", "times", "f", "flops", "latency_ms", "memory_mb"):
             if summary["best"].get(key) is not None:
                 self.run.summary[f"best/{key}"] = summary["best"][key]
+        for row in summary.get("pruning", []):  # final.prune
+            for key in ("accuracy", "test_accuracy", "num_params", "f", "f_minus_answer"):
+                if row.get(key) is not None:
+                    self.run.summary[f"pruned_{row['importance']}/{key}"] = row[key]
 
     def finish(self):
         self.run.finish()

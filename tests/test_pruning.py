@@ -76,6 +76,26 @@ def test_proxy_training_of_the_pruned_teacher_is_the_searched_students_and_score
     assert all(torch.equal(result.state_dict[k], v) for k, v in pruned.state_dict().items())  # it holds its best epoch
 
 
+def test_the_pruned_teacher_as_a_student_is_the_same_function(setup, tmp_path):
+    """``as_student``: the pruned copy as the reference student of the space over its own graph, with its
+    weights and BatchNorm statistics: the same outputs, the same count, saved and loaded as every student."""
+    from nascomp import load_student
+    from nascomp.pruning import as_student
+
+    x = setup.dataset.val.images[:32]
+    pruned = prune(setup.teacher, x[:2], int(0.3 * setup.graph.num_params), "l1")
+    for m in pruned.modules():  # statistics that differ from a fresh BatchNorm's, as a trained one's do
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    candidate, student = as_student(pruned, tuple(x.shape[1:]))
+    assert candidate.num_params == num_params(student) == num_params(pruned) and student.training
+    with torch.no_grad():
+        assert torch.allclose(student.eval()(x), pruned.eval()(x), atol=1e-6)
+        candidate.save(tmp_path / "pruned", student)
+        assert torch.allclose(load_student(tmp_path / "pruned").eval()(x), pruned(x), atol=1e-6)
+
+
 def test_unreachable_target_and_bad_inputs_are_refused(setup, monkeypatch):
     teacher, x, n = setup.teacher, setup.dataset.train.images[:2], setup.graph.num_params
     with pytest.raises(PruningError, match=r"reaches no fewer than \d+ parameters, above the target 50"):

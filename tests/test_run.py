@@ -89,6 +89,41 @@ def test_flops_objective_run_records_every_cost(workdir):
 
 
 @pytest.mark.slow
+def test_final_prune_reports_the_pruned_teacher_beside_the_answer(workdir):
+    """``final.prune=[l1,l2]``: the teacher pruned to the answer's parameter count, proxy-distilled and fully
+    trained, in summary.json, the report and the printed table; its exported weights score the recorded
+    validation accuracy; a rerun takes it from the store."""
+    import torch
+
+    from nascomp import data, load_student
+    from nascomp.config import compose
+
+    args = TINY + ["final.prune=[l1,l2]", "hydra.run.dir=outputs/prune"]
+    proc = cli(args, workdir)
+    run = workdir / "outputs" / "prune"
+    summary = json.loads((run / "summary.json").read_text())
+    best, teacher = summary["best"], summary["teacher"]
+    assert [r["importance"] for r in summary["pruning"]] == ["l1", "l2"]
+    dataset = data.load(compose(args).dataset)
+    for r in summary["pruning"]:
+        assert r["fully_trained"] and 0 < r["num_params"] <= best["num_params"], r
+        ratio = 1 - r["num_params"] / teacher["num_params"]
+        assert r["f"] == pytest.approx(ratio * (2 - ratio) * r["accuracy"] / teacher["accuracy"])
+        assert r["f_minus_answer"] == pytest.approx(r["f"] - best["f"])
+        model = load_student(run / f"pruned_{r['importance']}").eval()
+        assert sum(p.numel() for p in model.parameters()) == r["num_params"]
+        with torch.no_grad():
+            predicted = model(dataset.val.images).argmax(1)
+        assert (predicted == dataset.val.labels).float().mean().item() == pytest.approx(r["accuracy"], abs=1e-6)
+        assert f"pruned ({r['importance']})" in proc.stdout
+    report = (run / "report.md").read_text()
+    assert "## Pruning at equal parameters" in report and report.count("| pruned (") == 2
+    again = cli(args, workdir)
+    assert (again.stdout + again.stderr).count("from the store") >= 2
+    assert json.loads((run / "summary.json").read_text())["pruning"] == summary["pruning"]
+
+
+@pytest.mark.slow
 def test_main_job_trains_teacher_and_finalists_with_ddp_on_two_processes(tmp_path):
     """``trainer.devices=2 trainer.strategy=ddp`` in the main job (gloo on the CPU): the teacher and both
     finalists train on 2 processes in the DDP worker (nascomp.ddp_worker), not in re-runs of the job."""
@@ -241,6 +276,9 @@ SCHEMA_ERRORS = [
     ("search.acquisition.pareto_batch=greedy", "search.acquisition.pareto_batch: 'greedy' is not one of believer, independent"),
     ("search.acquisition.pareto_units=hypervolume", "search.acquisition.pareto_units: 'hypervolume' is not one of target, accuracy"),
     ("search.acquisition.ei_units=accuracy", "search.acquisition.ei_units: 'accuracy' is not one of target, reward"),
+    ("final.prune=[l3]", "final.prune must be a list of distinct pruning importances (l2, l1, bn_scale), e.g. final.prune=[l1]; got ['l3']"),
+    ("final.prune=l1", "final.prune must be a list of distinct pruning importances (l2, l1, bn_scale), e.g. final.prune=[l1]; got l1"),
+    ("final.prune=[l1] final.enabled=false", "final.prune compares fully trained students: it needs final.enabled=true"),
     ("search.target=accuracy objective=latency", "search.target=accuracy needs f's cost known before training (num_params or "
                                                  "flops); latency_ms is measured: use search.target=f"),
     ("search.mode=pareto search.acquisition.local_kernels=2", "Pareto mode has no single incumbent: set it to 0"),
@@ -289,6 +327,7 @@ def test_bad_override_is_refused_by_the_schema(override, message):
     ("+teacher.kwargs.foo=1", "teacher.kwargs"),  # the setup: the teacher's constructor refuses it
     ("final.select=best", "error: bad configuration: final.select: 'best' is not one of top, front"),
     ("final.pool=0", "error: bad configuration: final.pool: 0 is out of range (must be >= 1)"),
+    ("final.prune=[l1,l1]", "error: bad configuration: final.prune must be a list of distinct pruning importances"),
 ])
 def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
     """The one CLI check of the mapping: a bad input ends with exit status 2 and its message."""

@@ -83,9 +83,9 @@ def tiny_run(run_dir, teacher_dir, *overrides):
 @pytest.mark.slow
 def test_wandb_logs_the_history_of_a_real_search(tmp_path, teacher_dir, monkeypatch, caplog):
     """``logger=wandb`` end to end (the reproduction of the crash): the run finishes and W&B's table
-    equals history.csv, row for row."""
+    equals history.csv, row for row; its summary holds the answer's and the pruning baseline's figures."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    summary = tiny_run(tmp_path, teacher_dir, "logger=wandb")
+    summary = tiny_run(tmp_path, teacher_dir, "logger=wandb", "final.prune=[l1]")
     assert json.loads((tmp_path / "summary.json").read_text())["evaluations"] == summary["evaluations"] == 4
     assert not warnings_of(caplog)
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
@@ -96,6 +96,15 @@ def test_wandb_logs_the_history_of_a_real_search(tmp_path, teacher_dir, monkeypa
         assert [as_csv(v) for v in logged] == [row[c] for c in columns]
     kernels = [dict(zip(columns, logged))["proposer"] for logged in data]
     assert kernels[:2] == [None, None] and all(isinstance(k, int) for k in kernels[2:])  # random, then proposed
+    # the run's summary (an offline run keeps it in its binary log: read back from a W&B run in this process)
+    t = make_tracker(WANDB, tmp_path / "summary", {"name": "t"})
+    t.log_summary(summary)
+    logged, (pruned,) = t.inner.run.summary, summary["pruning"]
+    assert logged["best/f"] == summary["best"]["f"]
+    assert {k: logged[f"pruned_l1/{k}"] for k in ("f", "num_params", "f_minus_answer")} == \
+        {k: pruned[k] for k in ("f", "num_params", "f_minus_answer")}
+    t.finish()
+    assert not t.failed
 
 
 class BrokenTracker(Tracker):
