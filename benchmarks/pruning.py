@@ -84,6 +84,7 @@ def reference_records(bench: CompressionBench, label: str, overrides: list[str],
     from nascomp.search import Record
 
     setup = bench.setup_of(overrides)
+    space = bench.space(compression_config(bench.args, bench.overrides + overrides))  # the method's own (space.* overrides)
     _, _, run_id = bench.run_config(overrides, seed, budget)
     if len(setup.store.history(run_id)) < budget:
         print(f"{label} seed {seed}: no stored history of run {run_id}, searching it", flush=True)
@@ -93,10 +94,26 @@ def reference_records(bench: CompressionBench, label: str, overrides: list[str],
     ok = [(k, found[k]) for k in dict.fromkeys(keys) if k in found and found[k]["error"] is None]
     if not ok:
         raise SystemExit(f"{label} seed {seed}: no successful evaluation in run {run_id} of {setup.store.path}")
-    return [Record(setup.space.from_dict(setup.store.arch(setup.context, key)), row["f"], row["accuracy"], row["num_params"],
+    return [Record(stored_candidate(bench, space, setup, key), row["f"], row["accuracy"], row["num_params"],
                    step=-1, proposer=None, seconds=row["seconds"], flops=row["flops"], latency_ms=row["latency_ms"],
                    memory_mb=row["memory_mb"])
             for key, row in ok]
+
+
+def stored_candidate(bench: CompressionBench, space, setup, key: str):
+    """The student of ``key`` in the store, as a candidate that realises it: of the method's ``space``,
+    else of another space of the bench (spaces sharing a store context share the evaluation of a network
+    both reach, and the store keeps the description of the first that evaluated it; the same network
+    builds, inherits and is stored by key alike whichever space describes it)."""
+    description = setup.store.arch(setup.context, key)
+    for s in [space, *(s for s in (bench.setup.space, *bench.spaces.values()) if s is not space)]:
+        try:
+            candidate = s.from_dict(description)
+        except ValueError:  # another space's description
+            continue
+        if candidate.key == key:
+            return candidate
+    raise SystemExit(f"{setup.store.path}: no search space of this benchmark realises the stored student {key}")
 
 
 def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], seed: int) -> list[dict]:

@@ -63,6 +63,7 @@ class CompressionSpace(Space):
         group_key = (lambda s: sol.teacher_width[s]) if shrink_groups == "width" else (lambda s: s)
         keys = sorted({group_key(s) for s in sol.free})
         self.shrink_group_of = {s: keys.index(group_key(s)) for s in sol.free}
+        self.shrink_groups = shrink_groups
         self.num_shrink_groups = len(keys)
         self.removable = [j for j, l in enumerate(layers)
                           if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs
@@ -70,6 +71,7 @@ class CompressionSpace(Space):
         self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat" and lj.type not in SEPARATE_INPUTS
                            for i in range(max(0, j - max_offset), j)
                            if i not in lj.inputs and layers[i].out_shape == lj.in_shape]
+        self._legal = frozenset(self.removable), frozenset(self.skip_pairs)  # from_dict's check
 
     # ------------------------------------------------------------------ Space interface
     @cached_property
@@ -122,8 +124,18 @@ class CompressionSpace(Space):
         raise RuntimeError(f"no smaller neighbour of {arch.key} found in {self.max_tries} tries")
 
     def from_dict(self, d: dict) -> "Candidate":
-        """The candidate ``Candidate.to_dict`` described."""
-        return Candidate(self, frozenset(d["removed"]), frozenset(tuple(p) for p in d["skips"]), tuple(d["ratios"]))
+        """The candidate ``Candidate.to_dict`` described. A description from another space (another
+        number of shrink groups, a layer this space cannot remove, a skip it cannot add) is a
+        ``ValueError``: read here it would be another network."""
+        removed, skips, ratios = frozenset(d["removed"]), frozenset(tuple(p) for p in d["skips"]), tuple(d["ratios"])
+        if len(ratios) != self.num_shrink_groups:
+            raise ValueError(f"a candidate with {len(ratios)} shrink ratios is not of this space ({self.num_shrink_groups} "
+                             f"shrink groups: shrink_groups={self.shrink_groups!r})")
+        removable, skip_pairs = self._legal
+        if not removed <= removable or not skips <= skip_pairs:
+            raise ValueError("a candidate that removes layers or adds skips this space cannot is not of this space "
+                             f"(layers {sorted(removed - removable)}, skips {sorted(skips - skip_pairs)})")
+        return Candidate(self, removed, skips, ratios)
 
     def flat_dims(self) -> list[FlatDim]:
         dims = [FlatDim(f"keep_{j}", "bool") for j in self.removable] if "remove" in self.ops else []

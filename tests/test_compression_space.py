@@ -128,6 +128,22 @@ def test_groups_of_equal_width_shrink_together():
             assert l_s.out_channels == shrunk_width(l_t.out_channels, ratio)
 
 
+def test_a_description_from_another_space_is_refused():
+    """``from_dict`` reads a candidate of its own space back to the same network, and refuses one of a space
+    with other shrink groups or other operators (read as it stands it would be another network)."""
+    _, _, width, _ = setup("small_resnet")
+    _, _, structural, _ = setup("small_resnet", shrink_groups="structural")
+    _, _, no_skips, _ = setup("small_resnet", max_offset=1)
+    assert (width.num_shrink_groups, structural.num_shrink_groups) == (2, 6)
+    child = structural.sample(seed=5)
+    assert structural.from_dict(json.loads(json.dumps(child.to_dict()))).key == child.key
+    with pytest.raises(ValueError, match=r"6 shrink ratios is not of this space \(2 shrink groups: shrink_groups='width'\)"):
+        width.from_dict(child.to_dict())
+    skipping = next(c for c in (width.sample(seed=s) for s in range(100)) if any(j - i > 1 for i, j in c.skips))
+    with pytest.raises(ValueError, match="removes layers or adds skips this space cannot"):
+        no_skips.from_dict(skipping.to_dict())
+
+
 def test_skip_sums_into_its_target():
     teacher, graph, space, shape = setup("vgg19")
     i, j = space.skip_pairs[0]

@@ -174,6 +174,16 @@ def test_pruning_benchmark_reads_ours_from_the_search_efficiency_store(tmp_path)
     assert by == [("ours", "ours"), ("prune[l2]", "ours"), ("ours[kernel.pool=both]", "ours[kernel.pool=both]"),
                   ("prune[l2]", "ours[kernel.pool=both]")]
     assert "| ours[kernel.pool=both] | 1 |" in other.stdout and "| ours | 1 |" not in other.stdout
+    # a method of another space (space.* overrides): its students are read back in its own space, so the
+    # answer fully trained is the student it searched, and its full f is Eq. 6 of that student's count
+    structural = tmp_path / "structural.csv"
+    st = run("pruning.py", "--seeds", "1", "--budget", "4", "--full", "--against", "ours[space.shrink_groups=structural]",
+             "--csv", str(structural))
+    assert st.returncode == 0, st.stderr[-3000:]
+    assert "a space of its own" in st.stdout
+    for r in csv.DictReader(structural.open()):
+        c = float(r["ratio"])
+        assert float(r["full_f"]) == pytest.approx(c * (2 - c) * float(r["full_accuracy"]) / t["val_accuracy"])
     bad = tmp_path / "bad.csv"
     bad.write_text("method,seed\nours,0\n")
     refused = run("pruning.py", "--seeds", "1", "--budget", "4", "--csv", str(bad))
