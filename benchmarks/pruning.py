@@ -101,19 +101,15 @@ def reference_records(bench: CompressionBench, label: str, overrides: list[str],
 
 
 def stored_candidate(bench: CompressionBench, space, setup, key: str):
-    """The student of ``key`` in the store, as a candidate that realises it: of the method's ``space``,
-    else of another space of the bench (spaces sharing a store context share the evaluation of a network
-    both reach, and the store keeps the description of the first that evaluated it; the same network
-    builds, inherits and is stored by key alike whichever space describes it)."""
-    description = setup.store.arch(setup.context, key)
-    for s in [space, *(s for s in (bench.setup.space, *bench.spaces.values()) if s is not space)]:
-        try:
-            candidate = s.from_dict(description)
-        except ValueError:  # another space's description
-            continue
-        if candidate.key == key:
-            return candidate
-    raise SystemExit(f"{setup.store.path}: no search space of this benchmark realises the stored student {key}")
+    """The student of ``key`` in the store, as a candidate that realises it (``compression_space.realising``):
+    of the method's ``space``, else of another space of the bench."""
+    from nascomp.compression_space import realising
+
+    others = [s for s in (bench.setup.space, *bench.spaces.values()) if s is not space]
+    candidate = realising(key, setup.store.arch(setup.context, key), [space, *others])
+    if candidate is None:
+        raise SystemExit(f"{setup.store.path}: no search space of this benchmark realises the stored student {key}")
+    return candidate
 
 
 def run_seed(bench: CompressionBench, args, label: str, overrides: list[str], seed: int) -> list[dict]:

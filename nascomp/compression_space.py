@@ -16,9 +16,10 @@ reference code: 4 shrink groups for VGG/ResNet); ``"structural"`` gives every ch
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from torch import nn
@@ -65,9 +66,13 @@ class CompressionSpace(Space):
         self.shrink_group_of = {s: keys.index(group_key(s)) for s in sol.free}
         self.shrink_groups = shrink_groups
         self.num_shrink_groups = len(keys)
+        gates = {i for l in layers if l.type == "gate" for i in l.inputs}
         self.removable = [j for j, l in enumerate(layers)
                           if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs
-                          and not (l.opaque and len(l.inputs) > 1)]
+                          and not (l.opaque and len(l.inputs) > 1)
+                          and not (j in gates and l.type in ACTIVATIONS and math.prod(l.out_shape[1:]) == 1)]
+        # (a gate's squashing activation, e.g. squeeze-excitation's sigmoid, stays: without it the gate is
+        # unbounded and a student's activations can grow without limit; it holds no parameters to save)
         self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat" and lj.type not in SEPARATE_INPUTS
                            for i in range(max(0, j - max_offset), j)
                            if i not in lj.inputs and layers[i].out_shape == lj.in_shape]
@@ -161,6 +166,21 @@ class CompressionSpace(Space):
         skips = frozenset((i, j) for i, j in self.skip_pairs
                           if "skip" in self.ops and values[f"skip_{i}_{j}"] and j not in removed)
         return Candidate(self, removed, skips, ratios)
+
+
+def realising(key: str, description: dict, spaces: Sequence[CompressionSpace]) -> "Candidate | None":
+    """The candidate of the first of ``spaces`` that reads ``description`` (``Candidate.to_dict``) as the
+    network of ``key``, or None. Spaces over one teacher (another ``shrink_groups``, other operators) share
+    a store context, and the store keeps the description of the space that first evaluated a network; the
+    same network builds, inherits and is stored by key alike whichever space describes it."""
+    for space in spaces:
+        try:
+            candidate = space.from_dict(description)
+        except ValueError:  # another space's description
+            continue
+        if candidate.key == key:
+            return candidate
+    return None
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -118,7 +119,7 @@ def test_reference_sampling_distribution():
 
 def test_groups_of_equal_width_shrink_together():
     """With the reference grouping (4 groups for ResNet), every conv of teacher width F gets the same width."""
-    teacher, graph, space, _ = setup("resnet18")
+    teacher, graph, space, _ = setup("resnet18", shrink_groups="width")
     assert space.num_shrink_groups == 4
     child = type(space.reference)(space, frozenset(), frozenset(), (0.5, 0.25, 0.75, 0.1))
     widths = sorted({l.out_channels for l in graph.layers if l.type == "conv"})  # 8, 16, 32, 64 at width 1/8
@@ -131,9 +132,9 @@ def test_groups_of_equal_width_shrink_together():
 def test_a_description_from_another_space_is_refused():
     """``from_dict`` reads a candidate of its own space back to the same network, and refuses one of a space
     with other shrink groups or other operators (read as it stands it would be another network)."""
-    _, _, width, _ = setup("small_resnet")
+    _, _, width, _ = setup("small_resnet", shrink_groups="width")
     _, _, structural, _ = setup("small_resnet", shrink_groups="structural")
-    _, _, no_skips, _ = setup("small_resnet", max_offset=1)
+    _, _, no_skips, _ = setup("small_resnet", shrink_groups="width", max_offset=1)
     assert (width.num_shrink_groups, structural.num_shrink_groups) == (2, 6)
     child = structural.sample(seed=5)
     assert structural.from_dict(json.loads(json.dumps(child.to_dict()))).key == child.key
@@ -142,6 +143,23 @@ def test_a_description_from_another_space_is_refused():
     skipping = next(c for c in (width.sample(seed=s) for s in range(100)) if any(j - i > 1 for i, j in c.skips))
     with pytest.raises(ValueError, match="removes layers or adds skips this space cannot"):
         no_skips.from_dict(skipping.to_dict())
+
+
+def test_a_gates_squashing_activation_is_never_removed():
+    """Squeeze-excitation: removing its sigmoid would leave the gate unbounded (a student of a random
+    EfficientNetV2 grew to inf through 20 such gates); the other activations stay removable."""
+    from torchvision.ops import SqueezeExcitation
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), SqueezeExcitation(8, 4),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    graph = ArchGraph.from_module(model.eval(), (3, 8, 8))
+    space = CompressionSpace(graph)
+    types = {j: l.type for j, l in enumerate(graph.layers)}
+    (sigmoid,) = [j for j, t in types.items() if t == "sigmoid"]
+    assert any(l.type == "gate" and sigmoid in l.inputs for l in graph.layers)
+    assert sigmoid not in space.removable
+    assert {j for j, t in types.items() if t == "relu" and graph.layers[j].in_shape == graph.layers[j].out_shape} <= set(space.removable)
+    assert all(sigmoid not in space.sample(seed=s).removed for s in range(20))
 
 
 def test_skip_sums_into_its_target():
