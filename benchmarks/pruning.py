@@ -164,7 +164,7 @@ def best_pruned(rows: list[dict], importances: list[str]) -> list[dict]:
 
 
 def table(rows: list[dict], methods: list[str]) -> str:
-    """Markdown: mean ± sd per method, then each pruning method - the reference ``methods[0]`` per seed
+    """Markdown: mean ± sd per method (one row a seed), then each pruning method - the reference ``methods[0]`` per seed
     (mean ± s.e., and on how many seeds pruning is higher)."""
     def cell(v, fmt):
         v = np.asarray(v, float)
@@ -174,7 +174,7 @@ def table(rows: list[dict], methods: list[str]) -> str:
     head = ["method", "seeds", "params", "proxy acc", "proxy f"] + (["full acc", "full f", "test acc"] if full else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods:
-        mr = [r for r in rows if r["method"] == m]
+        mr = list({r["seed"]: r for r in rows if r["method"] == m}.values())  # one row a seed: the reference repeats per importance run
         if not mr:
             continue
         cells = [m, str(len(mr)), cell([float(r["num_params"]) for r in mr], "{:.0f}"),
