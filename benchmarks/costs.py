@@ -100,7 +100,7 @@ def flops(students: int) -> None:
         print(f"| {name} | {'x'.join(map(str, shape))} | {graph.num_params / 1e6:.4g}M | {graph.flops:,} | "
               f"{ops.get('conv', 0) + ops.get('linear', 0):,} | {sum(ops.values()):,} | {sum(ops.values()) / graph.flops:.4f} |")
         rng = np.random.default_rng(0)
-        space = CompressionSpace(graph)
+        space = CompressionSpace(graph, shrink_groups="width")
         for _ in range(students):
             child = space.sample(rng)
             ops = fvcore_ops(child.build(teacher), shape)
@@ -114,7 +114,7 @@ def digits_nets(students: int) -> list[tuple[str, ArchGraph]]:
     torch.set_num_threads(1)
     teacher = teachers.create("small_resnet", num_classes=10, in_channels=1).eval()
     graph = ArchGraph.from_module(teacher, (1, 8, 8))
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, shrink_groups="width")
     rng = np.random.default_rng(0)
     return [("teacher", graph)] + [(f"student {i}", space.sample(rng).graph) for i in range(students)]
 
@@ -159,7 +159,7 @@ def memory(students: int, batch_size: int, width: float) -> None:
         teacher = teachers.create(name, num_classes=10, width=width, in_channels=shape[0]).eval()
         graph = ArchGraph.from_module(teacher, shape)
         rng = np.random.default_rng(0)
-        space = CompressionSpace(graph)
+        space = CompressionSpace(graph, shrink_groups="width")
         for label, g in [(f"{name} x{width:g}", graph)] + [(f"  student {i}", space.sample(rng).graph) for i in range(students)]:
             computed = BYTES * batch_size * (peak_activations(g) - math.prod(g.input_shape))
             measured = profiled_peak_bytes(g, batch_size)

@@ -16,7 +16,6 @@ reference code: 4 shrink groups for VGG/ResNet); ``"structural"`` gives every ch
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ from nascomp.graph import ACTIVATIONS, SEPARATE_INPUTS, ArchGraph, GraphNet, Lay
 from nascomp.schema import INHERIT, check_space
 from nascomp.search_space import Architecture, FlatDim, Space
 
+SQUASHING = ("sigmoid", "hardsigmoid", "tanh")  # bounded activations: feeding a gate, never removed
 REMOVABLE = ("conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
              "shuffle", "dropout", "droppath", "opaque", "channel_norm") + ACTIVATIONS
 
@@ -70,7 +70,7 @@ class CompressionSpace(Space):
         self.removable = [j for j, l in enumerate(layers)
                           if l.type in REMOVABLE and l.in_shape == l.out_shape and j != graph.output and l.inputs
                           and not (l.opaque and len(l.inputs) > 1)
-                          and not (j in gates and l.type in ACTIVATIONS and math.prod(l.out_shape[1:]) == 1)]
+                          and not (j in gates and l.type in SQUASHING)]
         # (a gate's squashing activation, e.g. squeeze-excitation's sigmoid, stays: without it the gate is
         # unbounded and a student's activations can grow without limit; it holds no parameters to save)
         self.skip_pairs = [(i, j) for j, lj in enumerate(layers) if lj.type != "concat" and lj.type not in SEPARATE_INPUTS
@@ -129,9 +129,10 @@ class CompressionSpace(Space):
         raise RuntimeError(f"no smaller neighbour of {arch.key} found in {self.max_tries} tries")
 
     def from_dict(self, d: dict) -> "Candidate":
-        """The candidate ``Candidate.to_dict`` described. A description from another space (another
-        number of shrink groups, a layer this space cannot remove, a skip it cannot add) is a
-        ``ValueError``: read here it would be another network."""
+        """The candidate ``Candidate.to_dict`` described. A description this space cannot hold (another
+        number of shrink groups, a layer it cannot remove, a skip it cannot add: another ``shrink_groups``
+        or ``max_offset``) is a ``ValueError``: read here it would be another network. (A space with fewer
+        ``ops`` holds every description of the same teacher: the operators choose what is sampled.)"""
         removed, skips, ratios = frozenset(d["removed"]), frozenset(tuple(p) for p in d["skips"]), tuple(d["ratios"])
         if len(ratios) != self.num_shrink_groups:
             raise ValueError(f"a candidate with {len(ratios)} shrink ratios is not of this space ({self.num_shrink_groups} "
@@ -170,13 +171,14 @@ class CompressionSpace(Space):
 
 def realising(key: str, description: dict, spaces: Sequence[CompressionSpace]) -> "Candidate | None":
     """The candidate of the first of ``spaces`` that reads ``description`` (``Candidate.to_dict``) as the
-    network of ``key``, or None. Spaces over one teacher (another ``shrink_groups``, other operators) share
-    a store context, and the store keeps the description of the space that first evaluated a network; the
-    same network builds, inherits and is stored by key alike whichever space describes it."""
+    network of ``key``, or None (also for a missing or malformed description). Spaces over one teacher
+    (another ``shrink_groups`` or ``max_offset``, other operators) share a store context, and the store keeps
+    the description of the space that first evaluated a network; the same network builds, inherits and is
+    stored by key alike whichever space describes it."""
     for space in spaces:
         try:
             candidate = space.from_dict(description)
-        except ValueError:  # another space's description
+        except (ValueError, KeyError, TypeError):  # another space's description, or none
             continue
         if candidate.key == key:
             return candidate

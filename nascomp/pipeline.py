@@ -145,8 +145,7 @@ def describe_opaque(opaque: dict) -> str:
 
 
 LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target",
-                 ("kernel", "sigma2_grid"): None, ("final", "select"): "top", ("final", "pool"): 16,
-                 ("final", "prune"): []}
+                 ("kernel", "sigma2_grid"): None, ("final", "select"): "top", ("final", "pool"): 16}
 """Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config
 (with the ``objective`` node at ``conf/objective/params.yaml``: :func:`late_defaults`)."""
 
@@ -161,7 +160,8 @@ def stored_config(config: dict) -> dict:
     """``config`` less what later versions added, where it holds the value that behaves as before
     (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``;
     ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it; ``final.select`` and
-    ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode).
+    ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode), and
+    ``final.prune`` always (it adds a row beside the answer, from the store on a rerun).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
     out = copy.deepcopy(config)
@@ -177,6 +177,8 @@ def stored_config(config: dict) -> dict:
     pareto = isinstance(search, dict) and search.get("mode") == "pareto"
     if isinstance(final, dict) and not spreads_finalists("front", final.get("top_k", 1), capped, pareto):
         final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
+    if isinstance(final, dict):
+        final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     return out
 
 
@@ -372,7 +374,7 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
         EmbeddingKernelModule(kernel, cfg.search.K, Featurizer(space, kernel).input_size).load_state_dict(state)
     except RuntimeError as exc:
         raise StartupError(f"kernel.transfer_from: the stored kernels do not fit search.K={cfg.search.K} and this "
-                           f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset): {str(exc).splitlines()[0]}") from exc
+                           f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset; kernel=flat: space.shrink_groups too): {str(exc).splitlines()[0]}") from exc
     log.info("kernel transfer (%s): the kernels of step %d of run %s in %s, %s", cfg.kernel.transfer_mode, step, run, path,
              "conditioned here but not trained" if cfg.kernel.transfer_mode == "search"
              else "on the source's data: their K proposals are the search")
@@ -602,13 +604,21 @@ def full_context(setup: Setup) -> str:
     return digest({"proxy": setup.context, "full": OmegaConf.to_container(recipe(setup.cfg, "full"), resolve=True)})
 
 
+def full_row(setup: Setup, graph: ArchGraph, res) -> dict:
+    """A fully trained student's row: its validation accuracy, parameters, ratio, times and f by the run's
+    objective (caps too), every cost (``COSTS``) and its test accuracy (``res``: ``training.full_train``'s)."""
+    costs = setup.objective.costs(graph)
+    f = setup.objective.reward(res.val_accuracy, costs)
+    return {**RewardRow.scored(res.val_accuracy, graph.num_params, f, setup.graph.num_params).as_dict(), **costs.as_dict(),
+            "test_accuracy": res.test_accuracy, "fully_trained": True}
+
+
 def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[dict]:
     """Fully train the finalists ``top`` (``select_finalists``: ``final.top_k`` of the best by f that meet
     any caps, by ``final.select``; in Pareto mode the ``final.top_k`` spread along the front, ``ParetoProblem.spread``), each from its own proxy
     weights (``Setup.proxy_weights``; each result kept in the store, so a resumed run does not train a
     finalist twice); export the best by f. Each finalist's row carries its costs (``COSTS``)."""
     cfg, store, dataset, teacher = setup.cfg, setup.store, setup.dataset, setup.teacher
-    teacher_params, objective = setup.graph.num_params, setup.objective
     if not cfg.final.enabled:
         return []
     full_cfg = recipe(cfg, "full")
@@ -625,10 +635,7 @@ def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[d
             log.info("full training of %s (%d params, proxy f %.4f)", r.arch.key[:12], r.num_params, r.f)
             res = full_train(student, dataset, full_cfg)
             state = res.state_dict
-            costs = objective.costs(r.arch.graph)
-            f = objective.reward(res.val_accuracy, costs)
-            row = {"key": r.arch.key, **RewardRow.scored(res.val_accuracy, r.num_params, f, teacher_params).as_dict(),
-                   **costs.as_dict(), "test_accuracy": res.test_accuracy, "proxy_f": r.f, "fully_trained": True}
+            row = {"key": r.arch.key, **full_row(setup, r.arch.graph, res), "proxy_f": r.f}
             store.save_final(final_context, r.arch.key, row, state)
         student.load_state_dict(state)
         out.append(row)
@@ -640,63 +647,68 @@ def final_training(setup: Setup, top: Sequence[Record], run_dir: Path) -> list[d
     return out
 
 
-def pruned_student(setup: Setup, target_params: int, importance: str, full: bool = True) -> tuple[Candidate, torch.nn.Module, Evaluation, dict | None]:
-    """"Why not just prune it?": the teacher channel-pruned by Torch-Pruning (``nascomp.pruning.prune``,
-    global ranking by ``importance``) to at most ``target_params`` parameters, as a student of the search
-    space over its own graph (``nascomp.pruning.as_student``: the same function, exported as every
-    student is), proxy-distilled as every searched student is (``ProxyEvaluator.evaluate_modules``: the
-    proxy recipe, its Trainer, epochs, loss and data) and, with ``full``, fully trained from those weights
-    by the full recipe (``training.full_train``), f by the run's objective (its caps too) from the full
-    training's validation accuracy. Returns the candidate, the module (its last weights), the proxy
-    evaluation and the full-training row (None without ``full``). A ``PruningError`` (no such target)
-    and a failed proxy training (``RuntimeError``) propagate."""
+def pruned_teacher(setup: Setup, target_params: int, importance: str) -> tuple[Candidate, torch.nn.Module]:
+    """The teacher channel-pruned by Torch-Pruning (``nascomp.pruning.prune``, global ranking by
+    ``importance``) to at most ``target_params`` parameters, as a student of the search space over its own
+    graph (``nascomp.pruning.as_student``: the same function; it trains, is stored and exported as every
+    student is). A target it cannot reach is a ``PruningError``."""
     from nascomp.pruning import as_student, prune
 
     example = setup.dataset.train.images[:2]
-    candidate, student = as_student(prune(setup.teacher, example, target_params, importance), tuple(example.shape[1:]))
+    return as_student(prune(setup.teacher, example, target_params, importance), tuple(example.shape[1:]))
+
+
+def pruned_student(setup: Setup, target_params: int, importance: str, full: bool = True) -> tuple[Candidate, torch.nn.Module, Evaluation, dict | None]:
+    """"Why not just prune it?": ``pruned_teacher``, proxy-distilled as every searched student is
+    (``ProxyEvaluator.evaluate_modules``: the proxy recipe, its Trainer, epochs, loss and data) and, with
+    ``full``, fully trained from those weights by the full recipe (``training.full_train``), f by the run's
+    objective (its caps too) from the full training's validation accuracy (``full_row``). Returns the
+    candidate, the module (holding the best epoch's weights of its last training), the proxy evaluation
+    and the full-training row (None without ``full``). A ``PruningError`` (no such target) and a failed
+    proxy training (``RuntimeError``) propagate."""
+    candidate, student = pruned_teacher(setup, target_params, importance)
     (evaluation, _), = setup.proxy.evaluate_modules([student])
     if evaluation.failed:
         raise RuntimeError(f"proxy training of the teacher pruned with {importance} importance failed: {evaluation.error}")
     if not full:
         return candidate, student, evaluation, None
     res = full_train(student, setup.dataset, recipe(setup.cfg, "full"))
-    costs = setup.objective.costs(candidate.graph)
-    f = setup.objective.reward(res.val_accuracy, costs)
-    row = {"importance": importance, "key": candidate.key,
-           **RewardRow.scored(res.val_accuracy, candidate.num_params, f, setup.graph.num_params).as_dict(),
-           **costs.as_dict(), "test_accuracy": res.test_accuracy, "proxy_f": evaluation.f,
-           "proxy_accuracy": evaluation.accuracy, "fully_trained": True}
+    row = {"importance": importance, "key": candidate.key, **full_row(setup, candidate.graph, res),
+           "proxy_f": evaluation.f, "proxy_accuracy": evaluation.accuracy}
     return candidate, student, evaluation, row
 
 
 def pruning_baseline(setup: Setup, answer: dict, run_dir: Path) -> list[dict]:
     """``final.prune``: for each importance, the teacher pruned to the answer's parameter count
     (``pruned_student``), fully trained, beside the answer: its row (``f_minus_answer``: its full f less
-    the answer's, > 0 where pruning is ahead), kept in the store (a resumed run does not train it twice)
+    the answer's, > 0 where pruning is ahead), kept in the store (a resumed run does not train it twice;
+    a stored row whose network pruning no longer gives, another Torch-Pruning say, is trained again)
     and exported to ``run_dir/pruned_<importance>`` (``nascomp.load_student`` reads it as it reads
-    ``best_student``). The answer stays the search's."""
-    from nascomp.pruning import PruningError, as_student, prune
-
+    ``best_student``). The answer stays the search's. An importance that fails (a target it cannot
+    reach, a failed training) is a row with ``error`` and a warning: the run's outputs are still written."""
     out, context = [], full_context(setup)
-    example = setup.dataset.train.images[:2]
     for importance in setup.cfg.final.prune:
         key = f"prune:{importance}:{answer['num_params']}"
-        stored = setup.store.final(context, key)
         try:
+            stored, row = setup.store.final(context, key), None
             if stored is not None:
+                candidate, student = pruned_teacher(setup, answer["num_params"], importance)
                 row, state = stored
-                candidate, student = as_student(prune(setup.teacher, example, answer["num_params"], importance),
-                                                tuple(example.shape[1:]))
-                student.load_state_dict(state)
-                log.info("pruning baseline (%s): from the store", importance)
-            else:
+                if row.get("key") == candidate.key:
+                    student.load_state_dict(state)
+                    log.info("pruning baseline (%s): from the store", importance)
+                else:
+                    log.warning("pruning baseline (%s): the stored row is of another network than pruning gives now: "
+                                "training it again", importance)
+                    row = None
+            if row is None:
                 log.info("pruning baseline: the teacher pruned with %s importance to the answer's %d parameters",
                          importance, answer["num_params"])
                 candidate, student, _, row = pruned_student(setup, answer["num_params"], importance)
                 setup.store.save_final(context, key, row, {k: v.detach().cpu() for k, v in student.state_dict().items()})
-        except PruningError as exc:
-            log.warning("pruning baseline (%s): %s", importance, exc)
-            out.append({"importance": importance, "error": str(exc)})
+        except Exception as exc:  # the run's own outputs come first (Interrupted is no Exception: it still stops the run)
+            log.warning("pruning baseline (%s) failed: %s: %s", importance, type(exc).__name__, exc)
+            out.append({"importance": importance, "error": f"{type(exc).__name__}: {exc}"})
             continue
         row = {**row, "f_minus_answer": row["f"] - answer["f"]}
         candidate.save(run_dir / f"pruned_{importance}", student)

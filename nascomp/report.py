@@ -215,9 +215,11 @@ def write_report(summary: dict, plots: dict[str, str], out_dir: Path) -> Path:
                         f"{100 * r['accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | {r['num_params'] / 1e6:.4g}M | "
                         f"{r['f']:.4f} | {r['f_minus_answer']:+.4f} |"))
         ahead = [r["importance"] for r in summary["pruning"] if r.get("f_minus_answer", 0) > 0]
+        ran = [r for r in summary["pruning"] if "error" not in r]
         text += ["", (f"Pruning ({', '.join(ahead)}) is ahead of the searched answer in f; its weights are in "
                       f"{', '.join(f'`pruned_{i}/`' for i in ahead)}." if ahead else
-                      "The searched answer is ahead of pruning at every importance tried."), ""]
+                      "The searched answer is ahead of pruning at every importance that ran." if ran else
+                      "No importance gave a pruned student (see each row's error)."), ""]
     if summary.get("pareto"):
         pareto = summary["pareto"]
         ref = pareto["reference_point"]

@@ -131,7 +131,8 @@ def test_groups_of_equal_width_shrink_together():
 
 def test_a_description_from_another_space_is_refused():
     """``from_dict`` reads a candidate of its own space back to the same network, and refuses one of a space
-    with other shrink groups or other operators (read as it stands it would be another network)."""
+    with other shrink groups or a shorter ``max_offset``, and a removed layer the space cannot remove (read as
+    it stands it would be another network)."""
     _, _, width, _ = setup("small_resnet", shrink_groups="width")
     _, _, structural, _ = setup("small_resnet", shrink_groups="structural")
     _, _, no_skips, _ = setup("small_resnet", shrink_groups="width", max_offset=1)
@@ -143,6 +144,9 @@ def test_a_description_from_another_space_is_refused():
     skipping = next(c for c in (width.sample(seed=s) for s in range(100)) if any(j - i > 1 for i, j in c.skips))
     with pytest.raises(ValueError, match="removes layers or adds skips this space cannot"):
         no_skips.from_dict(skipping.to_dict())
+    fixed = next(j for j in range(len(width.graph)) if j not in width.removable)
+    with pytest.raises(ValueError, match=rf"layers \[{fixed}\]"):
+        width.from_dict({**width.reference.to_dict(), "removed": [fixed]})
 
 
 def test_a_gates_squashing_activation_is_never_removed():

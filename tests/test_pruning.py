@@ -96,6 +96,35 @@ def test_the_pruned_teacher_as_a_student_is_the_same_function(setup, tmp_path):
         assert torch.allclose(load_student(tmp_path / "pruned").eval()(x), pruned(x), atol=1e-6)
 
 
+def test_a_failing_pruning_baseline_is_a_row_not_the_end_of_the_run(setup, tmp_path, monkeypatch, caplog):
+    """``final.prune``: an importance that cannot reach the answer's size, or whose training fails, gives a row
+    with its error and a warning; the other importances and the run's outputs go on; the report says so."""
+    import dataclasses
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from nascomp import pipeline
+    from nascomp.report import write_report
+
+    cfg = OmegaConf.merge(setup.cfg, {"final": {"prune": ["l1", "l2"]}})
+    s = dataclasses.replace(setup, cfg=cfg)
+    with caplog.at_level(logging.WARNING, logger="nascomp"):
+        rows = pipeline.pruning_baseline(s, {"num_params": 50, "f": 0.5}, tmp_path)
+    assert [r["importance"] for r in rows] == ["l1", "l2"]
+    assert all(r["error"].startswith("PruningError: ") and "above the target 50" in r["error"] for r in rows)
+    assert len([r for r in caplog.records if "pruning baseline" in r.getMessage()]) == 2
+    monkeypatch.setattr(type(s.proxy), "evaluate_modules", lambda self, students: (_ for _ in ()).throw(RuntimeError("worker lost")))
+    (row, _) = pipeline.pruning_baseline(s, {"num_params": setup.graph.num_params // 2, "f": 0.5}, tmp_path)
+    assert row == {"importance": "l1", "error": "RuntimeError: worker lost"} and not (tmp_path / "pruned_l1").exists()
+    summary = {"name": "n", "teacher": {"accuracy": 0.9, "num_params": 100, "ratio": 0.0, "times": 1.0, "f": 1.0},
+               "best": {"key": "k" * 12, "accuracy": 0.8, "test_accuracy": 0.8, "num_params": 40, "ratio": 0.6, "times": 2.5, "f": 0.7},
+               "evaluations": 4, "steps": 2, "search": {"method": "ours", "K": 2}, "seconds": {"search": 1, "final": 1},
+               "pruning": rows}
+    report = write_report(summary, {"f_vs_index": "a.png", "f_histogram": "b.png", "accuracy_vs_params": "c.png"}, tmp_path).read_text()
+    assert "| pruned (l1) | not reached: PruningError" in report and "No importance gave a pruned student" in report
+
+
 def test_unreachable_target_and_bad_inputs_are_refused(setup, monkeypatch):
     teacher, x, n = setup.teacher, setup.dataset.train.images[:2], setup.graph.num_params
     with pytest.raises(PruningError, match=r"reaches no fewer than \d+ parameters, above the target 50"):
