@@ -484,10 +484,10 @@ class CompressionBench:
         """The search space of a method's config: the shared one, or, when the method's overrides change
         ``space.*`` (Tables 5 and 7: ``space.ops=[remove,shrink]``), that space over the same teacher."""
         from nascomp.compression_space import CompressionSpace
-        from omegaconf import OmegaConf
+        from nascomp.pipeline import space_options
 
-        options = OmegaConf.to_container(cfg.space, resolve=True)
-        if options == OmegaConf.to_container(self.setup.cfg.space, resolve=True):
+        options = space_options(cfg)
+        if options == space_options(self.setup.cfg):
             return self.setup.space
         key = repr(sorted(options.items()))
         if key not in self.spaces:

@@ -50,6 +50,7 @@ class CompressionSpace(Space):
         check_space(cfg)
         ops, remove_p, skip_p = tuple(cfg["ops"]), tuple(cfg["remove_p"]), tuple(cfg["skip_p"])
         shrink_low, shrink_high, shrink_groups = float(cfg["shrink_low"]), float(cfg["shrink_high"]), cfg["shrink_groups"]
+        shrink_groups = "structural" if shrink_groups == "auto" else shrink_groups  # no caps here (pipeline.space_options)
         max_offset, max_tries = int(cfg["max_offset"]), int(cfg["max_tries"])
         self.graph = graph
         self.ops = tuple(ops)

@@ -227,7 +227,7 @@ class Setup:
             check_device(cfg.objective.device)
             dataset, teacher, teacher_acc = load_teacher(cfg)
             graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
-            space = CompressionSpace(graph, **OmegaConf.to_container(cfg.space))
+            space = CompressionSpace(graph, **space_options(cfg))
             log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
                      len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_shrink_groups, len(space.skip_pairs))
             log.info("teacher: %s", describe_opaque(graph.opaque))
@@ -517,6 +517,17 @@ def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) ->
                     "the resumed history may differ from an uninterrupted one", step)
 
 
+def space_options(cfg: DictConfig) -> dict:
+    """The compression space's options of a run (``cfg.space``), ``shrink_groups: auto`` resolved: ``width``
+    (one ratio per teacher width, the reference) in a run with caps (``objective.constraint.*``), else
+    ``structural`` (one ratio per channel symbol): the structural-shrink and capped-space rules, README."""
+    options = OmegaConf.to_container(cfg.space, resolve=True)
+    if options["shrink_groups"] == "auto":
+        capped = any(v is not None for v in cfg.objective.constraint.values())
+        options["shrink_groups"] = "width" if capped else "structural"
+    return options
+
+
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, objective: Objective,
                    on_weights) -> ProxyEvaluator:
     """``evaluator=local`` (this process) or ``evaluator=ray`` (one Ray task per student). A ``kind``
@@ -530,7 +541,7 @@ def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, grap
     spec = {"name": cfg.teacher.name, "num_classes": dataset.num_classes, "width": cfg.teacher.width,
             "kwargs": config["teacher"]["kwargs"]}
     return RayEvaluator(*args, objective=objective, ray_cfg=cfg.evaluator, teacher_spec=spec, dataset_cfg=config["dataset"],
-                        graph_json=graph.to_json(), space_options=config["space"])
+                        graph_json=graph.to_json(), space_options=space_options(cfg))
 
 
 def spreads_finalists(select: str, k: int, capped: bool, pareto: bool = False) -> bool:

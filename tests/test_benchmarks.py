@@ -269,8 +269,8 @@ def test_readme_finalist_tables_of_the_sigma2_grid(constraint, short):
     methods = ["ours[final.top_k=4]", "ours[kernel.sigma2_grid=null,final.top_k=4]", "random[final.top_k=4]"]
     rows = [r for r in csv.DictReader((results / "compression_constraint_finalists.csv").open())
             if r["space"] == "compression:small_resnet-w0.5-p1-K4-tcf78a769-213ed5c4" and r["constraint"] == constraint
-            and r["method"] in methods]
-    assert len(rows) == 3 * 10 * 4 and {r["method"] for r in rows} == set(methods) and {r["seed_set"] for r in rows} == {"held-out"}
+            and r["method"] in methods and r["seed_set"] == "held-out"]  # (tuning rows: the capped-space rule's)
+    assert len(rows) == 3 * 10 * 4 and {r["method"] for r in rows} == set(methods)
     assert (SCRIPT.parents[1] / "README.md").read_text().count(se.constraint_table(rows, [8, 16, 24, 32], methods, full=True)) == 1
     assert all(r["finalists"] == r["finalists_feasible"] == "4" for r in rows)
     full = {m: {int(r["seed"]): float(r["full_accuracy"]) for r in rows if r["method"] == m and r["budget"] == "32"} for m in methods}

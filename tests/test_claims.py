@@ -1074,7 +1074,9 @@ def test_structural_shrink_rule_adopts_structural():
     assert verdict == {"tuning 0–9": (0.0336, 7, 3, True), "held-out 1000–1009": (0.0222, 6, 4, True)}
     mean, higher, lower, proxy_not_lower = verdict["tuning 0–9"]
     assert mean > 0 and lower <= 3 and proxy_not_lower  # the rule: structural becomes the default
-    assert compose([]).space.shrink_groups == "structural"
+    from nascomp.pipeline import space_options
+
+    assert compose([]).space.shrink_groups == "auto" and space_options(compose([]))["shrink_groups"] == "structural"
     assert {compose([f"experiment={e}"]).space.shrink_groups for e in ("cpu", "table1", "table5_cpu", "table8")} == {"width"}
 
 
@@ -1099,3 +1101,29 @@ def test_structural_space_under_the_flops_cap_is_a_measured_loss():
     assert (round(d.mean(), 3), int((d >= 0).sum())) == (-0.001, 6)
     assert (round(w.mean(), 3), round(w.std(ddof=1) / np.sqrt(10), 3), int((w < 0).sum())) == (-0.031, 0.017, 7)
     assert "(−0.001 ± 0.014 at 32, at least random's on 6 of 10 seeds)" in readme and "paired −0.031 ± 0.017, lower on 7 of 10" in readme
+
+
+def test_capped_space_rule_makes_capped_runs_width():
+    """The capped-space rule (README "The capped-space rule, run"): under the FLOPs cap on tuning seeds 0-9, ours' best
+    feasible finalist at 32, fully trained, is higher in the reference space than in the structural one (+0.0203,
+    lower on 3 of 10): ``shrink_groups: auto`` resolves to ``width`` in a run with caps, ``structural`` without."""
+    from nascomp.config import compose
+    from nascomp.pipeline import space_options
+
+    rows = [r for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_constraint_finalists.csv").open())
+            if r["space"].endswith("-213ed5c4") and r["constraint"].startswith("flops") and r["seed_set"] == "tuning"
+            and r["budget"] == "32"]
+    acc = {}
+    for r in rows:
+        acc.setdefault(r["method"], {})[int(r["seed"])] = float(r["full_accuracy"])
+    width, structural = acc["ours[final.top_k=4]"], acc["ours[space.shrink_groups=structural,final.top_k=4]"]
+    assert sorted(width) == sorted(structural) == list(range(10))
+    d = np.array([width[s] - structural[s] for s in range(10)])
+    assert (round(np.mean(list(width.values())), 4), round(np.mean(list(structural.values())), 4)) == (0.9437, 0.9233)
+    assert (round(d.mean(), 4), round(d.std(ddof=1) / np.sqrt(10), 4), int((d < 0).sum())) == (0.0203, 0.0113, 3)
+    assert d.mean() > 0 and (d < 0).sum() <= 3  # the rule holds
+    readme = (ROOT / "README.md").read_text()
+    assert "`width` 0.9437, `structural` 0.9233; paired width − structural\n**+0.0203 ± 0.0113**, negative on 3 of 10" in readme
+    capped = compose(["objective.constraint.flops=1000"])
+    assert space_options(capped)["shrink_groups"] == "width" and space_options(compose([]))["shrink_groups"] == "structural"
+    assert space_options(compose(["objective.constraint.flops=1000", "space.shrink_groups=structural"]))["shrink_groups"] == "structural"
