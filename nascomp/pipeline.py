@@ -156,6 +156,11 @@ def late_defaults() -> dict[tuple[str, ...], object]:
     return {("objective",): OmegaConf.to_container(group("objective", "params"), resolve=True), **LATE_DEFAULTS}
 
 
+def has_caps(objective) -> bool:
+    """Whether an ``objective`` node (a config node or its plain dict) sets a cap (``objective.constraint.*``)."""
+    return any(v is not None for v in (objective.get("constraint") or {}).values())
+
+
 def stored_config(config: dict) -> dict:
     """``config`` less what later versions added, where it holds the value that behaves as before
     (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``;
@@ -173,7 +178,7 @@ def stored_config(config: dict) -> dict:
     if isinstance(search, dict) and isinstance(kernel, dict) and search.get("method") != "ours":
         kernel.pop("sigma2_grid", None)  # read by ours alone (paper: search.paper.kernel's file): whatever its default, no other run's id moves
     final, objective = out.get("final"), out.get("objective")
-    capped = isinstance(objective, dict) and any(v is not None for v in (objective.get("constraint") or {}).values())
+    capped = isinstance(objective, dict) and has_caps(objective)
     pareto = isinstance(search, dict) and search.get("mode") == "pareto"
     if isinstance(final, dict) and not spreads_finalists("front", final.get("top_k", 1), capped, pareto):
         final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
@@ -523,8 +528,7 @@ def space_options(cfg: DictConfig) -> dict:
     ``structural`` (one ratio per channel symbol): the structural-shrink and capped-space rules, README."""
     options = OmegaConf.to_container(cfg.space, resolve=True)
     if options["shrink_groups"] == "auto":
-        capped = any(v is not None for v in cfg.objective.constraint.values())
-        options["shrink_groups"] = "width" if capped else "structural"
+        options["shrink_groups"] = "width" if has_caps(cfg.objective) else "structural"
     return options
 
 
