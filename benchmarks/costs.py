@@ -71,6 +71,7 @@ from nascomp import teachers
 from nascomp.compression_space import CompressionSpace, realising
 from nascomp.cost import LatencyTable, measure_latency, profiled_peak_bytes
 from nascomp.graph import ArchGraph
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 TEACHERS = [("small_resnet", (1, 8, 8)), ("resnet18", (3, 32, 32)), ("resnet34", (3, 32, 32)), ("vgg19", (3, 32, 32)),
             ("shufflenet_g2", (3, 32, 32))]
@@ -99,7 +100,7 @@ def flops(students: int) -> None:
         print(f"| {name} | {'x'.join(map(str, shape))} | {graph.num_params / 1e6:.4g}M | {graph.flops:,} | "
               f"{ops.get('conv', 0) + ops.get('linear', 0):,} | {sum(ops.values()):,} | {sum(ops.values()) / graph.flops:.4f} |")
         rng = np.random.default_rng(0)
-        space = CompressionSpace(graph, shrink_groups="width")
+        space = CompressionSpace(graph, shrink_groups="width", ops=OPERATORS)
         for _ in range(students):
             child = space.sample(rng)
             ops = fvcore_ops(child.build(teacher), shape)
@@ -113,7 +114,7 @@ def digits_nets(students: int) -> list[tuple[str, ArchGraph]]:
     torch.set_num_threads(1)
     teacher = teachers.create("small_resnet", num_classes=10, in_channels=1).eval()
     graph = ArchGraph.from_module(teacher, (1, 8, 8))
-    space = CompressionSpace(graph, shrink_groups="width")
+    space = CompressionSpace(graph, shrink_groups="width", ops=OPERATORS)
     rng = np.random.default_rng(0)
     return [("teacher", graph)] + [(f"student {i}", space.sample(rng).graph) for i in range(students)]
 
@@ -158,7 +159,7 @@ def memory(students: int, batch_size: int, width: float) -> None:
         teacher = teachers.create(name, num_classes=10, width=width, in_channels=shape[0]).eval()
         graph = ArchGraph.from_module(teacher, shape)
         rng = np.random.default_rng(0)
-        space = CompressionSpace(graph, shrink_groups="width")
+        space = CompressionSpace(graph, shrink_groups="width", ops=OPERATORS)
         for label, g in [(f"{name} x{width:g}", graph)] + [(f"  student {i}", space.sample(rng).graph) for i in range(students)]:
             computed = BYTES * batch_size * (peak_activations(g) - math.prod(g.input_shape))
             measured = profiled_peak_bytes(g, batch_size)
@@ -176,7 +177,7 @@ def retime(store: str, cap: float, width: float, trials: int, warmup: int, repea
     torch.set_num_threads(1)
     teacher = teachers.create("small_resnet", num_classes=10, width=width, in_channels=1).eval()
     graph = ArchGraph.from_module(teacher, (1, 8, 8))
-    spaces = [CompressionSpace(graph, shrink_groups=g) for g in ("width", "structural")]  # the benchmarks' is width
+    spaces = [CompressionSpace(graph, shrink_groups=g, ops=OPERATORS) for g in ("width", "structural")]  # the benchmarks' is width
     from pathlib import Path
 
     if not Path(store).is_file():

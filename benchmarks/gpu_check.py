@@ -184,7 +184,7 @@ def ddp_child(path: str, device: torch.device, size: dict) -> None:
     from nascomp.training import full_train
 
     on_cpu = ["trainer.accelerator=cpu", "trainer.precision=32-true"] if device.type == "cpu" else []
-    cfg = compose(["logger=none", "space.shrink_groups=width", "trainer=ddp", *on_cpu, f"trainer.devices={size['devices']}", "teacher=resnet18",
+    cfg = compose(["logger=none", "space.shrink_groups=width", "space.ops=[remove,shrink,skip]", "trainer=ddp", *on_cpu, f"trainer.devices={size['devices']}", "teacher=resnet18",
                    f"teacher.width={size['width']}", *synthetic_overrides(size["split"]), f"full.epochs={size['epochs']}",
                    "full.trainer.enable_progress_bar=false"])
     dataset = data.load(cfg.dataset)
@@ -211,7 +211,7 @@ def check_paper(device: torch.device, size: dict, work: Path) -> dict:
     from nascomp.search import KernelProposer, Record
 
     k = size["k"]
-    cfg = compose(["logger=none", "space.shrink_groups=width", "teacher=resnet18", f"teacher.width={size['width']}", *synthetic_overrides(size["split"]),
+    cfg = compose(["logger=none", "space.shrink_groups=width", "space.ops=[remove,shrink,skip]", "teacher=resnet18", f"teacher.width={size['width']}", *synthetic_overrides(size["split"]),
                    f"proxy.epochs={size['epochs']}", f"search.K={k}", f"teacher_training.epochs={size['teacher_epochs']}",
                    f"teacher_dir={work.parent / 'teachers'}", f"store.path={work / 'paper.sqlite'}", *trainer_overrides(device),
                    *size["overrides"]])

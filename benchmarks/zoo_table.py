@@ -14,6 +14,7 @@ thread, batch 2. Measured on the 2-core CPU machine: every model traces and equa
 """
 import sys, time, torch, torchvision
 from nascomp import ArchGraph, CompressionSpace
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 torch.set_num_threads(1)
 EXCLUDE = ("vit_", "swin_", "maxvit_")
 names = [n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(EXCLUDE)]
@@ -35,7 +36,7 @@ for name in names:
         t = time.time(); g = ArchGraph.from_module(m, (3, size, size)); tt = time.time() - t
         row += [str(len(g)), f"yes ({tt:.1f}s)"]
         x = torch.randn(2, 3, size, size); t = time.time()
-        sp = CompressionSpace(g)
+        sp = CompressionSpace(g, ops=OPERATORS)
         with torch.no_grad():
             d = (sp.reference.build(m, bn_stats="copy").eval()(x) - m(x)).abs().max().item()
         row.append(f"{d:.1e}")

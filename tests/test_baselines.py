@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from nascomp.nb201 import EDGES, OPS, NB201Space, TableEvaluator
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 from nascomp.search import Record, Search, make_proposer, run_search
 from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.search_space import Space
@@ -269,7 +270,7 @@ def test_the_baselines_search_the_compression_space(method):
     from nascomp.compression_space import CompressionSpace
     from nascomp.graph import ArchGraph
 
-    space = CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=0.5).eval(), (1, 8, 8)))
+    space = CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=0.5).eval(), (1, 8, 8)), ops=OPERATORS)
     evaluator = CompressionOnly(space.graph.num_params)
     result = run_search(space, evaluator, config([f"search.method={method}", "search.K=3", "search.T=3",
                                                   "search.local.neighbours=10"]), seed=0)

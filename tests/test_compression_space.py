@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from nascomp import ArchGraph, CompressionSpace, load_student, teachers
 from nascomp.channels import shrunk_width
 from nascomp.encoding import encoding_width
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 WIDTH = {"vgg19": 0.125, "resnet18": 0.125, "resnet34": 0.125, "shufflenet_g2": 0.25, "small_resnet": 0.5}
 _CACHE: dict = {}
 
 
 def setup(name, **space_kwargs):
+    space_kwargs = {"ops": OPERATORS, **space_kwargs}  # the paper's operators unless a test says otherwise
     key = (name, tuple(sorted(space_kwargs.items())))
     if key not in _CACHE:
         shape = (1, 8, 8) if name == "small_resnet" else (3, 32, 32)
@@ -157,7 +159,7 @@ def test_a_gates_squashing_activation_is_never_removed():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), SqueezeExcitation(8, 4),
                           nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     graph = ArchGraph.from_module(model.eval(), (3, 8, 8))
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     types = {j: l.type for j, l in enumerate(graph.layers)}
     (sigmoid,) = [j for j, t in types.items() if t == "sigmoid"]
     assert any(l.type == "gate" and sigmoid in l.inputs for l in graph.layers)
@@ -198,8 +200,8 @@ def test_inheritance_first_and_l1():
 
 
 def test_keys_are_equal_across_processes():
-    code = ("import numpy as np; from nascomp import ArchGraph, CompressionSpace, teachers; "
-            "t = teachers.create('resnet18', width=0.125); s = CompressionSpace(ArchGraph.from_module(t, (3, 32, 32))); "
+    code = ("import numpy as np; from nascomp import ArchGraph, CompressionSpace, teachers; from nascomp.schema import OPERATORS; "
+            "t = teachers.create('resnet18', width=0.125); s = CompressionSpace(ArchGraph.from_module(t, (3, 32, 32)), ops=OPERATORS); "
             "print(' '.join(s.sample(np.random.default_rng(k)).key for k in range(5)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     _, _, space, _ = setup("resnet18")
@@ -211,4 +213,4 @@ def test_bad_space_config_is_explained():
     with pytest.raises(ValueError, match="ops must be a non-empty subset"):
         CompressionSpace(graph, ops=("prune",))
     with pytest.raises(ValueError, match="shrink_groups"):
-        CompressionSpace(graph, shrink_groups="layer")
+        CompressionSpace(graph, shrink_groups="layer", ops=OPERATORS)

@@ -12,6 +12,7 @@ from nascomp.cost import Meter
 from nascomp.pipeline import select_finalists
 from nascomp.reward import Objective
 from nascomp.search import Record, SearchResult
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def students():
     """16 distinct students of small_resnet (w 0.5, 1x8x8 inputs) and the teacher's graph."""
     torch.manual_seed(0)
     graph = ArchGraph.from_module(teachers.create("small_resnet", width=0.5).eval(), (1, 8, 8))
-    space, rng, out = CompressionSpace(graph), np.random.default_rng(0), {}
+    space, rng, out = CompressionSpace(graph, ops=OPERATORS), np.random.default_rng(0), {}
     while len(out) < 16:
         arch = space.sample(rng)
         out[arch.key] = arch
@@ -173,7 +174,7 @@ def test_kernels_propose_only_students_within_the_caps(students, within_caps):
     cap = archs[7].flops
     objective = _objective(graph, flops=cap)
     evaluator = ProxyEvaluator(teachers.create("small_resnet", width=0.5), 0.9, None, None, objective=objective)
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     cfg = compose(["search.K=8", "search.acquisition.samples=100", "kernel.max_steps=5", "kernel.hidden=8",
                    f"search.acquisition.within_caps={within_caps}"])
     proposer = make_proposer(space, evaluator, cfg, seed=0)

@@ -16,6 +16,7 @@ from nascomp.config import group
 from nascomp.cost import Meter, layer_flops, measure_latency, memory_mb, peak_activations, weight_bytes
 from nascomp.graph import ArchGraph, Layer
 from nascomp.store import RunStore
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 TEACHERS = [("small_resnet", (1, 8, 8)), ("resnet18", (3, 32, 32)), ("resnet34", (3, 32, 32)), ("vgg19", (3, 32, 32)),
             ("shufflenet_g2", (3, 32, 32))]
@@ -43,7 +44,7 @@ def test_flops_equal_fvcore_on_teachers_and_students(name, shape, width):
     teacher = teachers.create(name, num_classes=10, width=width, in_channels=shape[0]).eval()
     graph = ArchGraph.from_module(teacher, shape)
     check_against_fvcore(teacher, graph)
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     rng = np.random.default_rng(0)
     for _ in range(3):
         child = space.sample(rng)

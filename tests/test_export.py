@@ -9,6 +9,7 @@ from torch import nn
 
 from nascomp import ArchGraph, CompressionSpace, export_onnx, load_student
 from nascomp.export import StudentFileError
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 
 class ResidualCNN(nn.Module):
@@ -37,7 +38,7 @@ def test_own_teacher_trace_sample_build_forward_export(tmp_path):
     graph = ArchGraph.from_module(teacher, (3, 16, 16))
     assert graph.num_params == sum(p.numel() for p in teacher.parameters())
     assert any(l.type == "add" for l in graph.layers)  # x + b(x) feeds c and the next sum: an add layer
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     rng = np.random.default_rng(0)
     for _ in range(10):
         child = space.sample(rng)
@@ -55,7 +56,7 @@ def test_own_teacher_trace_sample_build_forward_export(tmp_path):
 def test_onnx_matches_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     teacher = ResidualCNN().eval()
-    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)), ops=OPERATORS)
     student = space.sample(np.random.default_rng(1)).build(teacher).eval()
     path = export_onnx(student, tmp_path / "s.onnx")
     x = torch.randn(5, 3, 16, 16)
@@ -71,7 +72,7 @@ def test_shufflenet_student_exports_and_matches_torch(tmp_path):
 
     teacher = teachers.create("shufflenet_g2", num_classes=10, width=0.125).eval()
     graph = ArchGraph.from_module(teacher, (3, 32, 32))
-    student = CompressionSpace(graph).sample(seed=0).build(teacher).eval()
+    student = CompressionSpace(graph, ops=OPERATORS).sample(seed=0).build(teacher).eval()
     assert any(isinstance(m, nn.ChannelShuffle) for m in student.modules())
     path = export_onnx(student, tmp_path / "s.onnx")
     onnx.checker.check_model(onnx.load(str(path)))
@@ -91,7 +92,7 @@ def test_export_falls_back_to_the_torchscript_exporter(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", no_dynamo)
     teacher = ResidualCNN().eval()
-    student = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16))).sample(np.random.default_rng(1)).build(teacher).eval()
+    student = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)), ops=OPERATORS).sample(np.random.default_rng(1)).build(teacher).eval()
     path = export_onnx(student, tmp_path / "s.onnx")
     x = torch.randn(5, 3, 16, 16)
     (y,) = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
@@ -102,7 +103,7 @@ def test_loading_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="architecture.json is missing"):
         load_student(tmp_path)
     teacher = ResidualCNN()
-    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)), ops=OPERATORS)
     a, b = space.sample(np.random.default_rng(0)), space.sample(np.random.default_rng(1))
     a.save(tmp_path / "a", a.build(teacher))
     torch.save(b.build(teacher).state_dict(), tmp_path / "a" / "weights.pt")
@@ -114,7 +115,7 @@ def test_loading_errors(tmp_path):
 def saved(tmp_path):
     """A real student saved to disk, with the module it was saved from and a sample input."""
     teacher = ResidualCNN().eval()
-    child = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16))).sample(np.random.default_rng(2))
+    child = CompressionSpace(ArchGraph.from_module(teacher, (3, 16, 16)), ops=OPERATORS).sample(np.random.default_rng(2))
     student = child.build(teacher).eval()
     child.save(tmp_path / "s", student)
     return tmp_path / "s", student, torch.randn(3, 3, 16, 16)
@@ -211,7 +212,7 @@ def test_every_registered_teacher_and_its_candidates_validate():
         shape = (1, 8, 8) if name == "small_resnet" else (3, 32, 32)
         graph = ArchGraph.from_module(teachers.create(name, width=0.25), shape)
         assert graph.validate() is graph
-        space = CompressionSpace(graph)
+        space = CompressionSpace(graph, ops=OPERATORS)
         for _ in range(3):
             child = space.sample(rng)
             assert ArchGraph.from_json(child.graph.to_json()).key == child.key  # from_json validates

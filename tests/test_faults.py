@@ -7,6 +7,7 @@ import torch
 from nascomp import ArchGraph, CompressionSpace, data, teachers
 from nascomp.config import group
 from nascomp.proxy_evaluator import ProxyEvaluator
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 
 class Diverging:
@@ -37,7 +38,7 @@ class Oversized(Diverging):
 def setup():
     dataset = data.load(group("dataset", "digits"))
     teacher = teachers.create("small_resnet", width=0.25).eval()
-    space = CompressionSpace(ArchGraph.from_module(teacher, (1, 8, 8)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (1, 8, 8)), ops=OPERATORS)
     proxy = group("training", "proxy", ["epochs=1", "batch_size=128", "trainer.accelerator=cpu"])
     return dataset, teacher, space, proxy
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from nascomp import ArchGraph, CompressionSpace, teachers
 from nascomp.encoding import LAYER_TYPES, NUM_ATTRIBUTES, LayerSpec, encode, encoding_width
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 # layer counts of the reference code (REFERENCE §3): a residual sum is two incoming edges, not a layer
 REFERENCE_LAYERS = {"vgg19": 55, "resnet18": 60, "resnet34": 108, "shufflenet_g2": 159}
@@ -192,7 +193,8 @@ def test_keys_are_stable_across_renames(name, shape, teacher_key, sample_key):
 
     graph = ArchGraph.from_module(teachers.create(name, width=0.25), shape)
     assert graph.key == teacher_key
-    assert CompressionSpace(graph, shrink_groups="width").sample(np.random.default_rng(0)).key == sample_key
+    assert CompressionSpace(graph, shrink_groups="width", ops=["remove", "shrink", "skip"]).sample(
+        np.random.default_rng(0)).key == sample_key
 
 
 def test_relative_encoding_gives_channels_as_fractions_of_the_reference():
@@ -214,7 +216,7 @@ def test_relative_encoding_gives_channels_as_fractions_of_the_reference():
 def test_relative_encoding_matches_students_of_teachers_of_another_width():
     """The same student (operators and ratios) of small_resnet at width 0.5 and at 0.25 encodes alike
     with numeric='relative' (up to each width's channel rounding), and not with 'log'."""
-    spaces = [CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=w), (1, 8, 8)))
+    spaces = [CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=w), (1, 8, 8)), ops=OPERATORS)
               for w in (0.5, 0.25)]
     wide, narrow = spaces
     assert len(wide.graph) == len(narrow.graph) and wide.num_shrink_groups == narrow.num_shrink_groups
@@ -328,7 +330,7 @@ def test_a_broadcast_add_validates_and_its_students_save_and_load(tmp_path):
     assert torch.equal(y, expected)
     assert graph.layers[4].inputs == (1, 3) and graph.layers[4].in_shape == (8, 8, 8)  # pools x + context
     assert ArchGraph.from_json(graph.to_json()).key == graph.key  # validates
-    space, teacher = CompressionSpace(graph), _GlobalContext().eval()
+    space, teacher = CompressionSpace(graph, ops=OPERATORS), _GlobalContext().eval()
     for k, child in enumerate([space.reference, space.sample(np.random.default_rng(0))]):
         student = child.build(teacher).eval()
         child.save(tmp_path / str(k), student)

@@ -21,6 +21,7 @@ from nascomp.graph import ArchGraph
 from nascomp.pareto import Scale, hypervolume, spread
 from nascomp.pipeline import pareto_problem
 from nascomp.reward import Objective
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 SHAPE = (1, 8, 8)  # digits
 TEACHER_ACC = 0.9
@@ -49,7 +50,7 @@ def test_problem_of_an_exact_cost(teacher, name, cost):
     assert problem.scale == Scale(0.0, TEACHER_ACC, 0.0, teacher_cost)
     assert problem.reference == (TEACHER_ACC, teacher_cost)
     assert teacher_cost == {"num_params": graph.num_params, "flops": graph.flops, "memory_mb": memory_mb(graph, 1)}[cost]
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     rng = np.random.default_rng(0)
     for arch in [space.sample(rng) for _ in range(4)]:
         built = arch.build(model)
@@ -69,7 +70,7 @@ def test_problem_of_latency_is_the_table_calibrated_on_the_teacher(teacher):
     objective, problem = problem_of("latency", graph)
     measured = objective.teacher_costs.latency_ms
     assert problem.cost == "latency_ms" and problem.scale == Scale(0.0, TEACHER_ACC, 0.0, measured) and measured > 0
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     assert problem.cost_of(space.reference) == pytest.approx(measured, rel=1e-12)
     arch = space.sample(np.random.default_rng(1))
     again = problem.cost_of(arch)

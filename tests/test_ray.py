@@ -14,6 +14,7 @@ from nascomp import ArchGraph, CompressionSpace, data, teachers  # noqa: E402
 from nascomp.config import group  # noqa: E402
 from nascomp.proxy_evaluator import ProxyEvaluator  # noqa: E402
 from nascomp.ray_evaluator import RayEvaluator, proxy_task  # noqa: E402
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def setup():
     dataset = data.load(dataset_cfg)
     teacher = teachers.create("small_resnet", width=0.25).eval()
     graph = ArchGraph.from_module(teacher, (1, 8, 8))
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     proxy = group("training", "proxy", ["epochs=1", "batch_size=64", "trainer.accelerator=cpu"])
     yield dataset_cfg, dataset, teacher, graph, space, proxy
     ray.shutdown()

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from nascomp import ArchGraph, CompressionSpace, teachers
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 from nascomp.evaluator import Evaluation, Evaluator
 from nascomp.evaluator import StoredEvaluator
 from nascomp.store import RunStore, StoreError
@@ -35,7 +36,7 @@ class CountingEvaluator(Evaluator):
 
 @pytest.fixture
 def space():
-    return CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8)))
+    return CompressionSpace(ArchGraph.from_module(teachers.create("small_resnet", width=0.25), (1, 8, 8)), ops=OPERATORS)
 
 
 def test_cache_hit_within_and_across_runs(tmp_path, space):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from nascomp import teachers
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 PAPER_PARAMS_M = {  # (CIFAR-10, CIFAR-100) in millions, paper Table 1 / REFERENCE §6
     "vgg19": (20.04, 20.09),
@@ -118,7 +119,7 @@ def test_vgg_on_8x8_keeps_a_1x1_map_and_its_graph_builds_students():
     assert vgg.features(torch.randn(1, 1, 8, 8)).shape == (1, 64, 1, 1)  # 8 -> 4 -> 2 -> 1 -> 1 -> 1
     assert vgg.features(torch.randn(1, 1, 32, 32)).shape == (1, 64, 1, 1)  # CIFAR: 32 -> 1, as in the paper
     graph = ArchGraph.from_module(vgg, (1, 8, 8))
-    student = CompressionSpace(graph).sample(seed=0).build(vgg)
+    student = CompressionSpace(graph, ops=OPERATORS).sample(seed=0).build(vgg)
     assert student(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from nascomp import ArchGraph, CompressionSpace
 from nascomp.compression_space import Candidate
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 from test_zoo import check
 
 timm = pytest.importorskip("timm")
@@ -47,7 +48,7 @@ def test_timm_batchnormact_is_a_batchnorm_and_an_activation_and_compresses():
                             "constructs": {"Conv2dSame": 1}}
     assert graph.num_params == sum(p.numel() for p in model.parameters())
     x = torch.randn(4, 3, 8, 8)
-    space = CompressionSpace(graph, shrink_groups="structural")
+    space = CompressionSpace(graph, shrink_groups="structural", ops=OPERATORS)
     # values: the graph with the teacher's weights and statistics computes the timm modules', in eval
     # mode and in train mode (batch statistics)
     net = space.reference.build(model, bn_stats="copy")
@@ -229,7 +230,7 @@ def test_an_opaque_layer_that_treats_each_channel_alone_lets_its_channels_shrink
         ("opaque", ".amax()", False), ("opaque", "mul", False), ("conv", None, False), ("mean", None, False),
         ("linear", None, False)]
     assert graph.opaque["params"] == 4 and graph.num_params == sum(p.numel() for p in model.parameters())
-    space = CompressionSpace(graph, shrink_groups="structural")
+    space = CompressionSpace(graph, shrink_groups="structural", ops=OPERATORS)
     # conv's channels pass through the affine blocks; conv2's feed x * x.amax(1), which pins them
     assert space.solution.free == [0, 9]
     x = torch.randn(2, 3, 6, 6)

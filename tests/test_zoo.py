@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from nascomp import ArchGraph, CompressionSpace, GraphError, load_student
+from nascomp.schema import OPERATORS  # the paper's operators: students that remove layers and add skips
 
 
 class _Clip(torch.autograd.Function):
@@ -72,7 +73,7 @@ def test_a_construct_nothing_understands_is_kept_whole_and_the_rest_searches():
     assert [l.attrs["construct"] for l in opaque] == ["_clip", "_Branchy"]
     assert graph.opaque["params"] == 8 * 8 * 9 + 8 and graph.opaque["constructs"] == {"_Branchy": 1, "_clip": 1}
     assert graph.num_params == sum(p.numel() for p in model.parameters())
-    space = CompressionSpace(graph, shrink_groups="structural")
+    space = CompressionSpace(graph, shrink_groups="structural", ops=OPERATORS)
     # stem and mid feed opaque layers (pinned); tail is free
     tail = [j for j, l in enumerate(graph.layers) if l.target == "tail"][0]
     assert space.solution.free == [tail]
@@ -95,7 +96,7 @@ def test_a_student_with_opaque_layers_saves_and_loads_with_its_teacher(tmp_path)
 
     torch.manual_seed(0)
     model = _Custom().eval()
-    space = CompressionSpace(ArchGraph.from_module(model, (3, 8, 8)), shrink_groups="structural")
+    space = CompressionSpace(ArchGraph.from_module(model, (3, 8, 8)), shrink_groups="structural", ops=OPERATORS)
     cand = next(c for c in map(lambda seed: space.sample(seed=seed), range(50)) if len(c.graph.opaque["constructs"]) == 2)
     net = cand.build(model, inherit="l1").eval()
     with torch.no_grad():
@@ -156,7 +157,7 @@ def test_gating_layer_scale_and_stochastic_depth_are_understood():
     assert graph.opaque["params"] == 0 and graph.num_params == sum(p.numel() for p in model.parameters())
     gate = graph.layers[7]
     assert gate.inputs == (1, 6) and gate.in_shape == (8, 6, 6)  # x first, then its (8, 1, 1) gate
-    space = CompressionSpace(graph, shrink_groups="structural")
+    space = CompressionSpace(graph, shrink_groups="structural", ops=OPERATORS)
     # the gate's producer (fc2, layer 5) is tied to the gated tensor's (conv, layer 0): one symbol
     assert space.solution.free == [0, 3] and space.solution.out_exprs[5] == ((0, 1),)
     x = torch.randn(2, 3, 6, 6)
@@ -325,7 +326,7 @@ def check(model: nn.Module, size: int, candidates: int = 20, name: str = "") -> 
             m.running_var.uniform_(0.5, 2.0)
     graph = ArchGraph.from_module(model, (3, size, size))
     assert graph.num_params == sum(p.numel() for p in model.parameters())
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         same = space.reference.build(model, bn_stats="copy").eval()(x)
@@ -369,7 +370,7 @@ def test_a_channel_shuffle_written_with_view_and_transpose_is_a_shuffle():
     model = _ViewShuffle().eval()
     graph = ArchGraph.from_module(model, (3, 4, 4))
     assert [(l.type, l.attrs["groups"]) for l in graph.layers] == [("conv", 1), ("shuffle", 3), ("conv", 1)]
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     assert space.solution.free == [0] and space.solution.divisor[0] == 3
     x = torch.randn(2, 3, 4, 4)
     assert torch.equal(space.reference.build(model).eval()(x), model(x))
@@ -414,7 +415,7 @@ def test_layernorm_and_linears_channels_last_are_a_channel_norm_and_1x1_convs():
     up = graph.layers[3]
     assert (up.target, up.attrs["kernel_size"], up.in_shape, up.out_shape) == ("up", (1, 1), (8, 4, 4), (16, 4, 4))
     assert graph.opaque["params"] == 0 and graph.num_params == sum(p.numel() for p in model.parameters())
-    space = CompressionSpace(graph, shrink_groups="structural")
+    space = CompressionSpace(graph, shrink_groups="structural", ops=OPERATORS)
     assert space.solution.free == [0, 3]  # the stem's 8 (tied to down's by the residual) and the hidden 16
     x = torch.randn(2, 3, 4, 4)
     with torch.no_grad():
@@ -485,7 +486,7 @@ def test_a_proxy_distillation_step_on_a_zoo_model(name, one_thread):
     teacher = torchvision.models.get_model(name, num_classes=10).eval()
     cfg = group("training", "proxy", ["epochs=1", "batch_size=16", "trainer.accelerator=cpu"])
     proxy = ProxyEvaluator(teacher, 0.5, dataset, cfg, inherit="l1")
-    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 32, 32)))
+    space = CompressionSpace(ArchGraph.from_module(teacher, (3, 32, 32)), ops=OPERATORS)
     candidates = [space.sample(seed=seed) for seed in range(2)]
     for cand in candidates:
         net = cand.build(teacher, inherit="l1")
@@ -531,7 +532,7 @@ def test_split_chunk_and_slices_of_channels_cut_the_channel_symbols_they_divide(
         ("conv", (5,), None, None), ("slice", (5,), 2, 7), ("slice", (6,), 0, 2), ("concat", (8, 9, 10), None, None),
         ("mean", (11,), None, None), ("linear", (12,), None, None)]
     assert graph.opaque["params"] == 0
-    space = CompressionSpace(graph, shrink_groups="structural")
+    space = CompressionSpace(graph, shrink_groups="structural", ops=OPERATORS)
     sol = space.solution
     # the stem's 8 channels are cut at 2 and 4 (symbols 50, 51, 21), the branch's 6 at 3 (40, 41); mix is 8
     assert sol.free == [8, 21, 40, 41, 50, 51] and [sol.teacher_width[s] for s in sol.free] == [5, 4, 3, 3, 2, 2]
@@ -575,7 +576,7 @@ def test_a_chunk_of_a_shuffled_tensor_fixes_the_channels_it_reads():
     torch.manual_seed(0)
     model = _ShuffleThenChunk().eval()
     graph = ArchGraph.from_module(model, (3, 4, 4))
-    space = CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
     assert [l.type for l in graph.layers] == ["conv", "conv", "concat", "shuffle", "slice", "slice", "conv", "concat"]
     assert space.solution.free == []  # a and b pinned by the slices, c by the output
     x = torch.randn(2, 3, 4, 4)
@@ -606,7 +607,7 @@ def test_upsample_and_interpolate_preserve_channels():
     assert [(l.attrs["mode"], l.in_shape, l.out_shape) for l in ups] == [("nearest", (6, 4, 4), (6, 8, 8)),
                                                                          ("bilinear", (6, 4, 4), (6, 8, 8))]
     assert graph.opaque["params"] == 0
-    space = CompressionSpace(graph, shrink_groups="structural")
+    space = CompressionSpace(graph, shrink_groups="structural", ops=OPERATORS)
     assert len(space.solution.free) == 1  # high and low tied by the sum through the upsamples
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
