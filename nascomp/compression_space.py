@@ -26,7 +26,7 @@ from torch import nn
 from nascomp.channels import ChannelSolution, shrunk_width, solve
 from nascomp.encoding import LayerSpec
 from nascomp.graph import ACTIVATIONS, SEPARATE_INPUTS, ArchGraph, GraphNet, Layer
-from nascomp.schema import INHERIT, check_space
+from nascomp.schema import INHERIT, SHRINK_ONLY, check_space
 from nascomp.search_space import Architecture, FlatDim, Space
 
 SQUASHING = ("sigmoid", "hardsigmoid", "tanh")  # bounded activations: feeding a gate, never removed
@@ -48,6 +48,7 @@ class CompressionSpace(Space):
             raise ValueError(f"unknown search-space options {sorted(unknown_options)}; known: {sorted(cfg)}")
         cfg = {**cfg, **options}
         check_space(cfg)
+        cfg["ops"] = SHRINK_ONLY if cfg["ops"] == "auto" else cfg["ops"]  # no objective here (pipeline.space_options)
         ops, remove_p, skip_p = tuple(cfg["ops"]), tuple(cfg["remove_p"]), tuple(cfg["skip_p"])
         shrink_low, shrink_high, shrink_groups = float(cfg["shrink_low"]), float(cfg["shrink_high"]), cfg["shrink_groups"]
         shrink_groups = "structural" if shrink_groups == "auto" else shrink_groups  # no caps here (pipeline.space_options)

@@ -36,7 +36,7 @@ from nascomp.pareto import REFERENCE, ParetoProblem, Scale
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, plot_pareto, table, write_history, write_report, write_summary
 from nascomp.reward import Objective, RewardRow
-from nascomp.schema import KERNEL_METHODS
+from nascomp.schema import KERNEL_METHODS, OPERATORS, SHRINK_ONLY
 from nascomp.search import Record, SearchResult, run_search
 from nascomp.signals import check_interrupted
 from nascomp.store import RunStore, StoreError, config_diff, digest, hold_run, tensor_digest
@@ -166,7 +166,8 @@ def stored_config(config: dict) -> dict:
     (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``;
     ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it; ``final.select`` and
     ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode), and
-    ``final.prune`` always (it adds a row beside the answer, from the store on a rerun).
+    ``final.prune`` always (it adds a row beside the answer, from the store on a rerun); ``space.ops: auto`` is
+    recorded as the operators it resolves to (:func:`resolved_ops`).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
     out = copy.deepcopy(config)
@@ -184,6 +185,9 @@ def stored_config(config: dict) -> dict:
         final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
     if isinstance(final, dict):
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
+    space = out.get("space")
+    if isinstance(space, dict) and space.get("ops") == "auto":
+        space["ops"] = resolved_ops("auto", objective if isinstance(objective, dict) else {})  # the operators searched: a latency run started before auto resumes
     return out
 
 
@@ -523,13 +527,25 @@ def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) ->
 
 
 def space_options(cfg: DictConfig) -> dict:
-    """The compression space's options of a run (``cfg.space``), ``shrink_groups: auto`` resolved: ``width``
+    """The compression space's options of a run (``cfg.space``), ``auto`` resolved. ``shrink_groups``: ``width``
     (one ratio per teacher width, the reference) in a run with caps (``objective.constraint.*``), else
-    ``structural`` (one ratio per channel symbol): the structural-shrink and capped-space rules, README."""
+    ``structural`` (one ratio per channel symbol): the structural-shrink and capped-space rules. ``ops``:
+    :func:`resolved_ops`."""
     options = OmegaConf.to_container(cfg.space, resolve=True)
     if options["shrink_groups"] == "auto":
         options["shrink_groups"] = "width" if has_caps(cfg.objective) else "structural"
+    options["ops"] = resolved_ops(options["ops"], cfg.objective)
     return options
+
+
+def resolved_ops(ops, objective) -> list:
+    """``space.ops`` of a run whose ``objective`` node (a config node or its plain dict) is given, ``auto``
+    resolved: all three operators in a run that rewards or caps latency (a small network's latency is paid
+    per layer: only removal lowers it), else shrinkage only (the skip-free and latency rules, README)."""
+    if ops != "auto":
+        return list(ops)
+    latency = objective.get("name") == "latency" or (objective.get("constraint") or {}).get("latency_ms") is not None
+    return list(OPERATORS if latency else SHRINK_ONLY)
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, objective: Objective,

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
+SHRINK_ONLY = ("shrink",)  # space.ops: auto without latency (pipeline.space_options; the skip-free rule, README)
 SHRINK_GROUPS = ("auto", "width", "structural")  # auto: structural, width in a run with caps (pipeline.space_options)
 MAXIMIZERS = ("random", "evolution")
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
@@ -98,7 +99,7 @@ class DatasetSchema:
 
 @dataclass
 class SpaceSchema:
-    ops: list = MISSING
+    ops: Any = MISSING  # auto, or a list of OPERATORS
     remove_p: list = MISSING
     skip_p: list = MISSING
     shrink_low: float = _range(0.0, 1.0)
@@ -455,6 +456,10 @@ def _missing(node: Any, prefix: str = "") -> list[str]:
 def check_space(space: Any) -> None:
     """The compression space's options (``conf/space``, a mapping): what types and ranges cannot say.
     ``validate`` calls it on the config and ``CompressionSpace`` on its options."""
+    if space["ops"] == "auto":
+        return check_space({**space, "ops": list(SHRINK_ONLY)})
+    if isinstance(space["ops"], str):
+        raise ConfigError(f"space.ops must be auto or a list of {', '.join(OPERATORS)}, got {space['ops']!r}")
     ops = list(space["ops"])
     if not ops or not set(ops) <= set(OPERATORS):
         raise ConfigError(f"space.ops must be a non-empty subset of {', '.join(OPERATORS)}, got {ops}")

@@ -1193,6 +1193,50 @@ def test_skip_free_rule_adopts_shrink_only():
     d = np.array([acc["ours[space.ops=[shrink],final.top_k=4]"][s] - acc["ours[final.top_k=4]"][s] for s in range(10)])
     assert (round(d.mean(), 4), round(se(d), 4), int((d < 0).sum())) == (0.022, 0.0071, 1)
     assert "+0.0220 ± 0.0071, lower on 1 of 10" in readme
-    for overrides in ([], ["objective.constraint.flops=1000"], ["objective.constraint.memory_mb=1"]):
+    assert compose([]).space.ops == "auto"
+    for overrides in ([], ["objective.constraint.flops=1000"], ["objective.constraint.memory_mb=1"], ["objective=flops"]):
         assert space_options(compose(overrides))["ops"] == ["shrink"]
+    for overrides in (["objective=latency"], ["objective.constraint.latency_ms=5"], ["search.mode=pareto", "objective=latency"]):
+        assert space_options(compose(overrides))["ops"] == ["remove", "shrink", "skip"]  # the latency rule
     assert {tuple(compose([f"experiment={e}"]).space.ops) for e in ("cpu", "table1", "table5_cpu", "table8", "table3_cpu")} == {("remove", "shrink", "skip")}
+
+
+def _constraint_target_lines(rows, cap, ours, random):
+    """README table rows and the paired line of the constraint target (held-out seeds 1000-1009, four finalists):
+    mean full accuracy of the best feasible finalist per budget (over the seeds with one), finalists meeting the cap,
+    ours minus random at 32 (a seed without a feasible finalist scores 0: nothing to deploy)."""
+    acc, feasible = {}, {}
+    for r in rows:
+        if r["constraint"].startswith(cap) and r["seed_set"] == "held-out" and r["method"] in (ours, random):
+            acc.setdefault(r["method"], {}).setdefault(int(r["budget"]), {})[int(r["seed"])] = float(r["full_accuracy"] or "nan")
+            f = feasible.setdefault(r["method"], [0, 0])
+            f[0], f[1] = f[0] + int(r["finalists_feasible"]), f[1] + int(r["finalists"])
+    lines = []
+    for m in (ours, random):
+        assert all(sorted(acc[m][b]) == list(range(1000, 1010)) for b in (8, 16, 24, 32))
+        cells = " | ".join(f"{np.nanmean(list(acc[m][b].values())):.4f}" for b in (8, 16, 24, 32))
+        lines.append(f"| {cap} | {m} | {cells} | {feasible[m][0]}/{feasible[m][1]} |")
+    d = np.nan_to_num([acc[ours][32][s] for s in range(1000, 1010)]) - np.nan_to_num([acc[random][32][s] for s in range(1000, 1010)])
+    lines.append(f"{cap}: ours − random at 32 {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(10):.4f}, ours at least random's on "
+                 f"{(d >= 0).sum()} of 10")
+    return lines
+
+
+def test_constraint_target_in_the_skip_free_default():
+    """README "The constraint target with the skip-free default": held-out seeds under the FLOPs, memory and latency
+    caps, ours and random search in the space the main job now searches there (shrinkage only; all three operators
+    under the latency cap), every finalist within the cap; the README holds each row, recomputed from the committed rows."""
+    rows = [r for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_constraint_finalists.csv").open())
+            if r["space"].endswith("-213ed5c4")]
+    readme = (ROOT / "README.md").read_text()
+    S = ("ours[space.ops=[shrink],final.top_k=4]", "random[space.ops=[shrink],final.top_k=4]")
+    for cap, methods in (("flops", S), ("memory", S), ("latency", ("ours[final.top_k=4]", "random[final.top_k=4]"))):
+        for line in _constraint_target_lines(rows, cap, *methods):
+            assert line.replace("-", "−") in readme.replace("-", "−"), line
+    shrink_latency = [r for r in rows if r["constraint"].startswith("latency") and r["method"] in S]
+    assert len(shrink_latency) == 120 and sum(int(r["finalists_feasible"]) for r in shrink_latency) == 0  # the measured loss, both seed sets
+    tuning = {r["method"]: r for r in rows if r["constraint"].startswith("latency") and r["seed_set"] == "tuning" and r["budget"] == "32"}
+    within = lambda m: sum(r["finalists_feasible"] == r["finalists"] == "4" for r in rows if r["method"] == m and r["seed_set"] == "tuning"
+                           and r["constraint"].startswith("latency") and r["budget"] == "32")
+    assert (within("ours[final.top_k=4]"), within(S[0])) == (10, 0) and tuning  # the latency rule: all three operators with latency
+    assert "every finalist within the cap on 10 of 10 seeds (40 of 40" in readme

@@ -208,6 +208,18 @@ def test_keys_are_equal_across_processes():
     assert out == [space.sample(np.random.default_rng(k)).key for k in range(5)]
 
 
+def test_the_default_space_shrinks_only():
+    """``CompressionSpace(graph)`` (``space.ops: auto`` with no objective to read: the skip-free rule) keeps every
+    layer and adds no skip, each channel symbol thinned by its own ratio; every student is smaller than the teacher."""
+    _, graph, _, _ = setup("small_resnet")
+    space = CompressionSpace(graph)
+    assert space.ops == ("shrink",) and space.shrink_groups == "structural"
+    children = [space.sample(seed=s) for s in range(30)]
+    assert all(not c.removed and not c.skips and c.num_params < graph.num_params for c in children)
+    assert len({c.ratios for c in children}) == 30 and all(len(c.ratios) == space.num_shrink_groups for c in children)
+    assert [len(c.graph) for c in children] == [len(graph)] * 30
+
+
 def test_bad_space_config_is_explained():
     _, graph, _, _ = setup("resnet18")
     with pytest.raises(ValueError, match="ops must be a non-empty subset"):

@@ -222,6 +222,29 @@ def test_final_select_moves_run_ids_only_where_it_is_read():
     assert "select" not in stored_config(cpu)["final"]  # the benchmarks' preset keeps top: their run ids hold
 
 
+def test_space_ops_auto_is_recorded_as_the_operators_it_searches():
+    """``space.ops: auto`` (the skip-free and latency rules) resolves by the objective: all three operators where
+    latency is rewarded or capped, shrinkage only elsewhere. The stored config records the resolved list, so a
+    latency run started when the default was the explicit list keeps its id, and a run that names its operators
+    has the id of the ``auto`` run they equal; a bad value is a clear config error."""
+    from nascomp.pipeline import run_id_of, stored_config
+    from nascomp.schema import ConfigError
+
+    def run(*extra):
+        config = OmegaConf.to_container(validate(compose(TINY + list(extra))), resolve=True)
+        return run_id_of(config), stored_config(config)["space"]["ops"]
+
+    for extra, ops in (([], ["shrink"]), (["objective.constraint.flops=1000"], ["shrink"]),
+                       (["objective=latency"], ["remove", "shrink", "skip"]),
+                       (["objective.constraint.latency_ms=5"], ["remove", "shrink", "skip"])):
+        auto, recorded = run(*extra)
+        assert recorded == ops and auto == run(*extra, f"space.ops=[{','.join(ops)}]")[0], extra
+    assert run()[0] != run("space.ops=[remove,shrink,skip]")[0]  # shrinkage only is another space: another run
+    for bad, message in (("space.ops=everything", "space.ops must be auto or a list"), ("space.ops=[prune]", "non-empty subset")):
+        with pytest.raises(ConfigError, match=message):
+            validate(compose(TINY + [bad]))
+
+
 def test_sigma2_grid_is_checked_and_its_default_keeps_run_ids():
     """``kernel.sigma2_grid`` came after runs were stored: at null (σ² fixed, as those runs) it is left out of the
     stored config, so those runs keep their ids under ``kernel.sigma2_grid=null``; the default since the σ² grid

@@ -23,7 +23,8 @@ def test_each_finalist_starts_from_its_own_proxy_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "full_train", recording_full_train)
     base = TINY + [f"teacher_dir={tmp_path / 'teachers'}", f"store.path={tmp_path / 'shared.sqlite'}", "logger=none",
-                   "search.method=random", "seed=0", "space.shrink_groups=width"]  # the space whose draws make the case below
+                   "search.method=random", "seed=0", "space.shrink_groups=width",
+                   "space.ops=[remove,shrink,skip]"]  # the space whose draws make the case below
     # The wide run: 8 students. The narrow run: T=0, its K=2 first random students, which every method
     # and budget shares with the wide run, so they come from the store; the wide run's best is not among them.
     wide = validate(compose(base + ["search.T=3"]))
