@@ -187,7 +187,7 @@ def stored_config(config: dict) -> dict:
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     space = out.get("space")
     if isinstance(space, dict) and space.get("ops") == "auto":
-        space["ops"] = resolved_ops("auto", objective if isinstance(objective, dict) else {})  # the operators searched: a latency run started before auto resumes
+        space["ops"] = resolved_ops("auto", objective if isinstance(objective, dict) else {}, pareto)  # the operators searched: a latency run started before auto resumes
     return out
 
 
@@ -534,18 +534,19 @@ def space_options(cfg: DictConfig) -> dict:
     options = OmegaConf.to_container(cfg.space, resolve=True)
     if options["shrink_groups"] == "auto":
         options["shrink_groups"] = "width" if has_caps(cfg.objective) else "structural"
-    options["ops"] = resolved_ops(options["ops"], cfg.objective)
+    options["ops"] = resolved_ops(options["ops"], cfg.objective, cfg.search.mode == "pareto")
     return options
 
 
-def resolved_ops(ops, objective) -> list:
+def resolved_ops(ops, objective, pareto: bool) -> list:
     """``space.ops`` of a run whose ``objective`` node (a config node or its plain dict) is given, ``auto``
     resolved: all three operators in a run that rewards or caps latency (a small network's latency is paid
-    per layer: only removal lowers it), else shrinkage only (the skip-free and latency rules, README)."""
+    per layer: only removal lowers it) and in Pareto mode (measured with them only), else shrinkage only (the
+    skip-free, latency and Pareto-space rules, README)."""
     if ops != "auto":
         return list(ops)
     latency = objective.get("name") == "latency" or (objective.get("constraint") or {}).get("latency_ms") is not None
-    return list(OPERATORS if latency else SHRINK_ONLY)
+    return list(OPERATORS if latency or pareto else SHRINK_ONLY)
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, objective: Objective,
