@@ -1038,6 +1038,17 @@ def test_finalist_rule_adopts_front():
     assert compose([]).final.select == "front" and compose(["experiment=cpu"]).final.select == "top"
 
 
+def _answer_line(name, space, answers, pruned, best):
+    """A README row of the structural-shrink and skip-free tables: the mean best proxy f at 160, the main job's answer
+    (params, full accuracy and f, test accuracy) and l1 pruning minus the answer in full f, mean ± s.e. (seeds ahead)."""
+    seeds = sorted(answers)
+    mean = lambda k: np.mean([float(answers[s][k]) for s in seeds])
+    d = np.array([float(pruned[s]["full_f"]) - float(answers[s]["full_f"]) for s in seeds])
+    return (f"| {name} | {space} | {np.mean(list(best.values())):.4f} | {mean('num_params'):.0f} | {mean('full_accuracy'):.4f} | "
+            f"{mean('full_f'):.4f} | {mean('test_accuracy'):.4f} | {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f} "
+            f"({(d > 0).sum()}/{len(d)}) |")
+
+
 def test_structural_shrink_rule_adopts_structural():
     """The structural-shrink rule (README "The structural-shrink rule, run"): on tuning seeds 0-9 the main job's
     answer in the space of per-symbol shrink ratios minus the reference space's, full f, is +0.0336 (higher on 7,
@@ -1062,11 +1073,7 @@ def test_structural_shrink_rule_adopts_structural():
         for label, sp, method in ((W, "`width`", "ours"), (S, "`structural`", "ours[space.shrink_groups=structural]")):
             a, p, b = of(label, label, seeds), of(label, "prune[l1]", seeds), best(method, seeds)
             assert len(a) == len(p) == len(b) == 10
-            mean = lambda k: np.mean([float(a[s][k]) for s in seeds])
-            d = np.array([float(p[s]["full_f"]) - float(a[s]["full_f"]) for s in seeds])
-            line = (f"| {name} | {sp} | {np.mean(list(b.values())):.4f} | {mean('num_params'):.0f} | {mean('full_accuracy'):.4f} | "
-                    f"{mean('full_f'):.4f} | {mean('test_accuracy'):.4f} | {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(10):.4f} "
-                    f"({(d > 0).sum()}/10) |")
+            line = _answer_line(name, sp, a, p, b)
             assert line in readme, line
         d = np.array([float(of(S, S, seeds)[s]["full_f"]) - float(of(W, W, seeds)[s]["full_f"]) for s in seeds])
         e = np.array([best("ours[space.shrink_groups=structural]", seeds)[s] - best("ours", seeds)[s] for s in seeds])
@@ -1157,11 +1164,7 @@ def test_skip_free_rule_adopts_shrink_only():
             a, b = answer(ops, seeds), best(ops, seeds)
             p = {int(r["seed"]): r for r in rows if r["against"] == label(ops) and r["method"] == "prune[l1]" and int(r["seed"]) in seeds}
             assert len(a) == len(p) == len(b) == 10 and {r["seed_set"] for r in a.values()} == {name.split()[0]}
-            mean = lambda k: np.mean([float(a[s][k]) for s in seeds])
-            d = np.array([float(p[s]["full_f"]) - float(a[s]["full_f"]) for s in seeds])
-            line = (f"| {name} | `{(ops or '[remove,shrink,skip]').replace(',', ', ')}` | {np.mean(list(b.values())):.4f} | "
-                    f"{mean('num_params'):.0f} | {mean('full_accuracy'):.4f} | {mean('full_f'):.4f} | {mean('test_accuracy'):.4f} | "
-                    f"{d.mean():+.4f} ± {se(d):.4f} ({(d > 0).sum()}/10) |")
+            line = _answer_line(name, f"`{(ops or '[remove,shrink,skip]').replace(',', ', ')}`", a, p, b)
             assert line in readme, line
             if ops:
                 d = np.array([float(a[s]["full_f"]) - float(answer("", seeds)[s]["full_f"]) for s in seeds])
