@@ -8,6 +8,8 @@ removal, layer shrinkage and skip-connection addition.
     skip     an edge i -> j where out-shape(i) == in-shape(j), j is not removed, not a concat, gate
              or opaque layer; j sums its inputs
 
+Operators (``ops``): any of the three; the default ``auto`` is shrinkage only here (the skip-free rule; a
+run resolves it by its objective, ``nascomp.pipeline.resolved_ops``), the reference code's are all three.
 Sampling distribution (defaults = the reference code, REFERENCE §2): one removal probability drawn
 per candidate from ``remove_p``, each removable layer removed with it; r ~ U[shrink_low, shrink_high)
 per shrink group; one skip probability drawn from ``skip_p``, each legal pair added with it.
@@ -39,7 +41,8 @@ class CompressionSpace(Space):
 
     def __init__(self, graph: ArchGraph, **options: Any):
         """``options`` override ``conf/space/default.yaml`` (ops, remove_p, skip_p, shrink_low,
-        shrink_high, shrink_groups, max_offset, max_tries); an unknown option is an error."""
+        shrink_high, shrink_groups, max_offset, max_tries); an unknown option is an error. ``ops`` and
+        ``shrink_groups`` at ``auto`` are ``[shrink]`` and ``structural`` (a run without latency or caps)."""
         from nascomp.config import group
 
         cfg = group("space", "default")
@@ -79,6 +82,10 @@ class CompressionSpace(Space):
                            for i in range(max(0, j - max_offset), j)
                            if i not in lj.inputs and layers[i].out_shape == lj.in_shape]
         self._legal = frozenset(self.removable), frozenset(self.skip_pairs)  # from_dict's check
+        if not ("remove" in self.ops and self.removable) and not ("shrink" in self.ops and self.num_shrink_groups):
+            raise ValueError(f"space.ops={list(self.ops)} cannot make this teacher smaller: it has {len(self.removable)} "
+                             f"removable layers and {self.num_shrink_groups} shrink groups; search with "
+                             f"space.ops=[remove,shrink,skip]")
 
     # ------------------------------------------------------------------ Space interface
     @cached_property
@@ -104,7 +111,8 @@ class CompressionSpace(Space):
             cand = Candidate(self, removed, skips, ratios)
             if cand.num_params < self.graph.num_params:
                 return cand
-        raise RuntimeError(f"no candidate smaller than the teacher in {self.max_tries} draws; enable 'remove' or 'shrink'")
+        raise RuntimeError(f"no candidate smaller than the teacher in {self.max_tries} draws with space.ops={list(self.ops)} "
+                           f"({len(self.removable)} removable layers, {self.num_shrink_groups} shrink groups)")
 
     def mutate(self, arch: "Candidate", rng: np.random.Generator) -> "Candidate":
         """Change one thing with one enabled operator: toggle a removable layer, redraw one shrink

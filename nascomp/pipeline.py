@@ -241,6 +241,7 @@ class Setup:
                      len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_shrink_groups, len(space.skip_pairs))
             log.info("teacher: %s", describe_opaque(graph.opaque))
             config = OmegaConf.to_container(cfg, resolve=True)
+            config["space"]["ops"] = list(space.ops)  # auto resolved: summary.json, W&B and the store say what was searched
             store = RunStore(cfg.store.path or Path(run_dir) / "store.sqlite")
             context = proxy_context(cfg, teacher)
             objective = Objective(cfg.objective, Meter(cfg.objective, store), graph, teacher_acc)
@@ -383,7 +384,7 @@ def transferred_kernels(cfg: DictConfig, space: CompressionSpace) -> SourceKerne
         EmbeddingKernelModule(kernel, cfg.search.K, Featurizer(space, kernel).input_size).load_state_dict(state)
     except RuntimeError as exc:
         raise StartupError(f"kernel.transfer_from: the stored kernels do not fit search.K={cfg.search.K} and this "
-                           f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset; kernel=flat: space.shrink_groups too): {str(exc).splitlines()[0]}") from exc
+                           f"kernel config (use the source run's K, kernel.hidden, kernel.layers, space.max_offset; kernel=flat: space.shrink_groups and space.ops too): {str(exc).splitlines()[0]}") from exc
     log.info("kernel transfer (%s): the kernels of step %d of run %s in %s, %s", cfg.kernel.transfer_mode, step, run, path,
              "conditioned here but not trained" if cfg.kernel.transfer_mode == "search"
              else "on the source's data: their K proposals are the search")
@@ -545,7 +546,8 @@ def resolved_ops(ops, objective, pareto: bool) -> list:
     skip-free, latency and Pareto-space rules, README)."""
     if ops != "auto":
         return list(ops)
-    latency = objective.get("name") == "latency" or (objective.get("constraint") or {}).get("latency_ms") is not None
+    capped = (objective.get("constraint") or {})  # with any cap the reward is the constraint form: the name is not rewarded
+    latency = (objective.get("name") == "latency" and not has_caps(objective)) or capped.get("latency_ms") is not None
     return list(OPERATORS if latency or pareto else SHRINK_ONLY)
 
 

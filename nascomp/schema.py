@@ -10,6 +10,7 @@ so ``python -m nascomp.run`` rejects a bad config before loading it.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
@@ -458,9 +459,11 @@ def check_space(space: Any) -> None:
     ``validate`` calls it on the config and ``CompressionSpace`` on its options."""
     if space["ops"] == "auto":
         return check_space({**space, "ops": list(SHRINK_ONLY)})
-    if isinstance(space["ops"], str):
+    if isinstance(space["ops"], (str, bytes)) or not isinstance(space["ops"], Sequence):
         raise ConfigError(f"space.ops must be auto or a list of {', '.join(OPERATORS)}, got {space['ops']!r}")
     ops = list(space["ops"])
+    if len(set(ops)) != len(ops):
+        raise ConfigError(f"space.ops names an operator twice: {ops}")
     if not ops or not set(ops) <= set(OPERATORS):
         raise ConfigError(f"space.ops must be a non-empty subset of {', '.join(OPERATORS)}, got {ops}")
     if not set(ops) & {"remove", "shrink"}:

@@ -220,6 +220,21 @@ def test_the_default_space_shrinks_only():
     assert [len(c.graph) for c in children] == [len(graph)] * 30
 
 
+def test_operators_that_cannot_shrink_the_teacher_are_refused():
+    """A teacher whose every channel is pinned (here by the input) has no shrink group: shrinkage only (the
+    default) cannot make it smaller, and the space says so and names the operators that can."""
+    model = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10)).eval()
+    graph = ArchGraph.from_module(model, (3, 8, 8))
+    with pytest.raises(ValueError, match=r"space.ops=\['shrink'\] cannot make this teacher smaller: it has 1 removable "
+                                         r"layers and 0 shrink groups; search with space.ops=\[remove,shrink,skip\]"):
+        CompressionSpace(graph)
+    space = CompressionSpace(graph, ops=OPERATORS)
+    assert space.removable == [0] and space.num_shrink_groups == 0
+    with pytest.raises(RuntimeError, match=r"no candidate smaller than the teacher in 1000 draws with space.ops=\['remove', "
+                                           r"'shrink', 'skip'\] \(1 removable layers, 0 shrink groups\)"):
+        space.sample(seed=0)  # removing the ReLU saves no parameter
+
+
 def test_bad_space_config_is_explained():
     _, graph, _, _ = setup("resnet18")
     with pytest.raises(ValueError, match="ops must be a non-empty subset"):

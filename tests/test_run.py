@@ -241,7 +241,10 @@ def test_space_ops_auto_is_recorded_as_the_operators_it_searches():
         auto, recorded = run(*extra)
         assert recorded == ops and auto == run(*extra, f"space.ops=[{','.join(ops)}]")[0], extra
     assert run()[0] != run("space.ops=[remove,shrink,skip]")[0]  # shrinkage only is another space: another run
-    for bad, message in (("space.ops=everything", "space.ops must be auto or a list"), ("space.ops=[prune]", "non-empty subset")):
+    assert run("objective=latency", "objective.constraint.flops=1000")[1] == ["shrink"]  # capped: latency is not rewarded
+    for bad, message in (("space.ops=everything", "space.ops must be auto or a list"), ("space.ops=[prune]", "non-empty subset"),
+                         ("space.ops=null", "space.ops must be auto or a list"), ("space.ops=5", "space.ops must be auto or a list"),
+                         ("space.ops=[shrink,shrink]", "names an operator twice")):
         with pytest.raises(ConfigError, match=message):
             validate(compose(TINY + [bad]))
 
