@@ -542,13 +542,14 @@ def space_options(cfg: DictConfig) -> dict:
 def resolved_ops(ops, objective, pareto: bool) -> list:
     """``space.ops`` of a run whose ``objective`` node (a config node or its plain dict) is given, ``auto``
     resolved: all three operators in a run that rewards or caps latency (a small network's latency is paid
-    per layer: only removal lowers it) and in Pareto mode (measured with them only), else shrinkage only (the
-    skip-free, latency and Pareto-space rules, README)."""
+    per layer: only removal lowers it) and in Pareto mode with a cost other than params or FLOPs (not measured
+    with shrinkage only), else shrinkage only (the skip-free, latency and Pareto-space rules, README)."""
     if ops != "auto":
         return list(ops)
     capped = (objective.get("constraint") or {})  # with any cap the reward is the constraint form: the name is not rewarded
     latency = (objective.get("name") == "latency" and not has_caps(objective)) or capped.get("latency_ms") is not None
-    return list(OPERATORS if latency or pareto else SHRINK_ONLY)
+    cost = objective.get("name", "params")  # stored_config drops the default objective node: no node is params
+    return list(OPERATORS if latency or (pareto and cost not in ("params", "flops")) else SHRINK_ONLY)
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, objective: Objective,
