@@ -82,6 +82,10 @@ class CompressionSpace(Space):
                            for i in range(max(0, j - max_offset), j)
                            if i not in lj.inputs and layers[i].out_shape == lj.in_shape]
         self._legal = frozenset(self.removable), frozenset(self.skip_pairs)  # from_dict's check
+
+    def check_searchable(self) -> None:
+        """Raise ``ValueError`` when no enabled operator can make the teacher smaller (a search would find
+        nothing to propose; the reference student needs none): the main job calls it at startup."""
         if not ("remove" in self.ops and self.removable) and not ("shrink" in self.ops and self.num_shrink_groups):
             raise ValueError(f"space.ops={list(self.ops)} cannot make this teacher smaller: it has {len(self.removable)} "
                              f"removable layers and {self.num_shrink_groups} shrink groups; search with "
@@ -117,7 +121,8 @@ class CompressionSpace(Space):
     def mutate(self, arch: "Candidate", rng: np.random.Generator) -> "Candidate":
         """Change one thing with one enabled operator: toggle a removable layer, redraw one shrink
         group's ratio, or toggle one legal skip."""
-        ops = [op for op in self.ops if (op != "remove" or self.removable) and (op != "skip" or self.skip_pairs)]
+        ops = [op for op in self.ops if (op != "remove" or self.removable) and (op != "skip" or self.skip_pairs)
+               and (op != "shrink" or self.num_shrink_groups)]
         for _ in range(self.max_tries):
             op = ops[rng.integers(len(ops))]
             removed, skips, ratios = set(arch.removed), set(arch.skips), list(arch.ratios)

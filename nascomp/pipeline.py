@@ -237,6 +237,7 @@ class Setup:
             dataset, teacher, teacher_acc = load_teacher(cfg)
             graph = ArchGraph.from_module(teacher, tuple(dataset.train.images.shape[1:]))
             space = CompressionSpace(graph, **space_options(cfg))
+            space.check_searchable()
             log.info("teacher: %d layers, %d params, val accuracy %.4f; %d removable layers, %d shrink groups, %d legal skips",
                      len(graph), graph.num_params, teacher_acc, len(space.removable), space.num_shrink_groups, len(space.skip_pairs))
             log.info("teacher: %s", describe_opaque(graph.opaque))

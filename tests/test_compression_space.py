@@ -222,13 +222,17 @@ def test_the_default_space_shrinks_only():
 
 def test_operators_that_cannot_shrink_the_teacher_are_refused():
     """A teacher whose every channel is pinned (here by the input) has no shrink group: shrinkage only (the
-    default) cannot make it smaller, and the space says so and names the operators that can."""
+    default) cannot make it smaller, and the space says so (the main job at startup) and names the operators that can;
+    the reference student needs no operator and still builds."""
     model = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10)).eval()
     graph = ArchGraph.from_module(model, (3, 8, 8))
     with pytest.raises(ValueError, match=r"space.ops=\['shrink'\] cannot make this teacher smaller: it has 1 removable "
                                          r"layers and 0 shrink groups; search with space.ops=\[remove,shrink,skip\]"):
-        CompressionSpace(graph)
+        CompressionSpace(graph).check_searchable()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(CompressionSpace(graph).reference.build(model).eval()(x), model(x))
     space = CompressionSpace(graph, ops=OPERATORS)
+    space.check_searchable()
     assert space.removable == [0] and space.num_shrink_groups == 0
     with pytest.raises(RuntimeError, match=r"no candidate smaller than the teacher in 1000 draws with space.ops=\['remove', "
                                            r"'shrink', 'skip'\] \(1 removable layers, 0 shrink groups\)"):
