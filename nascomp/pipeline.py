@@ -547,9 +547,9 @@ def resolved_ops(ops, objective, pareto: bool) -> list:
     with shrinkage only), else shrinkage only (the skip-free, latency and Pareto-space rules, README)."""
     if ops != "auto":
         return list(ops)
-    capped = (objective.get("constraint") or {})  # with any cap the reward is the constraint form: the name is not rewarded
-    latency = (objective.get("name") == "latency" and not has_caps(objective)) or capped.get("latency_ms") is not None
     cost = objective.get("name", "params")  # stored_config drops the default objective node: no node is params
+    # with any cap the reward is the constraint form, which does not reward the named cost
+    latency = (cost == "latency" and not has_caps(objective)) or (objective.get("constraint") or {}).get("latency_ms") is not None
     return list(OPERATORS if latency or (pareto and cost not in ("params", "flops")) else SHRINK_ONLY)
 
 

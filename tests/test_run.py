@@ -359,6 +359,7 @@ def test_bad_override_is_refused_by_the_schema(override, message):
     ("final.select=best", "error: bad configuration: final.select: 'best' is not one of top, front"),
     ("final.pool=0", "error: bad configuration: final.pool: 0 is out of range (must be >= 1)"),
     ("final.prune=[l1,l1]", "error: bad configuration: final.prune must be a list of distinct pruning importances"),
+    ("space.ops=null", "error: bad configuration: space.ops must be auto or a list of remove, shrink, skip, got None"),
 ])
 def test_bad_input_exits_2_through_the_cli(tmp_path, override, message):
     """The one CLI check of the mapping: a bad input ends with exit status 2 and its message."""
