@@ -486,13 +486,13 @@ class CompressionBench:
         from nascomp.compression_space import CompressionSpace
         from nascomp.pipeline import space_options
 
-        options = space_options(cfg)
-        if options == space_options(self.setup.cfg):
+        options, shared = space_options(cfg), space_options(self.setup.cfg)
+        if options == shared:
             return self.setup.space
         key = repr(sorted(options.items()))
         if key not in self.spaces:
             space = self.spaces[key] = CompressionSpace(self.setup.graph, **options)
-            changed = ", ".join(f"space.{k}={v}" for k, v in options.items() if self.setup.cfg.space[k] != v)
+            changed = ", ".join(f"space.{k}={v}" for k, v in options.items() if shared[k] != v)  # both resolved (auto)
             print(f"{changed}: a space of its own over the same teacher, operators {', '.join(space.ops)}", flush=True)
         return self.spaces[key]
 
