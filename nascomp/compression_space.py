@@ -9,7 +9,7 @@ removal, layer shrinkage and skip-connection addition.
              or opaque layer; j sums its inputs
 
 Operators (``ops``): any of the three; the default ``auto`` is shrinkage only here (the skip-free rule; a
-run resolves it by its objective, ``nascomp.pipeline.resolved_ops``), the reference code's are all three.
+run resolves it by its objective, ``nascomp.schema.resolved_space``), the reference code's are all three.
 Sampling distribution (defaults = the reference code, REFERENCE §2): one removal probability drawn
 per candidate from ``remove_p``, each removable layer removed with it; r ~ U[shrink_low, shrink_high)
 per shrink group; one skip probability drawn from ``skip_p``, each legal pair added with it.
@@ -28,7 +28,7 @@ from torch import nn
 from nascomp.channels import ChannelSolution, shrunk_width, solve
 from nascomp.encoding import LayerSpec
 from nascomp.graph import ACTIVATIONS, SEPARATE_INPUTS, ArchGraph, GraphNet, Layer
-from nascomp.schema import INHERIT, SHRINK_ONLY, check_space
+from nascomp.schema import INHERIT, check_space, resolved_space
 from nascomp.search_space import Architecture, FlatDim, Space
 
 SQUASHING = ("sigmoid", "hardsigmoid", "tanh")  # bounded activations: feeding a gate, never removed
@@ -51,10 +51,9 @@ class CompressionSpace(Space):
             raise ValueError(f"unknown search-space options {sorted(unknown_options)}; known: {sorted(cfg)}")
         cfg = {**cfg, **options}
         check_space(cfg)
-        cfg["ops"] = SHRINK_ONLY if cfg["ops"] == "auto" else cfg["ops"]  # no objective here (pipeline.space_options)
+        cfg = resolved_space(cfg)  # no objective here: auto as in a run without latency or caps (pipeline.space_options)
         ops, remove_p, skip_p = tuple(cfg["ops"]), tuple(cfg["remove_p"]), tuple(cfg["skip_p"])
         shrink_low, shrink_high, shrink_groups = float(cfg["shrink_low"]), float(cfg["shrink_high"]), cfg["shrink_groups"]
-        shrink_groups = "structural" if shrink_groups == "auto" else shrink_groups  # no caps here (pipeline.space_options)
         max_offset, max_tries = int(cfg["max_offset"]), int(cfg["max_tries"])
         self.graph = graph
         self.ops = tuple(ops)

@@ -36,7 +36,7 @@ from nascomp.pareto import REFERENCE, ParetoProblem, Scale
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, plot_pareto, table, write_history, write_report, write_summary
 from nascomp.reward import Objective, RewardRow
-from nascomp.schema import KERNEL_METHODS, OPERATORS, SHRINK_ONLY
+from nascomp.schema import KERNEL_METHODS, has_caps, resolved_space
 from nascomp.search import Record, SearchResult, run_search
 from nascomp.signals import check_interrupted
 from nascomp.store import RunStore, StoreError, config_diff, digest, hold_run, tensor_digest
@@ -156,18 +156,13 @@ def late_defaults() -> dict[tuple[str, ...], object]:
     return {("objective",): OmegaConf.to_container(group("objective", "params"), resolve=True), **LATE_DEFAULTS}
 
 
-def has_caps(objective) -> bool:
-    """Whether an ``objective`` node (a config node or its plain dict) sets a cap (``objective.constraint.*``)."""
-    return any(v is not None for v in (objective.get("constraint") or {}).values())
-
-
 def stored_config(config: dict) -> dict:
     """``config`` less what later versions added, where it holds the value that behaves as before
     (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``;
     ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it; ``final.select`` and
     ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode), and
     ``final.prune`` always (it adds a row beside the answer, from the store on a rerun); ``space.ops: auto`` is
-    recorded as the operators it resolves to (:func:`resolved_ops`).
+    recorded as the operators it resolves to (``schema.resolved_space``; ``shrink_groups: auto`` stays, so no run id moves).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
     out = copy.deepcopy(config)
@@ -186,8 +181,8 @@ def stored_config(config: dict) -> dict:
     if isinstance(final, dict):
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     space = out.get("space")
-    if isinstance(space, dict) and space.get("ops") == "auto":
-        space["ops"] = resolved_ops("auto", objective if isinstance(objective, dict) else {}, pareto)  # the operators searched: a latency run started before auto resumes
+    if isinstance(space, dict) and space.get("ops") == "auto":  # the operators searched: a latency run started before auto resumes
+        space["ops"] = resolved_space(space, objective if isinstance(objective, dict) else {}, pareto)["ops"]
     return out
 
 
@@ -529,28 +524,9 @@ def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) ->
 
 
 def space_options(cfg: DictConfig) -> dict:
-    """The compression space's options of a run (``cfg.space``), ``auto`` resolved. ``shrink_groups``: ``width``
-    (one ratio per teacher width, the reference) in a run with caps (``objective.constraint.*``), else
-    ``structural`` (one ratio per channel symbol): the structural-shrink and capped-space rules. ``ops``:
-    :func:`resolved_ops`."""
-    options = OmegaConf.to_container(cfg.space, resolve=True)
-    if options["shrink_groups"] == "auto":
-        options["shrink_groups"] = "width" if has_caps(cfg.objective) else "structural"
-    options["ops"] = resolved_ops(options["ops"], cfg.objective, cfg.search.mode == "pareto")
-    return options
-
-
-def resolved_ops(ops, objective, pareto: bool) -> list:
-    """``space.ops`` of a run whose ``objective`` node (a config node or its plain dict) is given, ``auto``
-    resolved: all three operators in a run that rewards or caps latency (a small network's latency is paid
-    per layer: only removal lowers it) and in Pareto mode with a cost other than params or FLOPs (not measured
-    with shrinkage only), else shrinkage only (the skip-free, latency and Pareto-space rules, README)."""
-    if ops != "auto":
-        return list(ops)
-    cost = objective.get("name", "params")  # stored_config drops the default objective node: no node is params
-    # with any cap the reward is the constraint form, which does not reward the named cost
-    latency = (cost == "latency" and not has_caps(objective)) or (objective.get("constraint") or {}).get("latency_ms") is not None
-    return list(OPERATORS if latency or (pareto and cost not in ("params", "flops")) else SHRINK_ONLY)
+    """The compression space's options of a run (``cfg.space``), ``auto`` resolved by its objective and mode
+    (``schema.resolved_space``)."""
+    return resolved_space(OmegaConf.to_container(cfg.space, resolve=True), cfg.objective, cfg.search.mode == "pareto")
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, objective: Objective,

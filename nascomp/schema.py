@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
-SHRINK_ONLY = ("shrink",)  # space.ops: auto without latency (pipeline.space_options; the skip-free rule, README)
+SHRINK_ONLY = ("shrink",)  # space.ops: auto without latency (resolved_space; the skip-free rule, README)
 SHRINK_GROUPS = ("auto", "width", "structural")  # auto: structural, width in a run with caps (pipeline.space_options)
 MAXIMIZERS = ("random", "evolution")
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
@@ -454,11 +454,36 @@ def _missing(node: Any, prefix: str = "") -> list[str]:
     return [prefix[:-1]] if node == "???" else []
 
 
+def has_caps(objective) -> bool:
+    """Whether an ``objective`` node (a config node or its plain dict) sets a cap (``objective.constraint.*``)."""
+    return any(v is not None for v in (objective.get("constraint") or {}).values())
+
+
+def resolved_space(space: Any, objective: Any = None, pareto: bool = False) -> dict:
+    """The compression space's options (``conf/space``, a mapping) with ``auto`` resolved for a run whose
+    ``objective`` node (a config node or its plain dict; none: the paper's Eq. 6) and mode are given, the one
+    place the rules live (README: the structural-shrink, capped-space, skip-free, latency and Pareto-space rules).
+    ``shrink_groups``: ``width`` (one ratio per teacher width, the reference) in a run with caps, else
+    ``structural`` (one ratio per channel symbol). ``ops``: all three operators in a run that rewards or caps
+    latency (a small network's latency is paid per layer: only removal lowers it) and in Pareto mode with a cost
+    other than params or FLOPs (not measured with shrinkage only), else shrinkage only."""
+    objective = objective if objective is not None else {}
+    out = dict(space)
+    if out.get("shrink_groups") == "auto":
+        out["shrink_groups"] = "width" if has_caps(objective) else "structural"
+    if out.get("ops") == "auto":
+        cost = objective.get("name", "params")  # stored_config drops the default objective node: no node is params
+        # with any cap the reward is the constraint form, which does not reward the named cost
+        latency = (cost == "latency" and not has_caps(objective)) or (objective.get("constraint") or {}).get("latency_ms") is not None
+        out["ops"] = list(OPERATORS if latency or (pareto and cost not in ("params", "flops")) else SHRINK_ONLY)
+    return out
+
+
 def check_space(space: Any) -> None:
     """The compression space's options (``conf/space``, a mapping): what types and ranges cannot say.
-    ``validate`` calls it on the config and ``CompressionSpace`` on its options."""
-    if space["ops"] == "auto":
-        return check_space({**space, "ops": list(SHRINK_ONLY)})
+    ``validate`` calls it on the config and ``CompressionSpace`` on its options; ``auto`` is checked as
+    it resolves without an objective (:func:`resolved_space`)."""
+    space = resolved_space(space)
     if isinstance(space["ops"], (str, bytes)) or not isinstance(space["ops"], Sequence):
         raise ConfigError(f"space.ops must be auto or a list of {', '.join(OPERATORS)}, got {space['ops']!r}")
     ops = list(space["ops"])
