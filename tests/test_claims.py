@@ -1301,3 +1301,31 @@ def test_pareto_space_rule_held_out():
                 assert (d > 0).sum() == 10
             if m in ("nsga2", "motpe") and b == "160":
                 assert 0 < d.mean() < se(d)  # level: ahead on the mean by under one paired s.e.
+
+
+def test_every_baseline_in_the_shrink_only_space():
+    """Random search, REA, local search, TPE and SMAC3 in the main job's space (structural shrinkage only), held-out
+    seeds 1000-1009, this machine's teacher, against ours' held-out rows of the skip-free rule (README "Every baseline
+    in the shrink-only space"): ours' mean best f is the highest at 40, 80 and 160; the README's table holds each
+    mean ± s.e. and paired figure, recomputed from ``compression_search_efficiency.csv``."""
+    shrink = "[space.shrink_groups=structural,space.ops=[shrink]]"
+    names = {"ours": "ours", "random": "random search", "rea": "REA", "local": "local search", "tpe": "TPE", "smac": "SMAC3"}
+    best = {}
+    for r in csv.DictReader(COMPRESSION.open()):
+        if r["space"].endswith("-213ed5c4") and r["seed_set"] == "held-out" and r["method"] in {m + shrink for m in names}:
+            best.setdefault(r["method"][: -len(shrink)], {}).setdefault(r["budget"], {})[int(r["seed"])] = float(r["best"])
+    seeds = list(range(1000, 1010))
+    assert set(best) == set(names) and all(sorted(best[m][b]) == seeds for m in names for b in ("40", "80", "160"))
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| held-out 1000–1009, shrinkage only, mean best f ± s.e. |"):].split("\n\n")[0]
+    se = lambda v: np.std(v, ddof=1) / np.sqrt(len(v))
+    for column, b in enumerate(("40", "80", "160"), start=2):
+        mean = {m: np.mean(list(best[m][b].values())) for m in names}
+        assert max(mean, key=mean.get) == "ours", (b, mean)
+        for m, name in names.items():
+            v = list(best[m][b].values())
+            assert f"{np.mean(v):.4f} ± {se(v):.4f}" in next(x for x in table.splitlines() if x.startswith(f"| {name} ")).split("|")[column]
+            if m != "ours":
+                d = np.array([best["ours"][b][s] - best[m][b][s] for s in seeds])
+                row = next(x for x in table.splitlines() if x.startswith(f"| paired, ours minus {name} "))
+                assert f"{d.mean():+.4f} ± {se(d):.4f} ({(d > 0).sum()}/10)" == row.split("|")[column].strip(), (m, b)
