@@ -51,7 +51,7 @@ class CompressionSpace(Space):
             raise ValueError(f"unknown search-space options {sorted(unknown_options)}; known: {sorted(cfg)}")
         cfg = {**cfg, **options}
         check_space(cfg)
-        cfg = resolved_space(cfg)  # no objective here: auto as in a run without latency or caps (pipeline.space_options)
+        cfg = resolved_space(cfg)  # no objective here: auto as in a run without latency or caps (schema.resolved_space)
         ops, remove_p, skip_p = tuple(cfg["ops"]), tuple(cfg["remove_p"]), tuple(cfg["skip_p"])
         shrink_low, shrink_high, shrink_groups = float(cfg["shrink_low"]), float(cfg["shrink_high"]), cfg["shrink_groups"]
         max_offset, max_tries = int(cfg["max_offset"]), int(cfg["max_tries"])

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (paper 3.2)
 SHRINK_ONLY = ("shrink",)  # space.ops: auto without latency (resolved_space; the skip-free rule, README)
-SHRINK_GROUPS = ("auto", "width", "structural")  # auto: structural, width in a run with caps (pipeline.space_options)
+SHRINK_GROUPS = ("auto", "width", "structural")  # auto: structural, width in a run with caps (resolved_space)
 MAXIMIZERS = ("random", "evolution")
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
 PARETO_BATCHES = ("believer", "independent")  # search.acquisition.pareto_batch (nascomp.pareto.ParetoProposer)
