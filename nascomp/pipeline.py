@@ -182,7 +182,7 @@ def stored_config(config: dict) -> dict:
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     space = out.get("space")
     if isinstance(space, dict) and space.get("ops") == "auto":  # the operators searched: a latency run started before auto resumes
-        space["ops"] = resolved_space(space, objective if isinstance(objective, dict) else {}, pareto)["ops"]
+        space["ops"] = resolved_space(space, objective if isinstance(objective, dict) else {})["ops"]
     return out
 
 
@@ -524,9 +524,9 @@ def record_or_check_rng(store: RunStore, run_id: str, step: int, state: dict) ->
 
 
 def space_options(cfg: DictConfig) -> dict:
-    """The compression space's options of a run (``cfg.space``), ``auto`` resolved by its objective and mode
+    """The compression space's options of a run (``cfg.space``), ``auto`` resolved by its objective
     (``schema.resolved_space``)."""
-    return resolved_space(OmegaConf.to_container(cfg.space, resolve=True), cfg.objective, cfg.search.mode == "pareto")
+    return resolved_space(OmegaConf.to_container(cfg.space, resolve=True), cfg.objective)
 
 
 def make_evaluator(cfg, config: dict, teacher, teacher_acc: float, dataset, graph: ArchGraph, objective: Objective,

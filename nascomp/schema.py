@@ -459,14 +459,14 @@ def has_caps(objective) -> bool:
     return any(v is not None for v in (objective.get("constraint") or {}).values())
 
 
-def resolved_space(space: Any, objective: Any = None, pareto: bool = False) -> dict:
+def resolved_space(space: Any, objective: Any = None) -> dict:
     """The compression space's options (``conf/space``, a mapping) with ``auto`` resolved for a run whose
-    ``objective`` node (a config node or its plain dict; none: the paper's Eq. 6) and mode are given, the one
+    ``objective`` node (a config node or its plain dict; none: the paper's Eq. 6) is given (in either mode), the one
     place the rules live (README: the structural-shrink, capped-space, skip-free, latency and Pareto-space rules).
     ``shrink_groups``: ``width`` (one ratio per teacher width, the reference) in a run with caps, else
     ``structural`` (one ratio per channel symbol). ``ops``: all three operators in a run that rewards or caps
-    latency (a small network's latency is paid per layer: only removal lowers it) and in Pareto mode with a cost
-    other than params or FLOPs (not measured with shrinkage only), else shrinkage only."""
+    latency (a small network's latency is paid per layer: only removal lowers it; in Pareto mode too), else
+    shrinkage only, Pareto mode with a params, FLOPs or memory cost included (the Pareto-space rules)."""
     objective = objective if objective is not None else {}
     out = dict(space)
     if out.get("shrink_groups") == "auto":
@@ -475,7 +475,7 @@ def resolved_space(space: Any, objective: Any = None, pareto: bool = False) -> d
         cost = objective.get("name", "params")  # stored_config drops the default objective node: no node is params
         # with any cap the reward is the constraint form, which does not reward the named cost
         latency = (cost == "latency" and not has_caps(objective)) or (objective.get("constraint") or {}).get("latency_ms") is not None
-        out["ops"] = list(OPERATORS if latency or (pareto and cost not in ("params", "flops")) else SHRINK_ONLY)
+        out["ops"] = list(OPERATORS if latency else SHRINK_ONLY)  # pareto: a latency cost is rewarded latency
     return out
 
 
