@@ -223,7 +223,7 @@ def test_final_select_moves_run_ids_only_where_it_is_read():
 
 
 def test_space_ops_auto_is_recorded_as_the_operators_it_searches():
-    """``space.ops: auto`` (the skip-free, latency and Pareto-space rules) resolves by the objective and mode: all
+    """``space.ops: auto`` (the skip-free, latency and Pareto-space rules) resolves by the objective, in either mode: all
     three operators where latency is rewarded or capped (a Pareto front of latency included), shrinkage only
     elsewhere. The stored config records the resolved list, so a
     latency run started when the default was the explicit list keeps its id, and a run that names its operators
