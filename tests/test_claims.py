@@ -1245,6 +1245,16 @@ def test_constraint_target_in_the_skip_free_default():
     assert "every finalist within the cap on 10 of 10 seeds (40 of 40" in readme
 
 
+def _rule_arms(cost: str, budget: str) -> tuple[dict, dict]:
+    """The Pareto-space rules' two arms on tuning seeds (this machine's teacher, ``compression_pareto.csv``): ours'
+    hypervolume by seed at ``budget`` with a ``cost``, shrinkage only and all three operators (both structural)."""
+    hv = {}
+    for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
+        if r["space"].endswith("-213ed5c4") and r["seed_set"] == "tuning" and r["cost"] == cost and r["budget"] == budget:
+            hv.setdefault(r["method"], {})[int(r["seed"])] = float(r["hypervolume"])
+    return hv["ours[space.shrink_groups=structural,space.ops=[shrink]]"], hv["ours[space.shrink_groups=structural]"]
+
+
 def test_pareto_space_rule():
     """The Pareto-space rule (README): on tuning seeds 0-9, (accuracy, params), ours' hypervolume at 160 in the
     structural space with shrinkage only minus with all three operators; the README holds the paired figure,
@@ -1252,11 +1262,7 @@ def test_pareto_space_rule():
     from nascomp.config import compose
     from nascomp.pipeline import space_options
 
-    hv = {}
-    for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
-        if r["space"].endswith("-213ed5c4") and r["seed_set"] == "tuning" and r["cost"] == "params" and r["budget"] == "160":
-            hv.setdefault(r["method"], {})[int(r["seed"])] = float(r["hypervolume"])
-    shrink, every = hv["ours[space.shrink_groups=structural,space.ops=[shrink]]"], hv["ours[space.shrink_groups=structural]"]
+    shrink, every = _rule_arms("params", "160")
     assert sorted(shrink) == sorted(every) == list(range(10))
     d = np.array([shrink[s] - every[s] for s in range(10)])
     line = (f"shrinkage only minus all three operators {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(10):.4f}, higher on "
@@ -1383,11 +1389,7 @@ def test_pareto_space_rule_for_memory():
     from nascomp.config import compose
     from nascomp.pipeline import space_options
 
-    hv = {}
-    for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
-        if r["space"].endswith("-213ed5c4") and r["seed_set"] == "tuning" and r["cost"] == "memory" and r["budget"] == "160":
-            hv.setdefault(r["method"], {})[int(r["seed"])] = float(r["hypervolume"])
-    shrink, every = hv["ours[space.shrink_groups=structural,space.ops=[shrink]]"], hv["ours[space.shrink_groups=structural]"]
+    shrink, every = _rule_arms("memory", "160")
     assert sorted(shrink) == sorted(every) == list(range(10))
     d = np.array([shrink[s] - every[s] for s in range(10)])
     line = (f"with a memory cost, shrinkage only minus all three operators {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(10):.4f}, "
@@ -1395,12 +1397,7 @@ def test_pareto_space_rule_for_memory():
     text = " ".join((ROOT / "README.md").read_text().split())
     assert line in text, line
     assert f"({np.mean(list(shrink.values())):.4f} against {np.mean(list(every.values())):.4f})" in text
-    early = {}
-    for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
-        if r["space"].endswith("-213ed5c4") and r["seed_set"] == "tuning" and r["cost"] == "memory" and r["budget"] in ("40", "80"):
-            early.setdefault((r["budget"], r["method"]), {})[int(r["seed"])] = float(r["hypervolume"])
-    gains = [np.array([early[(b, "ours[space.shrink_groups=structural,space.ops=[shrink]]")][s] - early[(b, "ours[space.shrink_groups=structural]")][s]
-                       for s in range(10)]) for b in ("40", "80")]
+    gains = [np.array([a[s] - b[s] for s in range(10)]) for a, b in (_rule_arms("memory", "40"), _rule_arms("memory", "80"))]
     assert f"at 40 and 80 {gains[0].mean():+.3f} and {gains[1].mean():+.3f}, higher on 10 of 10 each" in text
     assert all((g > 0).sum() == 10 for g in gains)
     passes = d.mean() > 0 and (d < 0).sum() <= 3
