@@ -178,6 +178,20 @@ def ehvi(mean: Tensor, var: Tensor, cost: Tensor, x: Tensor, levels: Tensor, log
     return (w * ei).sum(0)
 
 
+def cost_prior(v: Sequence[float], u: Sequence[float]) -> Callable[[np.ndarray], np.ndarray]:
+    """``search.acquisition.pareto_mean=cost``: the GPs' prior mean as a function of normalised cost, the
+    increasing least-squares fit of the accuracies ``u`` on the costs ``v`` (scikit-learn's isotonic
+    regression; flat beyond the costs seen). A student is no more accurate for being cheaper, so a
+    candidate the kernels know nothing of (far from every evaluated student in the embedding) is
+    expected to be as accurate as the evaluated students of its cost, not as the mean student:
+    with a zero mean, a student too thin to learn anything looks as promising as any other, and at the
+    cheap end, where the front's level is chance, its EHVI is the largest of all."""
+    from sklearn.isotonic import IsotonicRegression
+
+    fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(np.asarray(v, dtype=float), np.asarray(u, dtype=float))
+    return lambda c: fit.predict(np.asarray(c, dtype=float))
+
+
 @dataclass(frozen=True)
 class ParetoProblem:
     """What Pareto mode needs of a search problem: the Record field of the cost (``num_params``,
@@ -240,16 +254,19 @@ class ParetoProposer:
             return cold
         p = self.problem
         v, u = p.points(ok)
-        archs, y = [r.arch for r in ok], list(u)
+        archs, y, vy = [r.arch for r in ok], list(u), list(v)
         if p.reference is not None:
-            archs, y = [self.space.reference] + archs, [float(p.scale.u(p.reference[0]))] + y
+            archs, y, vy = [self.space.reference] + archs, [float(p.scale.u(p.reference[0]))] + y, [float(p.scale.v(p.reference[1]))] + vy
+        prior = cost_prior(vy, y) if self.kernels.scfg.acquisition.pareto_mean == "cost" else None
+        if prior is not None:  # the kernels model what the cost does not explain
+            y = list(np.asarray(y) - prior(np.asarray(vy)))
         module, mask, _ = self.kernels.fit(archs, torch.tensor(y, dtype=torch.float64), k, rng, history, target="accuracy")
 
         start = time.perf_counter()
         scfg, featurize = self.kernels.scfg, self.kernels.featurize
         x, level = steps(v, u)
         x = torch.from_numpy(x)  # (m + 1,)
-        levels = module.standardise(torch.from_numpy(level).expand(k, -1))  # (K, m): each kernel's target units
+        levels = module.standardise(torch.from_numpy(level).expand(k, -1)) if prior is None else None  # (K, m): each kernel's target units
         log_ei = scfg.acquisition.log_ei
         cost_cache: dict[str, float] = {}
 
@@ -261,12 +278,21 @@ class ParetoProposer:
 
         acq = scfg.acquisition
         warped = acq.pareto_units == "accuracy" and module.transform.lam is not None  # else target units: an affine map of accuracy, the same argmax
-        cap = float(np.max(u)) + 1.0  # accuracy past the warp's bound (module docstring)
+        cap = float(np.max(u if prior is None else y)) + 1.0  # accuracy (with a cost prior, its residual) past the warp's bound (module docstring)
         inverse = [(lambda t, j=j: module.transform.inverse(t, j)) if warped else None for j in range(k)]
+
+        def thresholds(level_u: np.ndarray, costs: list[Tensor]) -> Tensor:
+            """With a cost prior, each kernel's EHVI levels in its target units, per candidate: the front's
+            levels ``level_u`` (m,) in normalised accuracy less the prior at the cost of each of kernel j's
+            candidates ``costs[j]`` (C,): (K, m, C)."""
+            rows = [torch.from_numpy(level_u[:, None] - prior(c.numpy())[None, :]) for c in costs]
+            return module.standardise(torch.stack(rows))
 
         def score(pools: list[list[Architecture]]) -> Tensor:
             mean, var = module.posterior(torch.stack([featurize(pl) for pl in pools]))  # (K, C)
-            return torch.stack([ehvi(mean[j], var[j], cost(pools[j]), x, levels[j], log=log_ei, inverse=inverse[j], cap=cap)
+            costs = [cost(pl) for pl in pools]
+            lv = levels if prior is None else thresholds(level, costs)
+            return torch.stack([ehvi(mean[j], var[j], costs[j], x, lv[j], log=log_ei, inverse=inverse[j], cap=cap)
                                 for j in range(k)])
 
         rank = front_ranks(v, u)
@@ -283,16 +309,24 @@ class ParetoProposer:
         padded = [pl + [pl[0]] * (width - len(pl)) if pl else [] for pl in pools]
         filler = next(pl for pl in padded if pl)
         mean, var = module.posterior(torch.stack([featurize(pl or filler) for pl in padded]))  # (K, C)
-        tu = module.standardise(torch.from_numpy(u).expand(k, -1)).numpy()  # (K, n): the points in target units
+        if prior is None:
+            tu = module.standardise(torch.from_numpy(u).expand(k, -1)).numpy()  # (K, n): the points in target units
         picks: list[Architecture] = []
         out = []
         for j in range(k):
-            xj, lj = x, levels[j]
+            cj = cost(padded[j] or filler)
+            xj, lj = x, (levels[j] if prior is None else thresholds(level, [cj] * k)[j])
             if picks and acq.pareto_batch == "believer":  # kriging believer: the earlier picks join the front at kernel j's posterior mean
                 pm, _ = module.posterior(torch.stack([featurize(picks)] * k))  # (K, P)
-                bx, bl = steps(np.concatenate([v, cost(picks).numpy()]), np.concatenate([tu[j], pm[j].numpy()]), float(levels[j, 0]))
-                xj, lj = torch.from_numpy(bx), torch.from_numpy(bl)
-            score_j = ehvi(mean[j], var[j], cost(padded[j] or filler), xj, lj, log=log_ei, inverse=inverse[j], cap=cap)
+                if prior is None:
+                    bx, bl = steps(np.concatenate([v, cost(picks).numpy()]), np.concatenate([tu[j], pm[j].numpy()]), float(levels[j, 0]))
+                    xj, lj = torch.from_numpy(bx), torch.from_numpy(bl)
+                else:  # the picks at the prior plus kernel j's mean, in accuracy; then the front's levels per candidate
+                    vp = cost(picks).numpy()
+                    up = prior(vp) + module.transform.inverse(pm[j], j).numpy()
+                    bx, bl = steps(np.concatenate([v, vp]), np.concatenate([u, up]))
+                    xj, lj = torch.from_numpy(bx), thresholds(bl, [cj] * k)[j]
+            score_j = ehvi(mean[j], var[j], cj, xj, lj, log=log_ei, inverse=inverse[j], cap=cap)
             for i in torch.argsort(score_j[: len(pools[j])], descending=True).tolist():
                 if pools[j][i].key not in exclude:
                     picks.append(pools[j][i])

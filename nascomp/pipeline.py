@@ -145,6 +145,7 @@ def describe_opaque(opaque: dict) -> str:
 
 
 LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target",
+                 ("search", "acquisition", "pareto_mean"): "zero",
                  ("kernel", "sigma2_grid"): None, ("final", "select"): "top", ("final", "pool"): 16}
 """Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config
 (with the ``objective`` node at ``conf/objective/params.yaml``: :func:`late_defaults`)."""

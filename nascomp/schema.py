@@ -23,6 +23,7 @@ OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (p
 SHRINK_ONLY = ("shrink",)  # space.ops: auto without latency (resolved_space; the skip-free rule, README)
 SHRINK_GROUPS = ("auto", "width", "structural")  # auto: structural, width in a run with caps (resolved_space)
 MAXIMIZERS = ("random", "evolution")
+PARETO_MEANS = ("zero", "cost")  # search.acquisition.pareto_mean (nascomp.pareto.cost_prior)
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
 PARETO_BATCHES = ("believer", "independent")  # search.acquisition.pareto_batch (nascomp.pareto.ParetoProposer)
 PARETO_UNITS = ("target", "accuracy")  # search.acquisition.pareto_units (nascomp.pareto.ParetoProposer)
@@ -123,6 +124,7 @@ class AcquisitionSchema:
     pareto_parents: str = _choice(*PARETO_PARENTS)
     pareto_batch: str = _choice(*PARETO_BATCHES)
     pareto_units: str = _choice(*PARETO_UNITS)
+    pareto_mean: str = _choice(*PARETO_MEANS)
     ei_units: str = _choice(*EI_UNITS)
 
 

@@ -312,6 +312,47 @@ def test_pareto_units(space):
     assert runs["power", "target"][K:] != runs["power", "accuracy"][K:]
 
 
+def test_cost_prior_is_the_increasing_fit_of_accuracy_on_cost():
+    """``cost_prior``: the least-squares increasing fit (pool adjacent violators, by hand here), flat beyond the
+    costs seen; a cheaper student is never expected to be more accurate."""
+    from nascomp.pareto import cost_prior
+
+    prior = cost_prior([0.1, 0.3, 0.5, 0.9], [0.4, 0.2, 0.8, 0.7])  # (0.4, 0.2) and (0.8, 0.7) violate: pooled
+    np.testing.assert_allclose(prior(np.array([0.1, 0.3, 0.5, 0.9])), [0.3, 0.3, 0.75, 0.75])
+    np.testing.assert_allclose(prior(np.array([0.0, 0.2, 1.05])), [0.3, 0.3, 0.75])  # clipped beyond; flat between pooled points
+    grid = np.linspace(0, 1.1, 50)
+    assert np.all(np.diff(prior(grid)) >= 0)
+
+
+@pytest.mark.slow
+def test_pareto_mean(space):
+    """``search.acquisition.pareto_mean=cost``: the kernels are fitted to accuracy less the cost prior (the data the
+    fit hands on say so), the first K are the shared random start, and the next step's picks are other students than
+    with the zero mean, K distinct ones."""
+    from nascomp.pareto import cost_prior
+
+    K = 6
+    problem = space.pareto("num_params")
+    evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
+    runs, fitted = {}, {}
+    for mean in ("zero", "cost"):
+        cfg = compose(["search.mode=pareto", f"search.K={K}", "search.T=1", "search.acquisition.samples=40",
+                       f"search.acquisition.pareto_mean={mean}"])
+        data = []
+        result = run_search(space, evaluator, cfg, seed=0, budget=2 * K, problem=problem,
+                            on_fit=lambda step, state, d: data.append(d))
+        runs[mean], fitted[mean] = [r.arch.key for r in result.history], data
+    assert runs["zero"][:K] == runs["cost"][:K] and len(set(runs["cost"])) == 2 * K
+    assert runs["zero"][K:] != runs["cost"][K:]
+    first = result.history[:K]
+    v, u = problem.points(first)
+    assert problem.reference is None  # NAS-Bench-201: no teacher point among the data
+    y = fitted["zero"][0]["y"].numpy()
+    np.testing.assert_allclose(np.sort(y), np.sort(u), atol=1e-9)  # zero mean: the accuracies themselves
+    r = fitted["cost"][0]["y"].numpy()
+    np.testing.assert_allclose(np.sort(r), np.sort(u - cost_prior(v, u)(v)), atol=1e-9)  # cost: what the cost does not explain
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["search.mode=both"], "search.mode: 'both' is not one of single, pareto"),
     (["search.mode=pareto", "search.method=tpe"], "search.method=tpe has no Pareto mode; with search.mode=pareto choose one of ours, paper, random, nsga2, motpe"),
