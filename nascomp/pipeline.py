@@ -145,7 +145,7 @@ def describe_opaque(opaque: dict) -> str:
 
 
 LATE_DEFAULTS = {("search", "acquisition", "ei_units"): "target", ("search", "paper", "acquisition", "ei_units"): "target",
-                 ("search", "acquisition", "pareto_mean"): "zero",
+                 ("search", "acquisition", "pareto_mean"): "zero", ("search", "paper", "acquisition", "pareto_mean"): "zero",
                  ("kernel", "sigma2_grid"): None, ("final", "select"): "top", ("final", "pool"): 16}
 """Keys added after runs were stored, at the value that behaves as those runs did: left out of the stored config
 (with the ``objective`` node at ``conf/objective/params.yaml``: :func:`late_defaults`)."""
@@ -162,7 +162,8 @@ def stored_config(config: dict) -> dict:
     (:func:`late_defaults`: the ``objective`` node when it is the paper's Eq. 6, each of ``LATE_DEFAULTS``;
     ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it; ``final.select`` and
     ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode), and
-    ``final.prune`` always (it adds a row beside the answer, from the store on a rerun); ``space.ops: auto`` is
+    ``final.prune`` always (it adds a row beside the answer, from the store on a rerun), ``search.acquisition.pareto_mean``
+    outside Pareto mode (only Pareto mode reads it); ``space.ops: auto`` is
     recorded as the operators it resolves to (``schema.resolved_space``; ``shrink_groups: auto`` stays, so no run id moves).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
@@ -179,6 +180,9 @@ def stored_config(config: dict) -> dict:
     pareto = isinstance(search, dict) and search.get("mode") == "pareto"
     if isinstance(final, dict) and not spreads_finalists("front", final.get("top_k", 1), capped, pareto):
         final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
+    acquisition = search.get("acquisition") if isinstance(search, dict) else None
+    if isinstance(acquisition, dict) and not pareto:
+        acquisition.pop("pareto_mean", None)  # read in Pareto mode alone: its default moving moves no single-objective run id
     if isinstance(final, dict):
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     space = out.get("space")

@@ -200,6 +200,29 @@ def test_late_keys_at_their_default_keep_run_ids():
         assert stored_config(reward)["search"]["acquisition"]["ei_units"] == "reward"
 
 
+def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
+    """``search.acquisition.pareto_mean`` came after runs were stored and its default is ``cost``: a single-objective
+    run's id does not hold it (only Pareto mode reads it), a Pareto run at ``zero`` (as the runs before it) keeps its
+    id, and a Pareto run at ``cost`` is another run."""
+    import copy
+
+    from nascomp.pipeline import run_id_of, stored_config
+
+    def ids(extra):
+        config = OmegaConf.to_container(validate(compose(TINY + extra)), resolve=True)
+        before = copy.deepcopy(config)
+        del before["search"]["acquisition"]["pareto_mean"], before["search"]["paper"]["acquisition"]["pareto_mean"]
+        return run_id_of(config), run_id_of(before), config
+
+    single, single_before, config = ids([])
+    assert config["search"]["acquisition"]["pareto_mean"] == "cost" and single == single_before
+    assert "pareto_mean" not in stored_config(config)["search"]["acquisition"]
+    zero, zero_before, _ = ids(["search.mode=pareto", "search.acquisition.pareto_mean=zero"])
+    assert zero == zero_before
+    cost, _, config = ids(["search.mode=pareto"])
+    assert cost != zero and stored_config(config)["search"]["acquisition"]["pareto_mean"] == "cost"
+
+
 def test_final_select_moves_run_ids_only_where_it_is_read():
     """``final.select`` and ``final.pool`` came after runs were stored: at ``top`` (as those runs) they are left out
     of the stored config, and also where ``select_finalists`` reads neither (one finalist, caps, Pareto mode), so
