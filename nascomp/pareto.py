@@ -14,7 +14,9 @@ points dominate and that dominates the reference point: at most 1.1 x 1.1 = 1.21
 ``cost_low`` and accuracy ``acc_high``); a student more accurate than the teacher (u > 1) adds more.
 
 The acquisition. The cost of a candidate is known before it is trained (parameters and FLOPs from
-the architecture, NAS-Bench-201's latency and size from its table), so the GPs model accuracy only.
+the architecture, NAS-Bench-201's latency and size from its table), so the GPs model accuracy only
+(with ``search.acquisition.pareto_mean=cost``, the default, accuracy less ``cost_prior``'s fit of it on the cost;
+each step's levels then move per candidate by the prior at its cost, and the EI is of the residual).
 For a candidate of known normalised cost v and Gaussian target u ~ N(mu, s^2), the hypervolume it
 adds is the area between u and the front's attained level L(x) = max(u_ref, max{u_i : v_i <= x})
 over the costs x in [v, v_ref]. L is a step function, so with w_k the width of its k-th step within
@@ -188,7 +190,9 @@ def cost_prior(v: Sequence[float], u: Sequence[float]) -> Callable[[np.ndarray],
     cheap end, where the front's level is chance, its EHVI is the largest of all."""
     from sklearn.isotonic import IsotonicRegression
 
-    fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(np.asarray(v, dtype=float), np.asarray(u, dtype=float))
+    v, u = np.asarray(v, dtype=float), np.asarray(u, dtype=float)
+    finite = np.isfinite(v) & np.isfinite(u)  # a point of non-finite cost or accuracy is never on the front, nor in the fit
+    fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(v[finite], u[finite])
     return lambda c: fit.predict(np.asarray(c, dtype=float))
 
 
@@ -239,7 +243,8 @@ class ParetoProblem:
 
 
 class ParetoProposer:
-    """Algorithm 1 in Pareto mode: K kernels fitted to normalised accuracy (``KernelProposer.fit``),
+    """Algorithm 1 in Pareto mode: K kernels fitted to normalised accuracy (``KernelProposer.fit``; less the
+    cost prior with ``pareto_mean=cost``, and then ``cap`` bounds the residual),
     each proposing by EHVI, greedy with the kriging believer (module docstring)."""
 
     def __init__(self, kernels, problem: ParetoProblem):

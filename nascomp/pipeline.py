@@ -163,7 +163,7 @@ def stored_config(config: dict) -> dict:
     ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it; ``final.select`` and
     ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode), and
     ``final.prune`` always (it adds a row beside the answer, from the store on a rerun), ``search.acquisition.pareto_mean``
-    outside Pareto mode (only Pareto mode reads it); ``space.ops: auto`` is
+    but in ours' Pareto runs (only they read it); ``space.ops: auto`` is
     recorded as the operators it resolves to (``schema.resolved_space``; ``shrink_groups: auto`` stays, so no run id moves).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
@@ -181,8 +181,8 @@ def stored_config(config: dict) -> dict:
     if isinstance(final, dict) and not spreads_finalists("front", final.get("top_k", 1), capped, pareto):
         final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
     acquisition = search.get("acquisition") if isinstance(search, dict) else None
-    if isinstance(acquisition, dict) and not pareto:
-        acquisition.pop("pareto_mean", None)  # read in Pareto mode alone: its default moving moves no single-objective run id
+    if isinstance(acquisition, dict) and not (pareto and search.get("method") == "ours"):
+        acquisition.pop("pareto_mean", None)  # read by ours in Pareto mode alone: its default moving moves no other run id
     if isinstance(final, dict):
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     space = out.get("space")

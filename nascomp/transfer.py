@@ -38,7 +38,8 @@ class SourceKernels:
     ``x`` (N, ...) the architectures' features (reference first when the source had one), ``y`` (N,)
     rewards on the kernels' scale (``Evaluator.reward_scale`` applied), ``mask`` (K, N) bool, each
     kernel's subset, ``target`` "f", or "accuracy" where ``y`` is accuracy (the ratio A / A(ref) of
-    ``search.target=accuracy``, or Pareto mode's normalised accuracy). ``where`` says where they came from (for messages)."""
+    ``search.target=accuracy``, or Pareto mode's normalised accuracy, less the cost prior with
+    ``search.acquisition.pareto_mean=cost``). ``where`` says where they came from (for messages)."""
 
     state: dict
     data: dict | None = None

@@ -1248,11 +1248,8 @@ def test_constraint_target_in_the_skip_free_default():
 def _rule_arms(cost: str, budget: str) -> tuple[dict, dict]:
     """The Pareto-space rules' two arms on tuning seeds (this machine's teacher, ``compression_pareto.csv``): ours'
     hypervolume by seed at ``budget`` with a ``cost``, shrinkage only and all three operators (both structural)."""
-    hv = {}
-    for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
-        if r["space"].endswith("-213ed5c4") and r["seed_set"] == "tuning" and r["cost"] == cost and r["budget"] == budget:
-            hv.setdefault(r["method"], {})[int(r["seed"])] = float(r["hypervolume"])
-    return hv["ours[space.shrink_groups=structural,space.ops=[shrink]]"], hv["ours[space.shrink_groups=structural]"]
+    hv = _pareto_hv(cost, "tuning")
+    return hv["ours[space.shrink_groups=structural,space.ops=[shrink]]"][budget], hv["ours[space.shrink_groups=structural]"][budget]
 
 
 def test_pareto_space_rule():
@@ -1282,36 +1279,14 @@ def test_pareto_space_rule_held_out():
     groups, all three operators) and above ours in the paper's space (the held-out ``ours`` rows: ``width`` groups)
     on 10 of 10 seeds at each budget; the README's table holds each mean ± s.e. and paired figure in its budget's
     column."""
-    shrink = "[space.shrink_groups=structural,space.ops=[shrink]]"
-    methods = {"ours": "ours, mean", "random": "random search", "nsga2": "NSGA-II", "motpe": "MOTPE"}
-    hv = {}
-    for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
-        if r["space"].endswith("-213ed5c4") and r["cost"] == "params" and r["seed_set"] == "held-out":
-            hv.setdefault(r["method"], {}).setdefault(r["budget"], {})[int(r["seed"])] = float(r["hypervolume"])
-    seeds = list(range(1000, 1010))
-    assert all(sorted(hv[m + shrink][b]) == seeds for m in methods for b in ("40", "80", "160"))
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| held-out 1000–1009, shrinkage only, (accuracy, params) |"):].split("\n\n")[0]
-    cell = lambda start, column: next(x for x in table.splitlines() if x.startswith(start)).split("|")[column].strip().strip("*")
-    se = lambda v: np.std(v, ddof=1) / np.sqrt(len(v))
-    others = [(m + shrink, f"| paired, ours minus {name} ") for m, name in methods.items() if m != "ours"]
-    others += [("ours[space.shrink_groups=structural]", "| paired, ours minus ours with all three operators "),
-               ("ours", "| paired, ours minus ours in the paper's space ")]
-    for column, b in enumerate(("40", "80", "160"), start=2):
-        mean = {m: np.mean(list(hv[m + shrink][b].values())) for m in methods}
-        assert max(mean, key=mean.get) == "ours", (b, mean)
-        for m, name in methods.items():
-            v = list(hv[m + shrink][b].values())
-            assert cell(f"| {name} ", column) == f"{np.mean(v):.4f} ± {se(v):.4f}", (m, b)
-        v = list(hv["ours[space.shrink_groups=structural]"][b].values())  # the rule's other arm
-        assert len(v) == 10 and cell("| ours, all three operators ", column) == f"{np.mean(v):.4f} ± {se(v):.4f}"
-        for other, start in others:
-            d = np.array([hv["ours" + shrink][b][s] - hv[other][b][s] for s in seeds])
-            assert cell(start, column) == f"{d.mean():+.4f} ± {se(d):.4f} ({(d > 0).sum()}/10)", (other, b)
-            if other.startswith("ours"):
-                assert (d > 0).sum() == 10
-            if other.startswith(("nsga2", "motpe")) and b == "160":
-                assert 0 < d.mean() < se(d)  # level: ahead on the mean by under one paired s.e.
+    hv, _ = _held_out_pareto_table("params", "| held-out 1000–1009, shrinkage only, (accuracy, params) |",
+                                   extra={"ours": "ours in the paper's space"},
+                                   dominated=("ours[space.shrink_groups=structural]", "ours"))
+    ours, seeds = "ours" + _SHRINK, range(1000, 1010)
+    assert [_top(hv, b) for b in ("40", "80", "160")] == [ours] * 3
+    for m in ("nsga2" + _SHRINK, "motpe" + _SHRINK):
+        d = np.array([hv[ours]["160"][s] - hv[m]["160"][s] for s in seeds])
+        assert 0 < d.mean() < _se(d)  # level: ahead on the mean by under one paired s.e.
 
 
 def test_every_baseline_in_the_shrink_only_space():
@@ -1347,33 +1322,41 @@ _HELD_OUT_ARMS = {"ours" + _SHRINK: "ours, mean", "ours[space.shrink_groups=stru
                   "random" + _SHRINK: "random search", "nsga2" + _SHRINK: "NSGA-II", "motpe" + _SHRINK: "MOTPE"}
 
 
-def _held_out_pareto_table(cost: str, header: str) -> tuple[dict, str]:
-    """The Pareto-space rule's five arms on held-out seeds 1000-1009 with a ``cost`` (this machine's teacher,
-    ``compression_pareto.csv``): hypervolume by method, budget and seed. Checks that every arm has every seed at 40,
-    80 and 160, that shrinkage only is above all three operators on 10 of 10 seeds at each, and that the README table
-    starting with ``header`` holds each mean ± s.e. and each paired figure (ours minus it, seeds ours is ahead on) in
-    its budget's column. Returns the hypervolumes and the README's text."""
+def _pareto_hv(cost: str, seed_set: str) -> dict:
+    """Hypervolume by method, budget and seed of this machine's teacher's Pareto rows with a ``cost``
+    (``compression_pareto.csv``, rows of ``seed_set``)."""
     hv = {}
     for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
-        if r["space"].endswith("-213ed5c4") and r["cost"] == cost and r["seed_set"] == "held-out":
+        if r["space"].endswith("-213ed5c4") and r["cost"] == cost and r["seed_set"] == seed_set:
             hv.setdefault(r["method"], {}).setdefault(r["budget"], {})[int(r["seed"])] = float(r["hypervolume"])
+    return hv
+
+
+def _held_out_pareto_table(cost: str, header: str, arms: dict = _HELD_OUT_ARMS, ours: str = "ours" + _SHRINK,
+                           extra: dict | None = None, dominated: tuple = ("ours[space.shrink_groups=structural]",)) -> tuple[dict, str]:
+    """Held-out seeds 1000-1009 with a ``cost`` (``_pareto_hv``): ``arms`` (method: the README row's name), ``ours``
+    among them. Checks that every arm has every seed at 40, 80 and 160, that ``ours`` is above each arm of
+    ``dominated`` on 10 of 10 seeds at each, and that the README table starting with ``header`` holds each arm's mean
+    ± s.e. and each paired figure (ours minus it, seeds ours is ahead on; also against ``extra``'s methods, paired
+    rows only) in its budget's column. Returns the hypervolumes and the README's text."""
+    hv = _pareto_hv(cost, "held-out")
     seeds = list(range(1000, 1010))
-    assert set(hv) == set(_HELD_OUT_ARMS) and all(sorted(hv[m][b]) == seeds for m in _HELD_OUT_ARMS for b in ("40", "80", "160"))
+    others = {**{m: name for m, name in arms.items() if m != ours}, **(extra or {})}
+    assert all(sorted(hv[m][b]) == seeds for m in {**arms, **others} for b in ("40", "80", "160"))
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index(header):].split("\n\n")[0]
     cell = lambda start, column: next(x for x in table.splitlines() if x.startswith(start)).split("|")[column].strip().strip("*")
-    ours = "ours" + _SHRINK
     for column, b in enumerate(("40", "80", "160"), start=2):
-        for m, name in _HELD_OUT_ARMS.items():
+        for m, name in arms.items():
             v = list(hv[m][b].values())
             assert cell(f"| {name} ", column) == f"{np.mean(v):.4f} ± {_se(v):.4f}", (m, b)
-            if m != ours:
-                d = np.array([hv[ours][b][s] - hv[m][b][s] for s in seeds])
-                name = "ours with all three operators" if m.startswith("ours") else name
-                assert cell(f"| paired, ours minus {name} ", column).replace("−", "-") == \
-                    f"{d.mean():+.4f} ± {_se(d):.4f} ({(d > 0).sum()}/10)", (m, b)
-                if m.startswith("ours"):
-                    assert (d > 0).sum() == 10
+        for m, name in others.items():
+            d = np.array([hv[ours][b][s] - hv[m][b][s] for s in seeds])
+            name = "ours with all three operators" if name == "ours, all three operators" else name
+            assert cell(f"| paired, ours minus {name} ", column).replace("−", "-") == \
+                f"{d.mean():+.4f} ± {_se(d):.4f} ({(d > 0).sum()}/10)", (m, b)
+            if m in dominated:
+                assert (d > 0).sum() == 10
     return hv, readme
 
 
@@ -1403,13 +1386,10 @@ def test_pareto_space_rule_with_flops_held_out():
 
 def _tuning_arms(cost: str, budget: str, a: str, b: str) -> np.ndarray:
     """Paired hypervolume differences, arm ``a`` minus arm ``b``, on tuning seeds 0-9 at ``budget`` with a ``cost``
-    (this machine's teacher, ``compression_pareto.csv``)."""
-    hv = {}
-    for r in csv.DictReader((ROOT / "benchmarks" / "results" / "compression_pareto.csv").open()):
-        if r["space"].endswith("-213ed5c4") and r["seed_set"] == "tuning" and r["cost"] == cost and r["budget"] == budget:
-            hv.setdefault(r["method"], {})[int(r["seed"])] = float(r["hypervolume"])
-    assert sorted(hv[a]) == sorted(hv[b]) == list(range(10))
-    return np.array([hv[a][s] - hv[b][s] for s in range(10)])
+    (``_pareto_hv``)."""
+    hv = _pareto_hv(cost, "tuning")
+    assert sorted(hv[a][budget]) == sorted(hv[b][budget]) == list(range(10))
+    return np.array([hv[a][budget][s] - hv[b][budget][s] for s in range(10)])
 
 
 def test_real_student_ehvi_units_rule():

@@ -202,8 +202,8 @@ def test_late_keys_at_their_default_keep_run_ids():
 
 def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
     """``search.acquisition.pareto_mean`` came after runs were stored and its default is ``cost``: a single-objective
-    run's id does not hold it (only Pareto mode reads it), a Pareto run at ``zero`` (as the runs before it) keeps its
-    id, and a Pareto run at ``cost`` is another run."""
+    run's id does not hold it, nor does another method's Pareto run (only ours in Pareto mode reads it), ours' Pareto
+    run at ``zero`` (as the runs before it) keeps its id, and at ``cost`` it is another run."""
     import copy
 
     from nascomp.pipeline import run_id_of, stored_config
@@ -221,6 +221,9 @@ def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
     assert zero == zero_before
     cost, _, config = ids(["search.mode=pareto"])
     assert cost != zero and stored_config(config)["search"]["acquisition"]["pareto_mean"] == "cost"
+    for method in ("paper", "random", "nsga2", "motpe"):
+        now, before, _ = ids(["search.mode=pareto", f"search.method={method}"])
+        assert now == before
 
 
 def test_final_select_moves_run_ids_only_where_it_is_read():
