@@ -1392,19 +1392,26 @@ def _tuning_arms(cost: str, budget: str, a: str, b: str) -> np.ndarray:
     return np.array([hv[a][budget][s] - hv[b][budget][s] for s in range(10)])
 
 
+def _arm_rule(cost: str, arm: str, base: str, names: tuple[str, str]) -> tuple[dict, str, bool]:
+    """A pre-registered arm rule on tuning seeds 0-9 (``_tuning_arms``): ``arm`` minus ``base`` by budget; checks the
+    README's line "`<arm name>` minus `<base name>` <mean> ± <s.e.>, higher on H and lower on L of 10" at 160;
+    returns the differences, the README's text (whitespace joined) and whether the rule's test passes (positive
+    paired mean, lower on at most 3 of 10)."""
+    d = {b: _tuning_arms(cost, b, arm, base) for b in ("40", "80", "160")}
+    text = " ".join((ROOT / "README.md").read_text().split())
+    line = (f"`{names[0]}` minus `{names[1]}` {d['160'].mean():+.4f} ± {_se(d['160']):.4f}, higher on {(d['160'] > 0).sum()} "
+            f"and lower on {(d['160'] < 0).sum()} of 10")
+    assert line in text, line
+    return d, text, bool(d["160"].mean() > 0 and (d["160"] < 0).sum() <= 3)
+
+
 def test_real_student_ehvi_units_rule():
     """The real-student EHVI-units rule (README, pre-registered): on tuning seeds 0-9, (accuracy, FLOPs), ours'
     hypervolume at 160 with ``pareto_units=accuracy`` minus ``target``; positive on the mean but lower on 4 of 10
     (the rule allows 3): it fails and the default stays ``target``. The README holds the paired figures."""
     target = "ours" + _SHRINK
-    accuracy = target[:-1] + ",search.acquisition.pareto_units=accuracy]"
-    d = {b: _tuning_arms("flops", b, accuracy, target) for b in ("40", "80", "160")}
-    text = " ".join((ROOT / "README.md").read_text().split())
-    line = (f"`accuracy` minus `target` {d['160'].mean():+.4f} ± {_se(d['160']):.4f}, higher on {(d['160'] > 0).sum()} "
-            f"and lower on {(d['160'] < 0).sum()} of 10")
-    assert line in text, line
+    d, text, passes = _arm_rule("flops", target[:-1] + ",search.acquisition.pareto_units=accuracy]", target, ("accuracy", "target"))
     assert f"at 40 and 80 {d['40'].mean():+.4f} and {d['80'].mean():+.4f}, higher on {(d['40'] > 0).sum()} and {(d['80'] > 0).sum()}" in text
-    passes = d["160"].mean() > 0 and (d["160"] < 0).sum() <= 3
     assert not passes
     assert compose_default_acquisition().pareto_units == "target"
 
@@ -1419,15 +1426,10 @@ def test_cost_prior_rule():
     from nascomp.config import compose
 
     zero = "ours" + _SHRINK
-    cost = zero[:-1] + ",search.acquisition.pareto_mean=cost]"
-    d = {b: _tuning_arms("flops", b, cost, zero) for b in ("40", "80", "160")}
-    text = " ".join((ROOT / "README.md").read_text().split())
-    line = (f"`cost` minus `zero` {d['160'].mean():+.4f} ± {_se(d['160']):.4f}, higher on {(d['160'] > 0).sum()} "
-            f"and lower on {(d['160'] < 0).sum()} of 10")
-    assert line in text, line
+    d, text, passes = _arm_rule("flops", zero[:-1] + ",search.acquisition.pareto_mean=cost]", zero, ("cost", "zero"))
     assert (f"at 40 and 80 the prior is behind, {d['40'].mean():+.4f} and {d['80'].mean():+.4f} (higher on "
             f"{(d['40'] > 0).sum()} and {(d['80'] > 0).sum()} of 10)").replace("-", "−") in text
-    assert d["160"].mean() > 0 and (d["160"] < 0).sum() <= 3
+    assert passes
     assert compose_default_acquisition().pareto_mean == "cost"
     assert compose(["experiment=cpu"]).search.acquisition.pareto_mean == "zero"
     assert compose(["search.method=paper"]).search.paper.acquisition.pareto_mean == "zero"
