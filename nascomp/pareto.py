@@ -59,6 +59,8 @@ import torch
 from torch import Tensor
 
 from nascomp.acquisition import candidate_pools, reward_ei
+from nascomp.reward import COST_OF
+from nascomp.schema import resolved_pareto_mean
 from nascomp.search_space import Architecture, Space
 
 REFERENCE = (-0.1, 1.1)  # (u, v): normalised accuracy and cost of the hypervolume's reference point
@@ -262,7 +264,9 @@ class ParetoProposer:
         archs, y, vy = [r.arch for r in ok], list(u), list(v)
         if p.reference is not None:
             archs, y, vy = [self.space.reference] + archs, [float(p.scale.u(p.reference[0]))] + y, [float(p.scale.v(p.reference[1]))] + vy
-        prior = cost_prior(vy, y) if self.kernels.scfg.acquisition.pareto_mean == "cost" else None
+        objective = {"name": next(name for name, field in COST_OF.items() if field == p.cost)}
+        mean = resolved_pareto_mean(self.kernels.scfg.acquisition.pareto_mean, objective)
+        prior = cost_prior(vy, y) if mean == "cost" else None
         if prior is not None:  # the kernels model what the cost does not explain
             y = list(np.asarray(y) - prior(np.asarray(vy)))
         module, mask, _ = self.kernels.fit(archs, torch.tensor(y, dtype=torch.float64), k, rng, history, target="accuracy")

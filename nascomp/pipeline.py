@@ -36,7 +36,7 @@ from nascomp.pareto import REFERENCE, ParetoProblem, Scale
 from nascomp.proxy_evaluator import ProxyEvaluator
 from nascomp.report import history_rows, plot, plot_pareto, table, write_history, write_report, write_summary
 from nascomp.reward import Objective, RewardRow
-from nascomp.schema import KERNEL_METHODS, has_caps, resolved_space
+from nascomp.schema import KERNEL_METHODS, has_caps, resolved_pareto_mean, resolved_space
 from nascomp.search import Record, SearchResult, run_search
 from nascomp.signals import check_interrupted
 from nascomp.store import RunStore, StoreError, config_diff, digest, hold_run, tensor_digest
@@ -183,6 +183,9 @@ def stored_config(config: dict) -> dict:
     acquisition = search.get("acquisition") if isinstance(search, dict) else None
     if isinstance(acquisition, dict) and not (pareto and search.get("method") == "ours"):
         acquisition.pop("pareto_mean", None)  # read by ours in Pareto mode alone: its default moving moves no other run id
+    elif isinstance(acquisition, dict) and acquisition.get("pareto_mean") == "auto":  # as it resolves: a params run keeps its id
+        mean = resolved_pareto_mean("auto", objective if isinstance(objective, dict) else {})
+        acquisition.pop("pareto_mean") if mean == "zero" else acquisition.update(pareto_mean=mean)
     if isinstance(final, dict):
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     space = out.get("space")

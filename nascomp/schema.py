@@ -23,7 +23,7 @@ OPERATORS = ("remove", "shrink", "skip")  # the compression space's operators (p
 SHRINK_ONLY = ("shrink",)  # space.ops: auto without latency (resolved_space; the skip-free rule, README)
 SHRINK_GROUPS = ("auto", "width", "structural")  # auto: structural, width in a run with caps (resolved_space)
 MAXIMIZERS = ("random", "evolution")
-PARETO_MEANS = ("zero", "cost")  # search.acquisition.pareto_mean (nascomp.pareto.cost_prior)
+PARETO_MEANS = ("auto", "zero", "cost")  # search.acquisition.pareto_mean (nascomp.pareto.cost_prior; auto: resolved_pareto_mean)
 PARETO_PARENTS = ("accuracy", "spread")  # search.acquisition.pareto_parents (nascomp.pareto.ParetoProposer)
 PARETO_BATCHES = ("believer", "independent")  # search.acquisition.pareto_batch (nascomp.pareto.ParetoProposer)
 PARETO_UNITS = ("target", "accuracy")  # search.acquisition.pareto_units (nascomp.pareto.ParetoProposer)
@@ -479,6 +479,16 @@ def resolved_space(space: Any, objective: Any = None) -> dict:
         latency = (cost == "latency" and not has_caps(objective)) or (objective.get("constraint") or {}).get("latency_ms") is not None
         out["ops"] = list(OPERATORS if latency else SHRINK_ONLY)  # pareto: a latency cost is rewarded latency
     return out
+
+
+def resolved_pareto_mean(value: str, objective: Any = None) -> str:
+    """``search.acquisition.pareto_mean`` with ``auto`` resolved for a run whose ``objective`` node (a config node or
+    its plain dict; none: the paper's Eq. 6, params) is given: ``zero`` with a params cost (the cost prior's params
+    check, README), ``cost`` with any other (the cost-prior rule: FLOPs measured, memory and latency not)."""
+    if value != "auto":
+        return value
+    objective = objective if objective is not None else {}
+    return "zero" if objective.get("name", "params") == "params" else "cost"
 
 
 def check_space(space: Any) -> None:

@@ -201,9 +201,10 @@ def test_late_keys_at_their_default_keep_run_ids():
 
 
 def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
-    """``search.acquisition.pareto_mean`` came after runs were stored and its default is ``cost``: a single-objective
-    run's id does not hold it, nor does another method's Pareto run (only ours in Pareto mode reads it), ours' Pareto
-    run at ``zero`` (as the runs before it) keeps its id, and at ``cost`` it is another run."""
+    """``search.acquisition.pareto_mean`` came after runs were stored and its default is ``auto``: a single-objective
+    run's id does not hold it, nor does another method's Pareto run (only ours in Pareto mode reads it); ours' Pareto
+    run at ``zero`` (as the runs before it) keeps its id, and so does one at ``auto`` with a params cost (it resolves
+    to ``zero``); with a FLOPs cost ``auto`` is ``cost``, another run, recorded as ``cost``."""
     import copy
 
     from nascomp.pipeline import run_id_of, stored_config
@@ -215,12 +216,15 @@ def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
         return run_id_of(config), run_id_of(before), config
 
     single, single_before, config = ids([])
-    assert config["search"]["acquisition"]["pareto_mean"] == "cost" and single == single_before
+    assert config["search"]["acquisition"]["pareto_mean"] == "auto" and single == single_before
     assert "pareto_mean" not in stored_config(config)["search"]["acquisition"]
     zero, zero_before, _ = ids(["search.mode=pareto", "search.acquisition.pareto_mean=zero"])
     assert zero == zero_before
-    cost, _, config = ids(["search.mode=pareto"])
-    assert cost != zero and stored_config(config)["search"]["acquisition"]["pareto_mean"] == "cost"
+    auto, auto_before, _ = ids(["search.mode=pareto"])
+    assert auto == auto_before == zero
+    flops_cost, _, _ = ids(["search.mode=pareto", "objective=flops", "search.acquisition.pareto_mean=cost"])
+    flops_auto, flops_before, config = ids(["search.mode=pareto", "objective=flops"])
+    assert flops_auto == flops_cost != flops_before and stored_config(config)["search"]["acquisition"]["pareto_mean"] == "cost"
     for method in ("paper", "random", "nsga2", "motpe"):
         now, before, _ = ids(["search.mode=pareto", f"search.method={method}"])
         assert now == before
@@ -333,7 +337,7 @@ SCHEMA_ERRORS = [
     ("search.acquisition.pareto_parents=front", "search.acquisition.pareto_parents: 'front' is not one of accuracy, spread"),
     ("search.acquisition.pareto_batch=greedy", "search.acquisition.pareto_batch: 'greedy' is not one of believer, independent"),
     ("search.acquisition.pareto_units=hypervolume", "search.acquisition.pareto_units: 'hypervolume' is not one of target, accuracy"),
-    ("search.acquisition.pareto_mean=linear", "search.acquisition.pareto_mean: 'linear' is not one of zero, cost"),
+    ("search.acquisition.pareto_mean=linear", "search.acquisition.pareto_mean: 'linear' is not one of auto, zero, cost"),
     ("search.acquisition.ei_units=accuracy", "search.acquisition.ei_units: 'accuracy' is not one of target, reward"),
     ("final.prune=[l3]", "final.prune must be a list of distinct pruning importances (l2, l1, bn_scale), e.g. final.prune=[l1]; got ['l3']"),
     ("final.prune=l1", "final.prune must be a list of distinct pruning importances (l2, l1, bn_scale), e.g. final.prune=[l1]; got l1"),
