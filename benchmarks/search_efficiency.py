@@ -191,8 +191,8 @@ def parse_methods(spec: str, space: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-# NAS-Bench-201's Pareto runs keep the zero-mean GP they were measured and tuned with; the main job's cost prior
-# (search.acquisition.pareto_mean=cost) is the real-student cost-prior rule's (README). A method's own overrides come after.
+# NAS-Bench-201's Pareto runs keep the zero-mean GP they were measured and tuned with; ours' cost prior with a FLOPs,
+# memory or latency cost (search.acquisition.pareto_mean: auto) is the real-student cost-prior rule's (README). A method's own overrides come after.
 NB201_PARETO = ["search.acquisition.pareto_mean=zero"]
 
 

@@ -15,7 +15,8 @@ points dominate and that dominates the reference point: at most 1.1 x 1.1 = 1.21
 
 The acquisition. The cost of a candidate is known before it is trained (parameters and FLOPs from
 the architecture, NAS-Bench-201's latency and size from its table), so the GPs model accuracy only
-(with ``search.acquisition.pareto_mean=cost``, the default, accuracy less ``cost_prior``'s fit of it on the cost;
+(with ``search.acquisition.pareto_mean=cost``, the default with a cost other than params (``auto``:
+``schema.resolved_pareto_mean``), accuracy less ``cost_prior``'s fit of it on the cost;
 each step's levels then move per candidate by the prior at its cost, and the EI is of the residual).
 For a candidate of known normalised cost v and Gaussian target u ~ N(mu, s^2), the hypervolume it
 adds is the area between u and the front's attained level L(x) = max(u_ref, max{u_i : v_i <= x})
@@ -264,7 +265,7 @@ class ParetoProposer:
         archs, y, vy = [r.arch for r in ok], list(u), list(v)
         if p.reference is not None:
             archs, y, vy = [self.space.reference] + archs, [float(p.scale.u(p.reference[0]))] + y, [float(p.scale.v(p.reference[1]))] + vy
-        objective = {"name": next(name for name, field in COST_OF.items() if field == p.cost)}
+        objective = {"name": {field: name for name, field in COST_OF.items()}[p.cost]}
         mean = resolved_pareto_mean(self.kernels.scfg.acquisition.pareto_mean, objective)
         prior = cost_prior(vy, y) if mean == "cost" else None
         if prior is not None:  # the kernels model what the cost does not explain

@@ -225,6 +225,8 @@ def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
     flops_cost, _, _ = ids(["search.mode=pareto", "objective=flops", "search.acquisition.pareto_mean=cost"])
     flops_auto, flops_before, config = ids(["search.mode=pareto", "objective=flops"])
     assert flops_auto == flops_cost != flops_before and stored_config(config)["search"]["acquisition"]["pareto_mean"] == "cost"
+    memory_auto, _, _ = ids(["search.mode=pareto", "objective=memory"])
+    assert memory_auto == ids(["search.mode=pareto", "objective=memory", "search.acquisition.pareto_mean=cost"])[0]
     for method in ("paper", "random", "nsga2", "motpe"):
         now, before, _ = ids(["search.mode=pareto", f"search.method={method}"])
         assert now == before
