@@ -321,11 +321,13 @@ class ParetoProposer:
         mean, var = module.posterior(torch.stack([featurize(pl or filler) for pl in padded]))  # (K, C)
         if prior is None:
             tu = module.standardise(torch.from_numpy(u).expand(k, -1)).numpy()  # (K, n): the points in target units
+        costs = [cost(pl or filler) for pl in padded]
+        base = levels if prior is None else thresholds(level, costs)  # each kernel's levels against the evaluated front
         picks: list[Architecture] = []
         out = []
         for j in range(k):
-            cj = cost(padded[j] or filler)
-            xj, lj = x, (levels[j] if prior is None else thresholds(level, [cj] * k)[j])
+            cj = costs[j]
+            xj, lj = x, base[j]
             if picks and acq.pareto_batch == "believer":  # kriging believer: the earlier picks join the front at kernel j's posterior mean
                 pm, _ = module.posterior(torch.stack([featurize(picks)] * k))  # (K, P)
                 if prior is None:

@@ -169,6 +169,11 @@ def stored_config(config: dict) -> dict:
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""
     out = copy.deepcopy(config)
+    search = out.get("search")
+    acquisition = search.get("acquisition") if isinstance(search, dict) else None
+    if isinstance(acquisition, dict) and acquisition.get("pareto_mean") == "auto":  # recorded as it resolves; zero is then a late default
+        objective = out.get("objective")
+        acquisition["pareto_mean"] = resolved_pareto_mean("auto", objective if isinstance(objective, dict) else {})
     for (*path, key), default in late_defaults().items():
         node = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, path, out)
         if isinstance(node, dict) and key in node and node[key] == default:
@@ -181,12 +186,8 @@ def stored_config(config: dict) -> dict:
     pareto = isinstance(search, dict) and search.get("mode") == "pareto"
     if isinstance(final, dict) and not spreads_finalists("front", final.get("top_k", 1), capped, pareto):
         final.pop("select", None), final.pop("pool", None)  # select_finalists reads neither there: no run id moves
-    acquisition = search.get("acquisition") if isinstance(search, dict) else None
     if isinstance(acquisition, dict) and not (pareto and search.get("method") == "ours"):
         acquisition.pop("pareto_mean", None)  # read by ours in Pareto mode alone: its default moving moves no other run id
-    elif isinstance(acquisition, dict) and acquisition.get("pareto_mean") == "auto":  # as it resolves: a params run keeps its id
-        mean = resolved_pareto_mean("auto", objective if isinstance(objective, dict) else {})
-        acquisition.pop("pareto_mean") if mean == "zero" else acquisition.update(pareto_mean=mean)
     if isinstance(final, dict):
         final.pop("prune", None)  # the pruning baseline changes neither the search nor the finalists: adding it resumes a run
     space = out.get("space")
