@@ -16,7 +16,8 @@ points dominate and that dominates the reference point: at most 1.1 x 1.1 = 1.21
 The acquisition. The cost of a candidate is known before it is trained (parameters and FLOPs from
 the architecture, NAS-Bench-201's latency and size from its table), so the GPs model accuracy only
 (with ``search.acquisition.pareto_mean=cost``, the default with a cost other than params (``auto``:
-``schema.resolved_pareto_mean``), accuracy less ``cost_prior``'s fit of it on the cost;
+``schema.resolved_pareto_mean``), accuracy less ``cost_prior``'s fit of it on the cost; with ``front``,
+less the evaluated front's line;
 each step's levels then move per candidate by the prior at its cost, and the EI is of the residual).
 For a candidate of known normalised cost v and Gaussian target u ~ N(mu, s^2), the hypervolume it
 adds is the area between u and the front's attained level L(x) = max(u_ref, max{u_i : v_i <= x})
@@ -183,20 +184,33 @@ def ehvi(mean: Tensor, var: Tensor, cost: Tensor, x: Tensor, levels: Tensor, log
     return (w * ei).sum(0)
 
 
-def cost_prior(v: Sequence[float], u: Sequence[float]) -> Callable[[np.ndarray], np.ndarray]:
-    """``search.acquisition.pareto_mean=cost``: the GPs' prior mean as a function of normalised cost, the
-    increasing least-squares fit of the accuracies ``u`` on the costs ``v`` (scikit-learn's isotonic
-    regression; flat beyond the costs seen). A student is no more accurate for being cheaper, so a
-    candidate the kernels know nothing of (far from every evaluated student in the embedding) is
-    expected to be as accurate as the evaluated students of its cost, not as the mean student:
-    with a zero mean, a student too thin to learn anything looks as promising as any other, and at the
-    cheap end, where the front's level is chance, its EHVI is the largest of all."""
-    from sklearn.isotonic import IsotonicRegression
+def cost_prior(v: Sequence[float], u: Sequence[float], fit: str = "cost") -> Callable[[np.ndarray], np.ndarray]:
+    """The GPs' prior mean as a function of normalised cost (``search.acquisition.pareto_mean``), fitted to the
+    accuracies ``u`` of the costs ``v`` (finite points only); flat beyond the costs seen.
 
+    ``cost``: the increasing least-squares fit (scikit-learn's isotonic regression). A student is no more
+    accurate for being cheaper, so a candidate the kernels know nothing of (far from every evaluated
+    student in the embedding) is expected to be as accurate as the evaluated students of its cost, not as
+    the mean student: with a zero mean, a student too thin to learn anything looks as promising as any
+    other, and at the cheap end, where the front's level is chance, its EHVI is the largest of all.
+
+    ``front``: the evaluated front itself, its points joined by straight lines (increasing, as the front
+    is). Where accuracies at a cost are bimodal (a student learns or stays at chance) the mean fit lies
+    below the front; the front's line lies above its own step levels between two of its points, so a
+    candidate in a gap of the front (where the front rises most, the knee) is expected to fill part of
+    it. The kernels' targets are standardised, so their prior sits the mean shortfall below the line."""
     v, u = np.asarray(v, dtype=float), np.asarray(u, dtype=float)
     finite = np.isfinite(v) & np.isfinite(u)  # a point of non-finite cost or accuracy is never on the front, nor in the fit
-    fit = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(v[finite], u[finite])
-    return lambda c: fit.predict(np.asarray(c, dtype=float))
+    v, u = v[finite], u[finite]
+    if fit == "front":
+        on = front_mask(v, u)
+        order = np.argsort(v[on], kind="stable")
+        fv, fu = v[on][order], u[on][order]
+        return lambda c: np.interp(np.asarray(c, dtype=float), fv, fu)
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(v, u)
+    return lambda c: iso.predict(np.asarray(c, dtype=float))
 
 
 @dataclass(frozen=True)
@@ -247,7 +261,7 @@ class ParetoProblem:
 
 class ParetoProposer:
     """Algorithm 1 in Pareto mode: K kernels fitted to normalised accuracy (``KernelProposer.fit``; less the
-    cost prior with ``pareto_mean=cost``, and then ``cap`` bounds the residual),
+    cost prior with ``pareto_mean`` cost or front, and then ``cap`` bounds the residual),
     each proposing by EHVI, greedy with the kriging believer (module docstring)."""
 
     def __init__(self, kernels, problem: ParetoProblem):
@@ -267,7 +281,7 @@ class ParetoProposer:
             archs, y, vy = [self.space.reference] + archs, [float(p.scale.u(p.reference[0]))] + y, [float(p.scale.v(p.reference[1]))] + vy
         objective = {"name": {field: name for name, field in COST_OF.items()}[p.cost]}
         mean = resolved_pareto_mean(self.kernels.scfg.acquisition.pareto_mean, objective)
-        prior = cost_prior(vy, y) if mean == "cost" else None
+        prior = cost_prior(vy, y, mean) if mean != "zero" else None
         if prior is not None:  # the kernels model what the cost does not explain
             y = list(np.asarray(y) - prior(np.asarray(vy)))
         module, mask, _ = self.kernels.fit(archs, torch.tensor(y, dtype=torch.float64), k, rng, history, target="accuracy")

@@ -329,26 +329,40 @@ def test_cost_prior_is_the_increasing_fit_of_accuracy_on_cost():
     assert np.all(np.diff(prior(grid)) >= 0)
 
 
+def test_front_prior_is_the_front_joined_by_lines():
+    """``cost_prior(fit="front")``: through the front's points, straight between them, flat beyond; a dominated
+    point and a non-finite one change nothing."""
+    from nascomp.pareto import cost_prior
+
+    v, u = [0.1, 0.3, 0.5, 0.9, 0.4, 0.2], [0.2, 0.2, 0.8, 0.9, 0.1, float("nan")]  # (0.3, 0.2) ties (0.1, 0.2): off
+    prior = cost_prior(v, u, "front")
+    np.testing.assert_allclose(prior(np.array([0.1, 0.3, 0.5, 0.7, 0.9])), [0.2, 0.5, 0.8, 0.85, 0.9])
+    np.testing.assert_allclose(prior(np.array([0.0, 1.05])), [0.2, 0.9])
+    np.testing.assert_allclose(prior(np.array([0.4])), [0.2 + 0.6 * 0.75])  # between (0.1, 0.2) and (0.5, 0.8), not 0.1
+    grid = np.linspace(0, 1.1, 50)
+    assert np.all(np.diff(prior(grid)) >= 0) and np.all(prior(grid) >= cost_prior(v, u)(grid) - 1e-12)
+
+
 @pytest.mark.slow
 def test_pareto_mean(space):
-    """``search.acquisition.pareto_mean=cost``: the kernels are fitted to accuracy less the cost prior (the data the
-    fit hands on say so), the first K are the shared random start, and the next step's picks are other students than
-    with the zero mean, K distinct ones."""
+    """``search.acquisition.pareto_mean`` cost and front: the kernels are fitted to accuracy less the cost prior (the
+    data the fit hands on say so), the first K are the shared random start, and the next step's picks are other
+    students than with the zero mean, K distinct ones."""
     from nascomp.pareto import cost_prior
 
     K = 6
     problem = space.pareto("num_params")
     evaluator = TableEvaluator(space.accuracy, space.params, space.reference, "accuracy", space.latency)
     runs, fitted = {}, {}
-    for mean in ("zero", "cost"):
+    for mean in ("zero", "cost", "front"):
         cfg = compose(["search.mode=pareto", f"search.K={K}", "search.T=1", "search.acquisition.samples=40",
                        f"search.acquisition.pareto_mean={mean}"])
         data = []
         result = run_search(space, evaluator, cfg, seed=0, budget=2 * K, problem=problem,
                             on_fit=lambda step, state, d: data.append(d))
         runs[mean], fitted[mean] = [r.arch.key for r in result.history], data
-    assert runs["zero"][:K] == runs["cost"][:K] and len(set(runs["cost"])) == 2 * K
-    assert runs["zero"][K:] != runs["cost"][K:]
+    assert runs["zero"][:K] == runs["cost"][:K] == runs["front"][:K] and len(set(runs["cost"])) == len(set(runs["front"])) == 2 * K
+    assert runs["zero"][K:] != runs["cost"][K:] and runs["front"][K:] not in (runs["zero"][K:], runs["cost"][K:])
     first = result.history[:K]
     v, u = problem.points(first)
     assert problem.reference is None  # NAS-Bench-201: no teacher point among the data
@@ -356,6 +370,9 @@ def test_pareto_mean(space):
     np.testing.assert_allclose(np.sort(y), np.sort(u), atol=1e-9)  # zero mean: the accuracies themselves
     r = fitted["cost"][0]["y"].numpy()
     np.testing.assert_allclose(np.sort(r), np.sort(u - cost_prior(v, u)(v)), atol=1e-9)  # cost: what the cost does not explain
+    r = fitted["front"][0]["y"].numpy()
+    np.testing.assert_allclose(np.sort(r), np.sort(u - cost_prior(v, u, "front")(v)), atol=1e-9)  # front: the shortfall
+    assert np.isclose(r.max(), 0.0) and (r <= 1e-12).all()  # below the front's line, its points on it
 
 
 @pytest.mark.parametrize("overrides, message", [
