@@ -163,8 +163,8 @@ def stored_config(config: dict) -> dict:
     ``kernel.sigma2_grid`` also for every method but ``ours``, which alone reads it; ``final.select`` and
     ``final.pool`` also where ``select_finalists`` reads neither: one finalist, caps, Pareto mode), and
     ``final.prune`` always (it adds a row beside the answer, from the store on a rerun), ``search.acquisition.pareto_mean``
-    but in ours' Pareto runs (only they read it; there ``auto`` is recorded as it resolves, ``schema.resolved_pareto_mean``,
-    so a params run keeps its id); ``space.ops: auto`` is
+    but in ours' Pareto runs (only they read it; there ``auto`` is recorded as it resolves, ``schema.resolved_pareto_mean``:
+    a params run before the front-prior rule resumes with ``pareto_mean=zero`` added); ``space.ops: auto`` is
     recorded as the operators it resolves to (``schema.resolved_space``; ``shrink_groups: auto`` stays, so no run id moves).
     Runs and stores made before those keys existed keep their run ids, contexts and recorded configs,
     so they resume and share evaluations as before."""

@@ -483,12 +483,13 @@ def resolved_space(space: Any, objective: Any = None) -> dict:
 
 def resolved_pareto_mean(value: str, objective: Any = None) -> str:
     """``search.acquisition.pareto_mean`` with ``auto`` resolved for a run whose ``objective`` node (a config node or
-    its plain dict; none: the paper's Eq. 6, params) is given: ``zero`` with a params cost (the cost prior's params
-    check, README), ``cost`` with any other (the cost-prior rule: FLOPs measured, memory and latency not)."""
+    its plain dict; none: the paper's Eq. 6, params) is given: ``front`` with a params cost (the front-prior rule with
+    params, README; before it ``zero``, the cost prior's params check), ``cost`` with any other (the cost-prior rule:
+    FLOPs measured, memory and latency not; the front-prior rule with FLOPs kept it)."""
     if value != "auto":
         return value
     objective = objective if objective is not None else {}
-    return "zero" if objective.get("name", "params") == "params" else "cost"
+    return "front" if objective.get("name", "params") == "params" else "cost"
 
 
 def check_space(space: Any) -> None:

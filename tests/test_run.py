@@ -203,8 +203,8 @@ def test_late_keys_at_their_default_keep_run_ids():
 def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
     """``search.acquisition.pareto_mean`` came after runs were stored and its default is ``auto``: a single-objective
     run's id does not hold it, nor does another method's Pareto run (only ours in Pareto mode reads it); ours' Pareto
-    run at ``zero`` (as the runs before it) keeps its id, and so does one at ``auto`` with a params cost (it resolves
-    to ``zero``); with a FLOPs cost ``auto`` is ``cost``, another run, recorded as ``cost``."""
+    run at ``zero`` (as the runs before it) keeps its id; at ``auto`` a params cost resolves to ``front`` (the
+    front-prior rule) and a FLOPs cost to ``cost``, other runs, recorded as they resolve."""
     import copy
 
     from nascomp.pipeline import run_id_of, stored_config
@@ -220,8 +220,9 @@ def test_pareto_mean_moves_run_ids_only_in_pareto_mode():
     assert "pareto_mean" not in stored_config(config)["search"]["acquisition"]
     zero, zero_before, _ = ids(["search.mode=pareto", "search.acquisition.pareto_mean=zero"])
     assert zero == zero_before
-    auto, auto_before, _ = ids(["search.mode=pareto"])
-    assert auto == auto_before == zero
+    auto, auto_before, config = ids(["search.mode=pareto"])
+    assert auto == ids(["search.mode=pareto", "search.acquisition.pareto_mean=front"])[0] != auto_before == zero
+    assert stored_config(config)["search"]["acquisition"]["pareto_mean"] == "front"
     flops_cost, _, _ = ids(["search.mode=pareto", "objective=flops", "search.acquisition.pareto_mean=cost"])
     flops_auto, flops_before, config = ids(["search.mode=pareto", "objective=flops"])
     assert flops_auto == flops_cost != flops_before and stored_config(config)["search"]["acquisition"]["pareto_mean"] == "cost"
