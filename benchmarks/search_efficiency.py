@@ -192,7 +192,8 @@ def parse_methods(spec: str, space: str) -> list[tuple[str, list[str]]]:
 
 
 # NAS-Bench-201's Pareto runs keep the zero-mean GP they were measured and tuned with; ours' cost prior with a FLOPs,
-# memory or latency cost (search.acquisition.pareto_mean: auto) is the real-student cost-prior rule's (README). A method's own overrides come after.
+# memory or latency cost and front prior with params (search.acquisition.pareto_mean: auto) are the real-student
+# cost-prior and front-prior rules' (README). A method's own overrides come after.
 NB201_PARETO = ["search.acquisition.pareto_mean=zero"]
 
 

@@ -199,6 +199,8 @@ def cost_prior(v: Sequence[float], u: Sequence[float], fit: str = "cost") -> Cal
     below the front; the front's line lies above its own step levels between two of its points, so a
     candidate in a gap of the front (where the front rises most, the knee) is expected to fill part of
     it. The kernels' targets are standardised, so their prior sits the mean shortfall below the line."""
+    if fit not in ("cost", "front"):
+        raise ValueError(f"cost_prior: fit must be cost or front, got {fit!r}")
     v, u = np.asarray(v, dtype=float), np.asarray(u, dtype=float)
     finite = np.isfinite(v) & np.isfinite(u)  # a point of non-finite cost or accuracy is never on the front, nor in the fit
     v, u = v[finite], u[finite]

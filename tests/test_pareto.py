@@ -341,6 +341,8 @@ def test_front_prior_is_the_front_joined_by_lines():
     np.testing.assert_allclose(prior(np.array([0.4])), [0.2 + 0.6 * 0.75])  # between (0.1, 0.2) and (0.5, 0.8), not 0.1
     grid = np.linspace(0, 1.1, 50)
     assert np.all(np.diff(prior(grid)) >= 0) and np.all(prior(grid) >= cost_prior(v, u)(grid) - 1e-12)
+    with pytest.raises(ValueError, match="fit must be cost or front, got 'mean'"):
+        cost_prior(v, u, "mean")
 
 
 @pytest.mark.slow

@@ -340,7 +340,7 @@ SCHEMA_ERRORS = [
     ("search.acquisition.pareto_parents=front", "search.acquisition.pareto_parents: 'front' is not one of accuracy, spread"),
     ("search.acquisition.pareto_batch=greedy", "search.acquisition.pareto_batch: 'greedy' is not one of believer, independent"),
     ("search.acquisition.pareto_units=hypervolume", "search.acquisition.pareto_units: 'hypervolume' is not one of target, accuracy"),
-    ("search.acquisition.pareto_mean=linear", "search.acquisition.pareto_mean: 'linear' is not one of auto, zero, cost"),
+    ("search.acquisition.pareto_mean=linear", "search.acquisition.pareto_mean: 'linear' is not one of auto, zero, cost, front"),
     ("search.acquisition.ei_units=accuracy", "search.acquisition.ei_units: 'accuracy' is not one of target, reward"),
     ("final.prune=[l3]", "final.prune must be a list of distinct pruning importances (l2, l1, bn_scale), e.g. final.prune=[l1]; got ['l3']"),
     ("final.prune=l1", "final.prune must be a list of distinct pruning importances (l2, l1, bn_scale), e.g. final.prune=[l1]; got l1"),
