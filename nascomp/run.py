@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nascomp.schema import ConfigError, validate
-from nascomp.signals import Interrupted, check_interrupted, on_signals, resume_hint
+from nascomp.signals import Interrupted, check_interrupted, on_signals, resume_hint, signal_first
 
 log = logging.getLogger("nascomp")
 
@@ -47,7 +47,8 @@ def main(cfg: DictConfig) -> float:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # per-Trainer banners, many per search
         warnings.filterwarnings("ignore", message=r".*(LeafSpec|modules? in eval mode|does not have many workers).*")
         try:
-            summary = run(cfg, Path(run_dir))
+            with signal_first():
+                summary = run(cfg, Path(run_dir))
             check_interrupted()
         except StartupError as exc:
             log.error("cannot start: %s", exc)
