@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nascomp.schema import ConfigError, validate
-from nascomp.signals import Interrupted, check_interrupted, on_signals, resume_hint, signal_first
+from nascomp.signals import Interrupted, check_interrupted, on_signals, resume_hint
 
 log = logging.getLogger("nascomp")
 
@@ -41,13 +41,14 @@ def main(cfg: DictConfig) -> float:
         from nascomp.pipeline import StartupError, run  # after validation: a bad config fails before heavy imports
         from nascomp.search import SearchFailed
         from nascomp.store import StoreError
+        from nascomp.training import signals_kept
 
         threads.apply(cfg.trainer.threads)
 
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # per-Trainer banners, many per search
         warnings.filterwarnings("ignore", message=r".*(LeafSpec|modules? in eval mode|does not have many workers).*")
         try:
-            with signal_first():
+            with signals_kept():
                 summary = run(cfg, Path(run_dir))
             check_interrupted()
         except StartupError as exc:

@@ -6,7 +6,6 @@ that module, whose state the pipeline would not see.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
@@ -57,16 +56,3 @@ def check_interrupted() -> None:
     is marked finished, after ``run`` returns), so such a signal still stops the run with 130 / 143."""
     if _received is not None:
         raise Interrupted(_received)
-
-
-@contextlib.contextmanager
-def signal_first():
-    """An error raised after a signal was taken is the signal's doing: raise :class:`Interrupted` for it. A signal
-    that lands inside a library's own set-up (a Lightning Trainer built half-way, its profiler without ``_stage``)
-    can come out as that library's error (``AttributeError``) instead of itself; the run then still stops with the
-    one line and 130 / 143, not a traceback. An error with no signal taken stays what it is."""
-    try:
-        yield
-    except Exception:
-        check_interrupted()
-        raise

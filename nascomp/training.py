@@ -37,6 +37,7 @@ from torch import nn
 from nascomp import teachers
 from nascomp.config import group
 from nascomp.data import Dataset
+from nascomp.signals import check_interrupted
 from nascomp.files import atomic_write, make_folder, write_text
 from nascomp.student_module import StudentModule
 
@@ -88,10 +89,14 @@ def signals_kept():
     when a BaseException (our ``Interrupted``, KeyboardInterrupt) crosses ``fit``/``test``, and that
     teardown can itself fail (``Please call iter(combined_loader) first`` when the signal came before
     the first batch), replacing the signal with a RuntimeError that ``except Exception`` would then
-    treat as a failed student. Wrap every Trainer call in this."""
+    treat as a failed student. Wrap every Trainer call in this. Any error after the main job's handler took a
+    signal is that signal too (``nascomp.signals.check_interrupted``): one that lands inside a library's own set-up
+    (a Trainer built half-way, its profiler without ``_stage``) can come out as an error whose chain has lost it;
+    ``nascomp.run`` wraps the whole run in this, so the run still ends with the one line and 130 / 143."""
     try:
         yield
     except Exception as exc:
+        check_interrupted()
         seen, cause = set(), exc
         while cause is not None and id(cause) not in seen:
             if not isinstance(cause, Exception):  # the BaseException the teardown error replaced

@@ -92,21 +92,22 @@ def test_sigint_after_a_recorded_step_exits_130_and_resume_keeps_the_step(workdi
 
 
 def test_an_error_after_a_signal_is_the_signal():
-    """``signal_first`` (round ``run`` in the main job): a signal that lands inside a library's set-up can come out as
+    """``training.signals_kept`` (round ``run`` in the main job, and every Trainer call): a signal that lands inside a library's set-up can come out as
     that library's error (seen in CI: a SIGINT inside Lightning's Trainer construction became
     ``AttributeError: 'PassThroughProfiler' object has no attribute '_stage'``); after a signal was taken, any error
     raises ``Interrupted`` for it instead; with none taken, the error stays."""
     import nascomp.signals
-    from nascomp.signals import Interrupted, on_signals, signal_first
+    from nascomp.signals import Interrupted, on_signals
+    from nascomp.training import signals_kept
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         on_signals("run")
         with pytest.raises(AttributeError, match="_stage"):
-            with signal_first():
+            with signals_kept():
                 raise AttributeError("'PassThroughProfiler' object has no attribute '_stage'")
         with pytest.raises(Interrupted) as exc:
-            with signal_first():
+            with signals_kept():
                 try:
                     os.kill(os.getpid(), signal.SIGINT)
                     time.sleep(1)  # the handler raises Interrupted here
